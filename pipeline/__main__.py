@@ -1,0 +1,124 @@
+"""``python -m pipeline <stage> ...``: the commands both Snakemake and DVC run.
+
+Every stage reads the params file ($PIPELINE_PARAMS, default ./params.yaml), validates it,
+and writes its outputs atomically. ``--log FILE`` copies everything the stage prints to FILE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+from pathlib import Path
+
+
+class _Tee:
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, data):
+        for s in self.streams:
+            s.write(data)
+            s.flush()
+        return len(data)
+
+    def flush(self):
+        for s in self.streams:
+            s.flush()
+
+
+@contextlib.contextmanager
+def _logging_to(path: str | None):
+    if not path:
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        out, err = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Tee(out, fh), _Tee(err, fh)
+        try:
+            yield
+        finally:
+            sys.stdout, sys.stderr = out, err
+
+
+def cmd_download(args, params):
+    from pipeline.data.download import main
+
+    main(params, args.source, args.out)
+
+
+def cmd_prepare(args, params):
+    from pipeline.data.prepare import main
+
+    main(params, args.split, args.raw, args.out)
+
+
+def cmd_train(args, params):
+    from pipeline.training.run import main
+
+    main(params, args.split, args.model, args.seed, args.data, args.out)
+
+
+def cmd_aggregate(args, params):
+    from pipeline.reporting.aggregate import main
+
+    main(params, args.runs, args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", help="params file (default: $PIPELINE_PARAMS or ./params.yaml)")
+    sub = parser.add_subparsers(dest="stage", required=True)
+
+    p = sub.add_parser("download", help="fetch one source (mirror or upstream), verify, extract")
+    p.add_argument("--source", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("prepare", help="raw source -> canonical interaction table + statistics")
+    p.add_argument("--split", required=True)
+    p.add_argument("--raw", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("train", help="train one model on one split with one seed; evaluate")
+    p.add_argument("--split", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--seed", required=True, type=int)
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("aggregate", help="collect run metrics into results/ tables")
+    p.add_argument("--runs", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_aggregate)
+
+    for p in sub.choices.values():
+        p.add_argument("--log", help="also write the stage's output to this file")
+    return parser
+
+
+def main(argv=None) -> int:
+    from pipeline.config import ConfigError, load_params
+
+    args = build_parser().parse_args(argv)
+    with _logging_to(args.log):
+        start = time.perf_counter()
+        try:
+            params = load_params(args.params)
+            args.func(args, params)
+        except (ConfigError, FileNotFoundError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        except Exception as err:  # a clear one-line reason, then the traceback for debugging
+            print(f"error in stage '{args.stage}': {type(err).__name__}: {err}", file=sys.stderr)
+            raise
+        print(f"[{args.stage}] done in {time.perf_counter() - start:.1f}s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""params.yaml: loading, validation and typed views of its blocks.
+
+Both engines read the same file. Snakemake validates it with the JSON schema in
+``workflow/schemas/params.schema.yaml`` and then calls :func:`check_semantics`; every
+``python -m pipeline`` command calls :func:`load_params`, which does both. Errors name the
+offending key and, where there is a closed set, the allowed values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+PARAMS_ENV = "PIPELINE_PARAMS"
+MIRROR_ENV = "PIPELINE_MIRROR"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "params.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A problem in params.yaml, with the dotted key that causes it."""
+
+    def __init__(self, key: str, message: str):
+        self.key = key
+        super().__init__(f"params: key '{key}': {message}")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    name: str
+    url: str
+    mirror: str
+    archive: str
+    sha256: str | None = None
+    md5: str | None = None
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    name: str
+    dataset: str
+    setting: str
+    source: str
+    format: str
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    rating_threshold: float
+    k_core: int
+    ratios: tuple[float, float, float]
+    rounding: str
+    noisy_max_fraction: float
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    device: str
+    threads: int
+    eval_every: int
+    patience: int
+    select_metric: str
+    checkpoint_every: int
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    topk: tuple[int, ...]
+    batch_size: int
+
+
+def params_path(path: str | os.PathLike | None = None) -> Path:
+    """The params file: explicit path, else $PIPELINE_PARAMS, else ./params.yaml."""
+    if path is not None:
+        return Path(path)
+    return Path(os.environ.get(PARAMS_ENV) or "params.yaml")
+
+
+def load_params(path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Read and fully validate the params file; returns the plain dictionary."""
+    p = params_path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"params file not found: {p} (set {PARAMS_ENV} or run from the repository root)")
+    with open(p) as fh:
+        params = yaml.safe_load(fh)
+    if not isinstance(params, dict):
+        raise ConfigError("<root>", f"{p} must hold a mapping, got {type(params).__name__}")
+    check_schema(params)
+    check_semantics(params)
+    params["_path"] = str(p.resolve())
+    return params
+
+
+def _load_schema() -> dict:
+    with open(SCHEMA_PATH) as fh:
+        return yaml.safe_load(fh)
+
+
+def _dotted(path) -> str:
+    return ".".join(str(x) for x in path) or "<root>"
+
+
+def check_schema(params: dict) -> None:
+    """JSON-schema validation with a message that names the key and the allowed values."""
+    params = {k: v for k, v in params.items() if not k.startswith("_")}
+    validator = jsonschema.Draft202012Validator(_load_schema())
+    error = jsonschema.exceptions.best_match(validator.iter_errors(params))
+    if error is None:
+        return
+    key = _dotted(error.absolute_path)
+    if error.validator == "additionalProperties" and error.validator_value is False:
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        key = _dotted(list(error.absolute_path) + [extra[0]]) if extra else key
+        raise ConfigError(key, f"unknown key; allowed keys here: {allowed}")
+    if error.validator == "enum":
+        raise ConfigError(key, f"{error.instance!r} is not allowed; allowed values: {error.validator_value}")
+    if error.validator == "required":
+        raise ConfigError(key, error.message)
+    raise ConfigError(key, error.message)
+
+
+def _require_member(key: str, value: str, allowed) -> None:
+    allowed = sorted(allowed)
+    if value not in allowed:
+        raise ConfigError(key, f"unknown name {value!r}; allowed values: {allowed}")
+
+
+def check_semantics(params: dict) -> None:
+    """Cross-references and value constraints the schema cannot express."""
+    from pipeline.models import MODELS  # local import: models import torch
+
+    ratios = params["protocol"]["ratios"]
+    if not math.isclose(sum(ratios), 1.0, abs_tol=1e-6):
+        raise ConfigError("protocol.ratios", f"train/valid/test ratios must sum to 1, got {ratios} (sum {sum(ratios)})")
+    for name, split in params["splits"].items():
+        _require_member(f"splits.{name}.source", split["source"], params["sources"])
+        expected = f"{split['dataset']}_{split['setting']}"
+        if name != expected:
+            raise ConfigError(f"splits.{name}", f"split names are <dataset>_<setting>; expected {expected!r}")
+    for model, block in params["models"].items():
+        _require_member(f"models.{model}", model, MODELS)
+        for split in block.get("per_split", {}) or {}:
+            _require_member(f"models.{model}.per_split.{split}", split, params["splits"])
+    exp = params["experiments"]
+    for i, split in enumerate(exp["splits"]):
+        _require_member(f"experiments.splits[{i}]", split, params["splits"])
+    overlap = sorted(set(params["sources"]) & set(params["more_sources"]))
+    if overlap:
+        raise ConfigError(f"more_sources.{overlap[0]}", "is also in sources; keep each source in one block")
+    for i, model in enumerate(exp["models"]):
+        _require_member(f"experiments.models[{i}]", model, params["models"])
+    metric, k = params["training"]["select_metric"].split("@")
+    if int(k) not in params["evaluation"]["topk"]:
+        raise ConfigError("training.select_metric", f"cut-off {k} is not in evaluation.topk {params['evaluation']['topk']}")
+    for model in exp["models"]:
+        for split in exp["splits"]:
+            model_config(params, model, split)
+
+
+def model_config(params: dict, model: str, split: str):
+    """The model's config dataclass: defaults, then the split's overrides, then checks."""
+    from pipeline.models import MODELS
+
+    _require_member("experiments.models", model, MODELS)
+    cls = MODELS[model].Config
+    block = params["models"][model]
+    overrides = (block.get("per_split") or {}).get(split, {})
+    merged = {**block["defaults"], **overrides}
+    fields = {f.name for f in dataclasses.fields(cls)}
+    for key in merged:
+        if key not in fields:
+            where = f"models.{model}.per_split.{split}.{key}" if key in overrides else f"models.{model}.defaults.{key}"
+            raise ConfigError(where, f"unknown hyperparameter; allowed: {sorted(fields)}")
+    missing = sorted(fields - set(merged))
+    if missing:
+        raise ConfigError(f"models.{model}.defaults", f"missing hyperparameters: {missing}")
+    cfg = cls(**merged)
+    for key, message in cfg.problems():
+        where = f"models.{model}.per_split.{split}.{key}" if key in overrides else f"models.{model}.defaults.{key}"
+        raise ConfigError(where, message)
+    return cfg
+
+
+def source_config(params: dict, name: str) -> SourceConfig:
+    known = {**params.get("more_sources", {}), **params["sources"]}
+    _require_member("sources", name, known)
+    return SourceConfig(name=name, **known[name])
+
+
+def split_config(params: dict, name: str) -> SplitConfig:
+    _require_member("splits", name, params["splits"])
+    return SplitConfig(name=name, **params["splits"][name])
+
+
+def protocol_config(params: dict) -> ProtocolConfig:
+    p = params["protocol"]
+    return ProtocolConfig(**{**p, "ratios": tuple(p["ratios"])})
+
+
+def training_config(params: dict) -> TrainingConfig:
+    return TrainingConfig(**params["training"])
+
+
+def evaluation_config(params: dict) -> EvaluationConfig:
+    e = params["evaluation"]
+    return EvaluationConfig(topk=tuple(sorted(e["topk"])), batch_size=e["batch_size"])
+
+
+def mirror_dir(params: dict) -> Path | None:
+    """The mirror folder: $PIPELINE_MIRROR if set ('' = none), else paths.mirror.
+
+    A relative path is taken relative to the params file's folder.
+    """
+    value = os.environ.get(MIRROR_ENV)
+    if value is None:
+        value = params["paths"]["mirror"]
+    if not value:
+        return None
+    path = Path(value)
+    if not path.is_absolute():
+        base = Path(params.get("_path", "params.yaml")).resolve().parent
+        path = base / path
+    return path

@@ -1,0 +1,21 @@
+"""Data stages: download (sources), readers (raw formats), prepare (canonical table), dataset (matrices).
+
+The canonical interaction table, ``data/prepared/<split>/interactions.parquet``, one row per
+interaction, sorted by (user, order):
+
+======== ======= =============================================================
+column   type    meaning
+======== ======= =============================================================
+user     Int32   user index, contiguous 0..n_users-1
+item     Int32   item index, contiguous 0..n_items-1
+split    String  "train", "valid" or "test"
+order    Int32   0-based position in the user's time order over all splits
+timestamp Int64  unix seconds, null when the source has none
+rating   Float32 the raw rating, null when the source has none
+======== ======= =============================================================
+
+Beside it, ``stats.json`` holds n_users, n_items and per-split counts (DVC shows it as metrics).
+"""
+
+COLUMNS = ("user", "item", "split", "order", "timestamp", "rating")
+SPLITS = ("train", "valid", "test")

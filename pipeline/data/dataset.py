@@ -1,0 +1,79 @@
+"""The canonical table as sparse user x item matrices, and dense batches made from them.
+
+Nothing here makes the whole user x item matrix dense: models read one batch of rows at a time
+(:func:`dense_rows`), and the evaluator scores users in chunks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+import torch
+
+from pipeline.io import read_json
+
+
+@dataclass(frozen=True)
+class InteractionData:
+    """Binary CSR matrices (float32) per split, plus the train rows' time rank per user."""
+
+    n_users: int
+    n_items: int
+    train: sp.csr_matrix
+    valid: sp.csr_matrix
+    test: sp.csr_matrix
+    train_rank: sp.csr_matrix  # value = 1 + position among the user's train rows in time order
+
+
+def _csr(df: pl.DataFrame, n_users: int, n_items: int, values: np.ndarray | None = None) -> sp.csr_matrix:
+    users = df["user"].to_numpy()
+    items = df["item"].to_numpy()
+    data = np.ones(len(df), dtype=np.float32) if values is None else values.astype(np.float32)
+    m = sp.csr_matrix((data, (users, items)), shape=(n_users, n_items), dtype=np.float32)
+    m.sum_duplicates()
+    m.sort_indices()
+    return m
+
+
+def load_interactions(folder: str | Path) -> InteractionData:
+    """Load ``interactions.parquet`` + ``stats.json`` written by the prepare stage."""
+    folder = Path(folder)
+    stats = read_json(folder / "stats.json")
+    n_users, n_items = int(stats["n_users"]), int(stats["n_items"])
+    df = pl.read_parquet(folder / "interactions.parquet", columns=["user", "item", "split", "order"])
+    parts = {name: df.filter(pl.col("split") == name) for name in ("train", "valid", "test")}
+    train = parts["train"].unique(subset=["user", "item"], keep="first", maintain_order=True)
+    train = train.sort(["user", "order"]).with_columns(
+        (pl.col("order").rank("ordinal").over("user")).alias("rank")
+    )
+    binary = {name: _csr(p, n_users, n_items) for name, p in parts.items()}
+    for m in binary.values():
+        m.data[:] = 1.0
+    rank = _csr(train, n_users, n_items, train["rank"].to_numpy())
+    return InteractionData(n_users, n_items, binary["train"], binary["valid"], binary["test"], rank)
+
+
+def temporal_weights(rank: sp.csr_matrix, w_min: float, w_max: float) -> sp.csr_matrix:
+    """T-DiffRec's time-aware row: linspace(w_min, w_max, n_u) along each user's time order.
+
+    The oldest train interaction gets w_min, the newest w_max (a single one gets w_min, as
+    ``np.linspace(w_min, w_max, 1)`` does).
+    """
+    out = rank.copy().astype(np.float32)
+    counts = np.diff(rank.indptr)
+    for u in range(rank.shape[0]):
+        lo, hi = rank.indptr[u], rank.indptr[u + 1]
+        if counts[u] == 0:
+            continue
+        positions = rank.data[lo:hi].astype(np.int64) - 1
+        out.data[lo:hi] = np.linspace(w_min, w_max, counts[u], dtype=np.float64)[positions].astype(np.float32)
+    return out
+
+
+def dense_rows(matrix: sp.csr_matrix, rows: np.ndarray) -> torch.Tensor:
+    """Rows of a CSR matrix as a dense float32 tensor (one batch, never the whole matrix)."""
+    return torch.from_numpy(matrix[rows].toarray())

@@ -1,0 +1,323 @@
+"""Prepare stage: raw source files -> the canonical interaction table and its statistics.
+
+Writes ``<out_dir>/interactions.parquet`` (the canonical table of :mod:`pipeline.data`) and
+``<out_dir>/stats.json``. Both are byte-reproducible: every sort has a total order or is stable,
+and nothing depends on the clock, the machine or a random generator.
+
+DiffRec's released splits (format ``diffrec``)
+    Imported as they are, without any filtering: user and item ids as released,
+    ``n_users = max user + 1`` and ``n_items = max item + 1`` over all three splits, ``order`` =
+    position within the user over train, valid, test (the release's time order). The settings
+    clean, noisy and temporal all use the given files; temporal is the clean release, whose
+    ``order`` column carries the time order. Timestamps and ratings are null.
+
+Raw ratings (formats ``movielens-dat``, ``recbole``): our own, documented protocol
+    (``protocol`` block of ``params.yaml``), applied in this order. The source must have
+    timestamps (the split is chronological); one without ratings counts every interaction as
+    a positive (and its noisy setting adds nothing).
+
+    1. Duplicates: if a user rated an item more than once, only the most recent rating is kept
+       (latest timestamp; among equal timestamps the one later in the file).
+    2. Threshold: interactions with ``rating >= rating_threshold`` are positives; the others
+       are dropped.
+    3. k-core: users and items with fewer than ``k_core`` positives are removed, repeatedly,
+       until every remaining user and item has at least ``k_core``.
+    4. Ids: the surviving raw user (item) ids are numbered 0..n-1 in their natural order: by
+       integer value when every raw id is a canonical decimal integer, else by string (byte)
+       order. This is deterministic and independent of the file's row order.
+    5. Split, per user, chronologically: the user's n positives are sorted by (timestamp, raw
+       item id; the item index has the same order) and cut with ratios (r0, r1, r2):
+
+       - rounding ``diffrec``: n_train = int(r0 n) + 1, n_valid = ceil(r1 n) - 1, computed in
+         plain double-precision floating point exactly as DiffRec's preprocessing did. This is
+         the rule behind DiffRec's released ML-1M files, true for all 5,949 users *including*
+         its floating-point artefacts: 0.7 * 90 = 62.99999999999999, so a user with 90
+         interactions has 63 training rows, not 64 (51 users of the release have such n).
+       - rounding ``floor``: n_train = floor(r0 n), n_valid = floor(r1 n), with the products
+         rounded to 9 decimals first, so 0.7 * 90 counts as 63 (epsilon-safe).
+       - n_test = the rest.
+
+       Guard for very small n: n_train is clamped to [1, n] and n_valid to [0, n - n_train], so
+       no count is negative and every user keeps at least one training row (its valid or test
+       part may then be empty; with ``k_core >= 10`` and ratios 0.7/0.2/0.1 this never happens).
+       ``stats.json`` reports the number of users the clamp changed (``split_clamped_users``).
+
+    Settings:
+
+    - ``clean``: the table above.
+    - ``temporal``: identical rows to clean (same ids, same split); its ``order`` column is
+      the per-user time order that T-DiffRec's weighting uses.
+    - ``noisy``: DiffRec's noisy files cannot be regenerated from raw data, so this is our own
+      rule. Start from the clean split. Noise candidates are the (deduplicated) interactions
+      with ``rating < rating_threshold`` whose user and item both survive in clean. A candidate
+      goes to train if its timestamp <= the user's last clean-train timestamp, else to valid
+      if its timestamp <= the user's last clean-valid timestamp, else it is dropped. The test
+      split is never touched: it equals clean's. If ``noisy_max_fraction`` f < 1, a
+      deterministic, evenly spread subset of the eligible candidates is kept: sorted by
+      (user, timestamp, item), candidate i (0-based) is kept iff floor((i+1) f) > floor(i f),
+      which keeps floor(N f) of N. ``order`` is then recomputed per user over all rows sorted by
+      (timestamp, item). Ids and n_users/n_items are those of clean.
+
+Statistics (``stats.json``, every format): dataset, setting, format, n_users, n_items,
+n_interactions, n_train/n_valid/n_test, train_users/valid_users/test_users (users with at least
+one row in the split), valid_items_unseen_in_train / test_items_unseen_in_train (rows whose item
+never occurs in train) and density = n_interactions / (n_users n_items). Raw formats add what
+each filter removed (``raw_*``, ``duplicates_removed``, ``threshold_removed_*``,
+``kcore_removed_*``, ``kcore_rounds``, ``split_clamped_users``); noisy adds ``noise_candidates``,
+``noise_added_train``, ``noise_added_valid``, ``noise_dropped_after_valid`` and
+``noise_dropped_by_fraction``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.config import ProtocolConfig, SplitConfig, protocol_config, split_config
+from pipeline.data import COLUMNS
+from pipeline.data.readers import READERS
+from pipeline.io import atomic_path, write_json
+
+CANONICAL_SCHEMA = {
+    "user": pl.Int32,
+    "item": pl.Int32,
+    "split": pl.String,
+    "order": pl.Int32,
+    "timestamp": pl.Int64,
+    "rating": pl.Float32,
+}
+ROUND_DIGITS = 9  # epsilon-safe floor: r * n is rounded to this many decimals first
+
+
+# --------------------------------------------------------------------------------------------
+# raw ratings -> clean / noisy / temporal
+
+
+def _natural_key(ids: pl.Series) -> pl.Series:
+    """Sort key for raw ids: Int64 if every id is a canonical decimal integer, else the string."""
+    as_int = ids.cast(pl.Int64, strict=False)
+    if as_int.null_count() == 0 and (as_int.cast(pl.String) == ids).all():
+        return as_int
+    return ids
+
+
+def _id_map(keys: pl.Series, name: str) -> pl.DataFrame:
+    """Map the distinct keys, in sorted order, to 0..n-1 (column ``name``, Int32)."""
+    distinct = keys.unique().sort()
+    return pl.DataFrame({keys.name: distinct}).with_columns(pl.int_range(pl.len(), dtype=pl.Int32).alias(name))
+
+
+def _floor(x: pl.Expr) -> pl.Expr:
+    return x.round(ROUND_DIGITS).floor().cast(pl.Int64)
+
+
+def _rule_sizes(n: int, ratios: tuple[float, float, float], rounding: str) -> tuple[int, int]:
+    """(n_train, n_valid) of the rounding rule, before the small-n guard."""
+    if rounding == "diffrec":
+        # plain IEEE-double arithmetic, as DiffRec's own preprocessing: int(0.7 * 90) = 62
+        return int(ratios[0] * n) + 1, math.ceil(ratios[1] * n) - 1
+    if rounding == "floor":
+        r0, r1 = round(ratios[0] * n, ROUND_DIGITS), round(ratios[1] * n, ROUND_DIGITS)
+        return math.floor(r0), math.floor(r1)
+    raise ValueError(f"unknown protocol.rounding {rounding!r}; allowed: ['diffrec', 'floor']")
+
+
+def split_sizes(n: int, ratios: tuple[float, float, float], rounding: str) -> tuple[int, int, int]:
+    """(n_train, n_valid, n_test) for a user with n interactions (module docstring, step 5).
+
+    n_train is clamped to [1, n] and n_valid to [0, n - n_train]; n_test is the rest.
+    """
+    train, valid = _rule_sizes(n, ratios, rounding)
+    train = min(max(train, 1), n)
+    valid = min(max(valid, 0), n - train)
+    return train, valid, n - train - valid
+
+
+def _chronological_split(rows: pl.DataFrame, protocol: ProtocolConfig) -> tuple[pl.DataFrame, int]:
+    """Sort each user's rows by (timestamp, item), number them and assign train/valid/test.
+
+    Returns the rows sorted by (user, order) and the number of users whose counts were clamped.
+    """
+    rows = rows.sort("user", "timestamp", "item", maintain_order=True).with_columns(
+        order=pl.int_range(pl.len(), dtype=pl.Int32).over("user"), _n=pl.len().over("user").cast(pl.Int64)
+    )
+    sizes = {n: split_sizes(n, protocol.ratios, protocol.rounding) for n in rows["_n"].unique().to_list()}
+    clamped_n = [n for n, (t, v, _) in sizes.items() if (t, v) != _rule_sizes(n, protocol.ratios, protocol.rounding)]
+    clamped = rows.filter(pl.col("_n").is_in(clamped_n))["user"].n_unique()
+    train = pl.col("_n").replace_strict({n: s[0] for n, s in sizes.items()}, return_dtype=pl.Int64)
+    valid = pl.col("_n").replace_strict({n: s[1] for n, s in sizes.items()}, return_dtype=pl.Int64)
+    rows = rows.with_columns(
+        split=pl.when(pl.col("order") < train)
+        .then(pl.lit("train"))
+        .when(pl.col("order") < train + valid)
+        .then(pl.lit("valid"))
+        .otherwise(pl.lit("test"))
+    )
+    return rows.drop("_n"), clamped
+
+
+def _kcore(rows: pl.DataFrame, k: int) -> tuple[pl.DataFrame, int]:
+    """Iteratively drop users and items with fewer than k rows.
+
+    Returns the stable rows and the number of rounds that removed something.
+    """
+    rounds = 0
+    while True:
+        kept = rows.filter((pl.len().over("user_key") >= k) & (pl.len().over("item_key") >= k))
+        if kept.height == rows.height:
+            return kept, rounds
+        rows, rounds = kept, rounds + 1
+
+
+def _add_noise(
+    clean: pl.DataFrame, negatives: pl.DataFrame, fraction: float
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """The noisy rule of the module docstring: low-rated interactions added to train / valid."""
+    bounds = clean.group_by("user").agg(
+        _last_train=pl.col("timestamp").filter(pl.col("split") == "train").max(),
+        _last_valid=pl.col("timestamp").filter(pl.col("split") == "valid").max(),
+    )
+    candidates = negatives.join(bounds, on="user", how="inner").with_columns(
+        split=pl.when(pl.col("timestamp") <= pl.col("_last_train"))
+        .then(pl.lit("train"))
+        .when(pl.col("timestamp") <= pl.col("_last_valid"))
+        .then(pl.lit("valid"))
+        .otherwise(pl.lit(None, dtype=pl.String))
+    )
+    eligible = candidates.filter(pl.col("split").is_not_null()).sort("user", "timestamp", "item", maintain_order=True)
+    if fraction < 1:
+        i = pl.int_range(pl.len(), dtype=pl.Int64)
+        eligible = eligible.filter(_floor((i + 1) * fraction) > _floor(i * fraction))
+    counts = {
+        "noise_candidates": candidates.height,
+        "noise_added_train": eligible.filter(pl.col("split") == "train").height,
+        "noise_added_valid": eligible.filter(pl.col("split") == "valid").height,
+        "noise_dropped_after_valid": candidates["split"].null_count(),
+        "noise_dropped_by_fraction": candidates.height - candidates["split"].null_count() - eligible.height,
+    }
+    rows = pl.concat([clean.drop("order"), eligible.select(clean.drop("order").columns)], how="vertical")
+    rows = rows.sort("user", "timestamp", "item", maintain_order=True).with_columns(
+        order=pl.int_range(pl.len(), dtype=pl.Int32).over("user")
+    )
+    return rows, counts
+
+
+def _prepare_raw(raw: pl.DataFrame, setting: str, protocol: ProtocolConfig, source: str) -> tuple[pl.DataFrame, dict]:
+    """Raw ratings -> canonical rows for ``setting`` and the filter statistics."""
+    if raw["timestamp"].null_count():
+        raise ValueError(f"{source}: the raw protocol splits by time, but the source has no timestamps")
+    stats: dict[str, int] = {
+        "raw_interactions": raw.height,
+        "raw_users": raw["raw_user"].n_unique(),
+        "raw_items": raw["raw_item"].n_unique(),
+    }
+    rows = raw.with_columns(
+        user_key=_natural_key(raw["raw_user"]),
+        item_key=_natural_key(raw["raw_item"]),
+        _pos=pl.int_range(pl.len(), dtype=pl.Int64),
+    )
+    # 1. duplicates: keep the most recent rating (latest timestamp, then later in the file)
+    rows = rows.sort("user_key", "item_key", "timestamp", "_pos", maintain_order=True).unique(
+        subset=["user_key", "item_key"], keep="last", maintain_order=True
+    )
+    stats["duplicates_removed"] = raw.height - rows.height
+
+    # 2. threshold
+    if rows["rating"].null_count() == rows.height:
+        positive = pl.lit(True)
+    else:
+        positive = pl.col("rating") >= protocol.rating_threshold
+    rows = rows.with_columns(_positive=positive.fill_null(False))
+    positives = rows.filter(pl.col("_positive"))
+    stats["threshold_removed_interactions"] = rows.height - positives.height
+    stats["threshold_removed_users"] = rows["user_key"].n_unique() - positives["user_key"].n_unique()
+    stats["threshold_removed_items"] = rows["item_key"].n_unique() - positives["item_key"].n_unique()
+
+    # 3. k-core
+    core, rounds = _kcore(positives, protocol.k_core)
+    if core.height == 0:
+        raise ValueError(f"{source}: no interaction survives the threshold and {protocol.k_core}-core filters")
+    stats["kcore_removed_interactions"] = positives.height - core.height
+    stats["kcore_removed_users"] = positives["user_key"].n_unique() - core["user_key"].n_unique()
+    stats["kcore_removed_items"] = positives["item_key"].n_unique() - core["item_key"].n_unique()
+    stats["kcore_rounds"] = rounds
+
+    # 4. ids in natural raw-id order
+    users = _id_map(core["user_key"], "user")
+    items = _id_map(core["item_key"], "item")
+
+    def with_ids(frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.join(users, on="user_key", how="inner").join(items, on="item_key", how="inner")
+
+    # 5. chronological split
+    clean, clamped = _chronological_split(with_ids(core), protocol)
+    stats["split_clamped_users"] = clamped
+    if setting == "noisy":
+        negatives = with_ids(rows.filter(~pl.col("_positive")))
+        result, noise = _add_noise(clean, negatives, protocol.noisy_max_fraction)
+        stats.update(noise)
+    else:  # clean and temporal: the same rows
+        result = clean
+    stats["_n_users"], stats["_n_items"] = users.height, items.height
+    return result, stats
+
+
+# --------------------------------------------------------------------------------------------
+# statistics and the stage
+
+
+def split_stats(table: pl.DataFrame, n_users: int, n_items: int) -> dict:
+    """Counts that describe a canonical table (see the module docstring)."""
+    stats = {"n_users": n_users, "n_items": n_items, "n_interactions": table.height}
+    train_items = table.filter(pl.col("split") == "train")["item"].unique().implode()
+    for split in ("train", "valid", "test"):
+        part = table.filter(pl.col("split") == split)
+        stats[f"n_{split}"] = part.height
+        stats[f"{split}_users"] = part["user"].n_unique()
+        if split != "train":
+            stats[f"{split}_items_unseen_in_train"] = part.filter(~pl.col("item").is_in(train_items)).height
+    stats["density"] = table.height / (n_users * n_items) if n_users and n_items else 0.0
+    return stats
+
+
+def prepare(split: SplitConfig, protocol: ProtocolConfig, raw_dir: Path, out_dir: Path) -> dict:
+    """Build ``out_dir/interactions.parquet`` and ``out_dir/stats.json``; returns the stats."""
+    if split.format not in READERS:
+        raise ValueError(f"unknown format {split.format!r}; allowed: {sorted(READERS)}")
+    if split.setting not in ("clean", "noisy", "temporal"):
+        raise ValueError(f"unknown setting {split.setting!r}; allowed: ['clean', 'noisy', 'temporal']")
+    raw = READERS[split.format](Path(raw_dir))
+    extra: dict = {}
+    if split.format == "diffrec":
+        table = raw
+        n_users, n_items = int(table["user"].max()) + 1, int(table["item"].max()) + 1
+    else:
+        table, extra = _prepare_raw(raw, split.setting, protocol, f"{split.name} ({raw_dir})")
+        n_users, n_items = extra.pop("_n_users"), extra.pop("_n_items")
+
+    table = table.select([pl.col(c).cast(t) for c, t in CANONICAL_SCHEMA.items()]).sort(
+        "user", "order", maintain_order=True
+    )
+    assert tuple(table.columns) == COLUMNS
+    stats = {"dataset": split.dataset, "setting": split.setting, "format": split.format}
+    stats.update(split_stats(table, n_users, n_items))
+    stats.update(extra)
+
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir / "interactions.parquet") as tmp:
+        table.write_parquet(tmp, use_pyarrow=True)
+    write_json(out_dir / "stats.json", stats)
+    return stats
+
+
+def main(params: dict, split_name: str, raw_dir: str, out_dir: str) -> dict:
+    """``python -m pipeline prepare``: prepare one split named in params.yaml."""
+    split = split_config(params, split_name)
+    stats = prepare(split, protocol_config(params), Path(raw_dir), Path(out_dir))
+    print(
+        f"prepare {split_name}: {stats['n_users']} users, {stats['n_items']} items, "
+        f"train/valid/test = {stats['n_train']}/{stats['n_valid']}/{stats['n_test']} -> {out_dir}"
+    )
+    return stats

@@ -1,0 +1,46 @@
+"""Full-ranking evaluation of a model on the validation and test splits, in user chunks.
+
+Valid and test both take the train row as the model input (the reference protocol), so one
+scoring pass over all users serves both; only the masks and the ground truth differ.
+Memory: one chunk of dense scores at a time, never the whole user x item matrix.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from pipeline.data.dataset import InteractionData, dense_rows
+from pipeline.evaluation.metrics import EvalResult, mean_metrics, per_user_metrics, rank_topk
+
+ScoreFn = Callable[[np.ndarray], torch.Tensor]  # user ids -> (B, n_items) scores
+
+
+class Evaluator:
+    def __init__(self, data: InteractionData, topk: tuple[int, ...], batch_size: int):
+        self.data = data
+        self.topk = tuple(sorted(topk))
+        self.batch_size = batch_size
+        self.train_valid = (data.train + data.valid).tocsr()
+
+    @torch.no_grad()
+    def evaluate(self, score_fn: ScoreFn, splits: tuple[str, ...] = ("valid", "test")) -> EvalResult:
+        n_users = self.data.n_users
+        kmax = max(self.topk)
+        collected: dict[str, dict[str, list[np.ndarray]]] = {s: {} for s in splits}
+        for start in range(0, n_users, self.batch_size):
+            users = np.arange(start, min(start + self.batch_size, n_users))
+            scores = score_fn(users).float()
+            train_rows = dense_rows(self.data.train, users) > 0
+            for split in splits:
+                truth_matrix = self.data.valid if split == "valid" else self.data.test
+                exclude = train_rows if split == "valid" else dense_rows(self.train_valid, users) > 0
+                top = rank_topk(scores, exclude, kmax)
+                values = per_user_metrics(top, dense_rows(truth_matrix, users) > 0, self.topk)
+                for name, v in values.items():
+                    collected[split].setdefault(name, []).append(v)
+        per_user = {s: {m: np.concatenate(v) for m, v in d.items()} for s, d in collected.items()}
+        means = {s: mean_metrics(per_user[s], n_users) for s in splits}
+        return EvalResult(means=means, per_user=per_user)

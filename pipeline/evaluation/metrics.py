@@ -1,0 +1,64 @@
+"""Vectorised full-ranking metrics, exactly as DiffRec's released evaluator computes them.
+
+Protocol (per user u, list L_K = the K highest-scored items after masking):
+
+* masking: validation ranks every item except u's train items; test ranks every item except
+  u's train and validation items (masked items get score -inf);
+* Recall@K = |L_K ∩ G_u| / |G_u|;  Precision@K = |L_K ∩ G_u| / K;
+* NDCG@K = DCG / IDCG with binary gain, DCG = Σ_{j<K, L_K[j] ∈ G_u} 1 / log2(j + 2) and
+  IDCG = Σ_{j < min(|G_u|, K)} 1 / log2(j + 2);
+* MRR@K = 1 / (j + 1) for the first hit at 0-based position j, 0 without a hit;
+* every mean divides by *all* users; a user with an empty ground truth G_u counts as 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+METRICS = ("recall", "ndcg", "precision", "mrr")
+
+
+def rank_topk(scores: torch.Tensor, exclude: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the top-k items per row after setting excluded items to -inf."""
+    masked = scores.masked_fill(exclude, float("-inf"))
+    return torch.topk(masked, k=min(k, scores.shape[1]), dim=1, sorted=True).indices
+
+
+def per_user_metrics(topk_items: torch.Tensor, truth: torch.Tensor, ks: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Per-user metric values, keys like ``recall@20``; ``truth`` is a dense bool (B, I)."""
+    hits = truth.gather(1, topk_items).to(torch.float64)  # (B, kmax)
+    n_truth = truth.sum(1).to(torch.float64)
+    has_truth = n_truth > 0
+    kmax = hits.shape[1]
+    discount = 1.0 / torch.log2(torch.arange(kmax, dtype=torch.float64) + 2.0)
+    ideal = torch.cumsum(discount, 0)
+    first_hit = torch.where(hits.any(1), hits.argmax(1), torch.full_like(n_truth, -1, dtype=torch.long))
+    out: dict[str, np.ndarray] = {}
+    for k in ks:
+        kk = min(k, kmax)
+        n_hit = hits[:, :kk].sum(1)
+        safe_truth = torch.clamp(n_truth, min=1.0)
+        out[f"recall@{k}"] = torch.where(has_truth, n_hit / safe_truth, 0.0)
+        out[f"precision@{k}"] = torch.where(has_truth, n_hit / k, 0.0)
+        dcg = (hits[:, :kk] * discount[:kk]).sum(1)
+        idcg_pos = (torch.clamp(torch.minimum(n_truth, torch.tensor(float(kk))), min=1.0) - 1).long()
+        out[f"ndcg@{k}"] = torch.where(has_truth, dcg / ideal[idcg_pos], 0.0)
+        in_k = (first_hit >= 0) & (first_hit < kk)
+        out[f"mrr@{k}"] = torch.where(in_k & has_truth, 1.0 / (first_hit.to(torch.float64) + 1.0), 0.0)
+    return {name: v.numpy() for name, v in out.items()}
+
+
+@dataclass
+class EvalResult:
+    """Means over all users per split, and the per-user test values (for significance tests)."""
+
+    means: dict[str, dict[str, float]]  # split -> metric -> mean
+    per_user: dict[str, dict[str, np.ndarray]]  # split -> metric -> (n_users,)
+
+
+def mean_metrics(per_user: dict[str, np.ndarray], n_users: int) -> dict[str, float]:
+    """Average over all users (users missing from ``per_user`` rows count 0)."""
+    return {name: float(np.sum(values, dtype=np.float64) / n_users) for name, values in sorted(per_user.items())}

@@ -1,0 +1,232 @@
+"""The training loop shared by every model: the reference DiffRec protocol.
+
+* seeded (torch's global generator drives shuffling, timesteps, noise and dropout);
+* shuffled mini-batches of user rows, made dense one batch at a time;
+* evaluate valid and test every ``eval_every`` epochs; keep the state with the best validation
+  ``select_metric``; stop when ``patience`` epochs pass without a new best (checked at the start
+  of an epoch, as the reference does); report the test metrics of the best validation epoch;
+* a resumable checkpoint every ``checkpoint_every`` epochs (model, optimizer, RNG, best-so-far,
+  history), so a killed run restarted with the same configuration ends with the same metrics;
+* a NaN or infinite loss stops the run with the epoch and batch named.
+
+Outputs of a run folder: ``metrics.json``, ``history.csv``, ``per_user.parquet`` (per-user
+valid/test metrics at the best epoch) and ``model.pt`` (best state). All are deterministic for a
+seed; wall-clock timings go to ``timing.json`` beside them, which no engine tracks.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from pipeline.config import EvaluationConfig, TrainingConfig
+from pipeline.data.dataset import InteractionData, dense_rows
+from pipeline.evaluation.evaluator import Evaluator
+from pipeline.io import write_json
+from pipeline.training.checkpoint import CheckpointMismatch, fingerprint, load_checkpoint, save_checkpoint
+
+RESUME_FILE = "resume.pt"
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+@dataclass
+class RunState:
+    epoch: int = 0
+    best_epoch: int = 0
+    best_value: float = -math.inf
+    best_means: dict = field(default_factory=dict)
+    best_per_user: dict = field(default_factory=dict)
+    best_model: dict = field(default_factory=dict)
+    best_optimizer: dict = field(default_factory=dict)
+    history: list = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("training.device is 'cuda' but no CUDA device is available; use 'cpu' or 'auto'")
+    return torch.device(name)
+
+
+def set_determinism(seed: int, threads: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+
+
+def _log(tag: str, message: str) -> None:
+    print(f"[{tag}] {message}", file=sys.stdout, flush=True)
+
+
+def train_run(
+    model: torch.nn.Module,
+    data: InteractionData,
+    training: TrainingConfig,
+    evaluation: EvaluationConfig,
+    run_dir: str | Path,
+    identity: dict[str, Any],
+    seed: int,
+    tag: str = "train",
+    stop_after_epoch: int | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` to the end of the protocol and write the run folder.
+
+    ``identity`` (model, split, seed, hyperparameters) is fingerprinted into every checkpoint.
+    ``stop_after_epoch`` is for fault-injection tests: return right after that epoch's checkpoint.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    set_determinism(seed, training.threads)
+    device = resolve_device(training.device)
+    model.to(device)
+    cfg = model.config
+    optimizer = model.optimizer()
+    matrix = model.input_matrix(data)
+    evaluator = Evaluator(data, evaluation.topk, evaluation.batch_size)
+    select = training.select_metric
+    fp = fingerprint({**identity, "training": dataclasses.asdict(training), "evaluation": dataclasses.asdict(evaluation)})
+    state = RunState()
+    resume_path = run_dir / RESUME_FILE
+    if resume_path.exists():
+        try:
+            saved = load_checkpoint(resume_path, fp)
+        except CheckpointMismatch as err:
+            _log(tag, f"{err}; starting afresh")
+            resume_path.unlink()
+        else:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            torch.set_rng_state(saved["rng"])
+            state = RunState(**saved["run"])
+            _log(tag, f"resumed from {resume_path} after epoch {state.epoch}")
+
+    def score(users: np.ndarray) -> torch.Tensor:
+        return model.scores(dense_rows(matrix, users).to(device), users).cpu()
+
+    n_users = data.n_users
+    train_seconds, eval_seconds = [], []
+    start_epoch = state.epoch + 1
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        if epoch - state.best_epoch >= training.patience:
+            _log(tag, f"early stop before epoch {epoch}: no better valid {select} since epoch {state.best_epoch}")
+            break
+        model.train()
+        t0 = time.perf_counter()
+        order = torch.randperm(n_users).numpy()
+        total, batches = 0.0, 0
+        for b, start in enumerate(range(0, n_users, cfg.batch_size)):
+            users = order[start : start + cfg.batch_size]
+            rows = dense_rows(matrix, users).to(device)
+            optimizer.zero_grad()
+            loss = model.loss(rows, users)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"{tag}: loss is {loss.item()} at epoch {epoch}, batch {b}; stopping (try a lower lr)")
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+            batches += 1
+        train_seconds.append(time.perf_counter() - t0)
+        row: dict[str, Any] = {"epoch": epoch, "loss": total / batches}
+        message = f"epoch {epoch:4d}  loss {row['loss']:.6f}  train {train_seconds[-1]:.2f}s"
+        if epoch % training.eval_every == 0:
+            model.eval()
+            t1 = time.perf_counter()
+            result = evaluator.evaluate(score)
+            eval_seconds.append(time.perf_counter() - t1)
+            for split, means in result.means.items():
+                row.update({f"{split}_{k}": v for k, v in means.items()})
+            value = result.means["valid"][select]
+            improved = value > state.best_value
+            message += f"  valid {select} {value:.4f}  test {select} {result.means['test'][select]:.4f}  eval {eval_seconds[-1]:.2f}s"
+            if improved:
+                state.best_epoch, state.best_value = epoch, value
+                state.best_means = result.means
+                state.best_per_user = {s: {m: torch.from_numpy(v) for m, v in d.items()} for s, d in result.per_user.items()}
+                state.best_model = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                state.best_optimizer = copy.deepcopy(optimizer.state_dict())
+                message += "  *best*"
+        state.history.append(row)
+        state.epoch = epoch
+        _log(tag, message)
+        if epoch % training.checkpoint_every == 0 or epoch == cfg.epochs:
+            save_checkpoint(
+                resume_path,
+                {
+                    "fingerprint": fp,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "rng": torch.get_rng_state(),
+                    "run": dataclasses.asdict(state),
+                    "config": dataclasses.asdict(cfg),
+                    "epoch": epoch,
+                },
+            )
+            if stop_after_epoch is not None and epoch >= stop_after_epoch:
+                return {}
+    if not state.best_model:
+        raise RuntimeError(f"{tag}: no evaluation happened (epochs={cfg.epochs} < eval_every={training.eval_every})")
+    return _write_outputs(run_dir, state, identity, fp, model, data, train_seconds, eval_seconds, resume_path)
+
+
+def _write_outputs(run_dir, state, identity, fp, model, data, train_seconds, eval_seconds, resume_path) -> dict:
+    metrics = {
+        **{k: identity[k] for k in ("model", "split", "seed")},
+        "best_epoch": state.best_epoch,
+        "epochs_trained": state.epoch,
+        "n_parameters": int(sum(p.numel() for p in model.parameters())),
+        "valid": state.best_means["valid"],
+        "test": state.best_means["test"],
+    }
+    save_checkpoint(
+        run_dir / "model.pt",
+        {
+            "fingerprint": fp,
+            "model": state.best_model,
+            "optimizer": state.best_optimizer,
+            "config": dataclasses.asdict(model.config),
+            "epoch": state.best_epoch,
+            "n_users": data.n_users,
+            "n_items": data.n_items,
+            "identity": {k: str(v) for k, v in identity.items() if k != "config"},
+        },
+    )
+    columns = sorted({k for r in state.history for k in r}, key=lambda k: (k not in ("epoch", "loss"), k))
+    history = pl.DataFrame([{k: r.get(k) for k in columns} for r in state.history], schema_overrides={"epoch": pl.Int32})
+    from pipeline.io import atomic_path
+
+    with atomic_path(run_dir / "history.csv") as tmp:
+        history.write_csv(tmp, float_precision=8)
+    frames = []
+    for split, values in state.best_per_user.items():
+        cols = {"user": np.arange(data.n_users, dtype=np.int32), "split": [split] * data.n_users}
+        cols.update({m: np.asarray(v, dtype=np.float64) for m, v in sorted(values.items())})
+        frames.append(pl.DataFrame(cols))
+    with atomic_path(run_dir / "per_user.parquet") as tmp:
+        pl.concat(frames).write_parquet(tmp, statistics=False)
+    write_json(run_dir / "metrics.json", metrics)
+    timing = {
+        "epochs_timed": len(train_seconds),
+        "seconds_per_epoch": float(np.mean(train_seconds)) if train_seconds else None,
+        "seconds_per_eval": float(np.mean(eval_seconds)) if eval_seconds else None,
+        "train_seconds_total": float(np.sum(train_seconds)),
+        "eval_seconds_total": float(np.sum(eval_seconds)),
+    }
+    write_json(run_dir / "timing.json", timing)
+    if resume_path.exists():
+        resume_path.unlink()
+    return metrics

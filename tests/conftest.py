@@ -1,0 +1,45 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATASETS = Path("/work/shared/datasets")
+
+
+def extract_diffrec_release(rar: Path, dest: Path) -> Path:
+    """Extract one of DiffRec's RAR5 archives into ``dest`` with libarchive; returns ``dest``."""
+    import libarchive
+
+    with libarchive.file_reader(str(rar)) as archive:
+        for entry in archive:
+            if entry.isdir:  # libarchive's extract_file fails on the directory entry
+                continue
+            path = dest / entry.pathname
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "wb") as fh:
+                for block in entry.get_blocks():
+                    fh.write(block)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def diffrec_ml1m(tmp_path_factory):
+    """``diffrec_ml1m(setting)``: folder with DiffRec's released ML-1M split ('clean' or 'noisy').
+
+    Extracted once per session from ``/work/shared/datasets/diffrec/ml-1m_<setting>.rar``;
+    the calling test is skipped when the archive is absent.
+    """
+    extracted: dict[str, Path] = {}
+
+    def get(setting: str) -> Path:
+        if setting not in extracted:
+            rar = SHARED_DATASETS / "diffrec" / f"ml-1m_{setting}.rar"
+            if not rar.is_file():
+                pytest.skip(f"{rar} not available")
+            extracted[setting] = extract_diffrec_release(rar, tmp_path_factory.mktemp(f"diffrec-ml-1m-{setting}"))
+        return extracted[setting]
+
+    return get

@@ -1,0 +1,389 @@
+"""Prepare stage: raw readers, DiffRec's released ML-1M, the raw-ratings protocol, reproducibility."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from pipeline.config import ProtocolConfig, SplitConfig
+from pipeline.data import COLUMNS
+from pipeline.data.prepare import main, prepare, split_sizes, split_stats
+from pipeline.data.prepare import CANONICAL_SCHEMA
+from pipeline.data.readers import RAW_SCHEMA, RawDataError, read_movielens_dat, read_recbole
+
+ML100K = Path("/work/shared/datasets/recbole/ml-100k")
+PROTOCOL = ProtocolConfig(
+    rating_threshold=4, k_core=10, ratios=(0.7, 0.2, 0.1), rounding="diffrec", noisy_max_fraction=1.0
+)
+# The hand-made table below is tiny: 3-core, 60/20/20 with floor rounding (5 positives -> 3/1/1).
+TINY = ProtocolConfig(rating_threshold=4, k_core=3, ratios=(0.6, 0.2, 0.2), rounding="floor", noisy_max_fraction=1.0)
+
+
+def _split(setting: str, fmt: str, dataset: str = "tiny") -> SplitConfig:
+    return SplitConfig(name=f"{dataset}_{setting}", dataset=dataset, setting=setting, source="test", format=fmt)
+
+
+def _read(out: Path) -> pl.DataFrame:
+    return pl.read_parquet(out / "interactions.parquet")
+
+
+def _check_canonical(table: pl.DataFrame) -> None:
+    """Columns and types of the canonical table; sorted by (user, order); order = 0..n-1 per user."""
+    assert tuple(table.columns) == COLUMNS
+    assert table.schema == pl.Schema(CANONICAL_SCHEMA)
+    assert table.equals(table.sort("user", "order"))
+    expected = table.select(pl.int_range(pl.len(), dtype=pl.Int32).over("user").alias("order"))["order"]
+    assert table["order"].equals(expected)
+    assert set(table["split"].unique()) <= {"train", "valid", "test"}
+
+
+# --------------------------------------------------------------------------------------------
+# DiffRec's released ML-1M
+
+RELEASE_COUNTS = {
+    "clean": dict(n_train=403_277, n_valid=110_722, n_test=57_532, n_users=5_949, n_items=2_810),
+    "noisy": dict(n_train=429_993, n_valid=130_772, n_test=57_532, n_users=5_949, n_items=3_494),
+}
+
+
+@pytest.mark.parametrize("setting", ["clean", "noisy", "temporal"])
+def test_diffrec_ml1m_release_counts(diffrec_ml1m, tmp_path, setting):
+    folder = diffrec_ml1m("noisy" if setting == "noisy" else "clean")
+    stats = prepare(_split(setting, "diffrec", "ml-1m"), PROTOCOL, folder, tmp_path)
+    expected = RELEASE_COUNTS["noisy" if setting == "noisy" else "clean"]
+    assert {k: stats[k] for k in expected} == expected
+    assert stats["n_interactions"] == expected["n_train"] + expected["n_valid"] + expected["n_test"]
+    assert stats["train_users"] == stats["valid_users"] == stats["test_users"] == 5_949
+    table = _read(tmp_path)
+    _check_canonical(table)
+    assert table["timestamp"].null_count() == table["rating"].null_count() == table.height
+    # within a user: train rows, then valid, then test, in release (time) order
+    rank = table["split"].replace_strict({"train": 0, "valid": 1, "test": 2}, return_dtype=pl.Int8)
+    assert table.with_columns(rank=rank).select((pl.col("rank").diff().over("user").fill_null(0) >= 0).all()).item()
+
+
+def test_diffrec_ml1m_order_matches_release_files(diffrec_ml1m, tmp_path):
+    folder = diffrec_ml1m("clean")
+    prepare(_split("temporal", "diffrec", "ml-1m"), PROTOCOL, folder, tmp_path)
+    table = _read(tmp_path)
+    train = np.load(next(folder.rglob("train_list.npy")))
+    rows = table.filter(pl.col("split") == "train").select("user", "item").to_numpy()
+    np.testing.assert_array_equal(rows, train)
+
+
+def test_diffrec_split_rule_reproduces_ml1m_release(diffrec_ml1m, tmp_path):
+    """DiffRec's ML-1M files follow n_train = int(0.7 n) + 1, n_valid = ceil(0.2 n) - 1 (in float) for every user."""
+    prepare(_split("clean", "diffrec", "ml-1m"), PROTOCOL, diffrec_ml1m("clean"), tmp_path)
+    per_user = _read(tmp_path).group_by("user").agg(
+        n=pl.len(), train=(pl.col("split") == "train").sum(), valid=(pl.col("split") == "valid").sum()
+    )
+    assert per_user.height == 5_949
+    for n, train, valid in per_user.select("n", "train", "valid").iter_rows():
+        assert split_sizes(n, (0.7, 0.2, 0.1), "diffrec")[:2] == (train, valid)
+
+
+def test_diffrec_bad_array(tmp_path):
+    for split in ("train", "valid", "test"):
+        np.save(tmp_path / f"{split}_list.npy", np.zeros((3, 2), dtype=np.int64))
+    np.save(tmp_path / "valid_list.npy", np.zeros((3, 3), dtype=np.int64))
+    with pytest.raises(RawDataError, match=r"valid_list\.npy.*shape"):
+        prepare(_split("clean", "diffrec"), PROTOCOL, tmp_path, tmp_path / "out")
+
+
+# --------------------------------------------------------------------------------------------
+# split sizes
+
+
+def test_split_sizes():
+    ratios = (0.7, 0.2, 0.1)
+    assert split_sizes(10, ratios, "diffrec") == (8, 1, 1)
+    assert split_sizes(10, ratios, "floor") == (7, 2, 1)
+    # 0.7 * 90 = 62.99999999999999 in floating point: "floor" is epsilon-safe and counts 63;
+    # "diffrec" keeps DiffRec's float artefact, int(62.99...) + 1 = 63 (as in the ML-1M release)
+    assert split_sizes(90, ratios, "floor") == (63, 18, 9)
+    assert split_sizes(90, ratios, "diffrec") == (63, 17, 10)
+    # small-n guard: never negative, at least one training row
+    assert split_sizes(1, ratios, "floor") == (1, 0, 0)
+    assert split_sizes(1, ratios, "diffrec") == (1, 0, 0)
+    assert split_sizes(2, ratios, "diffrec") == (2, 0, 0)
+    for n in range(1, 200):
+        for rounding in ("diffrec", "floor"):
+            train, valid, test = split_sizes(n, ratios, rounding)
+            assert train >= 1 and valid >= 0 and test >= 0 and train + valid + test == n
+
+
+# --------------------------------------------------------------------------------------------
+# a tiny hand-made raw table
+#
+# (user, item, rating, timestamp), in file order. Users 1, 2, 3, 12 keep 5 positives each;
+# user 4 has 2 positives (k-core removes it, and item 99, positive only for user 4);
+# user 6 has no positive (threshold removes it); user 1 rated item 10 twice (the later, 5, wins).
+RAW = [
+    ("1", "10", 5.0, 50), ("1", "11", 4.0, 10), ("1", "13", 5.0, 20), ("1", "12", 5.0, 30),
+    ("1", "14", 5.0, 40), ("1", "15", 2.0, 25), ("1", "10", 1.0, 5),
+    ("2", "10", 5.0, 10), ("2", "11", 5.0, 20), ("2", "12", 4.0, 30), ("2", "15", 5.0, 40),
+    ("2", "13", 5.0, 50), ("2", "14", 3.5, 35),
+    ("3", "12", 5.0, 10), ("3", "15", 4.0, 20), ("3", "10", 5.0, 20), ("3", "14", 5.0, 30),
+    ("3", "11", 5.0, 40), ("3", "13", 1.0, 60), ("3", "99", 1.0, 5),
+    ("4", "10", 5.0, 10), ("4", "99", 5.0, 20),
+    ("12", "13", 5.0, 10), ("12", "14", 4.0, 20), ("12", "15", 5.0, 30), ("12", "10", 5.0, 40),
+    ("12", "11", 5.0, 50), ("12", "12", 3.0, 5),
+    ("6", "10", 1.0, 10), ("6", "11", 2.0, 20),
+]
+# users 1, 2, 3, 12 -> 0, 1, 2, 3 (numeric order); items 10..15 -> 0..5
+CLEAN = [  # (user, item, split, order, timestamp, rating)
+    (0, 1, "train", 0, 10, 4.0), (0, 3, "train", 1, 20, 5.0), (0, 2, "train", 2, 30, 5.0),
+    (0, 4, "valid", 3, 40, 5.0), (0, 0, "test", 4, 50, 5.0),
+    (1, 0, "train", 0, 10, 5.0), (1, 1, "train", 1, 20, 5.0), (1, 2, "train", 2, 30, 4.0),
+    (1, 5, "valid", 3, 40, 5.0), (1, 3, "test", 4, 50, 5.0),
+    # user 3: items 10 and 15 share timestamp 20; the raw item id breaks the tie
+    (2, 2, "train", 0, 10, 5.0), (2, 0, "train", 1, 20, 5.0), (2, 5, "train", 2, 20, 4.0),
+    (2, 4, "valid", 3, 30, 5.0), (2, 1, "test", 4, 40, 5.0),
+    (3, 3, "train", 0, 10, 5.0), (3, 4, "train", 1, 20, 4.0), (3, 5, "train", 2, 30, 5.0),
+    (3, 0, "valid", 3, 40, 5.0), (3, 1, "test", 4, 50, 5.0),
+]
+# noise: (1, 15, 2.0, t25) -> train (<= last train 30); (2, 14, 3.5, t35) -> valid (30 < 35 <= 40);
+# (12, 12, 3.0, t5) -> train; (3, 13, 1.0, t60) is after user 3's last valid (30): dropped;
+# (3, 99) is not a candidate (item 99 is gone), nor are user 6's (user gone).
+NOISE = [(0, 5, "train", 25, 2.0), (1, 4, "valid", 35, 3.5), (3, 2, "train", 5, 3.0)]
+
+
+def _write_inter(folder: Path, rows=RAW) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+    lines += [f"{u}\t{i}\t{r}\t{t}" for u, i, r, t in rows]
+    path = folder / "tiny.inter"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _write_dat(folder: Path, rows=RAW) -> Path:
+    path = folder / "ml-1m" / "ratings.dat"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{u}::{i}::{int(r) if r == int(r) else r}::{t}\n" for u, i, r, t in rows))
+    return path
+
+
+def _frame(rows) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=CANONICAL_SCHEMA, orient="row")
+
+
+def test_readers_parse_tiny_table(tmp_path):
+    _write_inter(tmp_path / "recbole")
+    _write_dat(tmp_path / "dat")
+    expected = pl.DataFrame(RAW, schema=RAW_SCHEMA, orient="row")
+    assert read_recbole(tmp_path / "recbole").equals(expected)
+    assert read_movielens_dat(tmp_path / "dat").equals(expected)
+
+
+def test_recbole_columns_by_header_name(tmp_path):
+    (tmp_path / "x.inter").write_text("timestamp:float\tuser_id:token\tlabel:float\titem_id:token\n7.9\tu\t1\ti\n")
+    df = read_recbole(tmp_path)
+    assert df.row(0) == ("u", "i", None, 7)
+
+
+@pytest.mark.parametrize("fmt", ["recbole", "movielens-dat"])
+def test_tiny_clean_and_temporal(tmp_path, fmt):
+    (_write_inter if fmt == "recbole" else _write_dat)(tmp_path / "raw")
+    stats = prepare(_split("clean", fmt), TINY, tmp_path / "raw", tmp_path / "clean")
+    clean = _read(tmp_path / "clean")
+    _check_canonical(clean)
+    assert clean.equals(_frame(CLEAN))
+    assert stats == {
+        "dataset": "tiny", "setting": "clean", "format": fmt,
+        "n_users": 4, "n_items": 6, "n_interactions": 20, "density": 20 / 24,
+        "n_train": 12, "n_valid": 4, "n_test": 4, "train_users": 4, "valid_users": 4, "test_users": 4,
+        "valid_items_unseen_in_train": 0, "test_items_unseen_in_train": 0,
+        "raw_interactions": 30, "raw_users": 6, "raw_items": 7, "duplicates_removed": 1,
+        "threshold_removed_interactions": 7, "threshold_removed_users": 1, "threshold_removed_items": 0,
+        "kcore_removed_interactions": 2, "kcore_removed_users": 1, "kcore_removed_items": 1, "kcore_rounds": 1,
+        "split_clamped_users": 0,
+    }
+    temporal_stats = prepare(_split("temporal", fmt), TINY, tmp_path / "raw", tmp_path / "temporal")
+    assert _read(tmp_path / "temporal").equals(clean)
+    assert temporal_stats == {**stats, "setting": "temporal"}
+
+
+def test_tiny_threshold_is_inclusive(tmp_path):
+    # rating exactly 4 is a positive (user 1's item 11); 3.5 is not (user 2's item 14)
+    _write_inter(tmp_path / "raw")
+    prepare(_split("clean", "recbole"), TINY, tmp_path / "raw", tmp_path / "out")
+    clean = _read(tmp_path / "out")
+    assert clean.filter((pl.col("user") == 0) & (pl.col("item") == 1)).height == 1
+    assert clean.filter((pl.col("user") == 1) & (pl.col("item") == 4)).height == 0
+    assert clean["rating"].min() >= 4
+
+
+def test_tiny_noisy(tmp_path):
+    _write_inter(tmp_path / "raw")
+    stats = prepare(_split("noisy", "recbole"), TINY, tmp_path / "raw", tmp_path / "noisy")
+    noisy = _read(tmp_path / "noisy")
+    _check_canonical(noisy)
+    clean = _frame(CLEAN)
+    noise = pl.DataFrame(NOISE, schema=["user", "item", "split", "timestamp", "rating"], orient="row")
+    expected = (
+        pl.concat([clean.drop("order"), noise.select(clean.drop("order").columns).cast(clean.drop("order").schema)])
+        .sort("user", "timestamp", "item")
+        .with_columns(order=pl.int_range(pl.len(), dtype=pl.Int32).over("user"))
+        .select(COLUMNS)
+    )
+    assert noisy.equals(expected)
+    # user 0: 11@10, 13@20, noise 15@25, 12@30, 14@40 (valid), 10@50 (test)
+    assert noisy.filter(pl.col("user") == 0)["item"].to_list() == [1, 3, 5, 2, 4, 0]
+    test_rows = [t.filter(pl.col("split") == "test").drop("order") for t in (noisy, clean)]
+    assert test_rows[0].equals(test_rows[1])
+    assert stats["noise_candidates"] == 4
+    assert (stats["noise_added_train"], stats["noise_added_valid"]) == (2, 1)
+    assert (stats["noise_dropped_after_valid"], stats["noise_dropped_by_fraction"]) == (1, 0)
+    assert (stats["n_train"], stats["n_valid"], stats["n_test"]) == (14, 5, 4)
+    assert (stats["n_users"], stats["n_items"]) == (4, 6)
+
+
+def test_tiny_noisy_fraction(tmp_path):
+    _write_inter(tmp_path / "raw")
+    protocol = ProtocolConfig(**{**TINY.__dict__, "noisy_max_fraction": 0.5})
+    stats = prepare(_split("noisy", "recbole"), protocol, tmp_path / "raw", tmp_path / "noisy")
+    # eligible, sorted by (user, timestamp, item): (0, 5), (1, 4), (3, 2); f = 0.5 keeps i = 1 only
+    noisy = _read(tmp_path / "noisy")
+    added = noisy.join(_frame(CLEAN).select("user", "item"), on=["user", "item"], how="anti")
+    assert added.select("user", "item", "split").rows() == [(1, 4, "valid")]
+    assert (stats["noise_added_train"], stats["noise_added_valid"], stats["noise_dropped_by_fraction"]) == (0, 1, 2)
+
+
+# --------------------------------------------------------------------------------------------
+# the real ML-100K file, end to end
+
+
+@pytest.fixture(scope="module")
+def ml100k(tmp_path_factory):
+    if not (ML100K / "ml-100k.inter").is_file():
+        pytest.skip(f"{ML100K}/ml-100k.inter not available")
+    out = tmp_path_factory.mktemp("ml-100k")
+    stats = {
+        setting: prepare(_split(setting, "recbole", "ml-100k"), PROTOCOL, ML100K, out / setting)
+        for setting in ("clean", "noisy", "temporal")
+    }
+    for setting, s in stats.items():
+        print(f"ml-100k {setting}: {s}")
+    return {setting: (_read(out / setting), stats[setting]) for setting in stats}
+
+
+def test_ml100k_invariants(ml100k):
+    clean, cstats = ml100k["clean"]
+    noisy, nstats = ml100k["noisy"]
+    temporal, tstats = ml100k["temporal"]
+    for table in (clean, noisy, temporal):
+        _check_canonical(table)
+    assert cstats["raw_interactions"] == 100_000
+    assert temporal.equals(clean)
+    # every user has train and test rows; ids are contiguous
+    for table, stats in ((clean, cstats), (noisy, nstats)):
+        assert stats["train_users"] == stats["test_users"] == stats["n_users"]
+        assert table["user"].n_unique() == stats["n_users"] == table["user"].max() + 1
+        assert table["item"].max() < stats["n_items"]
+    assert clean["item"].n_unique() == cstats["n_items"]
+    assert (nstats["n_users"], nstats["n_items"]) == (cstats["n_users"], cstats["n_items"])
+    # clean: only positives, 10-core
+    assert clean["rating"].min() >= 4
+    assert clean.group_by("user").len()["len"].min() >= 10
+    assert clean.group_by("item").len()["len"].min() >= 10
+    # test is untouched by noise; clean rows keep their split in noisy; noise ratings are < 4
+    test_cols = ["user", "item", "timestamp", "rating"]
+    test_rows = [t.filter(pl.col("split") == "test").select(test_cols) for t in (noisy, clean)]
+    assert test_rows[0].equals(test_rows[1])
+    kept = clean.drop("order").join(noisy.drop("order"), on=clean.drop("order").columns, how="semi")
+    assert kept.height == clean.height
+    added = noisy.join(clean.select("user", "item"), on=["user", "item"], how="anti")
+    assert added.height == nstats["noise_added_train"] + nstats["noise_added_valid"] > 0
+    assert added["rating"].max() < 4 and set(added["split"]) == {"train", "valid"}
+    # chronological per user: train <= valid <= test timestamps
+    for table in (clean, noisy):
+        per_user = table.group_by("user").agg(
+            *[pl.col("timestamp").filter(pl.col("split") == s).max().alias(f"max_{s}") for s in ("train", "valid")],
+            *[pl.col("timestamp").filter(pl.col("split") == s).min().alias(f"min_{s}") for s in ("valid", "test")],
+        )
+        assert per_user.filter(pl.col("max_train") > pl.col("min_test")).height == 0
+        assert per_user.filter(pl.col("max_train") > pl.col("min_valid")).height == 0
+        assert per_user.filter(pl.col("max_valid") > pl.col("min_test")).height == 0
+
+
+# --------------------------------------------------------------------------------------------
+# malformed raw input
+
+
+def test_malformed_wrong_column_count(tmp_path):
+    path = tmp_path / "ratings.dat"
+    path.write_text("1::10::5::100\n1::11::4::101\n1::12::5\n")
+    with pytest.raises(RawDataError) as err:
+        read_movielens_dat(tmp_path)
+    assert str(path) in str(err.value) and "line 3" in str(err.value)
+
+
+def test_malformed_non_numeric_rating(tmp_path):
+    path = tmp_path / "x.inter"
+    header = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+    path.write_text(header + "1\t2\t5\t100\n1\t3\t4\t101\n1\t4\tgood\t102\n")
+    with pytest.raises(RawDataError) as err:
+        read_recbole(tmp_path)
+    assert str(path) in str(err.value) and "line 4" in str(err.value) and "rating" in str(err.value)
+
+
+def test_malformed_non_numeric_timestamp(tmp_path):
+    path = tmp_path / "u.data"
+    path.write_text("1\t2\t5\t100\n1\t3\t4\tyesterday\n")
+    with pytest.raises(RawDataError) as err:
+        read_movielens_dat(tmp_path)
+    assert str(path) in str(err.value) and "line 2" in str(err.value) and "timestamp" in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["ratings.dat", "x.inter"])
+def test_malformed_empty_file(tmp_path, name):
+    path = tmp_path / name
+    path.write_text("")
+    reader = read_recbole if name.endswith(".inter") else read_movielens_dat
+    with pytest.raises(RawDataError) as err:
+        reader(tmp_path)
+    assert str(path) in str(err.value) and "line 1" in str(err.value) and "empty" in str(err.value)
+
+
+def test_recbole_header_only(tmp_path):
+    path = tmp_path / "x.inter"
+    path.write_text("user_id:token\titem_id:token\n")
+    with pytest.raises(RawDataError, match="line 2"):
+        read_recbole(tmp_path)
+
+
+# --------------------------------------------------------------------------------------------
+# reproducibility and the stage entry point
+
+
+@pytest.mark.parametrize("setting", ["clean", "noisy"])
+def test_byte_reproducible(tmp_path, setting):
+    raw = ML100K if (ML100K / "ml-100k.inter").is_file() else _write_inter(tmp_path / "raw").parent
+    for run in ("a", "b"):
+        prepare(_split(setting, "recbole"), PROTOCOL if raw == ML100K else TINY, raw, tmp_path / run)
+    for name in ("interactions.parquet", "stats.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_main(tmp_path, capsys):
+    _write_inter(tmp_path / "raw")
+    params = {
+        "protocol": {**TINY.__dict__, "ratios": list(TINY.ratios)},
+        "splits": {"tiny_clean": {"dataset": "tiny", "setting": "clean", "source": "s", "format": "recbole"}},
+    }
+    stats = main(params, "tiny_clean", str(tmp_path / "raw"), str(tmp_path / "out"))
+    assert stats["n_interactions"] == 20
+    assert (tmp_path / "out" / "interactions.parquet").is_file() and (tmp_path / "out" / "stats.json").is_file()
+    assert "tiny_clean" in capsys.readouterr().out
+
+
+def test_split_stats_unseen_items():
+    table = pl.DataFrame({"user": [0, 0, 1, 1], "item": [0, 1, 0, 2], "split": ["train", "valid", "train", "test"]})
+    stats = split_stats(table, n_users=2, n_items=4)
+    assert (stats["valid_items_unseen_in_train"], stats["test_items_unseen_in_train"]) == (1, 1)
+    assert (stats["train_users"], stats["valid_users"], stats["test_users"]) == (2, 1, 1)
+    assert stats["density"] == 4 / 8
