@@ -162,6 +162,7 @@ class MLPDenoiser(nn.Module):
 
 class DiffRec(nn.Module):
     Config = DiffRecConfig
+    display_name = "DiffRec"
 
     def __init__(self, config: DiffRecConfig, n_users: int, n_items: int):
         super().__init__()

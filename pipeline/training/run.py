@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from pipeline.config import evaluation_config, model_config, training_config
 from pipeline.data.dataset import load_interactions
@@ -27,7 +28,8 @@ def main(params: dict, split: str, model_name: str, seed: int, data_dir: str, ou
     )
     identity = {"model": model_name, "split": split, "seed": seed, "config": dataclasses.asdict(model.config)}
     metrics = train_run(
-        model, data, training_config(params), evaluation_config(params), out_dir, identity, seed, tag=tag
+        model, data, training_config(params), evaluation_config(params), out_dir, identity, seed, tag=tag,
+        timing_path=Path("logs") / "timing" / f"{split}_{model_name}_seed{seed}.json",
     )
     k = params["training"]["select_metric"]
     ndcg = k.replace("recall", "ndcg")

@@ -11,7 +11,8 @@
 
 Outputs of a run folder: ``metrics.json``, ``history.csv``, ``per_user.parquet`` (per-user
 valid/test metrics at the best epoch) and ``model.pt`` (best state). All are deterministic for a
-seed; wall-clock timings go to ``timing.json`` beside them, which no engine tracks.
+seed; wall-clock timings go to a separate ``timing.json`` (by default under ``logs/timing/``),
+which no engine tracks.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import torch
 from pipeline.config import EvaluationConfig, TrainingConfig
 from pipeline.data.dataset import InteractionData, dense_rows
 from pipeline.evaluation.evaluator import Evaluator
-from pipeline.io import write_json
+from pipeline.io import atomic_path, write_json
 from pipeline.training.checkpoint import CheckpointMismatch, fingerprint, load_checkpoint, save_checkpoint
 
 RESUME_FILE = "resume.pt"
@@ -83,11 +84,14 @@ def train_run(
     seed: int,
     tag: str = "train",
     stop_after_epoch: int | None = None,
+    timing_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` to the end of the protocol and write the run folder.
 
     ``identity`` (model, split, seed, hyperparameters) is fingerprinted into every checkpoint.
     ``stop_after_epoch`` is for fault-injection tests: return right after that epoch's checkpoint.
+    ``timing_path``: where wall-clock timings go (default: ``timing.json`` in ``run_dir``); kept
+    out of the tracked outputs because timings differ from run to run.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -180,10 +184,11 @@ def train_run(
                 return {}
     if not state.best_model:
         raise RuntimeError(f"{tag}: no evaluation happened (epochs={cfg.epochs} < eval_every={training.eval_every})")
-    return _write_outputs(run_dir, state, identity, fp, model, data, train_seconds, eval_seconds, resume_path)
+    timing_path = Path(timing_path) if timing_path else run_dir / "timing.json"
+    return _write_outputs(run_dir, state, identity, fp, model, data, train_seconds, eval_seconds, resume_path, timing_path)
 
 
-def _write_outputs(run_dir, state, identity, fp, model, data, train_seconds, eval_seconds, resume_path) -> dict:
+def _write_outputs(run_dir, state, identity, fp, model, data, train_seconds, eval_seconds, resume_path, timing_path) -> dict:
     metrics = {
         **{k: identity[k] for k in ("model", "split", "seed")},
         "best_epoch": state.best_epoch,
@@ -207,8 +212,6 @@ def _write_outputs(run_dir, state, identity, fp, model, data, train_seconds, eva
     )
     columns = sorted({k for r in state.history for k in r}, key=lambda k: (k not in ("epoch", "loss"), k))
     history = pl.DataFrame([{k: r.get(k) for k in columns} for r in state.history], schema_overrides={"epoch": pl.Int32})
-    from pipeline.io import atomic_path
-
     with atomic_path(run_dir / "history.csv") as tmp:
         history.write_csv(tmp, float_precision=8)
     frames = []
@@ -226,7 +229,7 @@ def _write_outputs(run_dir, state, identity, fp, model, data, train_seconds, eva
         "train_seconds_total": float(np.sum(train_seconds)),
         "eval_seconds_total": float(np.sum(eval_seconds)),
     }
-    write_json(run_dir / "timing.json", timing)
+    write_json(timing_path, timing)
     if resume_path.exists():
         resume_path.unlink()
     return metrics

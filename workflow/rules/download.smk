@@ -1,0 +1,13 @@
+rule download:
+    input:
+        code=CODE["download"],
+    output:
+        directory("data/raw/{source}"),
+    params:
+        source=lambda w: config["sources"][w.source],
+    log:
+        "logs/download/{source}.log",
+    resources:
+        mem_mb=1000,
+    shell:
+        "python -m pipeline download --source {wildcards.source} --out data/raw/{wildcards.source} --log {log}"

@@ -1,0 +1,16 @@
+rule prepare:
+    input:
+        raw=lambda w: f"data/raw/{config['splits'][w.split]['source']}",
+        code=CODE["prepare"],
+    output:
+        table="data/prepared/{split}/interactions.parquet",
+        stats="data/prepared/{split}/stats.json",
+    params:
+        split=lambda w: config["splits"][w.split],
+        protocol=config["protocol"],
+    log:
+        "logs/prepare/{split}.log",
+    resources:
+        mem_mb=4000,
+    shell:
+        "python -m pipeline prepare --split {wildcards.split} --raw {input.raw} --out data/prepared/{wildcards.split} --log {log}"
