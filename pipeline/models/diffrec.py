@@ -207,15 +207,19 @@ class DiffRec(nn.Module):
         x0 = self.diffusion.start_point(rows, self.config.sampling_steps)
         z = x0 @ w_in.T  # z_t = W_in x_t
         hidden_sum = torch.zeros(rows.shape[0], last.weight.shape[1], dtype=rows.dtype, device=rows.device)
+        fold_t = fold.T.contiguous()
+        hidden_layers = [(layer.weight.T.contiguous(), layer.bias) for layer in [*den.in_layers[1:], *den.out_layers[:-1]]]
         coef_x, coef_b = 1.0, 0.0
         for t, c1, c2 in self.diffusion.reverse_coefficients():
             t_vec = torch.full((1,), t, dtype=torch.long, device=rows.device)
             time_term = den.emb_layer(timestep_embedding(t_vec, den.emb_size)) @ w_emb.T + first.bias
-            h = den.hidden(z + time_term)
-            c1f = torch.tensor(c1, dtype=torch.float32, device=rows.device)
-            c2f = torch.tensor(c2, dtype=torch.float32, device=rows.device)
-            z = c2f * z + c1f * (h @ fold.T + fold_bias)
-            hidden_sum = c2f * hidden_sum + c1f * h
+            h = torch.tanh(z + time_term)
+            for weight_t, bias in hidden_layers:
+                h = torch.addmm(bias, h, weight_t).tanh_()
+            c1f = float(torch.tensor(c1, dtype=torch.float32))  # the reference applies float32 coefficients
+            c2f = float(torch.tensor(c2, dtype=torch.float32))
+            z = torch.addmm(z, h, fold_t, beta=c2f, alpha=c1f).add_(fold_bias, alpha=c1f)
+            hidden_sum.mul_(c2f).add_(h, alpha=c1f)
             coef_x, coef_b = c2 * coef_x, c2 * coef_b + c1
         return coef_x * x0 + hidden_sum @ last.weight.T + coef_b * last.bias
 

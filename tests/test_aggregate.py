@@ -1,0 +1,294 @@
+"""Aggregate stage: run collection, metrics.csv / runs.csv, per-setting tables, determinism."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pipeline.reporting import aggregate, tables
+from pipeline.reporting.aggregate import main
+
+SPLITS = {
+    "ml-1m_clean": {"dataset": "ml-1m", "setting": "clean", "source": "test", "format": "diffrec"},
+    "ml-1m_noisy": {"dataset": "ml-1m", "setting": "noisy", "source": "test", "format": "diffrec"},
+}
+SEEDS = (1, 2)
+METRICS = [f"{m}@{k}" for m in ("recall", "ndcg", "precision", "mrr") for k in (10, 20, 50, 100)]
+# Test-split values of the table metrics, per (split, seed).
+TEST = {
+    ("ml-1m_clean", 1): {"recall@10": 0.10, "recall@20": 0.17, "ndcg@10": 0.08, "ndcg@20": 0.11},
+    ("ml-1m_clean", 2): {"recall@10": 0.12, "recall@20": 0.19, "ndcg@10": 0.09, "ndcg@20": 0.11},
+    ("ml-1m_noisy", 1): {"recall@10": 0.06, "recall@20": 0.12, "ndcg@10": 0.05, "ndcg@20": 0.07},
+    ("ml-1m_noisy", 2): {"recall@10": 0.07, "recall@20": 0.12, "ndcg@10": 0.05, "ndcg@20": 0.07},
+}
+PAPER = "DiffRec (SIGIR 2023)"
+AUTHORS = "official DiffRec code, measured on a 2-core CPU machine of this project's kind, seed 1"
+REFERENCE_ROWS = [
+    (PAPER, "clean", "ml-1m", "DiffRec", "recall@10", 0.1, ""),
+    (PAPER, "clean", "ml-1m", "DiffRec", "recall@20", 0.2, ""),
+    (PAPER, "clean", "ml-1m", "DiffRec", "ndcg@10", 0.085, ""),
+    # no paper ndcg@20 for clean: shown as a dash
+    (PAPER, "noisy", "ml-1m", "DiffRec", "recall@20", 0.1236, "a paper note"),
+    (PAPER, "clean", "ml-1m", "L-DiffRec", "recall@20", 0.1809, ""),  # model we did not run
+    (PAPER, "clean", "yelp", "DiffRec", "recall@20", 0.096, ""),  # dataset we did not run
+    (AUTHORS, "clean", "ml-1m", "DiffRec", "recall@20", 0.16, "159 s wall"),
+    ("TV-Diff (KDD 2026), own split", "own-split", "ml-1m", "DiffRec", "recall@20", 0.5, "not comparable"),
+    ("Some other paper", "clean", "ml-1m", "DiffRec", "recall@10", 0.9, ""),  # unknown source: ignored
+]
+
+
+def _metric_values(split: str, seed: int, eval_split: str) -> dict[str, float]:
+    """All 16 metrics: the table metrics from TEST, deterministic fillers for the rest."""
+    values = {m: round(0.3 + 0.01 * i + 0.001 * seed, 6) for i, m in enumerate(METRICS)}
+    values.update(TEST.get((split, seed), dict.fromkeys(TEST["ml-1m_clean", 1], 0.9)))
+    if eval_split == "valid":
+        values = {m: v / 2 for m, v in values.items()}
+    return values
+
+
+def _write_run(runs: Path, split: str, model: str, seed: int) -> Path:
+    path = runs / split / model / f"seed{seed}" / "metrics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "model": model, "split": split, "seed": seed,
+        "best_epoch": 5 * seed, "epochs_trained": 20 + seed, "n_parameters": 1000,
+        "valid": _metric_values(split, seed, "valid"), "test": _metric_values(split, seed, "test"),
+    }
+    path.write_text(json.dumps(record, indent=2, sort_keys=True))
+    return path
+
+
+@pytest.fixture
+def setup(tmp_path):
+    runs = tmp_path / "runs"
+    for split in SPLITS:
+        for seed in SEEDS:
+            _write_run(runs, split, "diffrec", seed)
+    # Folders the experiments block does not name are ignored.
+    (runs / "ml-1m_clean" / "diffrec" / "seed9").mkdir(parents=True)
+    (runs / "ml-1m_clean" / "diffrec" / "seed9" / "metrics.json").write_text("not json")
+    _write_run(runs, "ml-1m_clean", "diffrec", 3)
+    _write_run(runs, "ml-1m_temporal", "diffrec", 1)
+    paper = tmp_path / "paper_results.csv"
+    with open(paper, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["source", "setting", "dataset", "model", "metric", "value", "note"])
+        writer.writerows(REFERENCE_ROWS)
+    params = {
+        "splits": SPLITS,
+        "training": {"select_metric": "recall@20"},
+        "experiments": {"splits": list(SPLITS), "models": ["diffrec"], "seeds": list(SEEDS)},
+        "paper_results": str(paper),
+    }
+    return params, runs, tmp_path / "results"
+
+
+def _read_csv(path: Path) -> pl.DataFrame:
+    return pl.read_csv(path)
+
+
+def _cell(table: pl.DataFrame, metric: str) -> dict:
+    rows = table.filter(pl.col("metric") == metric)
+    assert rows.height == 1
+    return rows.row(0, named=True)
+
+
+def test_outputs_written(setup, capsys):
+    params, runs, out = setup
+    main(params, runs, out)
+    expected = ["metrics.csv", "runs.csv"] + [f"tables/{s}.{e}" for s in ("clean", "noisy") for e in ("md", "csv", "tex")]
+    for name in expected:
+        assert (out / name).is_file(), name
+    assert not (out / "tables" / "temporal.md").exists()
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == [f"wrote {out / name}" for name in expected]
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_setting_csv_values(setup):
+    params, runs, out = setup
+    main(params, runs, out)
+    clean = _read_csv(out / "tables" / "clean.csv")
+    assert tuple(clean.columns) == tables.SUMMARY_COLUMNS
+    assert clean["metric"].to_list() == ["recall@10", "recall@20", "ndcg@10", "ndcg@20"]
+    assert set(clean["model"]) == {"DiffRec"} and set(clean["dataset"]) == {"ml-1m"}
+    assert set(clean["setting"]) == {"clean"} and set(clean["n_seeds"]) == {2}
+
+    r10 = _cell(clean, "recall@10")
+    assert r10["mean"] == pytest.approx(0.11, abs=1e-15)
+    assert r10["std"] == pytest.approx(statistics.stdev([0.10, 0.12]), rel=1e-12)
+    assert r10["std"] == pytest.approx(0.01414213562373095, rel=1e-9)
+    assert r10["paper"] == 0.1  # the "other paper" row (0.9) is ignored
+    assert r10["rel_diff_paper"] == pytest.approx(0.1, rel=1e-12)
+    assert r10["authors_code"] is None and r10["rel_diff_authors_code"] is None
+
+    r20 = _cell(clean, "recall@20")
+    assert r20["mean"] == pytest.approx(0.18, abs=1e-15)
+    assert r20["paper"] == 0.2
+    assert r20["rel_diff_paper"] == pytest.approx(-0.1, rel=1e-12)
+    assert r20["authors_code"] == 0.16
+    assert r20["rel_diff_authors_code"] == pytest.approx(0.125, rel=1e-12)
+
+    n20 = _cell(clean, "ndcg@20")
+    assert n20["mean"] == pytest.approx(0.11, abs=1e-15) and n20["std"] == 0.0
+    assert n20["paper"] is None and n20["rel_diff_paper"] is None
+
+    noisy = _read_csv(out / "tables" / "noisy.csv")
+    nr20 = _cell(noisy, "recall@20")
+    assert nr20["mean"] == pytest.approx(0.12, abs=1e-15)
+    assert nr20["rel_diff_paper"] == pytest.approx(0.12 / 0.1236 - 1, rel=1e-12)
+    assert nr20["authors_code"] is None  # the authors' code row is for clean only
+
+
+def test_metrics_csv(setup):
+    params, runs, out = setup
+    main(params, runs, out)
+    text = (out / "metrics.csv").read_text()
+    metrics = _read_csv(out / "metrics.csv")
+    assert tuple(metrics.columns) == tables.METRICS_COLUMNS
+    assert metrics.height == len(SPLITS) * len(SEEDS) * 2 * len(METRICS) == 128
+    assert set(metrics["split"]) == {"valid", "test"} and set(metrics["seed"]) == set(SEEDS)
+    assert set(metrics["model"]) == {"DiffRec"}
+    assert "ml-1m,clean,DiffRec,1,test,recall@20,0.17\n" in text
+    assert "ml-1m,noisy,DiffRec,2,valid,recall@10,0.035\n" in text
+    for (split, seed), values in TEST.items():
+        setting = SPLITS[split]["setting"]
+        for metric, value in values.items():
+            got = metrics.filter(
+                pl.col("setting") == setting, pl.col("seed") == seed, pl.col("split") == "test", pl.col("metric") == metric
+            )["value"].to_list()
+            assert got == [value]
+    # sorted by dataset, setting, model, seed, split, then metric name and cut-off
+    first = metrics.head(len(METRICS))
+    assert first["setting"].unique().to_list() == ["clean"] and first["seed"].unique().to_list() == [1]
+    assert first["split"].unique().to_list() == ["test"]
+    assert first["metric"].to_list()[:4] == ["mrr@10", "mrr@20", "mrr@50", "mrr@100"]
+
+
+def test_runs_csv(setup):
+    params, runs, out = setup
+    main(params, runs, out)
+    assert (out / "runs.csv").read_text() == (
+        "dataset,setting,model,seed,best_epoch,epochs_trained,n_parameters\n"
+        "ml-1m,clean,DiffRec,1,5,21,1000\n"
+        "ml-1m,clean,DiffRec,2,10,22,1000\n"
+        "ml-1m,noisy,DiffRec,1,5,21,1000\n"
+        "ml-1m,noisy,DiffRec,2,10,22,1000\n"
+    )
+
+
+def test_markdown(setup):
+    params, runs, out = setup
+    main(params, runs, out)
+    md = (out / "tables" / "clean.md").read_text()
+    assert md.startswith("# Results: clean setting\n")
+    assert "`python -m pipeline aggregate`" in md and "do not edit by hand" in md
+    assert "split(s) ml-1m_clean, model(s) DiffRec, seed(s) 1, 2 (2 runs)" in md
+    assert "best validation recall@20" in md
+    assert f"**Paper**: {PAPER}." in md
+    assert f"**Authors' code (2-core CPU)**: {AUTHORS}." in md
+    assert "\n## ml-1m\n" in md and "yelp" not in md and "L-DiffRec" not in md
+    assert (
+        "| Model | Metric | Ours (mean ± std, n) | Paper | Δ vs paper | Authors' code (2-core CPU) | Δ vs authors' code |"
+        in md
+    )
+    assert "| DiffRec | recall@10 | 0.1100 ± 0.0141 (n=2) | 0.1000 | +10.0% | – | – |\n" in md
+    assert "| DiffRec | recall@20 | 0.1800 ± 0.0141 (n=2) | 0.2000 | -10.0% | 0.1600 | +12.5% |\n" in md
+    assert "| DiffRec | ndcg@10 | 0.0850 ± 0.0071 (n=2) | 0.0850 | +0.0% | – | – |\n" in md
+    assert "| DiffRec | ndcg@20 | 0.1100 ± 0.0000 (n=2) | – | – | – | – |\n" in md
+    assert "- Authors' code (2-core CPU), ml-1m DiffRec: 159 s wall" in md
+    assert "not comparable" not in md
+
+    noisy = (out / "tables" / "noisy.md").read_text()
+    assert "split(s) ml-1m_noisy" in noisy and "Authors' code (2-core CPU)**" not in noisy
+    assert "| DiffRec | recall@20 | 0.1200 ± 0.0000 (n=2) | 0.1236 | -2.9% | – | – |\n" in noisy
+    assert "- Paper, ml-1m DiffRec: a paper note" in noisy
+
+
+def test_latex(setup):
+    params, runs, out = setup
+    main(params, runs, out)
+    tex = (out / "tables" / "clean.tex").read_text()
+    assert "\\begin{tabular}{llrrrr}" in tex and "\\toprule" in tex and "\\bottomrule" in tex
+    assert "\\multicolumn{4}{c}{ml-1m}" in tex
+    assert "DiffRec & Ours ($n{=}2$) & 0.1100 $\\pm$ 0.0141 & 0.1800 $\\pm$ 0.0141 &" in tex
+    assert " & Paper & 0.1000 & 0.2000 & 0.0850 & -- \\\\" in tex
+    assert " & $\\Delta$ vs paper & $+$10.0\\% & $-$10.0\\% & $+$0.0\\% & -- \\\\" in tex
+    assert " & Authors' code (2-core CPU) & -- & 0.1600 & -- & -- \\\\" in tex
+    assert "Authors' code" not in (out / "tables" / "noisy.tex").read_text()
+
+
+def test_deterministic(setup, tmp_path):
+    params, runs, out = setup
+    main(params, runs, out)
+    first = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    main(params, runs, out)  # again, over the same folder
+    again = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    other = tmp_path / "results2"
+    main(params, runs, other)
+    elsewhere = {p.relative_to(other): p.read_bytes() for p in sorted(other.rglob("*")) if p.is_file()}
+    assert first == again == elsewhere
+    assert len(first) == 8
+
+
+def test_missing_run_named(setup):
+    params, runs, out = setup
+    missing = runs / "ml-1m_noisy" / "diffrec" / "seed2" / "metrics.json"
+    missing.unlink()
+    with pytest.raises(FileNotFoundError, match=r"ml-1m_noisy/diffrec/seed2/metrics\.json"):
+        main(params, runs, out)
+    assert not out.exists()  # nothing is written when a run is missing
+
+
+def test_mismatched_run_rejected(setup):
+    params, runs, out = setup
+    path = runs / "ml-1m_clean" / "diffrec" / "seed2" / "metrics.json"
+    record = json.loads(path.read_text())
+    record["seed"] = 7
+    path.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="seed2"):
+        main(params, runs, out)
+
+
+def test_display_name_falls_back_to_key(setup, monkeypatch):
+    import pipeline.models
+
+    class NoName:
+        pass
+
+    monkeypatch.setitem(pipeline.models.MODELS, "diffrec", NoName)
+    assert aggregate.display_name("diffrec") == "diffrec"
+    assert aggregate.display_name("unknown-model") == "unknown-model"
+    params, runs, out = setup
+    main(params, runs, out)
+    assert set(_read_csv(out / "metrics.csv")["model"]) == {"diffrec"}
+
+
+@pytest.mark.parametrize(
+    "value, text",
+    [(-0.04, "-4.0%"), (0.125, "+12.5%"), (-1e-9, "+0.0%"), (None, "–"), (float("nan"), "–")],
+)
+def test_fmt_rel(value, text):
+    assert tables.fmt_rel(value) == text
+
+
+def test_fmt_ours():
+    assert tables.fmt_ours(0.17147, 0.00123, 3) == "0.1715 ± 0.0012 (n=3)"
+    assert tables.fmt_ours(0.17147, None, 1) == "0.1715 (n=1)"
+    assert tables.fmt_ours(None, None, 0) == "–"
+
+
+def test_reference_duplicates_rejected():
+    raw = pl.DataFrame(
+        {
+            "source": [PAPER, PAPER], "setting": ["clean"] * 2, "dataset": ["ml-1m"] * 2,
+            "model": ["DiffRec"] * 2, "metric": ["recall@20"] * 2, "value": [0.1, 0.2], "note": ["", ""],
+        }
+    )
+    with pytest.raises(ValueError, match="more than one paper value for clean/ml-1m/DiffRec/recall@20"):
+        tables.reference_table(raw)
