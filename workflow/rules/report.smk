@@ -9,6 +9,8 @@ rule aggregate:
         tables=expand("results/tables/{setting}.{ext}", setting=SETTINGS, ext=["md", "csv", "tex"]),
     params:
         experiments=EXPERIMENTS,
+        splits=config["splits"],
+        select_metric=config["training"]["select_metric"],
     log:
         "logs/aggregate.log",
     resources:
