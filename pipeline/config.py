@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -182,11 +183,40 @@ def model_config(params: dict, model: str, split: str):
     missing = sorted(fields - set(merged))
     if missing:
         raise ConfigError(f"models.{model}.defaults", f"missing hyperparameters: {missing}")
+    def where(key: str) -> str:
+        return f"models.{model}.per_split.{split}.{key}" if key in overrides else f"models.{model}.defaults.{key}"
+
+    hints = typing.get_type_hints(cls)
+    for key, value in merged.items():
+        problem = _type_problem(hints[key], value)
+        if problem:
+            raise ConfigError(where(key), problem)
     cfg = cls(**merged)
-    for key, message in cfg.problems():
-        where = f"models.{model}.per_split.{split}.{key}" if key in overrides else f"models.{model}.defaults.{key}"
-        raise ConfigError(where, message)
+    for keys, message in cfg.problems():
+        keys = (keys,) if isinstance(keys, str) else tuple(keys)
+        blamed = next((k for k in keys if k in overrides), keys[0])  # the override that broke it
+        raise ConfigError(where(blamed), message)
     return cfg
+
+
+def _type_problem(annotation, value) -> str | None:
+    """A message when ``value`` does not fit the dataclass field type (bool is not a number)."""
+    if annotation is bool:
+        ok, want = isinstance(value, bool), "true or false"
+    elif annotation is int:
+        ok, want = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif annotation is float:
+        ok, want = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    elif annotation is str:
+        ok, want = isinstance(value, str), "a string"
+    elif annotation is list:
+        ok, want = isinstance(value, list), "a list"
+    else:
+        return None
+    if ok:
+        return None
+    hint = " (YAML reads 1e-3 as a string; write 1.0e-3)" if isinstance(value, str) and annotation is float else ""
+    return f"must be {want}, got {value!r} ({type(value).__name__}){hint}"
 
 
 def source_config(params: dict, name: str) -> SourceConfig:

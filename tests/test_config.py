@@ -158,21 +158,27 @@ def test_select_metric_cutoff_not_in_topk(tmp_path, base):
     assert "25" in str(err) and "[10, 20, 50, 100]" in str(err)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a hyperparameter of the wrong type (e.g. `lr: 1e-3`, which YAML 1.1 / PyYAML loads as the "
-    "string '1e-3') crashes DiffRecConfig.problems() with a TypeError instead of a ConfigError naming the key",
-)
-def test_numeric_hyperparameter_given_as_string(tmp_path, base):
-    assert yaml.safe_load("lr: 1e-3")["lr"] == "1e-3"  # the realistic way to get here
+@pytest.mark.parametrize("key, value", [("lr", "1e-3"), ("epochs", True)], ids=["lr-string", "epochs-bool"])
+def test_hyperparameter_of_wrong_type(tmp_path, base, key, value):
+    assert yaml.safe_load("lr: 1e-3")["lr"] == "1e-3"  # the realistic way to get a string here
 
     def modify(p):
-        p["models"]["diffrec"]["defaults"]["lr"] = "1e-3"
+        p["models"]["diffrec"]["defaults"][key] = value
         for block in p["models"]["diffrec"]["per_split"].values():
-            block.pop("lr")
+            block.pop(key, None)
 
     err = error_for(tmp_path, base, modify)
-    assert err.key == "models.diffrec.defaults.lr"
+    assert err.key == f"models.diffrec.defaults.{key}"
+
+
+def test_noise_max_override_below_default_noise_min(tmp_path, base):
+    def modify(p):
+        block = p["models"]["diffrec"]["per_split"]["ml-1m_clean"]
+        del block["noise_min"]  # noise_min = 0.005 from defaults
+        block["noise_max"] = 0.001
+
+    err = error_for(tmp_path, base, modify)
+    assert err.key == "models.diffrec.per_split.ml-1m_clean.noise_max"
 
 
 # --------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ EVALUATION = EvaluationConfig(topk=(5, 10), batch_size=25)
 OUTPUTS = ("metrics.json", "history.csv", "per_user.parquet")
 
 HYPER = dict(
-    lr=5e-3,
+    lr=2e-2,
     weight_decay=0.0,
     batch_size=16,
     epochs=10,
@@ -49,6 +49,15 @@ HYPER = dict(
     history_num_per_term=10,
     uniform_prob=0.001,
 )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def restore_torch_globals():
+    """train_run sets the thread count and deterministic mode process-wide; undo that afterwards."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
 
 
 @pytest.fixture(scope="module")
@@ -177,17 +186,33 @@ def test_same_seed_same_bytes(data, reference_run, tmp_path):
     assert (tmp_path / "seed2" / "history.csv").read_bytes() != (run_dir / "history.csv").read_bytes()
 
 
-def test_resume_after_kill_matches_uninterrupted(data, reference_run, tmp_path, capsys):
-    run_dir, metrics = reference_run
-    assert metrics["epochs_trained"] > 4  # the resumed part is not empty
+def test_early_stopping(data, tmp_path, capsys):
+    # this configuration peaks at epoch 6 and then stops: 10 - 6 >= patience, checked before epoch 10
+    metrics = run(data, tmp_path / "early", **EARLY)
+    assert metrics["best_epoch"] == 6
+    assert metrics["epochs_trained"] == metrics["best_epoch"] + TRAINING.patience - 1 < HYPER["epochs"]
+    assert "early stop before epoch 10" in capsys.readouterr().out
+
+
+EARLY = dict(lr=3e-2, dropout=0.2)  # a configuration that stops early (see test_early_stopping)
+
+
+@pytest.mark.parametrize("overrides", [{}, EARLY], ids=["full", "early-stop"])
+def test_resume_after_kill_matches_uninterrupted(data, reference_run, tmp_path, capsys, overrides):
+    if overrides:
+        run_dir = tmp_path / "uninterrupted"
+        metrics = run(data, run_dir, **overrides)
+    else:
+        run_dir, metrics = reference_run
+    assert metrics["best_epoch"] > 4  # the best state is found after the resume point
     killed = tmp_path / "killed"
-    assert run(data, killed, stop_after_epoch=4) == {}
+    assert run(data, killed, stop_after_epoch=4, **overrides) == {}
     assert (killed / RESUME_FILE).is_file()
     assert not (killed / "metrics.json").exists()
     assert load_checkpoint(killed / RESUME_FILE)["epoch"] == 4
     capsys.readouterr()
 
-    resumed = run(data, killed)  # a fresh process: model rebuilt with the same seed
+    resumed = run(data, killed, **overrides)  # a fresh process: model rebuilt with the same seed
     log = capsys.readouterr().out
     assert "resumed from" in log and "after epoch 4" in log
     assert "epoch    1 " not in log and "epoch    5 " in log  # epochs 1-4 were not trained again

@@ -60,8 +60,8 @@ class DiffRecConfig:
     history_num_per_term: int
     uniform_prob: float
 
-    def problems(self) -> list[tuple[str, str]]:
-        """(key, message) for every impossible value."""
+    def problems(self) -> list[tuple[str | tuple[str, ...], str]]:
+        """(key or keys involved, message) for every impossible value (types are checked before)."""
         out = []
         if self.lr <= 0:
             out.append(("lr", f"must be > 0, got {self.lr}"))
@@ -81,7 +81,7 @@ class DiffRecConfig:
         if self.noise_scale < 0:
             out.append(("noise_scale", f"must be >= 0, got {self.noise_scale}"))
         if not 0 < self.noise_min <= self.noise_max < 1:
-            out.append(("noise_min", f"need 0 < noise_min <= noise_max < 1, got {self.noise_min} and {self.noise_max}"))
+            out.append((("noise_min", "noise_max"), f"need 0 < noise_min <= noise_max < 1, got {self.noise_min} and {self.noise_max}"))
         if not 0 < self.max_beta < 1:
             out.append(("max_beta", f"must be in (0, 1), got {self.max_beta}"))
         if not 0 <= self.sampling_steps <= self.steps if isinstance(self.steps, int) else False:
