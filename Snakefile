@@ -1,4 +1,4 @@
-# Diffusion-recommender pipeline: download -> prepare -> train -> aggregate.
+# Diffusion-recommender pipeline: download -> prepare -> item embeddings -> clusters -> train -> aggregate.
 # Thin entry point; the rules live in workflow/rules/. Every rule runs a
 # `python -m pipeline <stage>` command, the same commands dvc.yaml runs.
 import os
@@ -17,6 +17,7 @@ validate(config, "workflow/schemas/params.schema.yaml")
 include: "workflow/rules/common.smk"
 include: "workflow/rules/download.smk"
 include: "workflow/rules/prepare.smk"
+include: "workflow/rules/embed.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
 
@@ -24,4 +25,6 @@ include: "workflow/rules/report.smk"
 rule all:
     input:
         rules.aggregate.output,
+        # item clusters of every split and embedding source (dvc.yaml builds them all too)
+        expand("data/clusters/{split}/{source}/clusters.parquet", split=list(config["splits"]), source=EMBEDDINGS),
     default_target: True

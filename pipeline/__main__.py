@@ -58,7 +58,25 @@ def cmd_prepare(args, params):
 def cmd_train(args, params):
     from pipeline.training.run import main
 
-    main(params, args.split, args.model, args.seed, args.data, args.out)
+    main(params, args.split, args.model, args.seed, args.data, args.out, args.clusters)
+
+
+def cmd_embed(args, params):
+    from pipeline.embeddings import train_lightgcn
+
+    train_lightgcn(params, args.split, args.data, args.out)
+
+
+def cmd_import_embeddings(args, params):
+    from pipeline.embeddings import import_released
+
+    import_released(args.raw, args.data, args.out)
+
+
+def cmd_cluster(args, params):
+    from pipeline.clustering import main
+
+    main(params, args.split, args.embeddings, args.out)
 
 
 def cmd_aggregate(args, params):
@@ -88,8 +106,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--seed", required=True, type=int)
     p.add_argument("--data", required=True)
+    p.add_argument("--clusters", help="data/clusters/<split> (latent models: L-DiffRec, LT-DiffRec)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("embed", help="train LightGCN on a split and write its item embeddings")
+    p.add_argument("--split", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("import-embeddings", help="take the released item_emb.npy of a DiffRec archive")
+    p.add_argument("--split", required=True)
+    p.add_argument("--raw", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_import_embeddings)
+
+    p = sub.add_parser("cluster", help="k-means on item embeddings -> item clusters")
+    p.add_argument("--split", required=True)
+    p.add_argument("--embeddings", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_cluster)
 
     p = sub.add_parser("aggregate", help="collect run metrics into results/ tables")
     p.add_argument("--runs", required=True)

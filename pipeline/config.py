@@ -136,7 +136,6 @@ def _require_member(key: str, value: str, allowed) -> None:
 
 def check_semantics(params: dict) -> None:
     """Cross-references and value constraints the schema cannot express."""
-    from pipeline.models import MODELS  # local import: models import torch
 
     ratios = params["protocol"]["ratios"]
     if not math.isclose(sum(ratios), 1.0, abs_tol=1e-6):
@@ -146,32 +145,83 @@ def check_semantics(params: dict) -> None:
         expected = f"{split['dataset']}_{split['setting']}"
         if name != expected:
             raise ConfigError(f"splits.{name}", f"split names are <dataset>_<setting>; expected {expected!r}")
-    for model, block in params["models"].items():
-        _require_member(f"models.{model}", model, MODELS)
+    for variant, block in params["models"].items():
+        cls = model_class(params, variant)
         for split in block.get("per_split", {}) or {}:
-            _require_member(f"models.{model}.per_split.{split}", split, params["splits"])
+            _require_member(f"models.{variant}.per_split.{split}", split, params["splits"])
+        if getattr(cls, "needs_clusters", False):
+            if "embeddings" not in block:
+                raise ConfigError(f"models.{variant}", f"latent model variants name their item embeddings; add embeddings: one of {params['embeddings']['sources']}")
+            _require_member(f"models.{variant}.embeddings", block["embeddings"], params["embeddings"]["sources"])
     exp = params["experiments"]
-    for i, split in enumerate(exp["splits"]):
-        _require_member(f"experiments.splits[{i}]", split, params["splits"])
+    for key in ("splits", "temporal_splits"):
+        for i, split in enumerate(exp[key]):
+            _require_member(f"experiments.{key}[{i}]", split, params["splits"])
+            is_temporal = params["splits"][split]["setting"] == "temporal"
+            if is_temporal != (key == "temporal_splits"):
+                raise ConfigError(f"experiments.{key}[{i}]", f"split {split!r} (setting {params['splits'][split]['setting']}) belongs in "
+                                  f"experiments.{'temporal_splits' if is_temporal else 'splits'}")
+    for _, models_key in RUN_GROUPS:
+        latent = models_key.endswith("latent_models")
+        for i, variant in enumerate(exp[models_key]):
+            _require_member(f"experiments.{models_key}[{i}]", variant, params["models"])
+            if bool(getattr(model_class(params, variant), "needs_clusters", False)) != latent:
+                raise ConfigError(f"experiments.{models_key}[{i}]", f"{variant!r} {'does not need' if latent else 'needs'} item clusters; list it under "
+                                  f"experiments.{models_key.replace('latent_', '') if latent else models_key.replace('models', 'latent_models')}")
     overlap = sorted(set(params["sources"]) & set(params["more_sources"]))
     if overlap:
         raise ConfigError(f"more_sources.{overlap[0]}", "is also in sources; keep each source in one block")
-    for i, model in enumerate(exp["models"]):
-        _require_member(f"experiments.models[{i}]", model, params["models"])
     metric, k = params["training"]["select_metric"].split("@")
     if int(k) not in params["evaluation"]["topk"]:
         raise ConfigError("training.select_metric", f"cut-off {k} is not in evaluation.topk {params['evaluation']['topk']}")
-    for model in exp["models"]:
-        for split in exp["splits"]:
-            model_config(params, model, split)
+    for split, variant, _ in planned_runs(params):
+        model_config(params, variant, split)
+    if "lightgcn" in params["embeddings"]["sources"]:
+        for split in params["splits"]:
+            model_config(params, "lightgcn", split)
+
+
+# (splits key, model-variants key) of each run group in `experiments`
+RUN_GROUPS = (
+    ("splits", "models"),
+    ("splits", "latent_models"),
+    ("temporal_splits", "temporal_models"),
+    ("temporal_splits", "temporal_latent_models"),
+)
+
+
+def planned_runs(params: dict) -> list[tuple[str, str, int]]:
+    """Every (split, model variant, seed) the DAG trains, in a fixed order."""
+    exp = params["experiments"]
+    runs = []
+    for splits_key, models_key in RUN_GROUPS:
+        for split in exp.get(splits_key, []):
+            for variant in exp.get(models_key, []):
+                for seed in exp["seeds"]:
+                    runs.append((split, variant, int(seed)))
+    return runs
+
+
+def model_class(params: dict, variant: str):
+    """The class behind a model variant (``models.<variant>.class``, default the variant name)."""
+    from pipeline.models import MODELS
+
+    _require_member("models", variant, params["models"])
+    name = params["models"][variant].get("class", variant)
+    _require_member(f"models.{variant}.class" if "class" in params["models"][variant] else f"models.{variant}", name, MODELS)
+    return MODELS[name]
+
+
+def display_names(params: dict, variant: str) -> tuple[str, str]:
+    """(row name in the tables, model name in the paper) of a variant."""
+    cls = model_class(params, variant)
+    paper = getattr(cls, "display_name", None) or variant
+    return params["models"][variant].get("display", paper), paper
 
 
 def model_config(params: dict, model: str, split: str):
     """The model's config dataclass: defaults, then the split's overrides, then checks."""
-    from pipeline.models import MODELS
-
-    _require_member("experiments.models", model, MODELS)
-    cls = MODELS[model].Config
+    cls = model_class(params, model).Config
     block = params["models"][model]
     overrides = (block.get("per_split") or {}).get(split, {})
     merged = {**block["defaults"], **overrides}

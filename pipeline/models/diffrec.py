@@ -5,7 +5,10 @@ Reference: Wenjie Wang, Yiyan Xu, Fuli Feng, Xinyu Lin, Xiangnan He, Tat-Seng Ch
 Released code: github.com/YiyanXu/DiffRec (``DNN`` and ``GaussianDiffusion``).
 
 Contract shared by every model of the project:
+    ``Model(config, n_users, n_items, *, data=None, clusters=None)``  side inputs by keyword
     ``Config``                      hyperparameter dataclass (from params.yaml), ``problems()``
+    ``display_name``                the name used in tables (and looked up in the paper's)
+    ``needs_clusters``              optional, True for latent models that take ``clusters``
     ``model.input_matrix(data)``    the CSR whose rows are the training and inference input
     ``model.loss(rows, users)``     scalar training loss of one batch of dense input rows
     ``model.scores(rows, users)``   full-ranking scores (batch, n_items); higher ranks first
@@ -164,8 +167,8 @@ class DiffRec(nn.Module):
     Config = DiffRecConfig
     display_name = "DiffRec"
 
-    def __init__(self, config: DiffRecConfig, n_users: int, n_items: int):
-        super().__init__()
+    def __init__(self, config: DiffRecConfig, n_users: int, n_items: int, **side):
+        super().__init__()  # side inputs (data, clusters) are not used by DiffRec
         self.config = config
         self.n_users, self.n_items = n_users, n_items
         self.diffusion = GaussianDiffusion(

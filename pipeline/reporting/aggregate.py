@@ -1,7 +1,7 @@
 """Aggregate stage: ``python -m pipeline aggregate --runs runs --out results``.
 
-Collects ``<runs>/<split>/<model>/seed<seed>/metrics.json`` for exactly the runs that
-``experiments.splits x experiments.models x experiments.seeds`` names (other folders under
+Collects ``<runs>/<split>/<model variant>/seed<seed>/metrics.json`` for exactly the runs that
+the ``experiments`` groups name (:func:`pipeline.config.planned_runs`) (other folders under
 ``runs/`` are ignored; a missing one is an error), reads the reference numbers
 (``paper_results``) and writes, atomically and byte-for-byte deterministically:
 
@@ -27,11 +27,31 @@ REQUIRED_KEYS = ("model", "split", "seed", "best_epoch", "epochs_trained", "n_pa
 EVAL_SPLITS = ("valid", "test")
 
 
-def display_name(model: str) -> str:
-    """The model's display name (``display_name`` on its class), else its params.yaml key."""
+def display_name(model: str, params: dict[str, Any] | None = None) -> str:
+    """A variant's row name: ``models.<variant>.display``, else its class's ``display_name``,
+    else its params.yaml key."""
+    from pipeline.config import display_names
     from pipeline.models import MODELS  # local import: models import torch
 
+    if params is not None and model in params.get("models", {}):
+        return display_names(params, model)[0]
     return getattr(MODELS.get(model), "display_name", None) or model
+
+
+def paper_name(model: str, params: dict[str, Any]) -> str:
+    """The name the reference CSV uses for a variant (its class's display name)."""
+    from pipeline.config import display_names
+
+    if model in params.get("models", {}):
+        return display_names(params, model)[1]
+    return display_name(model)
+
+
+def run_variants(params: dict[str, Any]) -> list[str]:
+    """Model variants in the order the experiments name them."""
+    from pipeline.config import planned_runs
+
+    return list(dict.fromkeys(model for _, model, _ in planned_runs(params)))
 
 
 def run_path(runs_dir: str | Path, split: str, model: str, seed: int) -> Path:
@@ -45,8 +65,9 @@ def collect_runs(params: dict[str, Any], runs_dir: str | Path) -> tuple[pl.DataF
     n_parameters. ``metrics``: dataset, setting, model, seed, split (valid/test), metric,
     value. ``model`` is the display name in both.
     """
-    exp = params["experiments"]
-    expected = [(s, m, int(seed)) for s in exp["splits"] for m in exp["models"] for seed in exp["seeds"]]
+    from pipeline.config import planned_runs
+
+    expected = planned_runs(params)
     missing = [str(run_path(runs_dir, *key)) for key in expected if not run_path(runs_dir, *key).is_file()]
     if missing:
         raise FileNotFoundError(
@@ -55,7 +76,7 @@ def collect_runs(params: dict[str, Any], runs_dir: str | Path) -> tuple[pl.DataF
             + " (train them first, or change experiments in params)"
         )
 
-    names = {m: display_name(m) for m in exp["models"]}
+    names = {m: display_name(m, params) for m in run_variants(params)}
     clash = sorted({n for n in names.values() if list(names.values()).count(n) > 1})
     if clash:
         raise ValueError(f"aggregate: models {sorted(names)} share the display name(s) {clash}")
@@ -111,8 +132,10 @@ def build_outputs(params: dict[str, Any], runs_dir: str | Path, out_dir: str | P
     runs, metrics = collect_runs(params, runs_dir)
     reference = load_reference(params.get("paper_results"))
     select_metric = params["training"]["select_metric"]
-    model_order = [display_name(m) for m in params["experiments"]["models"]]
-    summary = tables.summarize(metrics, reference, model_order=model_order)
+    variants = run_variants(params)
+    model_order = [display_name(m, params) for m in variants]
+    paper_names = {display_name(m, params): paper_name(m, params) for m in variants}
+    summary = tables.summarize(metrics, reference, model_order=model_order, paper_names=paper_names)
 
     outputs = {
         out_dir / "metrics.csv": tables.metrics_csv(metrics),

@@ -132,13 +132,15 @@ def summarize(
     reference: pl.DataFrame,
     model_order: Sequence[str] = (),
     table_metrics: Sequence[str] = TABLE_METRICS,
+    paper_names: dict[str, str] | None = None,
 ) -> pl.DataFrame:
     """Test-split mean, sample std and n over seeds, next to the reference numbers.
 
     One row per (setting, dataset, model, metric) that we ran, for ``table_metrics``;
     ``rel_diff_*`` = mean / reference - 1 (null where the reference is absent or zero).
     Sorted by setting, dataset, model (``model_order`` first, then alphabetically) and metric
-    (``table_metrics`` order).
+    (``table_metrics`` order). ``paper_names`` maps a row name to the model name the reference
+    uses (e.g. "L-DiffRec (released emb.)" -> "L-DiffRec"); by default they are the same.
     """
     key = ["setting", "dataset", "model", "metric"]
     ours = (
@@ -151,10 +153,14 @@ def summarize(
             pl.col("value").std(ddof=1).alias("std"),
         )
     )
+    ours = ours.with_columns(pl.col("model").replace(paper_names or {}).alias("_paper_model"))
+    ref_key = ["setting", "dataset", "_paper_model", "metric"]
     wide = {}
     for kind in ("paper", "authors_code"):
-        wide[kind] = reference.filter(pl.col("kind") == kind).select(*key, pl.col("value").alias(kind))
-    summary = ours.join(wide["paper"], on=key, how="left").join(wide["authors_code"], on=key, how="left")
+        wide[kind] = reference.filter(pl.col("kind") == kind).select(
+            "setting", "dataset", pl.col("model").alias("_paper_model"), "metric", pl.col("value").alias(kind)
+        )
+    summary = ours.join(wide["paper"], on=ref_key, how="left").join(wide["authors_code"], on=ref_key, how="left")
 
     def rel(ref: str) -> pl.Expr:
         return pl.when(pl.col(ref).is_not_null() & (pl.col(ref) != 0)).then(pl.col("mean") / pl.col(ref) - 1)

@@ -5,21 +5,42 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from pipeline.config import evaluation_config, model_config, training_config
+import numpy as np
+import polars as pl
+
+from pipeline.config import evaluation_config, model_class, model_config, training_config
 from pipeline.data.dataset import load_interactions
-from pipeline.models import MODELS
 from pipeline.training.trainer import set_determinism, train_run
 
 
-def build_model(params: dict, model_name: str, split: str, seed: int, n_users: int, n_items: int):
+def build_model(params: dict, model_name: str, split: str, seed: int, n_users: int, n_items: int, **side):
+    """Seeded model construction. ``side``: optional inputs a model may take by keyword,
+    ``data`` (the InteractionData, for graph models) and ``clusters`` (item -> cluster array)."""
     cfg = model_config(params, model_name, split)
     set_determinism(seed, params["training"]["threads"])  # initial weights depend on the seed
-    return MODELS[model_name](cfg, n_users, n_items)
+    return model_class(params, model_name)(cfg, n_users, n_items, **side)
 
 
-def main(params: dict, split: str, model_name: str, seed: int, data_dir: str, out_dir: str) -> dict:
+def load_clusters(params: dict, variant: str, clusters_dir: str | None, n_items: int) -> np.ndarray | None:
+    """The item -> cluster array a latent variant needs (from its embeddings' folder), else None."""
+    if not getattr(model_class(params, variant), "needs_clusters", False):
+        return None
+    if not clusters_dir:
+        raise ValueError(f"model variant {variant!r} needs item clusters: pass --clusters data/clusters/<split>")
+    path = Path(clusters_dir) / params["models"][variant]["embeddings"] / "clusters.parquet"
+    table = pl.read_parquet(path).sort("item")
+    if table.height != n_items or table["item"].to_list() != list(range(n_items)):
+        raise ValueError(f"{path}: expected one cluster per item 0..{n_items - 1}, got {table.height} rows")
+    return table["cluster"].to_numpy().astype(np.int64)
+
+
+def main(params: dict, split: str, model_name: str, seed: int, data_dir: str, out_dir: str, clusters_dir: str | None = None) -> dict:
     data = load_interactions(data_dir)
-    model = build_model(params, model_name, split, seed, data.n_users, data.n_items)
+    side = {"data": data}
+    clusters = load_clusters(params, model_name, clusters_dir, data.n_items)
+    if clusters is not None:
+        side["clusters"] = clusters
+    model = build_model(params, model_name, split, seed, data.n_users, data.n_items, **side)
     tag = f"{split} {model_name} seed {seed}"
     print(
         f"[{tag}] {data.n_users} users, {data.n_items} items, {data.train.nnz} train interactions; "

@@ -1,6 +1,6 @@
 rule aggregate:
     input:
-        metrics=expand(f"{RUN_DIR}/metrics.json", split=EXPERIMENTS["splits"], model=EXPERIMENTS["models"], seed=EXPERIMENTS["seeds"]),
+        metrics=[f"runs/{split}/{model}/seed{seed}/metrics.json" for split, model, seed in RUNS],
         paper=config["paper_results"],
         code=CODE["aggregate"],
     output:
@@ -8,8 +8,9 @@ rule aggregate:
         runs="results/runs.csv",
         tables=expand("results/tables/{setting}.{ext}", setting=SETTINGS, ext=["md", "csv", "tex"]),
     params:
-        experiments=EXPERIMENTS,
+        experiments=config["experiments"],
         splits=config["splits"],
+        models=config["models"],
         select_metric=config["training"]["select_metric"],
     log:
         "logs/aggregate.log",

@@ -1,0 +1,89 @@
+"""The item-embedding stage: the item vectors L-DiffRec clusters.
+
+Two ways to get ``item_emb.npy`` (float32, (n_items, emb_size)):
+
+* :func:`train_lightgcn` trains LightGCN (``pipeline.models.lightgcn``) on the split's train
+  interactions with the shared training loop (early stopping on valid recall@20) and writes the
+  final propagated item embeddings of the best state;
+* :func:`import_released` copies the authors' released ``item_emb.npy`` (a pre-trained LightGCN,
+  64-d) after checking it fits the prepared split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.config import evaluation_config, training_config
+from pipeline.data.dataset import load_interactions
+from pipeline.io import atomic_path, read_json
+from pipeline.training.run import build_model
+from pipeline.training.trainer import train_run
+
+EMBEDDINGS_FILE = "item_emb.npy"
+MODEL_NAME = "lightgcn"
+
+
+def write_embeddings(path: str | Path, embeddings: np.ndarray) -> None:
+    """Atomic ``np.save`` of a float32 array (through a file handle, so no '.npy' is appended)."""
+    array = np.ascontiguousarray(embeddings, dtype=np.float32)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array, allow_pickle=False)
+
+
+def train_lightgcn(params: dict, split: str, data_dir: str, out_dir: str) -> dict:
+    """Train LightGCN on ``data_dir`` (seed ``params['embeddings']['seed']``) into ``out_dir``;
+    writes the run folder of the shared trainer plus ``item_emb.npy``; returns the metrics."""
+    seed = int(params["embeddings"]["seed"])
+    out = Path(out_dir)
+    data = load_interactions(data_dir)
+    model = build_model(params, MODEL_NAME, split, seed, data.n_users, data.n_items, data=data)
+    tag = f"{split} lightgcn-embeddings seed {seed}"
+    print(
+        f"[{tag}] {data.n_users} users, {data.n_items} items, {data.train.nnz} train interactions; "
+        f"{sum(p.numel() for p in model.parameters()):,} parameters; {model.config}",
+        flush=True,
+    )
+    identity = {"model": MODEL_NAME, "split": split, "seed": seed, "config": dataclasses.asdict(model.config)}
+    metrics = train_run(
+        model, data, training_config(params), evaluation_config(params), out, identity, seed, tag=tag,
+        timing_path=Path("logs") / "timing" / f"{split}_lightgcn-embeddings.json",
+    )
+    best = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(best["model"])
+    embeddings = model.item_embeddings().numpy()
+    write_embeddings(out / EMBEDDINGS_FILE, embeddings)
+    k = params["training"]["select_metric"]
+    print(
+        f"[{tag}] best epoch {metrics['best_epoch']}: valid {k} {metrics['valid'][k]:.4f}, test {k} "
+        f"{metrics['test'][k]:.4f}; wrote {out / EMBEDDINGS_FILE} {embeddings.shape}",
+        flush=True,
+    )
+    return metrics
+
+
+def import_released(raw_dir: str, data_dir: str, out_dir: str) -> None:
+    """Copy the one ``item_emb.npy`` found under ``raw_dir`` to ``out_dir`` as float32, after
+    checking that it is a 2-D float array with one row per item of the prepared split."""
+    found = sorted(p for p in Path(raw_dir).rglob(EMBEDDINGS_FILE) if p.is_file())
+    if not found:
+        raise FileNotFoundError(f"no {EMBEDDINGS_FILE} under {raw_dir}: this source ships no released item embeddings")
+    if len(found) > 1:
+        raise ValueError(f"several {EMBEDDINGS_FILE} under {raw_dir}, expected exactly one: {[str(p) for p in found]}")
+    source = found[0]
+    array = np.load(source, allow_pickle=False)
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"{source}: expected a 2-D float array (items x dims), got {array.dtype} with shape {array.shape}")
+    n_items = int(read_json(Path(data_dir) / "stats.json")["n_items"])
+    if array.shape[0] != n_items:
+        raise ValueError(
+            f"{source} has {array.shape[0]} rows but the prepared split in {data_dir} has {n_items} items; "
+            "the embeddings do not belong to this split"
+        )
+    if not np.isfinite(array).all():
+        raise ValueError(f"{source}: holds NaN or infinite values")
+    write_embeddings(Path(out_dir) / EMBEDDINGS_FILE, array)
+    print(f"[embeddings] imported {source} {array.shape} {array.dtype} -> {Path(out_dir) / EMBEDDINGS_FILE}", flush=True)

@@ -1,0 +1,58 @@
+rule embed:
+    input:
+        table="data/prepared/{split}/interactions.parquet",
+        stats="data/prepared/{split}/stats.json",
+        code=CODE["embed"],
+    output:
+        embeddings="data/embeddings/{split}/lightgcn/item_emb.npy",
+        metrics="data/embeddings/{split}/lightgcn/metrics.json",
+        history="data/embeddings/{split}/lightgcn/history.csv",
+        per_user="data/embeddings/{split}/lightgcn/per_user.parquet",
+        model="data/embeddings/{split}/lightgcn/model.pt",
+    params:
+        hyper=config["models"]["lightgcn"],
+        seed=config["embeddings"]["seed"],
+    log:
+        "logs/embed/{split}.log",
+    threads: config["training"]["threads"]
+    resources:
+        mem_mb=4000,
+    shell:
+        "python -m pipeline embed --split {wildcards.split} --data data/prepared/{wildcards.split}"
+        " --out data/embeddings/{wildcards.split}/lightgcn --log {log}"
+
+
+rule import_embeddings:
+    input:
+        raw=lambda w: f"data/raw/{config['splits'][w.split]['source']}",
+        stats="data/prepared/{split}/stats.json",
+        code=CODE["import_embeddings"],
+    output:
+        embeddings="data/embeddings/{split}/released/item_emb.npy",
+    params:
+        source=lambda w: config["splits"][w.split]["source"],
+    log:
+        "logs/import_embeddings/{split}.log",
+    resources:
+        mem_mb=1000,
+    shell:
+        "python -m pipeline import-embeddings --split {wildcards.split} --raw {input.raw}"
+        " --data data/prepared/{wildcards.split} --out data/embeddings/{wildcards.split}/released --log {log}"
+
+
+rule cluster:
+    input:
+        embeddings="data/embeddings/{split}/{source}/item_emb.npy",
+        code=CODE["cluster"],
+    output:
+        clusters="data/clusters/{split}/{source}/clusters.parquet",
+        sizes="data/clusters/{split}/{source}/sizes.json",
+    params:
+        clustering=config["clustering"],
+    log:
+        "logs/cluster/{split}_{source}.log",
+    resources:
+        mem_mb=2000,
+    shell:
+        "python -m pipeline cluster --split {wildcards.split} --embeddings {input.embeddings}"
+        " --out data/clusters/{wildcards.split}/{wildcards.source} --log {log}"
