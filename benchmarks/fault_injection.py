@@ -32,6 +32,7 @@ the train stage writes under ``logs/`` stay out of the repository.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import re
@@ -67,7 +68,7 @@ def default_mirror() -> Path:
 
 def prepare_data(params_file: Path, split_name: str, mirror: Path, work: Path) -> Path:
     """fetch + prepare one split of ``params_file`` into ``work/data``; reused when present."""
-    from pipeline.config import load_params, protocol_config, source_config, split_config
+    from pipeline.config import load_params, mirror_dir, protocol_config, source_config, split_config
     from pipeline.data.download import fetch
     from pipeline.data.prepare import prepare
 
@@ -75,8 +76,6 @@ def prepare_data(params_file: Path, split_name: str, mirror: Path, work: Path) -
     if (prepared / "interactions.parquet").is_file() and (prepared / "stats.json").is_file():
         return prepared
     os.environ["PIPELINE_MIRROR"] = str(mirror)  # mirror_dir() reads it
-    from pipeline.config import mirror_dir
-
     params = load_params(params_file)
     split = split_config(params, split_name)
     raw = work / "data" / "raw" / split.source
@@ -189,6 +188,7 @@ def main() -> int:
     keep = args.keep or bool(args.work)
     rng = random.Random(args.seed)
     problems: list[str] = []
+    proc: subprocess.Popen | None = None
     try:
         t = time.perf_counter()
         data = prepare_data(E2E_PARAMS, args.split, mirror, work)
@@ -215,8 +215,6 @@ def main() -> int:
             print((logs / "reference.log").read_text())
             print(f"FAIL: the reference run exited with status {proc.returncode}")
             return 1
-        import json
-
         ref_metrics = json.loads((ref_dir / "metrics.json").read_text())
         ref_epochs = int(ref_metrics["epochs_trained"])
         startup = first_epoch_at if first_epoch_at is not None else 0.0
@@ -343,6 +341,9 @@ def main() -> int:
         print(f"OK: {kills_done} kills, final outputs identical to the uninterrupted run")
         return 0
     finally:
+        if proc is not None and proc.poll() is None:  # interrupted (Ctrl-C, error): leave no child behind
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
         if keep:
             print(f"scratch folder kept: {work}")
         else:

@@ -13,6 +13,7 @@ numbering. Outputs: ``clusters.parquet`` (item, cluster; Int32, sorted by item) 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,9 @@ def fit_clusters(embeddings: np.ndarray, n_clusters: int, seed: int, n_init: int
     x = x.astype(np.float64)
     if not np.isfinite(x).all():
         raise ValueError("embeddings hold NaN or infinite values")
-    km = KMeans(n_clusters=n_clusters, random_state=seed, n_init=n_init).fit(x)
+    with warnings.catch_warnings():  # too few distinct points: reported below as an error
+        warnings.filterwarnings("ignore", message="Number of distinct clusters")
+        km = KMeans(n_clusters=n_clusters, random_state=seed, n_init=n_init).fit(x)
     labels = np.asarray(km.labels_)
     found = len(np.unique(labels))
     if found != n_clusters:

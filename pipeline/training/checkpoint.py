@@ -27,8 +27,10 @@ def fingerprint(run_identity: dict[str, Any]) -> str:
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        # a file handle, not a path: torch names the zip's root folder after a path's stem,
+        # which would put the random temporary name into the bytes
+        torch.save(state, fh)
 
 
 def load_checkpoint(path: str | Path, expected_fingerprint: str | None = None) -> dict[str, Any]:

@@ -14,7 +14,7 @@ echo "e2e: running the DAG in $work with mirror $PIPELINE_MIRROR"
 snakemake --cores 2
 # every expected artifact exists and the table has one row per model
 test -s results/metrics.csv
-test -s results/tables/clean.md && test -s results/tables/noisy.md
+test -s results/tables/clean.md && test -s results/tables/noisy.md && test -s results/tables/temporal.md
 cat results/tables/clean.md
 # a second run has nothing to do
 snakemake --cores 2 --dry-run 2>&1 | grep -q "Nothing to be done" && echo "e2e: second run has nothing to do"
