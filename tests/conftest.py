@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 SHARED_DATASETS = Path("/work/shared/datasets")
 
@@ -43,3 +44,12 @@ def diffrec_ml1m(tmp_path_factory):
         return extracted[setting]
 
     return get
+
+
+@pytest.fixture(autouse=True, scope="module")
+def restore_torch_globals():
+    """train_run sets the thread count and deterministic mode process-wide; undo that afterwards."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)

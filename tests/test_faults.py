@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from pipeline.config import ConfigError, load_params
-from pipeline.data.prepare import CANONICAL_SCHEMA
+from planted import write_planted
 from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.trainer import RESUME_FILE
 
@@ -43,21 +43,7 @@ def make_data(folder: Path) -> Path:
 
     Per user, in order: 6 train, 2 valid, 2 test interactions (canonical parquet + stats.json).
     """
-    rng = np.random.default_rng(0)
-    block = N_ITEMS // GROUPS
-    records = []
-    for user in range(N_USERS):
-        g = user % GROUPS
-        items = rng.choice(np.arange(g * block, (g + 1) * block), size=9, replace=False).tolist()
-        extra = int(rng.integers(N_ITEMS))
-        if extra not in items:
-            items.insert(int(rng.integers(len(items) + 1)), extra)
-        splits = ["train"] * (len(items) - 4) + ["valid"] * 2 + ["test"] * 2
-        for order, (item, split) in enumerate(zip(items, splits)):
-            records.append(dict(user=user, item=item, split=split, order=order, timestamp=1000 * user + order, rating=5.0))
-    folder.mkdir(parents=True)
-    pl.DataFrame(records, schema=CANONICAL_SCHEMA).write_parquet(folder / "interactions.parquet")
-    (folder / "stats.json").write_text(json.dumps({"n_users": N_USERS, "n_items": N_ITEMS}))
+    write_planted(folder, N_USERS, N_ITEMS, GROUPS)
     return folder
 
 

@@ -15,7 +15,7 @@ import torch
 
 from pipeline.config import ConfigError, EvaluationConfig, TrainingConfig, model_config
 from pipeline.data.dataset import load_interactions, temporal_weights
-from pipeline.data.prepare import CANONICAL_SCHEMA
+from planted import write_planted
 from pipeline.models import MODELS
 from pipeline.models.diffrec import DiffRec, DiffRecConfig
 from pipeline.models.ldiffrec import LDiffRec, LDiffRecConfig, LTDiffRec, LTDiffRecConfig, latent_sizes
@@ -55,16 +55,6 @@ HYPER = dict(
     w_min=0.1,
     w_max=1.0,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def restore_torch_globals():
-    """Tiny tensors: one thread; train_run sets threads and deterministic mode process-wide."""
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
 
 
 def config(cls=LDiffRecConfig, **overrides) -> LDiffRecConfig:
@@ -368,20 +358,7 @@ def data(tmp_path_factory):
     """60 users in 3 groups, each with its own block of 13 items plus one random item;
     per user, in time order: 6 train, 2 valid, 2 test interactions."""
     folder = tmp_path_factory.mktemp("tiny_ldiffrec")
-    rng = np.random.default_rng(0)
-    records = []
-    block = N_ITEMS // GROUPS
-    for user in range(N_USERS):
-        g = user % GROUPS
-        items = rng.choice(np.arange(g * block, (g + 1) * block), size=9, replace=False).tolist()
-        extra = int(rng.integers(N_ITEMS))
-        if extra not in items:
-            items.insert(int(rng.integers(len(items) + 1)), extra)
-        splits = ["train"] * (len(items) - 4) + ["valid"] * 2 + ["test"] * 2
-        for order, (item, split) in enumerate(zip(items, splits)):
-            records.append(dict(user=user, item=item, split=split, order=order, timestamp=1000 * user + order, rating=5.0))
-    pl.DataFrame(records, schema=CANONICAL_SCHEMA).write_parquet(folder / "interactions.parquet")
-    (folder / "stats.json").write_text(json.dumps({"n_users": N_USERS, "n_items": N_ITEMS}))
+    write_planted(folder, N_USERS, N_ITEMS, GROUPS)
     return load_interactions(folder)
 
 

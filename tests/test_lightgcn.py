@@ -15,7 +15,7 @@ import torch
 
 from pipeline.config import EvaluationConfig, TrainingConfig, model_config
 from pipeline.data.dataset import InteractionData, load_interactions
-from pipeline.data.prepare import CANONICAL_SCHEMA
+from planted import write_planted
 from pipeline.embeddings import train_lightgcn
 from pipeline.models import MODELS
 from pipeline.models.lightgcn import LightGCN, LightGCNConfig, normalized_adjacency
@@ -29,40 +29,9 @@ EVALUATION = EvaluationConfig(topk=(10, 20), batch_size=25)
 HYPER = dict(emb_size=16, n_layers=2, lr=0.02, weight_decay=0.0, reg_weight=1e-4, batch_size=16, epochs=20)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def restore_torch_globals():
-    """train_run sets the thread count and deterministic mode process-wide; undo that afterwards."""
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
-
-
-def write_planted(folder: Path) -> Path:
-    """60 users in 3 groups; each group interacts with its own block of 13 items (plus one random
-    item). Per user, in time order: 6 train, 2 valid, 2 test interactions."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    records = []
-    block = N_ITEMS // GROUPS
-    for user in range(N_USERS):
-        g = user % GROUPS
-        items = rng.choice(np.arange(g * block, (g + 1) * block), size=9, replace=False).tolist()
-        extra = int(rng.integers(N_ITEMS))
-        if extra not in items:
-            items.insert(int(rng.integers(len(items) + 1)), extra)
-        splits = ["train"] * (len(items) - 4) + ["valid"] * 2 + ["test"] * 2
-        for order, (item, split) in enumerate(zip(items, splits)):
-            records.append(dict(user=user, item=item, split=split, order=order, timestamp=1000 * user + order, rating=5.0))
-    pl.DataFrame(records, schema=CANONICAL_SCHEMA).write_parquet(folder / "interactions.parquet")
-    (folder / "stats.json").write_text(json.dumps({"n_users": N_USERS, "n_items": N_ITEMS}))
-    return folder
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
-    return write_planted(tmp_path_factory.mktemp("tiny_clean"))
+    return write_planted(tmp_path_factory.mktemp("tiny_clean"), N_USERS, N_ITEMS, GROUPS)
 
 
 @pytest.fixture(scope="module")

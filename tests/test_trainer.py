@@ -13,7 +13,7 @@ import torch
 
 from pipeline.config import EvaluationConfig, TrainingConfig
 from pipeline.data.dataset import dense_rows, load_interactions
-from pipeline.data.prepare import CANONICAL_SCHEMA
+from planted import write_planted
 from pipeline.evaluation.evaluator import Evaluator
 from pipeline.training.checkpoint import CheckpointMismatch, fingerprint, load_checkpoint
 from pipeline.training.run import build_model
@@ -51,15 +51,6 @@ HYPER = dict(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def restore_torch_globals():
-    """train_run sets the thread count and deterministic mode process-wide; undo that afterwards."""
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """60 users in 3 groups; each group interacts with its own block of 13 items (plus one random item).
@@ -67,20 +58,7 @@ def data(tmp_path_factory):
     Per user, in time order: 6 train, 2 valid, 2 test interactions.
     """
     folder = tmp_path_factory.mktemp("tiny_clean")
-    rng = np.random.default_rng(0)
-    records = []
-    block = N_ITEMS // GROUPS
-    for user in range(N_USERS):
-        g = user % GROUPS
-        items = rng.choice(np.arange(g * block, (g + 1) * block), size=9, replace=False).tolist()
-        extra = int(rng.integers(N_ITEMS))
-        if extra not in items:
-            items.insert(int(rng.integers(len(items) + 1)), extra)
-        splits = ["train"] * (len(items) - 4) + ["valid"] * 2 + ["test"] * 2
-        for order, (item, split) in enumerate(zip(items, splits)):
-            records.append(dict(user=user, item=item, split=split, order=order, timestamp=1000 * user + order, rating=5.0))
-    pl.DataFrame(records, schema=CANONICAL_SCHEMA).write_parquet(folder / "interactions.parquet")
-    (folder / "stats.json").write_text(json.dumps({"n_users": N_USERS, "n_items": N_ITEMS}))
+    write_planted(folder, N_USERS, N_ITEMS, GROUPS)
     loaded = load_interactions(folder)
     assert loaded.valid.nnz == loaded.test.nnz == 2 * N_USERS
     return loaded
