@@ -315,9 +315,9 @@ def main() -> int:
                 verdict = "IDENTICAL" if a.read_bytes() == b.read_bytes() else "DIFFERENT"
             note = ""
             if name == "model.pt" and verdict == "DIFFERENT" and same_checkpoint(a, b):
-                # torch.save(obj, path) names the zip's root folder after the file it writes, here the
-                # random atomic_path temp name: equal content, different bytes (a checkpoint.py issue)
-                verdict, note = "IDENTICAL CONTENT", " (bytes differ: zip root folder = temp file name)"
+                # same tensors and values; pickle memoises strings by object identity, and strings
+                # loaded from resume.pt are not shared the way fresh ones are (known issue)
+                verdict, note = "IDENTICAL CONTENT", " (bytes differ: pickle memo of strings after a resume)"
             print(f"  {name:18s} {verdict}{note}")
             if verdict not in ("IDENTICAL", "IDENTICAL CONTENT"):
                 problems.append(f"{name}: {verdict}")
