@@ -259,7 +259,7 @@ def test_display_name_falls_back_to_key(setup, monkeypatch):
     import pipeline.models
 
     class NoName:
-        pass
+        """A model class without a display_name attribute."""
 
     monkeypatch.setitem(pipeline.models.MODELS, "diffrec", NoName)
     assert aggregate.display_name("diffrec") == "diffrec"

@@ -37,7 +37,7 @@ def leftovers(folder: Path) -> list[str]:
 
 
 class Boom(RuntimeError):
-    pass
+    """The failure injected inside an atomic_path block."""
 
 
 def test_atomic_path_success_replaces_target(tmp_path):

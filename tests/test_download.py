@@ -203,8 +203,8 @@ class Server:
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep pytest output quiet
-                pass
+            def log_message(self, *args):
+                """Keep pytest output quiet: the server logs nothing."""
 
             def do_GET(self):
                 server.hits[self.path] = server.hits.get(self.path, 0) + 1

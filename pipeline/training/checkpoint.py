@@ -18,7 +18,7 @@ from pipeline.io import atomic_path
 
 
 class CheckpointMismatch(RuntimeError):
-    pass
+    """A checkpoint written under another configuration (its fingerprint differs)."""
 
 
 def fingerprint(run_identity: dict[str, Any]) -> str:

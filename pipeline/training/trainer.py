@@ -40,7 +40,7 @@ RESUME_FILE = "resume.pt"
 
 
 class TrainingDiverged(RuntimeError):
-    pass
+    """The loss became NaN or infinite; the message names the epoch and batch."""
 
 
 @dataclass
