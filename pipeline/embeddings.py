@@ -11,17 +11,14 @@ Two ways to get ``item_emb.npy`` (float32, (n_items, emb_size)):
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from pipeline.config import evaluation_config, training_config
 from pipeline.data.dataset import load_interactions
 from pipeline.io import atomic_path, read_json
-from pipeline.training.run import build_model
-from pipeline.training.trainer import train_run
+from pipeline.training.run import fit
 
 EMBEDDINGS_FILE = "item_emb.npy"
 MODEL_NAME = "lightgcn"
@@ -40,18 +37,9 @@ def train_lightgcn(params: dict, split: str, data_dir: str, out_dir: str) -> dic
     seed = int(params["embeddings"]["seed"])
     out = Path(out_dir)
     data = load_interactions(data_dir)
-    model = build_model(params, MODEL_NAME, split, seed, data.n_users, data.n_items, data=data)
     tag = f"{split} lightgcn-embeddings seed {seed}"
-    print(
-        f"[{tag}] {data.n_users} users, {data.n_items} items, {data.train.nnz} train interactions; "
-        f"{sum(p.numel() for p in model.parameters()):,} parameters; {model.config}",
-        flush=True,
-    )
-    identity = {"model": MODEL_NAME, "split": split, "seed": seed, "config": dataclasses.asdict(model.config)}
-    metrics = train_run(
-        model, data, training_config(params), evaluation_config(params), out, identity, seed, tag=tag,
-        timing_path=Path("logs") / "timing" / f"{split}_lightgcn-embeddings.json",
-    )
+    timing_path = Path("logs") / "timing" / f"{split}_lightgcn-embeddings.json"
+    model, metrics = fit(params, split, MODEL_NAME, seed, data, out, tag, timing_path)
     best = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(best["model"])
     embeddings = model.item_embeddings().numpy()

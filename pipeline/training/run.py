@@ -34,14 +34,14 @@ def load_clusters(params: dict, variant: str, clusters_dir: str | None, n_items:
     return table["cluster"].to_numpy().astype(np.int64)
 
 
-def main(params: dict, split: str, model_name: str, seed: int, data_dir: str, out_dir: str, clusters_dir: str | None = None) -> dict:
-    data = load_interactions(data_dir)
-    side = {"data": data}
-    clusters = load_clusters(params, model_name, clusters_dir, data.n_items)
-    if clusters is not None:
-        side["clusters"] = clusters
+def fit(params: dict, split: str, model_name: str, seed: int, data, out_dir, tag: str, timing_path, clusters=None):
+    """Build the seeded model (given ``data`` and, for latent models, ``clusters``), announce it,
+    and train it into ``out_dir``; returns (model, metrics).
+
+    Shared by the train stage and the LightGCN embedding stage.
+    """
+    side = {"data": data} if clusters is None else {"data": data, "clusters": clusters}
     model = build_model(params, model_name, split, seed, data.n_users, data.n_items, **side)
-    tag = f"{split} {model_name} seed {seed}"
     print(
         f"[{tag}] {data.n_users} users, {data.n_items} items, {data.train.nnz} train interactions; "
         f"{sum(p.numel() for p in model.parameters()):,} parameters; {model.config}",
@@ -50,8 +50,17 @@ def main(params: dict, split: str, model_name: str, seed: int, data_dir: str, ou
     identity = {"model": model_name, "split": split, "seed": seed, "config": dataclasses.asdict(model.config)}
     metrics = train_run(
         model, data, training_config(params), evaluation_config(params), out_dir, identity, seed, tag=tag,
-        timing_path=Path("logs") / "timing" / f"{split}_{model_name}_seed{seed}.json",
+        timing_path=timing_path,
     )
+    return model, metrics
+
+
+def main(params: dict, split: str, model_name: str, seed: int, data_dir: str, out_dir: str, clusters_dir: str | None = None) -> dict:
+    data = load_interactions(data_dir)
+    clusters = load_clusters(params, model_name, clusters_dir, data.n_items)
+    tag = f"{split} {model_name} seed {seed}"
+    timing_path = Path("logs") / "timing" / f"{split}_{model_name}_seed{seed}.json"
+    _, metrics = fit(params, split, model_name, seed, data, out_dir, tag, timing_path, clusters)
     k = params["training"]["select_metric"]
     ndcg = k.replace("recall", "ndcg")
     print(
