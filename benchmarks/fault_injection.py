@@ -21,8 +21,8 @@
    the epoch that ``resume.pt`` holds, and leftover ``.*.tmp`` files of interrupted atomic
    writes are listed. After the first kill it also plants such leftovers (a truncated
    checkpoint, half a metrics.json; ``--no-plant-tmp`` to skip): they must never be read;
-6. compares metrics.json, history.csv and per_user.parquet byte for byte with the reference
-   (model.pt too: bytes, else its loaded content) and prints a report. Exit status 1 if
+6. compares metrics.json, history.csv, per_user.parquet and model.pt byte for byte with the
+   reference and prints a report. Exit status 1 if
    anything differs or a check failed.
 
 Every subprocess runs with the scratch folder as its working directory, so the timing files
@@ -146,22 +146,6 @@ def checkpoint_epoch(path: Path) -> int | None:
     if not path.exists():
         return None
     return int(load_checkpoint(path)["epoch"])
-
-
-def same_checkpoint(a: Path, b: Path) -> bool:
-    """The two torch files hold equal objects (tensors equal in dtype, shape and values)."""
-    import torch
-
-    def same(x, y) -> bool:
-        if isinstance(x, dict):
-            return isinstance(y, dict) and list(x) == list(y) and all(same(x[k], y[k]) for k in x)
-        if isinstance(x, (list, tuple)):
-            return type(x) is type(y) and len(x) == len(y) and all(same(u, v) for u, v in zip(x, y))
-        if torch.is_tensor(x):
-            return torch.is_tensor(y) and x.dtype == y.dtype and x.shape == y.shape and torch.equal(x, y)
-        return x == y
-
-    return same(torch.load(a, map_location="cpu", weights_only=True), torch.load(b, map_location="cpu", weights_only=True))
 
 
 def main() -> int:
@@ -313,13 +297,8 @@ def main() -> int:
                 verdict = "MISSING"
             else:
                 verdict = "IDENTICAL" if a.read_bytes() == b.read_bytes() else "DIFFERENT"
-            note = ""
-            if name == "model.pt" and verdict == "DIFFERENT" and same_checkpoint(a, b):
-                # same tensors and values; pickle memoises strings by object identity, and strings
-                # loaded from resume.pt are not shared the way fresh ones are (known issue)
-                verdict, note = "IDENTICAL CONTENT", " (bytes differ: pickle memo of strings after a resume)"
-            print(f"  {name:18s} {verdict}{note}")
-            if verdict not in ("IDENTICAL", "IDENTICAL CONTENT"):
+            print(f"  {name:18s} {verdict}")
+            if verdict != "IDENTICAL":
                 problems.append(f"{name}: {verdict}")
         if (run_dir / "resume.pt").exists():
             problems.append("resume.pt still present after the run finished")

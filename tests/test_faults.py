@@ -34,7 +34,7 @@ SPLIT, MODEL, SEED = "ml-100k_clean", "diffrec", 1  # a split name the e2e param
 N_USERS, N_ITEMS, GROUPS = 1000, 120, 4
 EPOCHS = 12
 OUTPUTS = ("metrics.json", "history.csv", "per_user.parquet", "model.pt")
-COMPARED = ("metrics.json", "history.csv", "per_user.parquet")
+COMPARED = ("metrics.json", "history.csv", "per_user.parquet", "model.pt")
 TIMEOUT = 120
 
 

@@ -349,7 +349,7 @@ N_USERS, N_ITEMS, GROUPS = 60, 40, 3
 SPLIT = "tiny_clean"
 TRAINING = TrainingConfig(device="cpu", threads=1, eval_every=2, patience=4, select_metric="recall@10", checkpoint_every=2)
 EVALUATION = EvaluationConfig(topk=(10, 20), batch_size=25)
-OUTPUTS = ("metrics.json", "history.csv", "per_user.parquet")
+OUTPUTS = ("metrics.json", "history.csv", "per_user.parquet", "model.pt")
 RUN_HYPER = dict(HYPER, lr_ae=2e-2, lr_denoiser=1e-2, epochs=12)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +28,36 @@ def fingerprint(run_identity: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
+def canonical(obj: Any) -> Any:
+    """A copy of a state tree (dicts, lists, tuples) whose strings are all interned.
+
+    Pickle memoises objects by identity: two equal strings are written once when they are the
+    same object and twice when they are not. A state rebuilt from a resumed checkpoint holds
+    equal but distinct string objects where a fresh run shares them, so without this the same
+    state could be written as different bytes. With every string interned, equal strings are
+    always the same object, and the bytes depend on the content only. Tensors are not copied.
+    """
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    if isinstance(obj, OrderedDict):
+        out = OrderedDict((canonical(k), canonical(v)) for k, v in obj.items())
+        if hasattr(obj, "_metadata"):  # module state dicts carry their version metadata
+            out._metadata = canonical(obj._metadata)
+        return out
+    if isinstance(obj, dict):
+        return {canonical(k): canonical(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [canonical(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(canonical(v) for v in obj)
+    return obj
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         # a file handle, not a path: torch names the zip's root folder after a path's stem,
         # which would put the random temporary name into the bytes
-        torch.save(state, fh)
+        torch.save(canonical(state), fh)
 
 
 def load_checkpoint(path: str | Path, expected_fingerprint: str | None = None) -> dict[str, Any]:
