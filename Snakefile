@@ -20,6 +20,7 @@ include: "workflow/rules/prepare.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/synthetic.smk"
 
 
 rule all:
@@ -27,4 +28,6 @@ rule all:
         rules.aggregate.output,
         # item clusters of every split and embedding source (dvc.yaml builds them all too)
         expand("data/clusters/{split}/{source}/clusters.parquet", split=list(config["splits"]), source=EMBEDDINGS),
+        # the synthetic presets listed in synthetic.build
+        expand("data/raw/synthetic-{name}", name=SYNTHETIC_BUILD),
     default_target: True

@@ -8,9 +8,18 @@ item counts (DiffRec's statistics) by building the models (not trained), with th
 authors' settings for those datasets (DiffRec dims [1000]; L-DiffRec 2 clusters of equal size,
 latent 300, denoiser [300]).
 
-    python benchmarks/bench_efficiency.py [--epochs 3] [--out results/efficiency.md]
+    python benchmarks/bench_efficiency.py [--epochs 3] [--out results/efficiency.md] [--json results/efficiency.json]
 
 The output is a measurement of this machine, so it is written by this script, not by the DAG.
+It writes the table (``--out``) and the same numbers, as shown there, machine-readable
+(``--json``: command, epochs, machine, torch_threads, description, rows of dataset, model,
+n_parameters, peak_rss_mb, seconds_per_epoch, seconds_per_eval; null where not measured); the
+aggregate stage draws results/figures/efficiency.png from the JSON.
+
+    python benchmarks/bench_efficiency.py --from-markdown results/efficiency.md
+
+measures nothing: it reads an efficiency.md this script wrote earlier, writes its JSON, and
+checks that the table rendered from the JSON is the file it read.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -80,41 +90,114 @@ def parameter_count(model: str, n_users: int, n_items: int) -> int:
     return count
 
 
+MODELS = (("diffrec", "DiffRec"), ("ldiffrec", "L-DiffRec"))
+DESCRIPTION = (
+    "ML-1M measured on the released clean split (median epoch time, one evaluation pass = valid and test "
+    "metrics over all users, peak RSS of the whole process). Yelp and Amazon-book: parameter counts from the "
+    "item counts (DiffRec [1000]; L-DiffRec with two equal clusters, latent 300, denoiser [300]); not run here."
+)
+ROW_KEYS = ("dataset", "model", "n_parameters", "peak_rss_mb", "seconds_per_epoch", "seconds_per_eval")
+
+
+def _dash(x, fmt: str) -> str:
+    return "–" if x is None else format(x, fmt)
+
+
+def render_markdown(record: dict) -> str:
+    """results/efficiency.md from the record that results/efficiency.json holds."""
+    lines = [
+        "# Efficiency: DiffRec vs L-DiffRec",
+        "",
+        f"Written by `{record['command']}` on {record['machine']} with {record['torch_threads']} torch threads "
+        f"(a 2-core CPU machine); {record['description']}",
+        "",
+        "| dataset | model | parameters | peak RSS (MB) | s / epoch | s / evaluation |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in record["rows"]:
+        lines.append(
+            f"| {r['dataset']} | {r['model']} | {r['n_parameters']:,} | {_dash(r['peak_rss_mb'], '.0f')} | "
+            f"{_dash(r['seconds_per_epoch'], '.2f')} | {_dash(r['seconds_per_eval'], '.2f')} |"
+        )
+    for dataset in dict.fromkeys(r["dataset"] for r in record["rows"]):
+        d = {r["model"]: r["n_parameters"] for r in record["rows"] if r["dataset"] == dataset}
+        lines.append("")
+        lines.append(f"- {dataset}: L-DiffRec has {d['L-DiffRec'] / d['DiffRec']:.1%} of DiffRec's parameters.")
+    return "\n".join(lines) + "\n"
+
+
+def render_json(record: dict) -> str:
+    return json.dumps(record, indent=2) + "\n"
+
+
+def parse_markdown(text: str) -> dict:
+    """The record behind an efficiency.md written by :func:`render_markdown` (numbers as shown)."""
+    m = re.search(r"Written by `(?P<command>[^`]*--epochs (?P<epochs>\d+)[^`]*)` on (?P<machine>\S+) with "
+                  r"(?P<threads>\d+) torch threads \(a 2-core CPU machine\); (?P<description>.*)$", text, re.M)
+    if not m:
+        raise ValueError("efficiency.md: no 'Written by ...' line")
+
+    def num(cell: str, kind):
+        return None if cell == "–" else kind(cell.replace(",", ""))
+
+    rows = []
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[0] not in ("dataset", "---"):
+            rows.append(dict(zip(ROW_KEYS, [cells[0], cells[1], num(cells[2], int), num(cells[3], int),
+                                            num(cells[4], float), num(cells[5], float)])))
+    record = {
+        "command": m["command"], "epochs": int(m["epochs"]), "machine": m["machine"],
+        "torch_threads": int(m["threads"]), "description": m["description"], "rows": rows,
+    }
+    if render_markdown(record) != text:
+        raise ValueError("efficiency.md: the table rendered back from the parsed numbers differs from the file")
+    return record
+
+
+def write(record: dict, md_path: str, json_path: str) -> None:
+    for path, text in ((md_path, render_markdown(record)), (json_path, render_json(record))):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text)
+        print(f"wrote {path}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--data", default="data/prepared/ml-1m_clean")
     parser.add_argument("--out", default="results/efficiency.md")
+    parser.add_argument("--json", default="results/efficiency.json")
+    parser.add_argument("--from-markdown", metavar="MD",
+                        help="measure nothing: parse this efficiency.md and write --json (and --out) from it")
     args = parser.parse_args()
 
+    if args.from_markdown:
+        write(parse_markdown(Path(args.from_markdown).read_text()), args.out, args.json)
+        return
+
     rows = []
-    for model, name in (("diffrec", "DiffRec"), ("ldiffrec", "L-DiffRec")):
+    for model, name in MODELS:
         m = measure(model, args.epochs, args.data)
-        rows.append(("ml-1m", name, m["n_parameters"], f"{m['peak_rss_mb']:.0f}", f"{m['seconds_per_epoch']:.2f}", f"{m['seconds_per_eval']:.2f}"))
+        # kept as shown in the table: whole MB, hundredths of a second
+        rows.append({"dataset": "ml-1m", "model": name, "n_parameters": int(m["n_parameters"]),
+                     "peak_rss_mb": int(round(m["peak_rss_mb"])), "seconds_per_epoch": round(m["seconds_per_epoch"], 2),
+                     "seconds_per_eval": round(m["seconds_per_eval"], 2)})
         print(f"ml-1m {name}: {m}", flush=True)
     for dataset, n_users, n_items in DATASETS[1:]:
-        for model, name in (("diffrec", "DiffRec"), ("ldiffrec", "L-DiffRec")):
-            rows.append((dataset, name, parameter_count(model, n_users, n_items), "–", "–", "–"))
-    lines = [
-        "# Efficiency: DiffRec vs L-DiffRec",
-        "",
-        f"Written by `python benchmarks/bench_efficiency.py --epochs {args.epochs}` on {platform.machine()} with "
-        f"{torch.get_num_threads()} torch threads (a 2-core CPU machine); ML-1M measured on the released clean split "
-        "(median epoch time, one evaluation pass = valid and test metrics over all users, peak RSS of the whole "
-        "process). Yelp and Amazon-book: parameter counts from the item counts (DiffRec [1000]; L-DiffRec with two "
-        "equal clusters, latent 300, denoiser [300]); not run here.",
-        "",
-        "| dataset | model | parameters | peak RSS (MB) | s / epoch | s / evaluation |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-    lines += [f"| {d} | {n} | {p:,} | {r} | {e} | {v} |" for d, n, p, r, e, v in rows]
-    for dataset in ("ml-1m", "yelp", "amazon-book"):
-        d = {n: p for ds, n, p, *_ in rows if ds == dataset}
-        lines.append("")
-        lines.append(f"- {dataset}: L-DiffRec has {d['L-DiffRec'] / d['DiffRec']:.1%} of DiffRec's parameters.")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        for model, name in MODELS:
+            rows.append({"dataset": dataset, "model": name, "n_parameters": parameter_count(model, n_users, n_items),
+                         "peak_rss_mb": None, "seconds_per_epoch": None, "seconds_per_eval": None})
+    record = {
+        "command": f"python benchmarks/bench_efficiency.py --epochs {args.epochs}",
+        "epochs": args.epochs,
+        "machine": platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "description": DESCRIPTION,
+        "rows": rows,
+    }
+    write(record, args.out, args.json)
+    print(render_markdown(record))
 
 
 if __name__ == "__main__":

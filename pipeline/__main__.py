@@ -49,6 +49,12 @@ def cmd_download(args, params):
     main(params, args.source, args.out)
 
 
+def cmd_synthesize(args, params):
+    from pipeline.data.synthetic import main
+
+    main(params, args.name, args.out)
+
+
 def cmd_prepare(args, params):
     from pipeline.data.prepare import main
 
@@ -58,7 +64,13 @@ def cmd_prepare(args, params):
 def cmd_train(args, params):
     from pipeline.training.run import main
 
-    main(params, args.split, args.model, args.seed, args.data, args.out, args.clusters)
+    main(params, args.split, args.model, args.seed, args.data, args.out, args.clusters, args.tuned)
+
+
+def cmd_tune(args, params):
+    from pipeline.tuning import main
+
+    main(params, args.split, args.model, args.data, args.out, args.clusters)
 
 
 def cmd_embed(args, params):
@@ -82,7 +94,7 @@ def cmd_cluster(args, params):
 def cmd_aggregate(args, params):
     from pipeline.reporting.aggregate import main
 
-    main(params, args.runs, args.out)
+    main(params, args.runs, args.out, args.efficiency)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("synthesize", help="generate a synthetic raw source from a synthetic.presets entry")
+    p.add_argument("--name", required=True, help="preset name in params.yaml synthetic.presets")
+    p.add_argument("--out", required=True, help="output folder, e.g. data/raw/synthetic-<name>")
+    p.set_defaults(func=cmd_synthesize)
 
     p = sub.add_parser("prepare", help="raw source -> canonical interaction table + statistics")
     p.add_argument("--split", required=True)
@@ -107,8 +124,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", required=True, type=int)
     p.add_argument("--data", required=True)
     p.add_argument("--clusters", help="data/clusters/<split> (latent models: L-DiffRec, LT-DiffRec)")
+    p.add_argument("--tuned", help="runs/<split>/<model>/tuning/selected.json (variants with a grid)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("tune", help="train a variant's hyperparameter grid (first seed), select on validation")
+    p.add_argument("--split", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--clusters", help="data/clusters/<split> (latent models)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("embed", help="train LightGCN on a split and write its item embeddings")
     p.add_argument("--split", required=True)
@@ -129,9 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_cluster)
 
-    p = sub.add_parser("aggregate", help="collect run metrics into results/ tables")
+    p = sub.add_parser("aggregate", help="collect run metrics into results/ tables, significance tests and figures")
     p.add_argument("--runs", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--efficiency", help="efficiency.json of benchmarks/bench_efficiency.py (draws figures/efficiency.png)")
     p.set_defaults(func=cmd_aggregate)
 
     for p in sub.choices.values():

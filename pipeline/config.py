@@ -9,6 +9,7 @@ offending key and, where there is a closed set, the allowed values.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 import typing
@@ -140,8 +141,19 @@ def check_semantics(params: dict) -> None:
     ratios = params["protocol"]["ratios"]
     if not math.isclose(sum(ratios), 1.0, abs_tol=1e-6):
         raise ConfigError("protocol.ratios", f"train/valid/test ratios must sum to 1, got {ratios} (sum {sum(ratios)})")
+    synthetic = synthetic_sources(params)
+    for name in sorted(set(synthetic) & (set(params["sources"]) | set(params.get("more_sources") or {}))):
+        raise ConfigError(f"sources.{name}", f"the name is taken by synthetic.presets.{synthetic[name]} "
+                          f"(its synthesize stage writes data/raw/{name}); rename the source")
+    for preset in (params.get("synthetic") or {}).get("presets") or {}:
+        synthetic_config(params, preset)
+    for i, preset in enumerate((params.get("synthetic") or {}).get("build") or []):
+        _require_member(f"synthetic.build[{i}]", preset, params["synthetic"]["presets"])
     for name, split in params["splits"].items():
-        _require_member(f"splits.{name}.source", split["source"], params["sources"])
+        if split["source"] not in synthetic:  # a synthetic-<preset> source comes from the synthesize stage
+            if split["source"] not in params["sources"]:
+                raise ConfigError(f"splits.{name}.source", f"unknown name {split['source']!r}; allowed values: "
+                                  f"{sorted(params['sources'])} (or a synthetic source: {sorted(synthetic)})")
         expected = f"{split['dataset']}_{split['setting']}"
         if name != expected:
             raise ConfigError(f"splits.{name}", f"split names are <dataset>_<setting>; expected {expected!r}")
@@ -163,11 +175,16 @@ def check_semantics(params: dict) -> None:
                                   f"experiments.{'temporal_splits' if is_temporal else 'splits'}")
     for _, models_key in RUN_GROUPS:
         latent = models_key.endswith("latent_models")
-        for i, variant in enumerate(exp[models_key]):
+        for i, variant in enumerate(exp.get(models_key, [])):
             _require_member(f"experiments.{models_key}[{i}]", variant, params["models"])
             if bool(getattr(model_class(params, variant), "needs_clusters", False)) != latent:
                 raise ConfigError(f"experiments.{models_key}[{i}]", f"{variant!r} {'does not need' if latent else 'needs'} item clusters; list it under "
                                   f"experiments.{models_key.replace('latent_', '') if latent else models_key.replace('models', 'latent_models')}")
+            tuned = models_key == "tuned_models"
+            if tuned != bool(params["models"][variant].get("grid")):
+                raise ConfigError(f"experiments.{models_key}[{i}]",
+                                  f"{variant!r} has a hyperparameter grid (models.{variant}.grid): list it under experiments.tuned_models"
+                                  if not tuned else f"{variant!r} has no grid to tune: add models.{variant}.grid or list it under experiments.models")
     overlap = sorted(set(params["sources"]) & set(params["more_sources"]))
     if overlap:
         raise ConfigError(f"more_sources.{overlap[0]}", "is also in sources; keep each source in one block")
@@ -176,14 +193,18 @@ def check_semantics(params: dict) -> None:
         raise ConfigError("training.select_metric", f"cut-off {k} is not in evaluation.topk {params['evaluation']['topk']}")
     for split, variant, _ in planned_runs(params):
         model_config(params, variant, split)
+        for point in grid_points(params, variant):
+            model_config(params, variant, split, point)
     if "lightgcn" in params["embeddings"]["sources"]:
         for split in params["splits"]:
             model_config(params, "lightgcn", split)
 
 
-# (splits key, model-variants key) of each run group in `experiments`
+# (splits key, model-variants key) of each run group in `experiments`; tuned_models (the baselines)
+# first run their grid (the tune stage), then every seed with the configuration it selected
 RUN_GROUPS = (
     ("splits", "models"),
+    ("splits", "tuned_models"),
     ("splits", "latent_models"),
     ("temporal_splits", "temporal_models"),
     ("temporal_splits", "temporal_latent_models"),
@@ -200,6 +221,22 @@ def planned_runs(params: dict) -> list[tuple[str, str, int]]:
                 for seed in exp["seeds"]:
                     runs.append((split, variant, int(seed)))
     return runs
+
+
+def run_threads(params: dict, variant: str) -> int:
+    """CPU threads of a variant's runs: ``models.<variant>.threads`` where set (small models run
+    better as parallel one-thread jobs), else ``training.threads``. The engines schedule with it."""
+    return int(params["models"][variant].get("threads", params["training"]["threads"]))
+
+
+def grid_points(params: dict, variant: str) -> list[dict[str, Any]]:
+    """The hyperparameter settings a tuned variant tries (``models.<variant>.grid``: key -> list
+    of values; the product in the order the keys are written); [] for a variant without a grid."""
+    grid = params["models"][variant].get("grid") or {}
+    if not grid:
+        return []
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
 def model_class(params: dict, variant: str):
@@ -219,22 +256,28 @@ def display_names(params: dict, variant: str) -> tuple[str, str]:
     return params["models"][variant].get("display", paper), paper
 
 
-def model_config(params: dict, model: str, split: str):
-    """The model's config dataclass: defaults, then the split's overrides, then checks."""
+def model_config(params: dict, model: str, split: str, tuned: dict[str, Any] | None = None):
+    """The model's config dataclass: defaults, then the split's overrides, then ``tuned`` (a grid
+    point: a setting of some of the keys in ``models.<model>.grid``), then checks."""
     cls = model_class(params, model).Config
     block = params["models"][model]
-    overrides = (block.get("per_split") or {}).get(split, {})
+    tuned = tuned or {}
+    split_overrides = (block.get("per_split") or {}).get(split, {})
+    overrides = {**split_overrides, **tuned}
     merged = {**block["defaults"], **overrides}
     fields = {f.name for f in dataclasses.fields(cls)}
+
+    def where(key: str) -> str:
+        if key in tuned:
+            return f"models.{model}.grid.{key}"
+        return f"models.{model}.per_split.{split}.{key}" if key in split_overrides else f"models.{model}.defaults.{key}"
+
     for key in merged:
         if key not in fields:
-            where = f"models.{model}.per_split.{split}.{key}" if key in overrides else f"models.{model}.defaults.{key}"
-            raise ConfigError(where, f"unknown hyperparameter; allowed: {sorted(fields)}")
+            raise ConfigError(where(key), f"unknown hyperparameter; allowed: {sorted(fields)}")
     missing = sorted(fields - set(merged))
     if missing:
         raise ConfigError(f"models.{model}.defaults", f"missing hyperparameters: {missing}")
-    def where(key: str) -> str:
-        return f"models.{model}.per_split.{split}.{key}" if key in overrides else f"models.{model}.defaults.{key}"
 
     hints = typing.get_type_hints(cls)
     for key, value in merged.items():
@@ -273,6 +316,36 @@ def source_config(params: dict, name: str) -> SourceConfig:
     known = {**params.get("more_sources", {}), **params["sources"]}
     _require_member("sources", name, known)
     return SourceConfig(name=name, **known[name])
+
+
+SYNTHETIC_PREFIX = "synthetic-"  # preset NAME is written to data/raw/synthetic-NAME, usable as a split source
+
+
+def synthetic_sources(params: dict) -> dict[str, str]:
+    """{source name ``synthetic-<preset>``: preset} for every preset of the ``synthetic`` block."""
+    presets = (params.get("synthetic") or {}).get("presets") or {}
+    return {f"{SYNTHETIC_PREFIX}{name}": name for name in presets}
+
+
+def synthetic_config(params: dict, name: str):
+    """The :class:`pipeline.data.synthetic.SyntheticSpec` of preset ``synthetic.presets.<name>``."""
+    from pipeline.data.synthetic import SyntheticSpec
+
+    presets = (params.get("synthetic") or {}).get("presets") or {}
+    _require_member("synthetic.presets", name, presets)
+    fields = {f.name for f in dataclasses.fields(SyntheticSpec)}
+    for key in presets[name]:
+        if key not in fields:
+            raise ConfigError(f"synthetic.presets.{name}.{key}", f"unknown key; allowed keys here: {sorted(fields)}")
+    hints = typing.get_type_hints(SyntheticSpec)
+    for key, value in presets[name].items():
+        problem = _type_problem(hints[key], value)
+        if problem:
+            raise ConfigError(f"synthetic.presets.{name}.{key}", problem)
+    spec = SyntheticSpec(**presets[name])
+    for key, message in spec.problems():
+        raise ConfigError(f"synthetic.presets.{name}.{key}", message)
+    return spec
 
 
 def split_config(params: dict, name: str) -> SplitConfig:

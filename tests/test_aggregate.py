@@ -1,4 +1,5 @@
-"""Aggregate stage: run collection, metrics.csv / runs.csv, per-setting tables, determinism."""
+"""Aggregate stage: run collection, metrics.csv / runs.csv, per-setting tables, DVC metrics,
+figures, determinism. (The significance tests themselves: tests/test_significance.py.)"""
 
 from __future__ import annotations
 
@@ -52,6 +53,8 @@ def _metric_values(split: str, seed: int, eval_split: str) -> dict[str, float]:
 
 
 def _write_run(runs: Path, split: str, model: str, seed: int) -> Path:
+    """metrics.json, history.csv (validation every 5 epochs) and per_user.parquet (4 test users
+    whose mean is the run's test recall@20 / ndcg@20, plus valid rows) of one run."""
     path = runs / split / model / f"seed{seed}" / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {
@@ -60,6 +63,21 @@ def _write_run(runs: Path, split: str, model: str, seed: int) -> Path:
         "valid": _metric_values(split, seed, "valid"), "test": _metric_values(split, seed, "test"),
     }
     path.write_text(json.dumps(record, indent=2, sort_keys=True))
+    epochs = range(1, 21 + seed)
+    history = pl.DataFrame({
+        "epoch": list(epochs),
+        "loss": [1.0 / e for e in epochs],
+        "valid_recall@20": [0.1 + 0.001 * e + 0.01 * seed if e % 5 == 0 else None for e in epochs],
+    })
+    history.write_csv(path.parent / "history.csv")
+    test = record["test"]
+    spread = [-0.03, -0.01, 0.01, 0.03]
+    pl.DataFrame({
+        "user": [0, 1, 2, 3] * 2,
+        "split": ["valid"] * 4 + ["test"] * 4,
+        "recall@20": [0.5] * 4 + [test["recall@20"] + d for d in spread],
+        "ndcg@20": [0.5] * 4 + [test["ndcg@20"] + d for d in spread],
+    }).write_parquet(path.parent / "per_user.parquet")
     return path
 
 
@@ -98,10 +116,17 @@ def _cell(table: pl.DataFrame, metric: str) -> dict:
     return rows.row(0, named=True)
 
 
+OUTPUTS = (
+    ["metrics.csv", "runs.csv", "metrics.json", "significance.csv", "significance.html"]
+    + [f"tables/{s}.{e}" for s in ("clean", "noisy") for e in ("md", "csv", "tex", "html")]
+    + [f"figures/{f}_{s}.png" for s in ("clean", "noisy") for f in ("valid_curves", "test_bars")]
+)
+
+
 def test_outputs_written(setup, capsys):
     params, runs, out = setup
     main(params, runs, out)
-    expected = ["metrics.csv", "runs.csv"] + [f"tables/{s}.{e}" for s in ("clean", "noisy") for e in ("md", "csv", "tex")]
+    expected = OUTPUTS
     for name in expected:
         assert (out / name).is_file(), name
     assert not (out / "tables" / "temporal.md").exists()
@@ -194,19 +219,22 @@ def test_markdown(setup):
     assert f"**Authors' code (2-core CPU)**: {AUTHORS}." in md
     assert "\n## ml-1m\n" in md and "yelp" not in md and "L-DiffRec" not in md
     assert (
-        "| Model | Metric | Ours (mean ± std, n) | Paper | Δ vs paper | Authors' code (2-core CPU) | Δ vs authors' code |"
+        "| Model | Metric | Ours (mean ± std, n) | p vs DiffRec | Paper | Δ vs paper | Authors' code (2-core CPU) |"
+        " Δ vs authors' code |"
         in md
     )
-    assert "| DiffRec | recall@10 | 0.1100 ± 0.0141 (n=2) | 0.1000 | +10.0% | – | – |\n" in md
-    assert "| DiffRec | recall@20 | 0.1800 ± 0.0141 (n=2) | 0.2000 | -10.0% | 0.1600 | +12.5% |\n" in md
-    assert "| DiffRec | ndcg@10 | 0.0850 ± 0.0071 (n=2) | 0.0850 | +0.0% | – | – |\n" in md
-    assert "| DiffRec | ndcg@20 | 0.1100 ± 0.0000 (n=2) | – | – | – | – |\n" in md
+    assert "| DiffRec | recall@10 | 0.1100 ± 0.0141 (n=2) | – | 0.1000 | +10.0% | – | – |\n" in md
+    assert "| DiffRec | recall@20 | 0.1800 ± 0.0141 (n=2) | – | 0.2000 | -10.0% | 0.1600 | +12.5% |\n" in md
+    assert "| DiffRec | ndcg@10 | 0.0850 ± 0.0071 (n=2) | – | 0.0850 | +0.0% | – | – |\n" in md
+    assert "| DiffRec | ndcg@20 | 0.1100 ± 0.0000 (n=2) | – | – | – | – | – |\n" in md
+    # DiffRec is the reference and the only model: nothing to test, and the page says so
+    assert "No significance marks: DiffRec (the reference) is the only model of this table." in md
     assert "- Authors' code (2-core CPU), ml-1m DiffRec: 159 s wall" in md
     assert "not comparable" not in md
 
     noisy = (out / "tables" / "noisy.md").read_text()
     assert "split(s) ml-1m_noisy" in noisy and "Authors' code (2-core CPU)**" not in noisy
-    assert "| DiffRec | recall@20 | 0.1200 ± 0.0000 (n=2) | 0.1236 | -2.9% | – | – |\n" in noisy
+    assert "| DiffRec | recall@20 | 0.1200 ± 0.0000 (n=2) | – | 0.1236 | -2.9% | – | – |\n" in noisy
     assert "- Paper, ml-1m DiffRec: a paper note" in noisy
 
 
@@ -233,7 +261,7 @@ def test_deterministic(setup, tmp_path):
     main(params, runs, other)
     elsewhere = {p.relative_to(other): p.read_bytes() for p in sorted(other.rglob("*")) if p.is_file()}
     assert first == again == elsewhere
-    assert len(first) == 8
+    assert sorted(str(p) for p in first) == sorted(OUTPUTS)
 
 
 def test_missing_run_named(setup):
@@ -292,3 +320,150 @@ def test_reference_duplicates_rejected():
     )
     with pytest.raises(ValueError, match="more than one paper value for clean/ml-1m/DiffRec/recall@20"):
         tables.reference_table(raw)
+
+
+# --------------------------------------------------------------------------------------------
+# metrics.json (DVC metrics), HTML tables, figures, efficiency
+
+
+def test_metrics_json(setup):
+    params, runs, out = setup
+    main(params, runs, out)
+    tree = json.loads((out / "metrics.json").read_text())
+    assert list(tree) == ["clean", "noisy"]
+    cell = tree["clean"]["ml-1m"]["DiffRec"]["recall@20"]
+    assert cell == {"mean": pytest.approx(0.18, abs=1e-15), "n_seeds": 2, "std": pytest.approx(0.01414213562373095)}
+    assert list(tree["clean"]["ml-1m"]["DiffRec"]) == ["recall@10", "recall@20", "ndcg@10", "ndcg@20"]
+    assert "p_value" not in cell  # the reference model is not tested against itself
+
+
+def test_html_table(setup):
+    params, runs, out = setup
+    main(params, runs, out)
+    page = (out / "tables" / "clean.html").read_text()
+    assert page.startswith("<!DOCTYPE html>\n") and page.endswith("</html>\n")
+    assert "<title>Results: clean setting</title>" in page and "<script" not in page and "http" not in page
+    assert "<th>p vs DiffRec</th>" in page
+    assert (
+        "<tr><td>DiffRec</td><td>recall@20</td><td class=\"num\">0.1800 ± 0.0141 (n=2)</td><td class=\"num\">–</td>"
+        "<td class=\"num\">0.2000</td><td class=\"num\">-10.0%</td><td class=\"num\">0.1600</td>"
+        "<td class=\"num\">+12.5%</td></tr>"
+    ) in page
+    assert "<strong>Paper</strong>: DiffRec (SIGIR 2023)." in page
+    assert "<code>python -m pipeline aggregate</code>" in page
+
+
+def test_md_inline_to_html():
+    assert tables.md_inline_to_html("**a** *b* `c<d>` \\*\\* & x") == (
+        "<strong>a</strong> <em>b</em> <code>c&lt;d&gt;</code> ** &amp; x"
+    )
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_figures(setup):
+    params, runs, out = setup
+    main(params, runs, out)
+    for name in ("valid_curves_clean", "test_bars_clean", "valid_curves_noisy", "test_bars_noisy"):
+        data = (out / "figures" / f"{name}.png").read_bytes()
+        width, height = _png_size(data)
+        assert 400 < width < 2000 and 300 < height < 1000, (name, width, height)
+        # no metadata that could change between runs or machines: no Software / date chunks
+        assert b"tEXt" not in data and b"tIME" not in data and b"matplotlib" not in data
+
+
+def test_figures_ignore_matplotlibrc(setup, tmp_path, monkeypatch):
+    """A user's style settings do not change the pictures."""
+    import matplotlib
+
+    params, runs, out = setup
+    main(params, runs, out)
+    before = {p.name: p.read_bytes() for p in (out / "figures").glob("*.png")}
+    with matplotlib.rc_context({"lines.linewidth": 7.0, "font.size": 20, "axes.facecolor": "black"}):
+        main(params, runs, tmp_path / "again")
+    after = {p.name: p.read_bytes() for p in (tmp_path / "again" / "figures").glob("*.png")}
+    assert before == after
+
+
+def test_validation_curve_data(setup):
+    params, runs, _ = setup
+    history = aggregate.collect_history(params, runs, "recall@20")
+    clean = history.filter(pl.col("setting") == "clean", pl.col("seed") == 1)
+    assert clean["epoch"].to_list() == [5, 10, 15, 20]  # epochs without an evaluation are dropped
+    assert clean["value"].to_list() == pytest.approx([0.115, 0.12, 0.125, 0.13])
+    assert set(history.columns) == {"dataset", "setting", "model", "seed", "epoch", "value"}
+
+
+EFFICIENCY = {
+    "command": "python benchmarks/bench_efficiency.py --epochs 3", "epochs": 3, "machine": "x86_64",
+    "torch_threads": 2, "description": "test",
+    "rows": [
+        {"dataset": "ml-1m", "model": "DiffRec", "n_parameters": 3622320, "peak_rss_mb": 572,
+         "seconds_per_epoch": 1.33, "seconds_per_eval": 2.91},
+        {"dataset": "ml-1m", "model": "L-DiffRec", "n_parameters": 1911648, "peak_rss_mb": 513,
+         "seconds_per_epoch": 0.63, "seconds_per_eval": 1.03},
+        {"dataset": "yelp", "model": "DiffRec", "n_parameters": 68835505, "peak_rss_mb": None,
+         "seconds_per_epoch": None, "seconds_per_eval": None},
+        {"dataset": "yelp", "model": "L-DiffRec", "n_parameters": 20855705, "peak_rss_mb": None,
+         "seconds_per_epoch": None, "seconds_per_eval": None},
+    ],
+}
+
+
+def test_efficiency_figure(setup, tmp_path, capsys):
+    params, runs, out = setup
+    path = tmp_path / "efficiency.json"
+    path.write_text(json.dumps(EFFICIENCY))
+    main(params, runs, out, efficiency=path)
+    assert capsys.readouterr().out.splitlines()[-1] == f"wrote {out / 'figures' / 'efficiency.png'}"
+    width, height = _png_size((out / "figures" / "efficiency.png").read_bytes())
+    assert width > height > 300
+    with pytest.raises(FileNotFoundError, match="bench_efficiency.py"):
+        main(params, runs, tmp_path / "other", efficiency=tmp_path / "absent.json")
+    path.write_text(json.dumps({"rows": [{"dataset": "ml-1m"}]}))
+    with pytest.raises(ValueError, match="expected 'rows'"):
+        main(params, runs, tmp_path / "other", efficiency=path)
+
+
+def test_missing_per_user_named(setup):
+    params, runs, out = setup
+    (runs / "ml-1m_clean" / "diffrec" / "seed1" / "per_user.parquet").unlink()
+    with pytest.raises(FileNotFoundError, match=r"ml-1m_clean/diffrec/seed1/per_user\.parquet.*dvc pull"):
+        main(params, runs, out)
+    assert not out.exists()
+
+
+def test_history_without_the_column_rejected(setup):
+    params, runs, out = setup
+    pl.DataFrame({"epoch": [1], "loss": [0.5]}).write_csv(runs / "ml-1m_noisy" / "diffrec" / "seed2" / "history.csv")
+    with pytest.raises(ValueError, match="valid_recall@20"):
+        main(params, runs, out)
+
+
+# --------------------------------------------------------------------------------------------
+# dvc.yaml: the top-level validation-curve plots list every planned run
+
+
+def test_dvc_plots_cover_planned_runs():
+    import yaml
+
+    from pipeline.config import load_params, planned_runs
+
+    root = Path(__file__).resolve().parents[1]
+    params = load_params(root / "params.yaml")
+    spec = yaml.safe_load((root / "dvc.yaml").read_text())
+    listed = {}
+    for entry in spec.get("plots", []):
+        ((plot_id, props),) = entry.items()
+        if plot_id.startswith("valid_recall@20_"):
+            assert props["x"] == "epoch"
+            listed.update(props["y"])
+    planned = {f"runs/{split}/{model}/seed{seed}/history.csv" for split, model, seed in planned_runs(params)}
+    assert set(listed) == planned, (
+        "dvc.yaml top-level plots: add/remove the history.csv of "
+        f"{sorted(planned ^ set(listed))} (one valid_recall@20_<split> plot per split)"
+    )
+    assert set(listed.values()) == {f"valid_{params['training']['select_metric']}"}

@@ -46,7 +46,7 @@ def error_for(tmp_path: Path, base: dict, modify) -> ConfigError:
 def test_real_params_file_passes():
     params = load_params(PARAMS)
     assert params["_path"] == str(PARAMS.resolve())
-    assert params["experiments"]["models"] == ["diffrec"]
+    assert params["experiments"]["models"][0] == "diffrec"
     t = training_config(params)
     assert (t.device, t.eval_every, t.patience, t.select_metric) == ("cpu", 5, 20, "recall@20")
     assert evaluation_config(params).topk == (10, 20, 50, 100)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from pipeline.config import ProtocolConfig, SplitConfig
 from pipeline.data import COLUMNS
-from pipeline.data.prepare import main, prepare, split_sizes, split_stats
+from pipeline.data.prepare import main, prepare, split_sizes, split_stats, unseen_stats
 from pipeline.data.prepare import CANONICAL_SCHEMA
 from pipeline.data.readers import RAW_SCHEMA, RawDataError, read_movielens_dat, read_recbole
 
@@ -201,6 +202,9 @@ def test_tiny_clean_and_temporal(tmp_path, fmt):
         "threshold_removed_interactions": 7, "threshold_removed_users": 1, "threshold_removed_items": 0,
         "kcore_removed_interactions": 2, "kcore_removed_users": 1, "kcore_removed_items": 1, "kcore_rounds": 1,
         "split_clamped_users": 0,
+        "valid_users_unseen_in_train": 0, "test_users_unseen_in_train": 0,
+        "valid_items_unseen_in_train_distinct": 0, "test_items_unseen_in_train_distinct": 0,
+        "unseen_in_train_handling": "kept",
     }
     temporal_stats = prepare(_split("temporal", fmt), TINY, tmp_path / "raw", tmp_path / "temporal")
     assert _read(tmp_path / "temporal").equals(clean)
@@ -387,3 +391,49 @@ def test_split_stats_unseen_items():
     assert (stats["valid_items_unseen_in_train"], stats["test_items_unseen_in_train"]) == (1, 1)
     assert (stats["train_users"], stats["valid_users"], stats["test_users"]) == (2, 1, 1)
     assert stats["density"] == 4 / 8
+
+
+# --------------------------------------------------------------------------------------------
+# users and items of valid/test that never occur in train
+
+UNSEEN_KEYS = [
+    "valid_users_unseen_in_train", "test_users_unseen_in_train",
+    "valid_items_unseen_in_train_distinct", "test_items_unseen_in_train_distinct", "unseen_in_train_handling",
+]
+# the keys stats.json had before these were added, in their order (raw formats)
+OLD_KEYS = [
+    "dataset", "setting", "format", "n_users", "n_items", "n_interactions",
+    "n_train", "train_users", "n_valid", "valid_users", "valid_items_unseen_in_train",
+    "n_test", "test_users", "test_items_unseen_in_train", "density",
+    "raw_interactions", "raw_users", "raw_items", "duplicates_removed",
+    "threshold_removed_interactions", "threshold_removed_users", "threshold_removed_items",
+    "kcore_removed_interactions", "kcore_removed_users", "kcore_removed_items", "kcore_rounds",
+    "split_clamped_users",
+]
+
+
+def test_unseen_users_and_items_counted_and_kept(tmp_path):
+    """User 2 has test rows but no train row; items 2 and 3 never occur in train (DiffRec format: kept as is)."""
+    train = [(0, 0), (0, 1), (1, 0)]
+    valid = [(0, 2), (1, 2), (1, 3)]  # item 2 twice, item 3 once: 3 unseen rows, 2 distinct items
+    test = [(0, 3), (2, 3), (2, 0)]  # item 3 twice: 2 unseen rows, 1 distinct item; user 2 unseen
+    for name, rows in (("train", train), ("valid", valid), ("test", test)):
+        np.save(tmp_path / f"{name}_list.npy", np.array(rows, dtype=np.int64))
+    stats = prepare(_split("clean", "diffrec"), PROTOCOL, tmp_path, tmp_path / "out")
+    assert (stats["valid_items_unseen_in_train"], stats["test_items_unseen_in_train"]) == (3, 2)  # rows
+    assert (stats["valid_items_unseen_in_train_distinct"], stats["test_items_unseen_in_train_distinct"]) == (2, 1)
+    assert (stats["valid_users_unseen_in_train"], stats["test_users_unseen_in_train"]) == (0, 1)
+    assert stats["unseen_in_train_handling"] == "kept"
+    # kept: every row is still there, in its split
+    table = _read(tmp_path / "out")
+    assert table.height == 9 and table.filter(pl.col("user") == 2)["split"].to_list() == ["test", "test"]
+    # new keys come last; the keys that were there keep their order
+    assert list(stats)[-len(UNSEEN_KEYS):] == UNSEEN_KEYS
+    assert unseen_stats(table) == {k: stats[k] for k in UNSEEN_KEYS}
+
+
+def test_stats_key_order_unchanged(tmp_path):
+    _write_inter(tmp_path / "raw")
+    stats = prepare(_split("clean", "recbole"), TINY, tmp_path / "raw", tmp_path / "out")
+    assert list(stats) == OLD_KEYS + UNSEEN_KEYS
+    assert json.loads((tmp_path / "out" / "stats.json").read_text()) == stats

@@ -1,4 +1,5 @@
-"""Data stages: download (sources), readers (raw formats), prepare (canonical table), dataset (matrices).
+"""Data stages: download (sources), synthetic (generated sources), readers (raw formats), prepare
+(canonical table), dataset (matrices).
 
 The canonical interaction table, ``data/prepared/<split>/interactions.parquet``, one row per
 interaction, sorted by (user, order):
@@ -14,7 +15,9 @@ timestamp Int64  unix seconds, null when the source has none
 rating   Float32 the raw rating, null when the source has none
 ======== ======= =============================================================
 
-Beside it, ``stats.json`` holds n_users, n_items and per-split counts (DVC shows it as metrics).
+Beside it, ``stats.json`` holds n_users, n_items, per-split counts, what each filter removed and
+the valid/test users and items never seen in train (DVC shows it as metrics; see
+:mod:`pipeline.data.prepare`).
 """
 
 COLUMNS = ("user", "item", "split", "order", "timestamp", "rating")

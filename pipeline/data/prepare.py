@@ -11,7 +11,8 @@ DiffRec's released splits (format ``diffrec``)
     clean, noisy and temporal all use the given files; temporal is the clean release, whose
     ``order`` column carries the time order. Timestamps and ratings are null.
 
-Raw ratings (formats ``movielens-dat``, ``recbole``): our own, documented protocol
+Raw ratings (formats ``movielens-dat``, ``recbole``, ``yelp-json``, ``amazon-csv``,
+    ``amazon-json``; see :mod:`pipeline.data.readers`): our own, documented protocol
     (``protocol`` block of ``params.yaml``), applied in this order. The source must have
     timestamps (the split is chronological); one without ratings counts every interaction as
     a positive (and its noisy setting adds nothing).
@@ -24,7 +25,9 @@ Raw ratings (formats ``movielens-dat``, ``recbole``): our own, documented protoc
        until every remaining user and item has at least ``k_core``.
     4. Ids: the surviving raw user (item) ids are numbered 0..n-1 in their natural order: by
        integer value when every raw id is a canonical decimal integer, else by string (byte)
-       order. This is deterministic and independent of the file's row order.
+       order. This is deterministic and independent of the file's row order. Yelp's 22-character
+       ids and Amazon's reviewer ids / ASINs (``0439023483``, ``B00005N7P0``: leading zeros and
+       letters) are therefore numbered in sorted byte order of the id strings.
     5. Split, per user, chronologically: the user's n positives are sorted by (timestamp, raw
        item id; the item index has the same order) and cut with ratios (r0, r1, r2):
 
@@ -66,6 +69,19 @@ each filter removed (``raw_*``, ``duplicates_removed``, ``threshold_removed_*``,
 ``kcore_removed_*``, ``kcore_rounds``, ``split_clamped_users``); noisy adds ``noise_candidates``,
 ``noise_added_train``, ``noise_added_valid``, ``noise_dropped_after_valid`` and
 ``noise_dropped_by_fraction``.
+
+Every format ends with the users and items of valid and test that never occur in train (after
+k-core, which removes users and items as a whole, this can still happen when a user's or an
+item's rows all fall into valid/test): ``valid_users_unseen_in_train``,
+``test_users_unseen_in_train`` (distinct users with rows in the split and none in train),
+``valid_items_unseen_in_train_distinct``, ``test_items_unseen_in_train_distinct`` (distinct
+items; ``*_items_unseen_in_train`` above counts their rows) and ``unseen_in_train_handling``:
+``"kept"`` — such rows are neither dropped nor moved; they stay in valid/test, every model scores
+the whole item catalogue (an item never seen in train can be ranked, it just had no positive to
+learn from), and a user without train rows is scored from an empty input row; every metric
+still divides by all users. With ``k_core >= 1`` and the split's small-n guard every user has a
+train row, so the user counts are 0 for raw formats; DiffRec's released files are counted as
+they are.
 """
 
 from __future__ import annotations
@@ -282,6 +298,27 @@ def split_stats(table: pl.DataFrame, n_users: int, n_items: int) -> dict:
     return stats
 
 
+def unseen_stats(table: pl.DataFrame) -> dict:
+    """Valid/test users and distinct items that never occur in train, and how they are handled.
+
+    The keys are appended at the end of ``stats.json`` (see the module docstring).
+    """
+    train = table.filter(pl.col("split") == "train")
+    train_users, train_items = train["user"].unique().implode(), train["item"].unique().implode()
+    stats: dict = {}
+    for split in ("valid", "test"):
+        part = table.filter(pl.col("split") == split)
+        stats[f"{split}_users_unseen_in_train"] = part.filter(~pl.col("user").is_in(train_users))["user"].n_unique()
+    for split in ("valid", "test"):
+        part = table.filter(pl.col("split") == split)
+        stats[f"{split}_items_unseen_in_train_distinct"] = part.filter(~pl.col("item").is_in(train_items))["item"].n_unique()
+    stats["unseen_in_train_handling"] = UNSEEN_HANDLING
+    return stats
+
+
+UNSEEN_HANDLING = "kept"  # rows of unseen users/items stay in valid/test and are evaluated as usual
+
+
 def prepare(split: SplitConfig, protocol: ProtocolConfig, raw_dir: Path, out_dir: Path) -> dict:
     """Build ``out_dir/interactions.parquet`` and ``out_dir/stats.json``; returns the stats."""
     if split.format not in READERS:
@@ -304,6 +341,7 @@ def prepare(split: SplitConfig, protocol: ProtocolConfig, raw_dir: Path, out_dir
     stats = {"dataset": split.dataset, "setting": split.setting, "format": split.format}
     stats.update(split_stats(table, n_users, n_items))
     stats.update(extra)
+    stats.update(unseen_stats(table))
 
     out_dir = Path(out_dir)
     with atomic_path(out_dir / "interactions.parquet") as tmp:

@@ -11,12 +11,25 @@ the 1-based line number.
     Raw ratings; the result has the columns ``raw_user`` (String), ``raw_item`` (String),
     ``rating`` (Float32, null when the source has none) and ``timestamp`` (Int64, null when the
     source has none), rows in file order. :mod:`pipeline.data.prepare` turns them into splits.
+``yelp-json``, ``amazon-csv`` and ``amazon-json``
+    Raw ratings from the Yelp Open Dataset and the Amazon review data (McAuley et al. 2018),
+    with the same result columns. These files reach several GB, so they are read with polars'
+    lazy scans on the streaming engine, projected to the four needed fields (review texts are
+    never held in memory); gzip-compressed files (``.gz``) are streamed as well. Only when
+    something is wrong is the file read a second time, in batches of lines, to name the first
+    bad line (see :func:`_locate`). Raw ids stay strings; prepare numbers them (step 4 of
+    :mod:`pipeline.data.prepare`: sorted byte order of the raw id strings).
 """
 
 from __future__ import annotations
 
+import csv
+import gzip
+import io
+import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import polars as pl
@@ -226,8 +239,268 @@ def read_recbole(folder: Path) -> pl.DataFrame:
     )
 
 
+# --------------------------------------------------------------------------------------------
+# large raw files: Yelp and Amazon, streamed with polars' lazy scans
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where the four raw fields are in a line-oriented file.
+
+    ``kind`` is ``ndjson`` (one JSON object per line; ``fields`` are key names) or ``csv``
+    (comma-separated, no header; ``fields`` are the names given to its columns, in file order).
+    ``user``, ``item``, ``rating``, ``timestamp`` name the fields to use; ``time_format`` is the
+    strptime format of a date-time field read as UTC, or None for unix seconds.
+    """
+
+    kind: str
+    fields: tuple[str, ...]
+    user: str
+    item: str
+    rating: str
+    timestamp: str
+    time_format: str | None = None
+
+    def blank(self, line: bytes) -> bool:
+        """A line the parser skips: whitespace-only for JSON lines, empty for CSV."""
+        return not (line.strip() if self.kind == "ndjson" else line.rstrip(b"\r\n"))
+
+
+YELP_REVIEWS = "yelp_academic_dataset_review.json"
+YELP = _Layout("ndjson", ("user_id", "business_id", "stars", "date"), "user_id", "business_id", "stars", "date",
+               time_format="%Y-%m-%d %H:%M:%S")
+AMAZON_CSV = _Layout("csv", ("item", "user", "rating", "timestamp"), "user", "item", "rating", "timestamp")
+AMAZON_JSON = _Layout("ndjson", ("reviewerID", "asin", "overall", "unixReviewTime"), "reviewerID", "asin", "overall",
+                      "unixReviewTime")
+LOCATE_BATCH_LINES = 100_000  # lines per batch when searching for the first bad line
+MANIFESTS = ("SOURCE.json", "SYNTHETIC.json")  # written by the download / synthesize stages
+
+
+def _typed(layout: _Layout) -> list[pl.Expr]:
+    """String fields -> raw_user, raw_item, rating (Float64), timestamp (Int64); bad values -> null."""
+    def text(name: str) -> pl.Expr:
+        return pl.col(name).str.strip_chars() if layout.kind == "csv" else pl.col(name)
+
+    if layout.time_format:
+        timestamp = text(layout.timestamp).str.to_datetime(layout.time_format, strict=False, time_unit="us").dt.epoch("s")
+    else:  # unix seconds; a fractional value is truncated to whole seconds (as the other readers do)
+        seconds = text(layout.timestamp).cast(pl.Float64, strict=False)
+        timestamp = pl.when(seconds.is_finite() & (seconds.abs() < 2.0**62)).then(seconds).cast(pl.Int64)
+    rating = text(layout.rating).cast(pl.Float64, strict=False)
+    return [
+        text(layout.user).alias("raw_user"),
+        text(layout.item).alias("raw_item"),
+        pl.when(rating.is_finite()).then(rating).alias("rating"),
+        timestamp.alias("timestamp"),
+    ]
+
+
+def _valid() -> pl.Expr:
+    """True for a row whose four typed fields are all usable."""
+    return (
+        pl.col("raw_user").is_not_null() & (pl.col("raw_user") != "")
+        & pl.col("raw_item").is_not_null() & (pl.col("raw_item") != "")
+        & pl.col("rating").is_not_null() & pl.col("timestamp").is_not_null()
+    )
+
+
+def _schema(layout: _Layout) -> dict:
+    return {name: pl.String for name in layout.fields}
+
+
+def _parse(layout: _Layout, source) -> pl.DataFrame:
+    """Parse a batch of lines (bytes) into String fields; raises what polars raises."""
+    if layout.kind == "ndjson":
+        return pl.read_ndjson(source, schema=_schema(layout))
+    return pl.read_csv(source, has_header=False, schema=_schema(layout), infer_schema=False)
+
+
+def _open_lines(path: Path):
+    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
+
+
+def _lines(path: Path, layout: _Layout) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, line) of every line the parser does not skip, streamed."""
+    try:
+        with _open_lines(path) as fh:
+            for number, line in enumerate(fh, start=1):
+                if not layout.blank(line):
+                    yield number, line
+    except (OSError, EOFError) as err:  # e.g. a corrupt or truncated .gz
+        raise RawDataError(path, f"cannot be read: {err}") from None
+
+
+def _line_problem(layout: _Layout, line: bytes) -> str:
+    """Why a single line does not parse (or has a bad field), in words."""
+    text = line.decode("utf-8", errors="replace").rstrip("\r\n")
+    if layout.kind == "csv":
+        fields = next(csv.reader([text]), [])
+        if len(fields) != len(layout.fields):
+            return f"expected {len(layout.fields)} fields separated by ',' ({', '.join(layout.fields)}), got {len(fields)}"
+    else:
+        try:
+            record = json.loads(text)
+        except ValueError as err:
+            return f"not valid JSON ({err})"
+        if not isinstance(record, dict):
+            return f"expected a JSON object, got {type(record).__name__}"
+    try:
+        row = _parse(layout, io.BytesIO(line)).row(0, named=True)
+    except Exception as err:  # noqa: BLE001 - polars' parse errors have several types
+        return f"cannot be parsed: {err}"
+    return _field_problem(layout, row) or "cannot be parsed together with the lines before it (an unclosed quote?)"
+
+
+def _field_problem(layout: _Layout, row: dict) -> str:
+    """The first unusable field of a parsed row (String values), in words; '' if none."""
+    typed = pl.DataFrame([row], schema=_schema(layout)).select(_typed(layout)).row(0, named=True)
+    missing = "empty" if layout.kind == "csv" else "missing"  # polars reads an empty CSV field as null
+    for field, key in ((layout.user, "raw_user"), (layout.item, "raw_item")):
+        if row[field] is None:
+            return f"{missing} {field}"
+        if typed[key] == "":
+            return f"empty {field}"
+    if row[layout.rating] is None:
+        return f"{missing} {layout.rating}"
+    if typed["rating"] is None:
+        return f"{layout.rating} is not a finite number: {row[layout.rating]!r}"
+    if row[layout.timestamp] is None:
+        return f"{missing} {layout.timestamp}"
+    if typed["timestamp"] is None:
+        want = f"a date-time {layout.time_format!r}" if layout.time_format else "a number (unix seconds)"
+        return f"{layout.timestamp} is not {want}: {row[layout.timestamp]!r}"
+    return ""
+
+
+def _locate(path: Path, layout: _Layout) -> RawDataError | None:
+    """Read the file again, in batches of lines, and describe its first bad line (None if none).
+
+    A batch that fails to parse is searched by bisection on its prefix length, so each batch
+    costs a few polars calls; the file is streamed, never held whole.
+    """
+    def check(batch: list[tuple[int, bytes]]) -> RawDataError | None:
+        data = b"".join(line if line.endswith(b"\n") else line + b"\n" for _, line in batch)
+        try:
+            frame = _parse(layout, io.BytesIO(data))
+        except Exception:  # noqa: BLE001 - find the first line whose prefix no longer parses
+            lo, hi = 0, len(batch) - 1  # the prefix batch[:hi + 1] fails; find the smallest
+            while lo < hi:
+                mid = (lo + hi) // 2
+                try:
+                    _parse(layout, io.BytesIO(b"".join(line for _, line in batch[: mid + 1])))
+                    lo = mid + 1
+                except Exception:  # noqa: BLE001
+                    hi = mid
+            number, line = batch[lo]
+            return RawDataError(path, _line_problem(layout, line), line=number)
+        if frame.height != len(batch):  # cannot happen with the blank-line rule above; be safe
+            return None
+        bad = frame.select(_typed(layout)).select(~_valid())[:, 0]
+        if bad.any():
+            number, line = batch[int(bad.arg_max())]
+            return RawDataError(path, _line_problem(layout, line), line=number)
+        return None
+
+    batch: list[tuple[int, bytes]] = []
+    seen = False
+    for item in _lines(path, layout):
+        batch.append(item)
+        seen = True
+        if len(batch) == LOCATE_BATCH_LINES:
+            if error := check(batch):
+                return error
+            batch = []
+    if not seen:
+        return RawDataError(path, "empty file", line=1)
+    return check(batch) if batch else None
+
+
+def _scan_text(path: Path, layout: _Layout) -> pl.DataFrame:
+    """Stream a large line-oriented file into the raw-interaction columns (file order).
+
+    Runs one lazy scan on polars' streaming engine that keeps only the four fields, already
+    typed. Anything wrong (unparseable line, missing or empty id, non-numeric rating, bad
+    time) makes :func:`_locate` find the first bad line for the error message.
+    """
+    if path.stat().st_size == 0:
+        raise RawDataError(path, "empty file", line=1)
+    if layout.kind == "ndjson":
+        lazy = pl.scan_ndjson(path, schema=_schema(layout))
+    else:  # an empty CSV line is a row of nulls: drop those (their line numbers still count)
+        lazy = pl.scan_csv(path, has_header=False, schema=_schema(layout), infer_schema=False)
+        lazy = lazy.filter(pl.any_horizontal(pl.col(name).is_not_null() for name in layout.fields))
+    lazy = lazy.select(_typed(layout)).with_columns(_ok=_valid())
+    try:
+        frame = lazy.collect(engine="streaming")
+    except pl.exceptions.PolarsError as err:
+        raise _locate(path, layout) or RawDataError(path, f"cannot be read: {err}") from None
+    except (OSError, EOFError) as err:
+        raise RawDataError(path, f"cannot be read: {err}") from None
+    if frame.height == 0:
+        raise RawDataError(path, "empty file", line=1)
+    if not frame["_ok"].all():
+        raise _locate(path, layout) or RawDataError(path, "malformed row (line not found on a second read)")
+    return frame.select(
+        "raw_user", "raw_item", pl.col("rating").cast(pl.Float32), pl.col("timestamp").cast(pl.Int64)
+    ).cast(RAW_SCHEMA)
+
+
+def _find_data_file(folder: Path, patterns: tuple[str, ...], what: str) -> Path:
+    """The single file under ``folder`` matching one of ``patterns`` (stage manifests excluded)."""
+    folder = Path(folder)
+    if folder.is_file():
+        return folder
+    if not folder.is_dir():
+        raise FileNotFoundError(f"raw data folder not found: {folder}")
+    found = sorted({p for pattern in patterns for p in folder.rglob(pattern) if p.is_file() and p.name not in MANIFESTS})
+    if not found:
+        raise RawDataError(folder, f"no {what} found (looked for {list(patterns)})")
+    if len(found) > 1:
+        raise RawDataError(folder, f"expected exactly one {what}, found {len(found)}: {[str(p) for p in found]}")
+    return found[0]
+
+
+def read_yelp_json(folder: Path) -> pl.DataFrame:
+    """Yelp Open Dataset reviews: ``yelp_academic_dataset_review.json`` (searched recursively).
+
+    JSON lines with ``review_id, user_id, business_id, stars, useful, funny, cool, text, date``;
+    uses ``user_id`` -> raw_user, ``business_id`` -> raw_item, ``stars`` -> rating and ``date``
+    (``YYYY-MM-DD HH:MM:SS``, read as UTC) -> timestamp in unix seconds. Other fields are
+    ignored (never loaded). A ``.json.gz`` copy of the file is read as well.
+    """
+    path = _find_data_file(Path(folder), (YELP_REVIEWS, YELP_REVIEWS + ".gz"), YELP_REVIEWS)
+    return _scan_text(path, YELP)
+
+
+def read_amazon_csv(folder: Path) -> pl.DataFrame:
+    """Amazon review data, "ratings only" CSV (McAuley 2018, e.g. ``Books.csv``; also ``.csv.gz``).
+
+    Exactly one ``*.csv`` / ``*.csv.gz`` under ``folder``; no header; lines ``item,user,rating,
+    unix_time`` (item = ASIN, user = reviewer id). Fields are stripped of spaces.
+    """
+    path = _find_data_file(Path(folder), ("*.csv", "*.csv.gz"), "ratings CSV (*.csv, *.csv.gz)")
+    return _scan_text(path, AMAZON_CSV)
+
+
+def read_amazon_json(folder: Path) -> pl.DataFrame:
+    """Amazon review data, JSON lines (2018 ``reviewerID, asin, overall, unixReviewTime, ...``).
+
+    Exactly one ``*.json`` or ``*.json.gz`` under ``folder`` (``SOURCE.json`` of the download
+    stage excepted), e.g. ``Books.json.gz`` or the 5-core ``Books_5.json.gz``; gzip is streamed.
+    ``reviewerID`` -> raw_user, ``asin`` -> raw_item, ``overall`` -> rating, ``unixReviewTime``
+    -> timestamp; other fields (review text, style, images, ...) are ignored. The 2014 files
+    use the same four keys and are read too when they are strict JSON.
+    """
+    path = _find_data_file(Path(folder), ("*.json", "*.json.gz"), "review file (*.json, *.json.gz)")
+    return _scan_text(path, AMAZON_JSON)
+
+
 READERS: dict[str, Callable[[Path], pl.DataFrame]] = {
     "diffrec": read_diffrec,
     "movielens-dat": read_movielens_dat,
     "recbole": read_recbole,
+    "yelp-json": read_yelp_json,
+    "amazon-csv": read_amazon_csv,
+    "amazon-json": read_amazon_json,
 }
+"""Reader of each ``splits.*.format`` value (the schema's enum lists the same names)."""

@@ -1,16 +1,25 @@
-"""Aggregate stage: ``python -m pipeline aggregate --runs runs --out results``.
+"""Aggregate stage: ``python -m pipeline aggregate --runs runs --out results [--efficiency results/efficiency.json]``.
 
-Collects ``<runs>/<split>/<model variant>/seed<seed>/metrics.json`` for exactly the runs that
-the ``experiments`` groups name (:func:`pipeline.config.planned_runs`) (other folders under
-``runs/`` are ignored; a missing one is an error), reads the reference numbers
-(``paper_results``) and writes, atomically and byte-for-byte deterministically:
+Collects, for exactly the runs that the ``experiments`` groups name
+(:func:`pipeline.config.planned_runs`; other folders under ``runs/`` are ignored, a missing
+one is an error), ``<runs>/<split>/<model variant>/seed<seed>/`` ``metrics.json``,
+``history.csv`` and ``per_user.parquet``, reads the reference numbers (``paper_results``) and,
+optionally, the efficiency benchmark's JSON, and writes, atomically and byte-for-byte
+deterministically:
 
 * ``<out>/metrics.csv``: every metric of every run, long format (valid and test);
 * ``<out>/runs.csv``: one row per run (best epoch, epochs trained, parameter count);
-* ``<out>/tables/<setting>.{md,csv,tex}``: ours (mean ± std over seeds) next to the paper's
-  numbers and the authors' code measured on our kind of machine, per setting.
+* ``<out>/metrics.json``: the tables' numbers for ``dvc metrics show`` / ``diff``;
+* ``<out>/significance.csv`` (and ``.html``, for reading): the paired Wilcoxon test of every
+  model against the reference model (DiffRec) of its dataset and setting
+  (:mod:`pipeline.reporting.significance`);
+* ``<out>/tables/<setting>.{md,csv,tex,html}``: ours (mean ± std over seeds, marked where
+  significantly different from DiffRec) next to the paper's numbers and the authors' code
+  measured on our kind of machine, per setting;
+* ``<out>/figures/valid_curves_<setting>.png``, ``test_bars_<setting>.png`` and, with
+  ``--efficiency``, ``efficiency.png`` (:mod:`pipeline.reporting.figures`).
 
-The table building itself lives in :mod:`pipeline.reporting.tables`.
+The table building lives in :mod:`pipeline.reporting.tables`.
 """
 
 from __future__ import annotations
@@ -20,11 +29,14 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.io import read_json, write_text
+from pipeline.io import read_json, write_bytes, write_text
+from pipeline.reporting import significance as sig
 from pipeline.reporting import tables
 
 REQUIRED_KEYS = ("model", "split", "seed", "best_epoch", "epochs_trained", "n_parameters", "valid", "test")
 EVAL_SPLITS = ("valid", "test")
+# Every model is tested against this variant's runs on the same dataset and setting.
+REFERENCE_VARIANT = "diffrec"
 
 
 def display_name(model: str, params: dict[str, Any] | None = None) -> str:
@@ -54,8 +66,26 @@ def run_variants(params: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(model for _, model, _ in planned_runs(params)))
 
 
-def run_path(runs_dir: str | Path, split: str, model: str, seed: int) -> Path:
-    return Path(runs_dir) / split / model / f"seed{seed}" / "metrics.json"
+def run_path(runs_dir: str | Path, split: str, model: str, seed: int, name: str = "metrics.json") -> Path:
+    return Path(runs_dir) / split / model / f"seed{seed}" / name
+
+
+def _require(params: dict[str, Any], runs_dir: str | Path, name: str, hint: str) -> list[tuple[str, str, int]]:
+    """The planned runs; an error naming every one that lacks ``name``."""
+    from pipeline.config import planned_runs
+
+    expected = planned_runs(params)
+    missing = [str(run_path(runs_dir, *key, name)) for key in expected if not run_path(runs_dir, *key, name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"aggregate: {len(missing)} of {len(expected)} run(s) missing {name}: " + ", ".join(missing) + f" ({hint})"
+        )
+    return expected
+
+
+def _ident(params: dict[str, Any], split: str, model: str, seed: int) -> dict[str, Any]:
+    cfg = params["splits"][split]
+    return {"dataset": cfg["dataset"], "setting": cfg["setting"], "model": display_name(model, params), "seed": seed}
 
 
 def collect_runs(params: dict[str, Any], runs_dir: str | Path) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -65,16 +95,7 @@ def collect_runs(params: dict[str, Any], runs_dir: str | Path) -> tuple[pl.DataF
     n_parameters. ``metrics``: dataset, setting, model, seed, split (valid/test), metric,
     value. ``model`` is the display name in both.
     """
-    from pipeline.config import planned_runs
-
-    expected = planned_runs(params)
-    missing = [str(run_path(runs_dir, *key)) for key in expected if not run_path(runs_dir, *key).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"aggregate: {len(missing)} of {len(expected)} run(s) missing metrics.json: "
-            + ", ".join(missing)
-            + " (train them first, or change experiments in params)"
-        )
+    expected = _require(params, runs_dir, "metrics.json", "train them first, or change experiments in params")
 
     names = {m: display_name(m, params) for m in run_variants(params)}
     clash = sorted({n for n in names.values() if list(names.values()).count(n) > 1})
@@ -113,6 +134,72 @@ def collect_runs(params: dict[str, Any], runs_dir: str | Path) -> tuple[pl.DataF
     return runs, metrics
 
 
+def collect_per_user(params: dict[str, Any], runs_dir: str | Path, metrics=sig.SIG_METRICS) -> pl.DataFrame:
+    """Test-split per-user values of ``metrics`` of every planned run (``per_user.parquet``):
+    dataset, setting, model (display name), seed, user, one column per metric."""
+    expected = _require(
+        params, runs_dir, "per_user.parquet",
+        "per-user tables are DVC outputs, not in git: `dvc pull` them, or train the runs",
+    )
+    frames = []
+    for split, model, seed in expected:
+        path = run_path(runs_dir, split, model, seed, "per_user.parquet")
+        table = pl.read_parquet(path)
+        absent = [c for c in ("user", "split", *metrics) if c not in table.columns]
+        if absent:
+            raise ValueError(f"aggregate: {path} lacks column(s) {absent}")
+        ident = _ident(params, split, model, seed)
+        frames.append(
+            table.filter(pl.col("split") == "test")
+            .select(pl.col("user").cast(pl.Int64), *(pl.col(m).cast(pl.Float64) for m in metrics))
+            .with_columns(pl.lit(v).alias(k) for k, v in ident.items())
+        )
+    schema = {"dataset": pl.String, "setting": pl.String, "model": pl.String, "seed": pl.Int64, "user": pl.Int64,
+              **{m: pl.Float64 for m in metrics}}
+    if not frames:
+        return pl.DataFrame(schema=schema)
+    return pl.concat(frames).select(list(schema)).cast(schema)
+
+
+def collect_history(params: dict[str, Any], runs_dir: str | Path, metric: str) -> pl.DataFrame:
+    """Validation ``metric`` per evaluated epoch of every planned run (``history.csv``, column
+    ``valid_<metric>``; epochs without an evaluation dropped): dataset, setting, model, seed,
+    epoch, value."""
+    expected = _require(params, runs_dir, "history.csv", "train them first, or change experiments in params")
+    column = f"valid_{metric}"
+    frames = []
+    for split, model, seed in expected:
+        path = run_path(runs_dir, split, model, seed, "history.csv")
+        table = pl.read_csv(path, infer_schema=False)
+        if "epoch" not in table.columns or column not in table.columns:
+            raise ValueError(f"aggregate: {path} lacks the column(s) epoch / {column}")
+        ident = _ident(params, split, model, seed)
+        frames.append(
+            table.select(pl.col("epoch").cast(pl.Int64), pl.col(column).cast(pl.Float64).alias("value"))
+            .filter(pl.col("value").is_not_null())
+            .with_columns(pl.lit(v).alias(k) for k, v in ident.items())
+        )
+    schema = {"dataset": pl.String, "setting": pl.String, "model": pl.String, "seed": pl.Int64,
+              "epoch": pl.Int64, "value": pl.Float64}
+    if not frames:
+        return pl.DataFrame(schema=schema)
+    return pl.concat(frames).select(list(schema)).cast(schema)
+
+
+def load_efficiency(path: str | Path | None) -> dict[str, Any] | None:
+    """``results/efficiency.json`` of ``benchmarks/bench_efficiency.py`` (None: no figure)."""
+    if not path:
+        return None
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"aggregate: efficiency file not found: {path} (python benchmarks/bench_efficiency.py writes it)")
+    record = read_json(path)
+    keys = {"dataset", "model", "n_parameters", "peak_rss_mb", "seconds_per_epoch", "seconds_per_eval"}
+    if not record.get("rows") or any(set(r) != keys for r in record["rows"]):
+        raise ValueError(f"aggregate: {path}: expected 'rows' of {sorted(keys)}")
+    return record
+
+
 def load_reference(path: str | Path | None) -> pl.DataFrame:
     """The comparable rows of the paper-results CSV (see :func:`tables.reference_table`)."""
     if not path:
@@ -126,8 +213,21 @@ def load_reference(path: str | Path | None) -> pl.DataFrame:
     return tables.reference_table(raw)
 
 
-def build_outputs(params: dict[str, Any], runs_dir: str | Path, out_dir: str | Path) -> dict[Path, str]:
-    """Every output file of the stage and its text, in write order."""
+def build_outputs(
+    params: dict[str, Any],
+    runs_dir: str | Path,
+    out_dir: str | Path,
+    efficiency: str | Path | None = None,
+    significance: pl.DataFrame | None = None,
+) -> dict[Path, str | bytes]:
+    """Every output file of the stage and its content (text, or bytes for PNGs), in write order.
+
+    ``significance``: use this table (e.g. a committed significance.csv read back with
+    :func:`pipeline.reporting.significance.from_csv`) instead of testing the runs' per-user
+    tables, which then need not exist.
+    """
+    from pipeline.reporting import figures
+
     out_dir = Path(out_dir)
     runs, metrics = collect_runs(params, runs_dir)
     reference = load_reference(params.get("paper_results"))
@@ -135,24 +235,50 @@ def build_outputs(params: dict[str, Any], runs_dir: str | Path, out_dir: str | P
     variants = run_variants(params)
     model_order = [display_name(m, params) for m in variants]
     paper_names = {display_name(m, params): paper_name(m, params) for m in variants}
-    summary = tables.summarize(metrics, reference, model_order=model_order, paper_names=paper_names)
-
-    outputs = {
-        out_dir / "metrics.csv": tables.metrics_csv(metrics),
-        out_dir / "runs.csv": tables.runs_csv(runs),
-    }
+    reference_model = display_name(REFERENCE_VARIANT, params)
     present = set(runs["setting"].to_list())
     settings = [s for s in tables.SETTINGS if s in present] + sorted(present - set(tables.SETTINGS))
+    if significance is None:
+        significance = sig.significance(
+            collect_per_user(params, runs_dir), reference_model, model_order=model_order, setting_order=settings
+        )
+    history = collect_history(params, runs_dir, select_metric)
+    record = load_efficiency(efficiency)
+    summary = tables.summarize(
+        metrics, reference, model_order=model_order, paper_names=paper_names, significance=significance
+    )
+
+    outputs: dict[Path, str | bytes] = {
+        out_dir / "metrics.csv": tables.metrics_csv(metrics),
+        out_dir / "runs.csv": tables.runs_csv(runs),
+        out_dir / "metrics.json": tables.metrics_json(summary),
+        out_dir / "significance.csv": sig.to_csv(significance),
+        out_dir / "significance.html": tables.significance_html(significance, reference_model),
+    }
     for setting in settings:
         base = out_dir / "tables" / setting
-        outputs[base.with_suffix(".md")] = tables.setting_markdown(summary, reference, runs, setting, select_metric)
+        page = (summary, reference, runs, setting, select_metric, significance, reference_model)
+        outputs[base.with_suffix(".md")] = tables.setting_markdown(*page)
         outputs[base.with_suffix(".csv")] = tables.setting_csv(summary, setting)
         outputs[base.with_suffix(".tex")] = tables.setting_latex(summary, runs, setting, select_metric)
+        outputs[base.with_suffix(".html")] = tables.setting_html(*page)
+    for setting in settings:
+        outputs[out_dir / "figures" / f"valid_curves_{setting}.png"] = figures.validation_curves(
+            history, setting, select_metric, model_order
+        )
+        outputs[out_dir / "figures" / f"test_bars_{setting}.png"] = figures.bar_chart(summary, setting, model_order)
+    if record is not None:
+        outputs[out_dir / "figures" / "efficiency.png"] = figures.efficiency(record)
     return outputs
 
 
-def main(params: dict[str, Any], runs_dir: str | Path, out_dir: str | Path) -> None:
-    outputs = build_outputs(params, runs_dir, out_dir)  # everything computed before anything is written
-    for path, text in outputs.items():
-        write_text(path, text)
+def main(
+    params: dict[str, Any], runs_dir: str | Path, out_dir: str | Path, efficiency: str | Path | None = None
+) -> None:
+    outputs = build_outputs(params, runs_dir, out_dir, efficiency)  # everything computed before anything is written
+    for path, content in outputs.items():
+        if isinstance(content, bytes):
+            write_bytes(path, content)
+        else:
+            write_text(path, content)
         print(f"wrote {path}", flush=True)

@@ -13,15 +13,24 @@ Frames used here:
 * ``reference``: published / externally measured numbers (see :func:`reference_table`):
   kind (``paper`` | ``authors_code``), source, setting, dataset, model, metric, value, note.
 * ``summary``: one row per (setting, dataset, model, metric) of the table metrics (see
-  :func:`summarize`).
+  :func:`summarize`), with the significance test against the setting's reference model where
+  one was run (see :mod:`pipeline.reporting.significance`).
+
+Each table is rendered as Markdown (``.md``), CSV (``.csv``, full precision), LaTeX (``.tex``)
+and a standalone HTML page (``.html``, what the Snakemake report shows).
 """
 
 from __future__ import annotations
 
+import html
+import json
 import math
+import re
 from typing import Sequence
 
 import polars as pl
+
+from pipeline.reporting import significance as sig
 
 # The paper's metrics, in the paper's column order.
 TABLE_METRICS: tuple[str, ...] = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
@@ -40,6 +49,7 @@ RUNS_COLUMNS = ("dataset", "setting", "model", "seed", "best_epoch", "epochs_tra
 SUMMARY_COLUMNS = (
     "setting", "dataset", "model", "metric", "n_seeds", "mean", "std",
     "paper", "rel_diff_paper", "authors_code", "rel_diff_authors_code",
+    "tested_against", "p_value", "mark",
 )
 REFERENCE_COLUMNS = ("kind", "source", "setting", "dataset", "model", "metric", "value", "note")
 
@@ -73,6 +83,13 @@ def fmt_ours(mean: float | None, std: float | None, n: int | None) -> str:
     if std is not None and not math.isnan(std):
         text += f" ± {fmt_value(std)}"
     return f"{text} (n={n})"
+
+
+def fmt_p(p: float | None) -> str:
+    """A p-value: three decimals from 0.001 up (``0.017``), else two significant digits (``5.3e-07``)."""
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return DASH
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 
 
 def _metric_sort_keys(col: str = "metric") -> list[pl.Expr]:
@@ -133,11 +150,15 @@ def summarize(
     model_order: Sequence[str] = (),
     table_metrics: Sequence[str] = TABLE_METRICS,
     paper_names: dict[str, str] | None = None,
+    significance: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Test-split mean, sample std and n over seeds, next to the reference numbers.
 
     One row per (setting, dataset, model, metric) that we ran, for ``table_metrics``;
     ``rel_diff_*`` = mean / reference - 1 (null where the reference is absent or zero).
+    ``tested_against``, ``p_value``, ``mark``: the row's paired test against the setting's
+    reference model (a frame of :func:`pipeline.reporting.significance.significance`); null
+    where the cell was not tested (the reference model itself, metrics not tested).
     Sorted by setting, dataset, model (``model_order`` first, then alphabetically) and metric
     (``table_metrics`` order). ``paper_names`` maps a row name to the model name the reference
     uses (e.g. "L-DiffRec (released emb.)" -> "L-DiffRec"); by default they are the same.
@@ -169,12 +190,19 @@ def summarize(
         rel("paper").alias("rel_diff_paper"),
         rel("authors_code").alias("rel_diff_authors_code"),
     )
+    if significance is None:
+        significance = pl.DataFrame(schema=sig.SCHEMA)
+    tests = significance.select(
+        "setting", "dataset", "model", "metric", pl.col("reference").alias("tested_against"), "p_value", "mark"
+    )
+    summary = summary.join(tests, on=key, how="left")
     models = list(model_order) + sorted(set(summary["model"].to_list()) - set(model_order))
     return (
         summary.with_columns(_rank("model", models).alias("_m"), _rank("metric", table_metrics).alias("_k"))
         .sort("setting", "dataset", "_m", "_k", "metric")
         .select(SUMMARY_COLUMNS)
-        .with_columns(pl.col(c).cast(pl.Float64) for c in SUMMARY_COLUMNS[5:])
+        .with_columns(pl.col(c).cast(pl.Float64) for c in SUMMARY_COLUMNS[5:11])
+        .with_columns(pl.col("p_value").cast(pl.Float64))
     )
 
 
@@ -198,8 +226,23 @@ def setting_csv(summary: pl.DataFrame, setting: str) -> str:
     return summary.filter(pl.col("setting") == setting).select(SUMMARY_COLUMNS).write_csv()
 
 
+def metrics_json(summary: pl.DataFrame) -> str:
+    """results/metrics.json, the DVC metrics file of the aggregate stage (``dvc metrics show``
+    / ``diff``): setting -> dataset -> model -> metric -> mean, std, n_seeds and, where the
+    cell was tested against the reference model, p_value. Absent numbers are left out."""
+    tree: dict = {}
+    for r in summary.iter_rows(named=True):
+        cell = {"mean": r["mean"], "n_seeds": r["n_seeds"]}
+        if r["std"] is not None and not math.isnan(r["std"]):
+            cell["std"] = r["std"]
+        if r["p_value"] is not None and not math.isnan(r["p_value"]):
+            cell["p_value"] = r["p_value"]
+        tree.setdefault(r["setting"], {}).setdefault(r["dataset"], {}).setdefault(r["model"], {})[r["metric"]] = cell
+    return json.dumps(tree, indent=2) + "\n"
+
+
 # --------------------------------------------------------------------------------------------
-# Markdown
+# Markdown and HTML (both rendered from one description of the table page)
 
 
 def _join(values) -> str:
@@ -225,23 +268,52 @@ def _reference_used(summary: pl.DataFrame, reference: pl.DataFrame, setting: str
     return reference.join(cells, on=key, how="semi")
 
 
-def setting_markdown(
+def significance_legend(
+    significance: pl.DataFrame | None, setting: str, dataset: str, reference_model: str, models: Sequence[str]
+) -> str:
+    """The text under a dataset's table explaining its marks (Markdown inline syntax)."""
+    tests = (significance if significance is not None else pl.DataFrame(schema=sig.SCHEMA)).filter(
+        pl.col("setting") == setting, pl.col("dataset") == dataset
+    )
+    if tests.height == 0:
+        if reference_model not in models:
+            why = f"there are no {reference_model} runs on {dataset} {setting} to test against"
+        else:
+            why = f"{reference_model} (the reference) is the only model of this table"
+        return f"No significance marks: {why}."
+    users = sorted(set(tests["n_users"].to_list()))
+    seeds = sorted(set(tests["seeds"].to_list()))
+    tested = list(dict.fromkeys(tests["metric"].to_list()))
+    seeds_text = (
+        f"seeds {', '.join(seeds[0].split())}" if len(seeds) == 1 else "see `results/significance.csv` for each pair's seeds"
+    )
+    levels = sig.legend_levels().replace("*", "\\*")
+    return (
+        f"**Marks** after *Ours*: {levels} in a two-sided Wilcoxon signed-rank test of the row's model "
+        f"against {reference_model} on the same {'/'.join(str(u) for u in users)} test users "
+        f"({' and '.join(tested)}; each user's values averaged over the seeds both models ran, {seeds_text}); "
+        f"no mark: p ≥ {sig.MARKS[-1][0]:g}. A mark says the model differs from {reference_model}; the means say "
+        f"in which direction. {reference_model}'s own rows and the other metrics are not tested; no correction "
+        "for multiple comparisons. p-values: `results/significance.csv`."
+    )
+
+
+def _page(
     summary: pl.DataFrame,
     reference: pl.DataFrame,
     runs: pl.DataFrame,
     setting: str,
     select_metric: str,
-) -> str:
-    """results/tables/<setting>.md: a header, then one table per dataset (rows: model x metric)."""
+    significance: pl.DataFrame | None,
+    reference_model: str,
+) -> dict:
+    """Everything a setting's table page shows; text in Markdown inline syntax."""
     prov = _provenance(runs, setting, select_metric)
     rows = summary.filter(pl.col("setting") == setting)
     used = _reference_used(summary, reference, setting)
-    lines = [
-        f"# Results: {setting} setting",
-        "",
+    intro = [
         f"Generated by `{GENERATED_BY}` from the runs of split(s) {prov['splits']}, "
         f"model(s) {prov['models']}, seed(s) {prov['seeds']} ({prov['n_runs']}); do not edit by hand.",
-        "",
         f"**Ours**: test-split metrics at the epoch with the best validation {prov['select']}, "
         "mean ± sample standard deviation over seeds (n = number of seeds). "
         "**Δ** = ours / reference − 1.",
@@ -249,24 +321,30 @@ def setting_markdown(
     for kind in ("paper", "authors_code"):
         sources = sorted(set(used.filter(pl.col("kind") == kind)["source"].to_list()))
         if sources:
-            lines += ["", f"**{KIND_LABELS[kind]}**: " + "; ".join(s.rstrip(".") for s in sources) + "."]
+            intro.append(f"**{KIND_LABELS[kind]}**: " + "; ".join(s.rstrip(".") for s in sources) + ".")
 
-    cols = ["Model", "Metric", "Ours (mean ± std, n)", "Paper", "Δ vs paper",
-            KIND_LABELS["authors_code"], "Δ vs authors' code"]
-    align = ["---", "---", "---:", "---:", "---:", "---:", "---:"]
+    columns = ["Model", "Metric", "Ours (mean ± std, n)", f"p vs {reference_model}", "Paper", "Δ vs paper",
+               KIND_LABELS["authors_code"], "Δ vs authors' code"]
+    datasets = []
     for dataset in sorted(set(rows["dataset"].to_list())):
-        lines += ["", f"## {dataset}", "", "| " + " | ".join(cols) + " |", "|" + "|".join(align) + "|"]
-        for r in rows.filter(pl.col("dataset") == dataset).iter_rows(named=True):
-            cells = [
-                r["model"],
-                r["metric"],
-                fmt_ours(r["mean"], r["std"], r["n_seeds"]),
-                fmt_value(r["paper"]),
-                fmt_rel(r["rel_diff_paper"]),
-                fmt_value(r["authors_code"]),
-                fmt_rel(r["rel_diff_authors_code"]),
-            ]
-            lines.append("| " + " | ".join(cells) + " |")
+        body = []
+        part = rows.filter(pl.col("dataset") == dataset)
+        for r in part.iter_rows(named=True):
+            body.append({
+                "cells": [
+                    r["model"],
+                    r["metric"],
+                    fmt_ours(r["mean"], r["std"], r["n_seeds"]),
+                    fmt_p(r["p_value"]),
+                    fmt_value(r["paper"]),
+                    fmt_rel(r["rel_diff_paper"]),
+                    fmt_value(r["authors_code"]),
+                    fmt_rel(r["rel_diff_authors_code"]),
+                ],
+                "mark": r["mark"] or "",
+            })
+        legend = significance_legend(significance, setting, dataset, reference_model, part["model"].to_list())
+        datasets.append({"name": dataset, "rows": body, "legend": legend})
 
     notes = (
         used.filter(pl.col("note") != "")
@@ -275,10 +353,157 @@ def setting_markdown(
         .with_columns(_rank("kind", ["paper", "authors_code"]).alias("_k"))
         .sort("_k", "dataset", "model", "note")
     )
-    if notes.height:
+    return {
+        "title": f"Results: {setting} setting",
+        "intro": intro,
+        "columns": columns,
+        "align": ["left", "left", "right", "right", "right", "right", "right", "right"],
+        "datasets": datasets,
+        "notes": [f"{KIND_LABELS[r['kind']]}, {r['dataset']} {r['model']}: {r['note']}" for r in notes.iter_rows(named=True)],
+    }
+
+
+def setting_markdown(
+    summary: pl.DataFrame,
+    reference: pl.DataFrame,
+    runs: pl.DataFrame,
+    setting: str,
+    select_metric: str,
+    significance: pl.DataFrame | None = None,
+    reference_model: str = "DiffRec",
+) -> str:
+    """results/tables/<setting>.md: a header, then one table per dataset (rows: model x metric),
+    each followed by the legend of its significance marks."""
+    page = _page(summary, reference, runs, setting, select_metric, significance, reference_model)
+    lines = [f"# {page['title']}"]
+    for paragraph in page["intro"]:
+        lines += ["", paragraph]
+    align = ["---" if a == "left" else "---:" for a in page["align"]]
+    for ds in page["datasets"]:
+        lines += ["", f"## {ds['name']}", "", "| " + " | ".join(page["columns"]) + " |", "|" + "|".join(align) + "|"]
+        for row in ds["rows"]:
+            cells = list(row["cells"])
+            if row["mark"]:
+                cells[2] += " " + row["mark"].replace("*", "\\*")
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", ds["legend"]]
+    if page["notes"]:
         lines += ["", "Notes on the reference numbers:", ""]
-        for r in notes.iter_rows(named=True):
-            lines.append(f"- {KIND_LABELS[r['kind']]}, {r['dataset']} {r['model']}: {r['note']}")
+        lines += [f"- {note}" for note in page["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def md_inline_to_html(text: str) -> str:
+    """The Markdown inline syntax these pages use (``**bold**``, ``*em*``, ```code```, ``\\*``) as HTML."""
+    out = html.escape(text, quote=False).replace("\\*", "\x00")
+    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
+    out = re.sub(r"\*(.+?)\*", r"<em>\1</em>", out)
+    return out.replace("\x00", "*")
+
+
+_HTML_STYLE = """\
+body { font-family: "DejaVu Sans", Arial, sans-serif; font-size: 14px; margin: 1.5em; color: #222; max-width: 75em; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.5em; }
+table { border-collapse: collapse; margin: 0.5em 0; }
+th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; }
+th { background: #eee; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+.mark { font-weight: bold; color: #b00; }
+p.legend { font-size: 0.9em; color: #333; }
+code { background: #f3f3f3; padding: 0 0.2em; }"""
+
+
+def setting_html(
+    summary: pl.DataFrame,
+    reference: pl.DataFrame,
+    runs: pl.DataFrame,
+    setting: str,
+    select_metric: str,
+    significance: pl.DataFrame | None = None,
+    reference_model: str = "DiffRec",
+) -> str:
+    """results/tables/<setting>.html: the Markdown page as a standalone HTML page (no scripts,
+    no external resources), the form the Snakemake report embeds."""
+    page = _page(summary, reference, runs, setting, select_metric, significance, reference_model)
+    esc = html.escape
+    lines = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f"<title>{esc(page['title'])}</title>",
+        f"<style>\n{_HTML_STYLE}\n</style>",
+        "</head>",
+        "<body>",
+        f"<h1>{esc(page['title'])}</h1>",
+    ]
+    lines += [f"<p>{md_inline_to_html(p)}</p>" for p in page["intro"]]
+    for ds in page["datasets"]:
+        lines += [f"<h2>{esc(ds['name'])}</h2>", "<table>", "<thead>", "<tr>"]
+        lines += [f"<th>{esc(c)}</th>" for c in page["columns"]]
+        lines += ["</tr>", "</thead>", "<tbody>"]
+        for row in ds["rows"]:
+            tds = []
+            for i, (cell, align) in enumerate(zip(row["cells"], page["align"])):
+                text = esc(cell)
+                if i == 2 and row["mark"]:
+                    text += f' <span class="mark">{esc(row["mark"])}</span>'
+                tds.append(f'<td class="num">{text}</td>' if align == "right" else f"<td>{text}</td>")
+            lines.append("<tr>" + "".join(tds) + "</tr>")
+        lines += ["</tbody>", "</table>", f'<p class="legend">{md_inline_to_html(ds["legend"])}</p>']
+    if page["notes"]:
+        lines += ["<p>Notes on the reference numbers:</p>", "<ul>"]
+        lines += [f"<li>{esc(note)}</li>" for note in page["notes"]]
+        lines.append("</ul>")
+    lines += ["</body>", "</html>"]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt_statistic(x: float | None) -> str:
+    if x is None or math.isnan(x):
+        return DASH
+    return f"{x:.1f}" if x != int(x) else f"{int(x)}"
+
+
+def significance_html(significance: pl.DataFrame, reference_model: str = "DiffRec") -> str:
+    """results/significance.html: every row of significance.csv as a readable table per setting
+    (the form the Snakemake report shows; the CSV has the full-precision numbers)."""
+    esc = html.escape
+    title = f"Paired significance tests against {reference_model}"
+    columns = ["Dataset", "Model", "Metric", "Seeds", "Users", "Users with a difference", "Mean",
+               f"Mean {reference_model}", f"Difference (model − {reference_model})", "Wilcoxon W", "p", "Mark"]
+    intro = (
+        f"Generated by `{GENERATED_BY}` from the runs' per-user test values; do not edit by hand. "
+        f"Each row: a two-sided Wilcoxon signed-rank test (`scipy.stats.wilcoxon`, defaults: users with equal "
+        f"values dropped, normal approximation above 50 users) of the model against {reference_model} on the same "
+        "dataset and setting, paired over the test users, each user's values averaged over the seeds both models "
+        f"ran. **Mark**: {sig.legend_levels().replace('*', chr(92) + '*')}; none for p ≥ {sig.MARKS[-1][0]:g}. The sign "
+        "of the difference is the direction. No correction for multiple comparisons. "
+        "Full precision: `results/significance.csv`."
+    )
+    lines = [
+        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">', f"<title>{esc(title)}</title>",
+        f"<style>\n{_HTML_STYLE}\n</style>", "</head>", "<body>", f"<h1>{esc(title)}</h1>",
+        f"<p>{md_inline_to_html(intro)}</p>",
+    ]
+    if significance.height == 0:
+        lines.append(f"<p>No tests: no setting has both {esc(reference_model)} and another model.</p>")
+    for setting in dict.fromkeys(significance["setting"].to_list()):
+        lines += [f"<h2>{esc(setting)}</h2>", "<table>", "<thead>", "<tr>"]
+        lines += [f"<th>{esc(c)}</th>" for c in columns]
+        lines += ["</tr>", "</thead>", "<tbody>"]
+        for r in significance.filter(pl.col("setting") == setting).iter_rows(named=True):
+            text = [r["dataset"], r["model"], r["metric"], r["seeds"].replace(" ", ", ")]
+            nums = [str(r["n_users"]), str(r["n_nonzero"]), fmt_value(r["mean"]), fmt_value(r["mean_reference"]),
+                    f"{r['mean_diff']:+.4f}", _fmt_statistic(r["statistic"]), fmt_p(r["p_value"])]
+            mark = f'<span class="mark">{esc(r["mark"])}</span>' if r["mark"] else ""
+            lines.append(
+                "<tr>" + "".join(f"<td>{esc(t)}</td>" for t in text)
+                + "".join(f'<td class="num">{esc(n)}</td>' for n in nums) + f"<td>{mark}</td></tr>"
+            )
+        lines += ["</tbody>", "</table>"]
+    lines += ["</body>", "</html>"]
     return "\n".join(lines) + "\n"
 
 
@@ -319,8 +544,9 @@ def setting_latex(
 ) -> str:
     """results/tables/<setting>.tex: a booktabs tabular, paper-style.
 
-    Columns: dataset x metric; rows: per model, ours (mean ± std), the paper's value and Δ,
-    and, where any exist for the setting, the authors' code values and Δ.
+    Columns: dataset x metric; rows: per model, ours (mean ± std, with the significance mark
+    as a superscript), the paper's value and Δ, and, where any exist for the setting, the
+    authors' code values and Δ; under the rule, the legend of the marks.
     """
     prov = _provenance(runs, setting, select_metric)
     rows = summary.filter(pl.col("setting") == setting)
@@ -353,6 +579,8 @@ def setting_latex(
         text = _tex_value(r["mean"])
         if r["std"] is not None and not math.isnan(r["std"]):
             text += f" $\\pm$ {_tex_value(r['std'])}"
+        if r["mark"]:
+            text += f"$^{{{r['mark']}}}$"
         return text
 
     def get(col, fmt):
@@ -368,5 +596,15 @@ def setting_latex(
         if with_authors:
             lines.append(row("", "Authors' code (2-core CPU)", get("authors_code", _tex_value)))
             lines.append(row("", "$\\Delta$ vs authors' code", get("rel_diff_authors_code", _tex_rel)))
-    lines += ["\\bottomrule", "\\end{tabular}"]
+    lines.append("\\bottomrule")
+    tested = rows.filter(pl.col("tested_against").is_not_null())
+    if tested.height:
+        against = latex_escape(_join(sorted(set(tested["tested_against"].to_list()))))
+        metrics = ", ".join(_tex_metric(m) for m in dict.fromkeys(tested["metric"].to_list()))
+        levels = ", ".join(f"$^{{{text}}}$\\,$p<{level:g}$" for level, text in sig.MARKS)
+        lines.append(
+            f"\\multicolumn{{{2 + k * len(datasets)}}}{{l}}{{\\footnotesize {levels}: two-sided Wilcoxon signed-rank "
+            f"test vs {against} over users ({metrics}; results/significance.csv).}} \\\\"
+        )
+    lines.append("\\end{tabular}")
     return "\n".join(lines) + "\n"

@@ -8,16 +8,17 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline.config import evaluation_config, model_class, model_config, training_config
+from pipeline.config import evaluation_config, model_class, model_config, run_threads, training_config
 from pipeline.data.dataset import load_interactions
 from pipeline.training.trainer import set_determinism, train_run
 
 
-def build_model(params: dict, model_name: str, split: str, seed: int, n_users: int, n_items: int, **side):
-    """Seeded model construction. ``side``: optional inputs a model may take by keyword,
-    ``data`` (the InteractionData, for graph models) and ``clusters`` (item -> cluster array)."""
-    cfg = model_config(params, model_name, split)
-    set_determinism(seed, params["training"]["threads"])  # initial weights depend on the seed
+def build_model(params: dict, model_name: str, split: str, seed: int, n_users: int, n_items: int, tuned: dict | None = None, **side):
+    """Seeded model construction. ``tuned``: a grid point's setting (see pipeline.tuning). ``side``:
+    optional inputs a model may take by keyword, ``data`` (the InteractionData, for graph models)
+    and ``clusters`` (item -> cluster array)."""
+    cfg = model_config(params, model_name, split, tuned)
+    set_determinism(seed, run_threads(params, model_name))  # initial weights depend on the seed
     return model_class(params, model_name)(cfg, n_users, n_items, **side)
 
 
@@ -34,33 +35,49 @@ def load_clusters(params: dict, variant: str, clusters_dir: str | None, n_items:
     return table["cluster"].to_numpy().astype(np.int64)
 
 
-def fit(params: dict, split: str, model_name: str, seed: int, data, out_dir, tag: str, timing_path, clusters=None):
-    """Build the seeded model (given ``data`` and, for latent models, ``clusters``), announce it,
-    and train it into ``out_dir``; returns (model, metrics).
+def fit(params: dict, split: str, model_name: str, seed: int, data, out_dir, tag: str, timing_path, clusters=None, tuned=None):
+    """Build the seeded model (given ``data``, for latent models ``clusters``, for tuned variants
+    the ``tuned`` setting), announce it, and train it into ``out_dir``; returns (model, metrics).
 
-    Shared by the train stage and the LightGCN embedding stage.
+    Shared by the train, tune and LightGCN embedding stages.
     """
     side = {"data": data} if clusters is None else {"data": data, "clusters": clusters}
-    model = build_model(params, model_name, split, seed, data.n_users, data.n_items, **side)
+    model = build_model(params, model_name, split, seed, data.n_users, data.n_items, tuned, **side)
     print(
         f"[{tag}] {data.n_users} users, {data.n_items} items, {data.train.nnz} train interactions; "
         f"{sum(p.numel() for p in model.parameters()):,} parameters; {model.config}",
         flush=True,
     )
     identity = {"model": model_name, "split": split, "seed": seed, "config": dataclasses.asdict(model.config)}
+    training = dataclasses.replace(training_config(params), threads=run_threads(params, model_name))
     metrics = train_run(
-        model, data, training_config(params), evaluation_config(params), out_dir, identity, seed, tag=tag,
+        model, data, training, evaluation_config(params), out_dir, identity, seed, tag=tag,
         timing_path=timing_path,
     )
     return model, metrics
 
 
-def main(params: dict, split: str, model_name: str, seed: int, data_dir: str, out_dir: str, clusters_dir: str | None = None) -> dict:
+def main(params: dict, split: str, model_name: str, seed: int, data_dir: str, out_dir: str, clusters_dir: str | None = None,
+         tuned_path: str | None = None) -> dict:
+    """One run; ``tuned_path``: the tune stage's selected.json, required for variants with a grid."""
     data = load_interactions(data_dir)
     clusters = load_clusters(params, model_name, clusters_dir, data.n_items)
+    tuned = None
     tag = f"{split} {model_name} seed {seed}"
     timing_path = Path("logs") / "timing" / f"{split}_{model_name}_seed{seed}.json"
-    _, metrics = fit(params, split, model_name, seed, data, out_dir, tag, timing_path, clusters)
+    if params["models"][model_name].get("grid"):
+        if not tuned_path:
+            raise ValueError(f"model variant {model_name!r} is tuned on a grid: pass --tuned runs/<split>/{model_name}/tuning/selected.json")
+        from pipeline.tuning import read_selected, reuse_selected_run
+
+        tuned = read_selected(tuned_path)
+        reused = reuse_selected_run(tuned_path, split, model_name, seed, out_dir, timing_path)
+        if reused is not None:
+            print(f"[{tag}] the tune stage's run of the selected setting {tuned} (same seed): copied, not retrained", flush=True)
+            return reused
+    elif tuned_path:
+        raise ValueError(f"--tuned given, but model variant {model_name!r} has no grid (models.{model_name}.grid)")
+    _, metrics = fit(params, split, model_name, seed, data, out_dir, tag, timing_path, clusters, tuned)
     k = params["training"]["select_metric"]
     ndcg = k.replace("recall", "ndcg")
     print(

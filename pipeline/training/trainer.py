@@ -7,7 +7,9 @@
   of an epoch, as the reference does); report the test metrics of the best validation epoch;
 * a resumable checkpoint every ``checkpoint_every`` epochs (model, optimizer, RNG, best-so-far,
   history), so a killed run restarted with the same configuration ends with the same metrics;
-* a NaN or infinite loss stops the run with the epoch and batch named.
+* a NaN or infinite loss stops the run with the epoch and batch named;
+* a model with nothing to train (class attribute ``trainable = False``, e.g. MostPop) is
+  evaluated once, reported as epoch 0, with the same outputs.
 
 Outputs of a run folder: ``metrics.json``, ``history.csv``, ``per_user.parquet`` (per-user
 valid/test metrics at the best epoch) and ``model.pt`` (best state). All are deterministic for a
@@ -104,7 +106,8 @@ def train_run(
     device = resolve_device(training.device)
     model.to(device)
     cfg = model.config
-    optimizer = model.optimizer()
+    trainable = getattr(model, "trainable", True)  # False: nothing to fit (MostPop), evaluated once
+    optimizer = model.optimizer() if trainable else None
     matrix = model.input_matrix(data)
     evaluator = Evaluator(data, evaluation.topk, evaluation.batch_size)
     select = training.select_metric
@@ -126,6 +129,9 @@ def train_run(
 
     def score(users: np.ndarray) -> torch.Tensor:
         return model.scores(dense_rows(matrix, users).to(device), users).cpu()
+
+    if not trainable:
+        return _evaluate_untrained(model, data, evaluator, score, select, run_dir, identity, fp, tag, resume_path, timing_path)
 
     n_users = data.n_users
     train_seconds, eval_seconds = [], []
@@ -191,6 +197,35 @@ def train_run(
         raise RuntimeError(f"{tag}: no evaluation happened (epochs={cfg.epochs} < eval_every={training.eval_every})")
     timing_path = Path(timing_path) if timing_path else run_dir / "timing.json"
     return _write_outputs(run_dir, state, identity, fp, model, data, train_seconds, eval_seconds, resume_path, timing_path)
+
+
+def _evaluate_untrained(model, data, evaluator, score, select, run_dir, identity, fp, tag, resume_path, timing_path) -> dict:
+    """A model with nothing to train (``trainable = False``): one evaluation, reported as epoch 0
+    (best_epoch = epochs_trained = 0, one history row without a loss), and the usual outputs."""
+    model.eval()
+    t0 = time.perf_counter()
+    result = evaluator.evaluate(score)
+    eval_seconds = [time.perf_counter() - t0]
+    row: dict[str, Any] = {"epoch": 0, "loss": None}
+    for split, means in result.means.items():
+        row.update({f"{split}_{k}": v for k, v in means.items()})
+    state = RunState(
+        epoch=0,
+        best_epoch=0,
+        best_value=result.means["valid"][select],
+        best_means=result.means,
+        best_per_user={s: {m: torch.from_numpy(v) for m, v in d.items()} for s, d in result.per_user.items()},
+        best_model={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        best_optimizer={},
+        history=[row],
+    )
+    _log(
+        tag,
+        f"nothing to train: evaluated once  valid {select} {state.best_value:.4f}  "
+        f"test {select} {result.means['test'][select]:.4f}  eval {eval_seconds[0]:.2f}s",
+    )
+    timing_path = Path(timing_path) if timing_path else run_dir / "timing.json"
+    return _write_outputs(run_dir, state, identity, fp, model, data, [], eval_seconds, resume_path, timing_path)
 
 
 def _write_outputs(run_dir, state, identity, fp, model, data, train_seconds, eval_seconds, resume_path, timing_path) -> dict:

@@ -1,14 +1,16 @@
 # Shared helpers: semantic checks of params, the run list, and the code each stage depends on.
 from glob import glob
 
-from pipeline.config import check_semantics, model_class, planned_runs
+from pipeline.config import check_semantics, model_class, planned_runs, run_threads
 
 check_semantics(config)
 
 
 def code(*patterns):
-    """Source files a stage depends on (the same set dvc.yaml lists as deps)."""
-    return sorted(f for p in patterns for f in glob(p))
+    """Source files a stage depends on (the same set dvc.yaml lists as deps). Marked local():
+    with a storage provider (workflow/profiles/kubernetes) the code is in the job's image, not in
+    storage."""
+    return [local(f) for f in sorted(f for p in patterns for f in glob(p))]
 
 
 TRAIN_CODE = ("pipeline/data/dataset.py", "pipeline/models/*.py", "pipeline/training/*.py", "pipeline/evaluation/*.py")
@@ -19,14 +21,30 @@ CODE = {
     "import_embeddings": code("pipeline/embeddings.py"),
     "cluster": code("pipeline/clustering.py"),
     "train": code(*TRAIN_CODE),
+    "tune": code("pipeline/tuning.py", *TRAIN_CODE),
     "aggregate": code("pipeline/reporting/*.py"),
 }
 
+# Scheduler resources. Every rule declares threads, mem_mb and runtime (minutes); the training
+# rules (train, embed) also declare gpu: one GPU when training.device is "cuda" or "auto", none
+# for "cpu". Locally these only order the jobs; cluster executors (workflow/profiles/slurm,
+# workflow/profiles/kubernetes) turn them into job requests. Sizes fit ML-1M; for Yelp or
+# Amazon-book scale raise them with --set-resources (benchmarks/bench_scale.py measures peaks).
+GPUS = 0 if config["training"]["device"] == "cpu" else 1
+MEM_MB = {"prepare": 4000, "train": 4000}
+RUNTIME_MIN = {"train": 120, "tune": 480}
+
 RUNS = planned_runs(config)  # (split, model variant, seed)
 RUN_DIR = "runs/{split}/{model}/seed{seed}"
+TUNE_DIR = "runs/{split}/{model}/tuning"  # the tune stage's folder (grid runs, grid.csv, selected.json)
 SETTINGS = sorted({config["splits"][split]["setting"] for split, _, _ in RUNS})
 EMBEDDINGS = config["embeddings"]["sources"]
 
 
 def needs_clusters(variant):
     return bool(getattr(model_class(config, variant), "needs_clusters", False))
+
+
+def is_tuned(variant):
+    """Variants with a hyperparameter grid (the baselines) run the tune stage first."""
+    return bool(config["models"][variant].get("grid"))

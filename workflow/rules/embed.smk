@@ -16,7 +16,9 @@ rule embed:
         "logs/embed/{split}.log",
     threads: config["training"]["threads"]
     resources:
-        mem_mb=4000,
+        mem_mb=MEM_MB["train"],
+        gpu=GPUS,
+        runtime=RUNTIME_MIN["train"],
     shell:
         "python -m pipeline embed --split {wildcards.split} --data data/prepared/{wildcards.split}"
         " --out data/embeddings/{wildcards.split}/lightgcn --log {log}"
@@ -33,8 +35,10 @@ rule import_embeddings:
         source=lambda w: config["splits"][w.split]["source"],
     log:
         "logs/import_embeddings/{split}.log",
+    threads: 1
     resources:
         mem_mb=1000,
+        runtime=30,
     shell:
         "python -m pipeline import-embeddings --split {wildcards.split} --raw {input.raw}"
         " --data data/prepared/{wildcards.split} --out data/embeddings/{wildcards.split}/released --log {log}"
@@ -51,8 +55,10 @@ rule cluster:
         clustering=config["clustering"],
     log:
         "logs/cluster/{split}_{source}.log",
+    threads: 1
     resources:
         mem_mb=2000,
+        runtime=30,
     shell:
         "python -m pipeline cluster --split {wildcards.split} --embeddings {input.embeddings}"
         " --out data/clusters/{wildcards.split}/{wildcards.source} --log {log}"

@@ -10,7 +10,9 @@ rule prepare:
         protocol=config["protocol"],
     log:
         "logs/prepare/{split}.log",
+    threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=MEM_MB["prepare"],
+        runtime=60,
     shell:
         "python -m pipeline prepare --split {wildcards.split} --raw {input.raw} --out data/prepared/{wildcards.split} --log {log}"

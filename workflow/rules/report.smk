@@ -1,20 +1,91 @@
+# The aggregate stage: tables, significance tests, DVC metrics and figures from the runs.
+# Outputs flagged report(...) go into `snakemake --report results/report.html`, with the
+# captions in workflow/report/ (paths relative to this file).
+import os
+
+report: "../report/workflow.rst"
+
+
+# results/efficiency.json is a measurement written by benchmarks/bench_efficiency.py, not by
+# the DAG: when present (it is committed) the aggregate stage also draws figures/efficiency.png.
+EFFICIENCY = [f for f in ["results/efficiency.json"] if os.path.exists(f)]
+REPORT_DIR = "../report"
+
+
+def report_tables():
+    # (a line may not start with `report(`: Snakemake would read it as the report: directive)
+    pages = []
+    for setting in SETTINGS:
+        pages.append(report(
+            f"results/tables/{setting}.html",
+            caption=f"{REPORT_DIR}/table.rst",
+            category="1. Tables",
+            labels={"setting": setting, "content": "test metrics vs paper, significance vs DiffRec"},
+        ))
+    return pages
+
+
+def report_figures():
+    figures = []
+    for setting in SETTINGS:
+        figures.append(report(
+            f"results/figures/valid_curves_{setting}.png",
+            caption=f"{REPORT_DIR}/valid_curves.rst",
+            category="2. Figures",
+            subcategory="validation curves",
+            labels={"setting": setting, "figure": "validation Recall@20 per epoch"},
+        ))
+        figures.append(report(
+            f"results/figures/test_bars_{setting}.png",
+            caption=f"{REPORT_DIR}/test_bars.rst",
+            category="2. Figures",
+            subcategory="test metrics",
+            labels={"setting": setting, "figure": "test Recall@20 and NDCG@20"},
+        ))
+    if EFFICIENCY:
+        figures.append(report(
+            "results/figures/efficiency.png",
+            caption=f"{REPORT_DIR}/efficiency.rst",
+            category="2. Figures",
+            subcategory="efficiency",
+            labels={"setting": "all", "figure": "DiffRec vs L-DiffRec parameters, memory, time"},
+        ))
+    return figures
+
+
 rule aggregate:
     input:
         metrics=[f"runs/{split}/{model}/seed{seed}/metrics.json" for split, model, seed in RUNS],
-        paper=config["paper_results"],
+        history=[f"runs/{split}/{model}/seed{seed}/history.csv" for split, model, seed in RUNS],
+        per_user=[f"runs/{split}/{model}/seed{seed}/per_user.parquet" for split, model, seed in RUNS],
+        paper=local(config["paper_results"]),  # in the repository (the job's image), not in storage
+        efficiency=[local(f) for f in EFFICIENCY],
         code=CODE["aggregate"],
     output:
         metrics="results/metrics.csv",
         runs="results/runs.csv",
+        dvc_metrics="results/metrics.json",
+        significance="results/significance.csv",
+        significance_html=report(
+            "results/significance.html",
+            caption=f"{REPORT_DIR}/significance.rst",
+            category="1. Tables",
+            labels={"setting": "all", "content": "every paired test against DiffRec, with p-values"},
+        ),
         tables=expand("results/tables/{setting}.{ext}", setting=SETTINGS, ext=["md", "csv", "tex"]),
+        html=report_tables(),
+        figures=report_figures(),
     params:
         experiments=config["experiments"],
         splits=config["splits"],
         models=config["models"],
         select_metric=config["training"]["select_metric"],
+        efficiency="".join(f" --efficiency {f}" for f in EFFICIENCY),
     log:
         "logs/aggregate.log",
+    threads: 1
     resources:
         mem_mb=1000,
+        runtime=30,
     shell:
-        "python -m pipeline aggregate --runs runs --out results --log {log}"
+        "python -m pipeline aggregate --runs runs --out results{params.efficiency} --log {log}"

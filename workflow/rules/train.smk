@@ -1,20 +1,59 @@
 def train_command(w):
     clusters = f" --clusters data/clusters/{w.split}" if needs_clusters(w.model) else ""
+    tuned = f" --tuned {TUNE_DIR.format(split=w.split, model=w.model)}/selected.json" if is_tuned(w.model) else ""
     return (
         f"python -m pipeline train --split {w.split} --model {w.model} --seed {w.seed}"
-        f" --data data/prepared/{w.split}{clusters} --out runs/{w.split}/{w.model}/seed{w.seed}"
+        f" --data data/prepared/{w.split}{clusters}{tuned} --out runs/{w.split}/{w.model}/seed{w.seed}"
         f" --log logs/train/{w.split}/{w.model}/seed{w.seed}.log"
     )
+
+
+def tune_command(w):
+    clusters = f" --clusters data/clusters/{w.split}" if needs_clusters(w.model) else ""
+    return (
+        f"python -m pipeline tune --split {w.split} --model {w.model} --data data/prepared/{w.split}{clusters}"
+        f" --out {TUNE_DIR.format(split=w.split, model=w.model)} --log logs/tune/{w.split}/{w.model}.log"
+    )
+
+
+def cluster_inputs(w):
+    if not needs_clusters(w.model):
+        return []
+    return expand("data/clusters/{split}/{source}/clusters.parquet", split=w.split, source=EMBEDDINGS)
+
+
+rule tune:
+    # the baselines' hyperparameter grid on validation (first seed); see pipeline/tuning.py
+    input:
+        table="data/prepared/{split}/interactions.parquet",
+        stats="data/prepared/{split}/stats.json",
+        clusters=cluster_inputs,
+        code=CODE["tune"],
+    output:
+        tuning=directory(TUNE_DIR),
+    params:
+        hyper=lambda w: config["models"][w.model],
+        training=config["training"],
+        evaluation=config["evaluation"],
+        seed=config["experiments"]["seeds"][0],
+        cmd=tune_command,
+    log:
+        "logs/tune/{split}/{model}.log",
+    threads: lambda w: run_threads(config, w.model)
+    resources:
+        mem_mb=MEM_MB["train"],
+        gpu=GPUS,
+        runtime=RUNTIME_MIN["tune"],
+    shell:
+        "{params.cmd}"
 
 
 rule train:
     input:
         table="data/prepared/{split}/interactions.parquet",
         stats="data/prepared/{split}/stats.json",
-        clusters=lambda w: (
-            expand("data/clusters/{split}/{source}/clusters.parquet", split=w.split, source=EMBEDDINGS)
-            if needs_clusters(w.model) else []
-        ),
+        clusters=cluster_inputs,
+        tuned=lambda w: [TUNE_DIR.format(split=w.split, model=w.model)] if is_tuned(w.model) else [],
         code=CODE["train"],
     output:
         metrics=f"{RUN_DIR}/metrics.json",
@@ -28,8 +67,10 @@ rule train:
         cmd=train_command,
     log:
         "logs/train/{split}/{model}/seed{seed}.log",
-    threads: config["training"]["threads"]
+    threads: lambda w: run_threads(config, w.model)
     resources:
-        mem_mb=4000,
+        mem_mb=MEM_MB["train"],
+        gpu=GPUS,
+        runtime=RUNTIME_MIN["train"],
     shell:
         "{params.cmd}"

@@ -1,0 +1,130 @@
+"""CDAE: Collaborative Denoising Auto-Encoder.
+
+Reference: Yao Wu, Christopher DuBois, Alice X. Zheng, Martin Ester. "Collaborative Denoising
+Auto-Encoders for Top-N Recommender Systems". WSDM 2016. The "CDAE" row of DiffRec's clean and
+noisy tables (Wang et al., SIGIR 2023, arXiv:2304.04971). No code was released with the paper;
+reference implementation: RecBole's ``recbole/model/general_recommender/cdae.py``.
+
+Model (the paper's Section 4): the user's train row y_u is corrupted by mask-out/drop-out noise
+(each entry zeroed with probability ``corruption``, survivors scaled by 1 / (1 - corruption), in
+training only); one hidden layer with a user-specific input node,
+    z_u = h(W^T y~_u + V_u + b),   h = ``hidden_activation`` (sigmoid in the paper),
+and the reconstruction y^_u = f(W'^T z_u + b'). ``loss`` picks the pair the paper studies:
+'bce' = sigmoid output f with the logistic loss, 'mse' = identity output with the square loss.
+The loss is summed over all items of a user (no negative sampling: the whole row is dense in a
+batch anyway) and averaged over the batch's users; the paper's L2 term
+reg_weight / 2 (|W|^2 + |W'|^2 + |V|^2 + |b|^2 + |b'|^2) is scaled to that per-user average:
+the shared weights' part divided by n_users, the user nodes' part as the batch mean of |V_u|^2,
+so that over an epoch it is the paper's objective divided by the number of users. Adam.
+Scores: the output pre-activation W'^T z_u + b' on the uncorrupted row (sigmoid is monotone).
+
+Initialisation as RecBole's CDAE: Xavier-normal weights for the two dense layers and the user
+embedding table (nn.init.xavier_normal_), zero biases.
+Differences from the paper: the paper samples negatives (unobserved items) for efficiency and
+trains with AdaGrad; we use every item of the row (as RecBole) and Adam. Differences from
+RecBole: the paper's squared L2 instead of RecBole's L1 + (unsquared) L2 norm penalties.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.data.dataset import InteractionData
+from pipeline.models.ldiffrec import _dropout
+
+ACTIVATIONS = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh, "identity": lambda x: x}
+LOSSES = ("bce", "mse")
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+@dataclass(frozen=True)
+class CDAEConfig:
+    lr: float
+    reg_weight: float  # the paper's lambda
+    batch_size: int
+    epochs: int
+    hidden_size: int  # K
+    corruption: float  # drop-out probability q of an input entry
+    hidden_activation: str
+    loss: str  # 'bce' (sigmoid output, logistic loss) or 'mse' (identity output, square loss)
+
+    def problems(self) -> list[tuple[str | tuple[str, ...], str]]:
+        """(key, message) for every impossible value (types are checked before)."""
+        out = []
+        if self.lr <= 0:
+            out.append(("lr", f"must be > 0, got {self.lr}"))
+        if self.reg_weight < 0:
+            out.append(("reg_weight", f"must be >= 0, got {self.reg_weight}"))
+        for key in ("batch_size", "epochs", "hidden_size"):
+            if not _positive_int(getattr(self, key)):
+                out.append((key, f"must be an integer >= 1, got {getattr(self, key)!r}"))
+        if not 0.0 <= self.corruption < 1.0:
+            out.append(("corruption", f"must be in [0, 1), got {self.corruption}"))
+        if self.hidden_activation not in ACTIVATIONS:
+            out.append(("hidden_activation", f"{self.hidden_activation!r} is not allowed; allowed values: {sorted(ACTIVATIONS)}"))
+        if self.loss not in LOSSES:
+            out.append(("loss", f"{self.loss!r} is not allowed; allowed values: {list(LOSSES)}"))
+        return out
+
+
+class CDAE(nn.Module):
+    Config = CDAEConfig
+    display_name = "CDAE"
+
+    def __init__(self, config: CDAEConfig, n_users: int, n_items: int, **side):
+        super().__init__()  # side inputs (data, clusters) are not used
+        self.config = config
+        self.n_users, self.n_items = n_users, n_items
+        self.encoder = nn.Linear(n_items, config.hidden_size)  # W, b
+        self.user_embedding = nn.Embedding(n_users, config.hidden_size)  # V
+        self.decoder = nn.Linear(config.hidden_size, n_items)  # W', b'
+        for weight in (self.encoder.weight, self.user_embedding.weight, self.decoder.weight):
+            nn.init.xavier_normal_(weight)
+        nn.init.zeros_(self.encoder.bias)
+        nn.init.zeros_(self.decoder.bias)
+        self._activation = ACTIVATIONS[config.hidden_activation]
+
+    # ---- the model contract ------------------------------------------------------------
+    def input_matrix(self, data: InteractionData) -> sp.csr_matrix:
+        return data.train
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.config.lr)
+
+    def loss(self, rows: torch.Tensor, users: np.ndarray) -> torch.Tensor:
+        idx = self._user_index(users)
+        out = self.forward(rows, idx)
+        if self.config.loss == "bce":
+            per_user = F.binary_cross_entropy_with_logits(out, rows, reduction="none").sum(1)
+        else:
+            per_user = (out - rows).pow(2).sum(1)
+        shared = sum(p.pow(2).sum() for p in (self.encoder.weight, self.encoder.bias, self.decoder.weight, self.decoder.bias))
+        user_nodes = self.user_embedding(idx).pow(2).sum(1).mean()
+        reg = 0.5 * self.config.reg_weight * (shared / self.n_users + user_nodes)
+        return per_user.mean() + reg
+
+    @torch.no_grad()
+    def scores(self, rows: torch.Tensor, users: np.ndarray) -> torch.Tensor:
+        return self.forward(rows, self._user_index(users))
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # ---- pieces ------------------------------------------------------------------------
+    def forward(self, rows: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Output pre-activations (batch, n_items); input corruption only in training mode."""
+        corrupted = _dropout(rows, self.config.corruption, self.training)
+        hidden = self._activation(self.encoder(corrupted) + self.user_embedding(idx))
+        return self.decoder(hidden)
+
+    def _user_index(self, users: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(users), dtype=torch.long, device=self.user_embedding.weight.device)

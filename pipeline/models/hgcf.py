@@ -1,0 +1,182 @@
+"""HGCF-style hyperbolic LightGCN: HDRM's stage 1 (the frozen embeddings its diffusion runs on).
+
+References: Jianing Sun, Zhaoyue Cheng, Saba Zuberi, Felipe Pérez, Maksims Volkovs. "HGCF:
+Hyperbolic Graph Convolution Networks for Collaborative Filtering". WWW 2021 (code:
+layer6ai-labs/HGCF). Used as the first stage of Meng Yuan, Yutian Xiao, Wei Chen, Chu Zhao,
+Deqing Wang, Fuzhen Zhuang. "HDRM: Hyperbolic Diffusion Recommender Model". WWW 2025,
+arXiv:2504.01541 (code: yuanmeng-cpu/HDRM, ``model.py``'s ``LightGCN`` with a ``Hyperboloid``
+manifold; the repository ships no training code for this stage, it loads pre-trained weights).
+
+Contract: the shared model contract (see ``pipeline/models/diffrec.py``); the model needs the
+training graph, so it takes ``data`` by keyword. :func:`pipeline.hyperbolic.train_hyperbolic_embeddings`
+trains it with the shared trainer and writes its final embeddings for HDRM.
+
+Model (Lorentz model, curvature -1; every map is geoopt's, see :mod:`pipeline.hyperbolic`):
+
+* ego embeddings: one point of the hyperboloid per user and item (``emb_size`` ambient
+  coordinates), initialised as expmap0 of a uniform(-init_scale, init_scale) vector whose time
+  coordinate is ignored (the released initialisation), kept as geoopt ``ManifoldParameter``s;
+* propagation in the tangent space at the origin: h_0 = logmap0(proj(ego)),
+  h_l = G h_{l-1} with G = D^-1 (A + I) (row-normalised, self-loops), final tangent vector
+  sum_{l=1..L} h_l (layer 0 excluded, as HGCF's ``resSumGCN`` and HDRM do), final point
+  expmap0(sum);
+* score(u, i) = -d^2(u, i), the squared Lorentz distance;
+* loss: every train interaction (u, i) of the batch's users is one pair with one negative j
+  drawn uniformly among u's non-train items (:func:`pipeline.hyperbolic.sample_pairs`);
+  loss = sum over pairs max(0, d^2(u, i) - d^2(u, j) + margin), each d^2 clamped at 50 (HGCF);
+* optimiser: Riemannian SGD with momentum and weight decay (geoopt's ``RiemannianSGD``; HGCF
+  and HDRM use their own copy of the same algorithm: weight decay added to the Euclidean
+  gradient, Riemannian gradient, exponential-map step, momentum transported along it).
+
+Differences from the released code, on purpose:
+
+* batches are groups of users with all their train pairs (the shared trainer's protocol) instead
+  of trainDataSize random (user, positive, negative) draws per epoch; the loss is the sum over
+  the batch's pairs, as HGCF's;
+* geoopt's Lorentz maps replace the released hand-written ``Hyperboloid`` ones (same formulas;
+  geoopt clamps the Minkowski norm at 1e-4 rather than 1e-15 and evaluates arcosh in float64);
+* evaluation scores are not clamped at 50 (so far items do not tie); the released evaluation
+  clamps and loops over users, here all items are scored by one matrix product per batch.
+
+The propagation is the same matrix product on the whole graph at every batch; on the CPU it runs
+through scipy (:class:`pipeline.hyperbolic.SparseOperator`); G is not symmetric, so the backward
+pass multiplies by G^T.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from pipeline.data.dataset import InteractionData
+from pipeline.hyperbolic import (
+    LORENTZ,
+    SQDIST_CLAMP,
+    SparseOperator,
+    expmap0,
+    geoopt,  # imported there, without geoopt's import-time deprecation warnings
+    logmap0,
+    pairwise_sqdist,
+    projx,
+    row_normalized_adjacency,
+    sample_pairs,
+    sqdist,
+)
+
+
+@dataclass(frozen=True)
+class HGCFConfig:
+    emb_size: int  # ambient coordinates per point (the time coordinate included)
+    n_layers: int
+    lr: float
+    weight_decay: float
+    momentum: float
+    margin: float
+    init_scale: float
+    batch_size: int
+    epochs: int
+
+    def problems(self) -> list[tuple[str | tuple[str, ...], str]]:
+        """(key, message) for every impossible value (types are checked before)."""
+        out = []
+        for key in ("batch_size", "epochs", "n_layers"):
+            if getattr(self, key) < 1:
+                out.append((key, f"must be an integer >= 1, got {getattr(self, key)!r}"))
+        if self.emb_size < 2:
+            out.append(("emb_size", f"must be >= 2 (the time coordinate plus at least one more), got {self.emb_size}"))
+        if self.lr <= 0:
+            out.append(("lr", f"must be > 0, got {self.lr}"))
+        if self.weight_decay < 0:
+            out.append(("weight_decay", f"must be >= 0, got {self.weight_decay}"))
+        if not 0 <= self.momentum < 1:
+            out.append(("momentum", f"must be in [0, 1), got {self.momentum}"))
+        if self.margin < 0:
+            out.append(("margin", f"must be >= 0, got {self.margin}"))
+        if self.init_scale <= 0:
+            out.append(("init_scale", f"must be > 0, got {self.init_scale}"))
+        return out
+
+
+class HGCF(nn.Module):
+    Config = HGCFConfig
+    display_name = "HGCF"
+
+    def __init__(self, config: HGCFConfig, n_users: int, n_items: int, *, data: InteractionData | None = None, **side):
+        super().__init__()  # other side inputs are not used
+        if data is None:
+            raise ValueError("HGCF needs the training graph: pass data=InteractionData (build_model(..., data=data))")
+        if (data.n_users, data.n_items) != (n_users, n_items):
+            raise ValueError(
+                f"HGCF: data has {data.n_users} users x {data.n_items} items, but the model was asked for {n_users} x {n_items}"
+            )
+        self.config = config
+        self.n_users, self.n_items = n_users, n_items
+        self.user_embedding = geoopt.ManifoldParameter(self._initial_points(n_users), manifold=LORENTZ)
+        self.item_embedding = geoopt.ManifoldParameter(self._initial_points(n_items), manifold=LORENTZ)
+        self.graph = SparseOperator(row_normalized_adjacency(data.train))  # rebuilt from the data, not state
+        self._cache: tuple | None = None
+
+    def _initial_points(self, n: int) -> torch.Tensor:
+        u = torch.empty(n, self.config.emb_size).uniform_(-self.config.init_scale, self.config.init_scale)
+        return expmap0(u).detach()
+
+    # ------------------------------------------------------------------ contract
+    def input_matrix(self, data: InteractionData) -> sp.csr_matrix:
+        return data.train
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        return geoopt.optim.RiemannianSGD(
+            self.parameters(), lr=self.config.lr, momentum=self.config.momentum, weight_decay=self.config.weight_decay
+        )
+
+    def loss(self, rows: torch.Tensor, users: np.ndarray) -> torch.Tensor:
+        b, pos, neg = sample_pairs(rows)
+        user_points, item_points = self.propagate()
+        if len(b) == 0:  # no train interaction in this batch: a zero that still backpropagates
+            return (user_points.sum() + item_points.sum()) * 0.0
+        uid = torch.as_tensor(np.asarray(users), dtype=torch.long, device=b.device)[b]
+        u = user_points[uid]
+        d_pos = sqdist(u, item_points[pos]).clamp(max=SQDIST_CLAMP)
+        d_neg = sqdist(u, item_points[neg]).clamp(max=SQDIST_CLAMP)
+        return torch.relu(d_pos - d_neg + self.config.margin).sum()
+
+    @torch.no_grad()
+    def scores(self, rows: torch.Tensor | None, users: np.ndarray) -> torch.Tensor:
+        user_points, item_points = self._propagated_cached()
+        idx = torch.as_tensor(np.asarray(users), dtype=torch.long, device=user_points.device)
+        return -pairwise_sqdist(user_points[idx], item_points)
+
+    @torch.no_grad()
+    def final_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The final points (users (U, D), items (I, D)), float32 on the CPU: HDRM's input."""
+        users, items = self.propagate()
+        return users.detach().float().cpu().clone(), items.detach().float().cpu().clone()
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # ------------------------------------------------------------------ internals
+    def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final points on the hyperboloid: (users (U, D), items (I, D))."""
+        ego = torch.cat([self.user_embedding, self.item_embedding]).as_subclass(torch.Tensor)
+        layer = logmap0(projx(ego))
+        total = None
+        for _ in range(self.config.n_layers):
+            layer = self.graph @ layer
+            total = layer if total is None else total + layer
+        points = expmap0(total)
+        return points[: self.n_users], points[self.n_users :]
+
+    def _propagated_cached(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """propagate() without gradients, reused while the weights are unchanged (evaluation scores
+        users in chunks; the optimiser step and load_state_dict bump the tensor versions)."""
+        w_u, w_i = self.user_embedding, self.item_embedding
+        key = (w_u._version, w_i._version, w_u.data_ptr(), w_i.data_ptr(), self.config.n_layers)
+        if self._cache is None or self._cache[0] != key:
+            with torch.no_grad():
+                self._cache = (key, self.propagate())
+        return self._cache[1]

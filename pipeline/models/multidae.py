@@ -1,0 +1,133 @@
+"""MultiDAE: denoising autoencoder with a multinomial likelihood (Mult-DAE).
+
+Reference: Dawen Liang, Rahul G. Krishnan, Matthew D. Hoffman, Tony Jebara. "Variational
+Autoencoders for Collaborative Filtering". WWW 2018. arXiv:1802.05814.
+Released code: github.com/dawenl/vae_cf (``VAE_ML20M_WWW2018.ipynb``, class ``MultiDAE``); the
+"MultiDAE" row of DiffRec's clean and noisy tables (Wang et al., SIGIR 2023, arXiv:2304.04971).
+
+Model (as the released ``MultiDAE.forward_pass``): the train row x is L2-normalised, then input
+dropout (training only), then a stack of dense layers items -> ... -> items with tanh between
+layers (none after the last); the output is a row of logits. ``dims`` follows DiffRec's (and
+vae_cf's ``p_dims``) convention: ``dims = [200, 600]`` means items -> 600 -> 200 -> 600 -> items,
+``dims = [200]`` means items -> 200 -> items.
+Loss = multinomial negative log-likelihood -sum_i x_i log softmax(logits)_i, averaged over the
+batch's users, + reg_weight * sum of the squared weight matrices (the notebook's
+``2 * l2_regularizer(lam)``, so reg_weight is its ``lam``; biases are not regularised); Adam.
+Scores: the logits of the clean (undropped) row; dropout is off in evaluation mode.
+
+Initialisation (DiffRec's ``xavier_normal_``, as in the common PyTorch port of vae_cf): weights
+N(0, 2 / (fan_in + fan_out)), biases N(0, 0.001^2); the TensorFlow original draws Glorot-uniform
+weights (the same variance) and truncated-normal biases (std 0.001).
+Differences from the released code: the dropout mask comes from ``torch.rand`` (inverted
+dropout, as the other models of the project) instead of TensorFlow's ``tf.nn.dropout`` (same
+distribution); our batches, epochs and early stopping are the project's shared protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.data.dataset import InteractionData
+from pipeline.models.diffrec import xavier_normal_
+from pipeline.models.ldiffrec import _dropout
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+@dataclass(frozen=True)
+class MultiDAEConfig:
+    lr: float
+    reg_weight: float  # the released code's lam: + reg_weight * sum ||W||^2
+    batch_size: int
+    epochs: int
+    dims: list  # [latent, ..., widest]: dims [200, 600] = items -> 600 -> 200 -> 600 -> items
+    dropout: float  # on the L2-normalised input, training only
+
+    def problems(self) -> list[tuple[str | tuple[str, ...], str]]:
+        """(key or keys involved, message) for every impossible value (types are checked before)."""
+        out = []
+        if self.lr <= 0:
+            out.append(("lr", f"must be > 0, got {self.lr}"))
+        if self.reg_weight < 0:
+            out.append(("reg_weight", f"must be >= 0, got {self.reg_weight}"))
+        for key in ("batch_size", "epochs"):
+            if not _positive_int(getattr(self, key)):
+                out.append((key, f"must be an integer >= 1, got {getattr(self, key)!r}"))
+        if not self.dims or not all(_positive_int(d) for d in self.dims):
+            out.append(("dims", f"must be a non-empty list of positive integers, got {self.dims!r}"))
+        if not 0.0 <= self.dropout < 1.0:
+            out.append(("dropout", f"must be in [0, 1), got {self.dropout}"))
+        return out
+
+
+def dense_stack(widths: list[int]) -> nn.ModuleList:
+    """Linear layers widths[0] -> widths[1] -> ..., with the released vae_cf initialisation."""
+    layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+    for layer in layers:
+        xavier_normal_(layer)
+    return layers
+
+
+def run_stack(layers: nn.ModuleList, h: torch.Tensor) -> torch.Tensor:
+    """tanh after every layer but the last."""
+    for i, layer in enumerate(layers):
+        h = layer(h)
+        if i != len(layers) - 1:
+            h = torch.tanh(h)
+    return h
+
+
+def multinomial_nll(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """-sum_i target_i log softmax(logits)_i, averaged over the rows."""
+    return -(F.log_softmax(logits, dim=1) * target).sum(1).mean()
+
+
+class MultiDAE(nn.Module):
+    Config = MultiDAEConfig
+    display_name = "MultiDAE"
+
+    def __init__(self, config: MultiDAEConfig, n_users: int, n_items: int, **side):
+        super().__init__()  # side inputs (data, clusters) are not used
+        self.config = config
+        self.n_users, self.n_items = n_users, n_items
+        dims = [int(d) for d in config.dims]
+        widths = [n_items, *dims[::-1], *dims[1:], n_items]  # items -> encoder -> latent -> decoder -> items
+        self.layers = dense_stack(widths)
+
+    # ---- the model contract ------------------------------------------------------------
+    def input_matrix(self, data: InteractionData) -> sp.csr_matrix:
+        return data.train
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.config.lr)
+
+    def loss(self, rows: torch.Tensor, users: np.ndarray | None = None) -> torch.Tensor:
+        return multinomial_nll(self.forward(rows), rows) + self.l2_penalty()
+
+    @torch.no_grad()
+    def scores(self, rows: torch.Tensor, users: np.ndarray | None = None) -> torch.Tensor:
+        return self.forward(rows)
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # ---- pieces ------------------------------------------------------------------------
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        """Logits (batch, n_items) of a batch of rows; input dropout only in training mode."""
+        h = _dropout(F.normalize(rows, dim=1), self.config.dropout, self.training)
+        return run_stack(self.layers, h)
+
+    def l2_penalty(self) -> torch.Tensor:
+        """reg_weight * sum of squared weight matrices (biases excluded), as the released code."""
+        weights = [m.weight for m in self.modules() if isinstance(m, nn.Linear)]
+        if self.config.reg_weight == 0.0:
+            return weights[0].new_zeros(())
+        return self.config.reg_weight * sum(w.pow(2).sum() for w in weights)

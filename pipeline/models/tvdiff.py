@@ -1,0 +1,382 @@
+"""TV-Diff: a tri-view diffusion framework for recommendation.
+
+Reference: Ziyang Chen et al. "Towards A Tri-View Diffusion Framework for Recommendation".
+KDD 2026. arXiv:2511.20122. Released code: github.com/umsimonchen/TV-Diff
+(``model/graph/TV_Diff.py``: ``AnisotropicNN``, ``TV_Diff_Encoder``; ``util/sampler.py``;
+``conf/TV_Diff.conf``), inside a SELFRec-style framework.
+
+Contract: the shared model contract (see ``pipeline/models/diffrec.py``); the item view needs the
+training graph, so the model takes ``data`` by keyword.
+
+What is implemented (the project's reference description, ``../shared/reference/README.md``):
+
+* forward process: DiffRec's Gaussian diffusion on the binary train row
+  (:class:`pipeline.models.diffusion.GaussianDiffusion`: linear-var schedule, beta_1 fixed to
+  1e-5, x0-prediction), timesteps drawn uniformly (no importance sampling, no reweighting);
+* the anisotropic two-tower denoiser (no biases, Xavier-uniform weights): user tower
+  h_u = tanh(dropout(x_t) W_item + temb W_time) (then tanh(h W) per further layer), temb =
+  Linear(sinusoidal(t, emb_size)); item tower h_i = tanh(R~^T W_user) (then tanh(h W) per further
+  layer) with R~ = D_u^-1/2 R D_i^-1/2 the normalised user-item graph (zero-degree rows and
+  columns stay 0) and W_user a free |U| x d_0 matrix; prediction x^ = h_u h_i^T. R~ stays sparse
+  (:class:`pipeline.hyperbolic.SparseOperator`: scipy on the CPU, torch sparse CSR elsewhere);
+* the free-energy loss = energy - temp x entropy term: per user the MSE to x_0 over items, minus
+  ``temp`` times a likelihood term divided by |I|:
+  ``bce``: sum_{i in P(u)} log sigma(x^_ui) + sum_{j in N(u)} log sigma(-x^_uj), |N(u)| = |P(u)|
+  sampled negatives (without replacement); ``nll``: the positive sum only; ``bpr``: one negative
+  per train pair and loss = mean MSE - temp x mean log(1e-5 + sigma(x^_ui - x^_uj)) over pairs
+  (not divided by |I|, as released), the MSE weighted by each user's number of pairs (in the
+  released ``bpr`` mode every pair row carries its user's full row, so a user counts once per pair);
+* negatives: uniform over the user's unobserved items, or AR-GSP (``ar_gsp: true``, below);
+* inference: from the clean train row, T posterior-mean steps with the predicted x_0, no noise,
+  dropout off; run algebraically folded like DiffRec here (:meth:`TVDiff.scores`), equal to the
+  step-by-step loop (:meth:`TVDiff.scores_reference`) up to float rounding.
+
+AR-GSP (acceptance-rejection Gumbel sampling of negatives), per user of the batch with its
+timestep t: candidates = the top floor(gamma |I|) items of the batch's (detached) predicted
+scores; log-weights log c_i + g_i with c_i the candidate indicator and g_i Gumbel(0, 1) noise,
+at temperature tau_t = exp(-ar_lambda (1 - t/T)); observed (train) items and non-candidates are
+rejected exactly (weight 0; the released code clamps every weight to >= 1e-10, so it can draw
+them); the draw is multinomial with those weights: without replacement for ``bce`` (Gumbel-top-k,
+the same law as ``torch.multinomial(..., replacement=False)``), one per pair for ``bpr``. All of it
+is vectorised over the batch. Note: with the released 0/1 candidate weights every candidate has
+the same log-weight, so the perturbed law is exchangeable and the draw is uniform over the
+unobserved candidates whatever tau_t is; the temperature is implemented as specified and would
+matter for non-uniform weights. A user with fewer unobserved candidates than needed gets only
+those (released: ``torch.multinomial`` would fail or fall back to the 1e-10 weights).
+
+Differences from the released code, on purpose:
+
+* dropout is off at evaluation (the released ``AnisotropicNN`` is never put in eval mode, so its
+  inference keeps dropout 0.5 on the input row);
+* batches are groups of users (the shared trainer) in every loss form; the released ``bpr`` form
+  iterates over 2048-pair batches with one timestep and noise draw per pair, here all pairs of a
+  user share the user's timestep and noise (same expectation);
+* ``bce`` / uniform negatives: drawn with Gumbel-top-k on torch's global generator instead of
+  ``torch.multinomial`` over a dense |U| x |I| probability matrix; a user with more train items
+  than unobserved ones gets all unobserved ones (released: an error);
+* only the first layer has a time weight (the released code allocates ``time_weight%d`` for every
+  layer and uses only the first, so the others are untrained parameters);
+* the time-embedding layer keeps torch's default ``nn.Linear`` initialisation, as released; the
+  dropout mask comes from ``torch.rand`` as in DiffRec here (same distribution as ``nn.Dropout``);
+* AR-GSP rejects observed items and non-candidates exactly (see above); the released code ships
+  AR-GSP switched off (``hard = False``), here it is ``ar_gsp``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.data.dataset import InteractionData
+from pipeline.hyperbolic import SparseOperator
+from pipeline.models.diffrec import timestep_embedding
+from pipeline.models.diffusion import GaussianDiffusion
+
+LOSS_TYPES = ("bce", "bpr", "nll")
+BPR_EPS = 1e-5  # the released log(10e-6 + sigmoid(pos - neg))
+
+
+@dataclass(frozen=True)
+class TVDiffConfig:
+    lr: float
+    weight_decay: float
+    batch_size: int
+    epochs: int
+    dims: list
+    emb_size: int
+    dropout: float
+    steps: int
+    noise_scale: float
+    noise_min: float
+    noise_max: float
+    loss_type: str
+    temp: float
+    ar_gsp: bool
+    gamma: float
+    ar_lambda: float
+
+    def problems(self) -> list[tuple[str | tuple[str, ...], str]]:
+        """(key or keys involved, message) for every impossible value (types are checked before)."""
+        out = []
+        if self.lr <= 0:
+            out.append(("lr", f"must be > 0, got {self.lr}"))
+        if self.weight_decay < 0:
+            out.append(("weight_decay", f"must be >= 0, got {self.weight_decay}"))
+        for key in ("batch_size", "epochs", "steps", "emb_size"):
+            if getattr(self, key) < 1:
+                out.append((key, f"must be an integer >= 1, got {getattr(self, key)!r}"))
+        if not self.dims or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in self.dims):
+            out.append(("dims", f"must be a non-empty list of positive integers, got {self.dims!r}"))
+        if not 0.0 <= self.dropout < 1.0:
+            out.append(("dropout", f"must be in [0, 1), got {self.dropout}"))
+        if self.noise_scale < 0:
+            out.append(("noise_scale", f"must be >= 0, got {self.noise_scale}"))
+        if not 0 < self.noise_min <= self.noise_max < 1:
+            out.append((("noise_min", "noise_max"), f"need 0 < noise_min <= noise_max < 1, got {self.noise_min} and {self.noise_max}"))
+        if self.loss_type not in LOSS_TYPES:
+            out.append(("loss_type", f"{self.loss_type!r} is not allowed; allowed values: {list(LOSS_TYPES)}"))
+        if self.temp < 0:
+            out.append(("temp", f"must be >= 0, got {self.temp}"))
+        if not 0.0 < self.gamma <= 1.0:
+            out.append(("gamma", f"must be in (0, 1], got {self.gamma}"))
+        if self.ar_lambda < 0:
+            out.append(("ar_lambda", f"must be >= 0, got {self.ar_lambda}"))
+        return out
+
+
+# ---------------------------------------------------------------------------- the item view
+def normalized_interactions(train: sp.spmatrix) -> sp.csr_matrix:
+    """R~ = D_u^-1/2 R D_i^-1/2 of the binarised train matrix (users x items); users or items
+    without interactions keep zero rows / columns."""
+    r = sp.csr_matrix(train, dtype=np.float64)
+    r.data[:] = 1.0
+    du, di = np.asarray(r.sum(axis=1)).ravel(), np.asarray(r.sum(axis=0)).ravel()
+    inv_u, inv_i = np.zeros_like(du), np.zeros_like(di)
+    np.power(du, -0.5, out=inv_u, where=du > 0)
+    np.power(di, -0.5, out=inv_i, where=di > 0)
+    out = (sp.diags(inv_u) @ r @ sp.diags(inv_i)).tocsr().astype(np.float32)
+    out.sort_indices()
+    return out
+
+
+# ---------------------------------------------------------------------------- negatives
+def gumbel(shape, device) -> torch.Tensor:
+    """Standard Gumbel noise -log(-log U) from torch's global generator (U clamped away from 0)."""
+    u = torch.rand(shape, device=device).clamp_(min=1e-20)
+    return -torch.log(-torch.log(u))
+
+
+def ar_gsp_temperature(t: torch.Tensor, steps: int, ar_lambda: float) -> torch.Tensor:
+    """tau_t = exp(-lambda (1 - t / T)) for timesteps t in 0..T-1 (the released schedule)."""
+    return torch.exp(-ar_lambda * (1.0 - t.to(torch.float64) / steps)).to(torch.float32)
+
+
+def candidate_mask(scores: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Boolean (B, I): the top max(1, floor(gamma I)) items of each row of ``scores``."""
+    n = max(1, int(gamma * scores.shape[1]))
+    top = scores.topk(n, dim=1).indices
+    return torch.zeros_like(scores, dtype=torch.bool).scatter_(1, top, True)
+
+
+def draw_negatives(log_weights: torch.Tensor, counts: torch.Tensor, replacement: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, item) of min(counts[r], #allowed in row r) draws per row r, multinomial with weights
+    exp(log_weights); -inf log-weights are never drawn.
+
+    Without replacement: Gumbel-top-k (the k largest log_weights + Gumbel noise), which has the
+    law of successive multinomial draws without replacement. With replacement: ``torch.multinomial``
+    on the row-normalised weights, ``counts[r]`` independent draws (rows without any allowed item
+    get none). Rows come out in order, the draws of a row in draw order.
+    """
+    allowed = torch.isfinite(log_weights)
+    available = allowed.sum(1)
+    take = counts if replacement else torch.minimum(counts, available)
+    take = torch.where(available > 0, take, torch.zeros_like(take))
+    k = int(take.max()) if len(take) else 0
+    if k == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=log_weights.device)
+        return empty, empty
+    if replacement:
+        rows_with = (take > 0).nonzero().squeeze(1)
+        lw = log_weights[rows_with]
+        probs = torch.exp(lw - lw.max(dim=1, keepdim=True).values)
+        drawn = torch.multinomial(probs, k, replacement=True)
+        keep = torch.arange(k, device=drawn.device).unsqueeze(0) < take[rows_with].unsqueeze(1)
+        row = rows_with.unsqueeze(1).expand(-1, k)[keep]
+        return row, drawn[keep]
+    keys = torch.where(allowed, log_weights + gumbel(log_weights.shape, log_weights.device), -math.inf)
+    drawn = keys.topk(k, dim=1).indices
+    keep = torch.arange(k, device=drawn.device).unsqueeze(0) < take.unsqueeze(1)
+    row = torch.arange(len(take), device=drawn.device).unsqueeze(1).expand(-1, k)[keep]
+    return row, drawn[keep]
+
+
+def ar_gsp_log_weights(scores: torch.Tensor, observed: torch.Tensor, t: torch.Tensor, steps: int, gamma: float,
+                       ar_lambda: float) -> torch.Tensor:
+    """AR-GSP's log-weights (B, I): (log c_i + g_i) / tau_t, -inf for non-candidates and observed items."""
+    accept = candidate_mask(scores, gamma) & ~observed
+    tau = ar_gsp_temperature(t, steps, ar_lambda).unsqueeze(1)
+    return torch.where(accept, gumbel(scores.shape, scores.device) / tau, -math.inf)
+
+
+def uniform_log_weights(observed: torch.Tensor) -> torch.Tensor:
+    """Uniform over the unobserved items: 0, -inf for observed ones."""
+    return torch.where(observed, -math.inf, 0.0)
+
+
+# ---------------------------------------------------------------------------- denoiser
+class AnisotropicDenoiser(nn.Module):
+    """TV-Diff's two-tower denoiser: x^ = h_u(x_t, t) h_i^T, the item tower over R~."""
+
+    def __init__(self, n_users: int, n_items: int, dims: list[int], emb_size: int, dropout: float, graph: sp.csr_matrix):
+        super().__init__()
+        self.emb_size = emb_size
+        self.dropout = dropout
+        self.emb_layer = nn.Linear(emb_size, emb_size)  # torch's default initialisation, as released
+        widths = list(dims)
+        self.item_weights = nn.ParameterList()  # the user tower ("item_weight%d" in the released code)
+        self.user_weights = nn.ParameterList()  # the item tower ("user_weight%d")
+        for i, width in enumerate(widths):
+            item_in = n_items if i == 0 else widths[i - 1]
+            user_in = n_users if i == 0 else widths[i - 1]
+            self.item_weights.append(nn.Parameter(nn.init.xavier_uniform_(torch.empty(item_in, width))))
+            if i == 0:
+                self.time_weight = nn.Parameter(nn.init.xavier_uniform_(torch.empty(emb_size, width)))
+            self.user_weights.append(nn.Parameter(nn.init.xavier_uniform_(torch.empty(user_in, width))))
+        self.graph_t = SparseOperator(graph.T.tocsr())  # R~^T (items x users), not state
+
+    def time_term(self, t: torch.Tensor) -> torch.Tensor:
+        emb = self.emb_layer(timestep_embedding(t, self.emb_size).to(self.time_weight.device))
+        return emb @ self.time_weight
+
+    def item_tower(self) -> torch.Tensor:
+        h = torch.tanh(self.graph_t @ self.user_weights[0])
+        for w in self.user_weights[1:]:
+            h = torch.tanh(h @ w)
+        return h
+
+    def user_tower(self, first: torch.Tensor) -> torch.Tensor:
+        """From the first layer's pre-activation to the last user-tower layer."""
+        h = torch.tanh(first)
+        for w in self.item_weights[1:]:
+            h = torch.tanh(h @ w)
+        return h
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, item_h: torch.Tensor | None = None) -> torch.Tensor:
+        item_h = self.item_tower() if item_h is None else item_h
+        h_u = self.user_tower(self._drop(x_t) @ self.item_weights[0] + self.time_term(t))
+        return h_u @ item_h.T
+
+    def _drop(self, x: torch.Tensor) -> torch.Tensor:
+        """Inverted dropout in training mode (mask from torch.rand, as DiffRec's denoiser here)."""
+        if not self.training or self.dropout == 0.0:
+            return x
+        keep = torch.rand_like(x) >= self.dropout
+        return x * keep / (1.0 - self.dropout)
+
+
+# ---------------------------------------------------------------------------- model
+class TVDiff(nn.Module):
+    Config = TVDiffConfig
+    display_name = "TV-Diff"
+
+    def __init__(self, config: TVDiffConfig, n_users: int, n_items: int, *, data: InteractionData | None = None, **side):
+        super().__init__()  # other side inputs are not used
+        if data is None:
+            raise ValueError("TV-Diff needs the training graph for its item view: pass data=InteractionData (build_model(..., data=data))")
+        if (data.n_users, data.n_items) != (n_users, n_items):
+            raise ValueError(
+                f"TV-Diff: data has {data.n_users} users x {data.n_items} items, but the model was asked for {n_users} x {n_items}"
+            )
+        self.config = config
+        self.n_users, self.n_items = n_users, n_items
+        self.diffusion = GaussianDiffusion(
+            steps=config.steps, noise_scale=config.noise_scale, noise_min=config.noise_min, noise_max=config.noise_max,
+            schedule="linear-var", max_beta=0.999, beta_fixed=True,
+        )
+        self.denoiser = AnisotropicDenoiser(
+            n_users, n_items, list(config.dims), config.emb_size, config.dropout, normalized_interactions(data.train)
+        )
+        self._cache: tuple | None = None
+
+    # ------------------------------------------------------------------ contract
+    def input_matrix(self, data: InteractionData) -> sp.csr_matrix:
+        return data.train
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.denoiser.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
+
+    def loss(self, rows: torch.Tensor, users: np.ndarray | None = None) -> torch.Tensor:
+        cfg = self.config
+        x0 = rows
+        t = torch.randint(0, cfg.steps, (x0.shape[0],), device=x0.device)
+        noise = torch.randn_like(x0)
+        x_t = self.diffusion.q_sample(x0, t, noise) if cfg.noise_scale != 0.0 else x0
+        out = self.denoiser(x_t, t)
+        mse = ((x0 - out) ** 2).mean(dim=1)
+        observed = x0 > 0
+        counts = observed.sum(1)
+        if cfg.loss_type == "nll":
+            likelihood = (F.logsigmoid(out) * observed).sum(1)
+            return (mse - cfg.temp * likelihood / self.n_items).mean()
+        log_w = self.negative_log_weights(out.detach(), observed, t)
+        if cfg.loss_type == "bce":
+            row, item = draw_negatives(log_w, counts, replacement=False)
+            negative = torch.zeros_like(out).index_put_((row, item), torch.ones_like(row, dtype=out.dtype))
+            likelihood = (F.logsigmoid(out) * observed).sum(1) + (F.logsigmoid(-out) * negative).sum(1)
+            return (mse - cfg.temp * likelihood / self.n_items).mean()
+        # bpr: one negative per train pair
+        pair_row, pos = observed.nonzero(as_tuple=True)
+        if len(pair_row) == 0:
+            return mse.mean()
+        row, neg = draw_negatives(log_w, counts, replacement=True)
+        # draw_negatives returns counts[r] draws per row with any allowed item, rows in order: pair
+        # them with that row's positives (both grouped by row); rows without allowed items drop out
+        has = torch.zeros_like(counts, dtype=torch.bool)
+        has[row] = True
+        keep = has[pair_row]
+        pair_row, pos = pair_row[keep], pos[keep]
+        if not torch.equal(row, pair_row):  # cannot happen: both list counts[r] entries per row, rows in order
+            raise RuntimeError("TV-Diff bpr: negatives and positives are not aligned")
+        weight = counts.to(mse.dtype)
+        energy = (weight * mse).sum() / weight.sum()
+        if len(pair_row) == 0:
+            return energy
+        diff = out[pair_row, pos] - out[row, neg]
+        return energy - cfg.temp * torch.log(BPR_EPS + torch.sigmoid(diff)).mean()
+
+    def negative_log_weights(self, scores: torch.Tensor, observed: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Log-weights of the negative draw: AR-GSP's or uniform over unobserved items."""
+        cfg = self.config
+        if cfg.ar_gsp:
+            return ar_gsp_log_weights(scores, observed, t, cfg.steps, cfg.gamma, cfg.ar_lambda)
+        return uniform_log_weights(observed)
+
+    @torch.no_grad()
+    def scores_reference(self, rows: torch.Tensor, users: np.ndarray | None = None) -> torch.Tensor:
+        """The released inference loop (one denoiser call per step), with the current train/eval mode."""
+        item_h = self.denoiser.item_tower()
+        return self.diffusion.reverse(lambda x, t: self.denoiser(x, t, item_h), rows, 0)
+
+    @torch.no_grad()
+    def scores(self, rows: torch.Tensor, users: np.ndarray | None = None) -> torch.Tensor:
+        """T reverse posterior-mean steps from the clean row, folded: the posterior mean is linear
+        in x_t, the user tower's first layer is linear in x_t and the output is linear in the last
+        hidden layer, so the chain runs on z_t = x_t W_0 (d_0 columns) with M = h_i^T W_0, and
+        x_0 = a x_T + (sum of weighted hidden states) h_i^T is formed once (eval mode only)."""
+        if self.training:
+            return self.scores_reference(rows, users)
+        den = self.denoiser
+        item_h, fold = self._folded_cached()
+        z = rows @ den.item_weights[0]
+        hidden_sum = torch.zeros(rows.shape[0], item_h.shape[1], dtype=rows.dtype, device=rows.device)
+        coef_x = 1.0
+        for t, c1, c2 in self.diffusion.reverse_coefficients():
+            t_vec = torch.full((1,), t, dtype=torch.long, device=rows.device)
+            h = den.user_tower(z + den.time_term(t_vec))
+            c1f, c2f = float(np.float32(c1)), float(np.float32(c2))  # the reference applies float32 coefficients
+            z = torch.addmm(z, h, fold, beta=c2f, alpha=c1f)
+            hidden_sum.mul_(c2f).add_(h, alpha=c1f)
+            coef_x *= c2f
+        return coef_x * rows + hidden_sum @ item_h.T
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # ------------------------------------------------------------------ internals
+    def _folded_cached(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(h_i = item_tower(), M = h_i^T W_0) without gradients, reused while the weights are
+        unchanged (evaluation scores users in chunks; the optimiser step and load_state_dict bump
+        the tensor versions)."""
+        weights = [*self.denoiser.user_weights, self.denoiser.item_weights[0]]
+        key = tuple((w._version, w.data_ptr(), w.device) for w in weights)
+        if self._cache is None or self._cache[0] != key:
+            with torch.no_grad():
+                item_h = self.denoiser.item_tower()
+                self._cache = (key, (item_h, item_h.T @ self.denoiser.item_weights[0]))
+        return self._cache[1]

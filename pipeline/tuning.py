@@ -1,0 +1,116 @@
+"""The tune stage: a tuned model variant's hyperparameter grid, selected on validation.
+
+For a variant with ``models.<variant>.grid`` (the baselines), every grid point (the product of
+the listed values, on top of the defaults and the split's overrides) is trained with the first
+seed of ``experiments.seeds`` through the shared trainer, exactly like any run: the same
+evaluator, early stopping and best-epoch selection. The point with the highest validation
+``training.select_metric`` wins (the first one listed on ties: the grid's order is part of the
+config). The paper tuned its baselines the same way; test metrics play no part in the choice.
+
+Outputs of ``runs/<split>/<variant>/tuning/``:
+
+* ``point<i>/``: each point's run folder (metrics.json, history.csv, per_user.parquet and
+  ``hyper.json``, the point's setting); model.pt is kept for the selected point only;
+* ``grid.csv``: one row per point: its setting, best epoch, validation and test metric;
+* ``selected.json``: the winning point, its setting and its validation value; the train stage
+  (``python -m pipeline train --tuned .../selected.json``) then runs every seed with it; the
+  first seed's run is the selected point's run (the same config and seed, so the same bytes),
+  which it copies instead of training it a second time.
+
+A killed tune stage loses nothing: finished points (metrics.json present and hyper.json equal
+to the point) are kept, and the interrupted one resumes from its own checkpoint.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.config import ConfigError, grid_points
+from pipeline.data.dataset import load_interactions
+from pipeline.io import atomic_path, read_json, write_json
+from pipeline.training.run import fit, load_clusters
+
+SELECTED_FILE = "selected.json"
+
+
+def select(points: list[dict], results: list[dict], metric: str) -> int:
+    """Index of the point with the highest validation ``metric`` (the first one on ties)."""
+    values = [r["valid"][metric] for r in results]
+    return max(range(len(points)), key=lambda i: (values[i], -i))
+
+
+def read_selected(path: str | Path) -> dict:
+    """The setting a tune stage selected (``selected.json``'s ``hyper``)."""
+    return dict(read_json(path)["hyper"])
+
+
+RUN_FILES = ("metrics.json", "history.csv", "per_user.parquet", "model.pt")
+
+
+def reuse_selected_run(selected_path: str | Path, split: str, variant: str, seed: int, out_dir: str | Path, timing_path: Path) -> dict | None:
+    """For the seed the grid was trained with, copy the selected point's run folder to ``out_dir``
+    (atomically, file by file) and return its metrics; None for any other seed."""
+    selected = read_json(selected_path)
+    if int(selected["seed"]) != int(seed) or (selected["split"], selected["variant"]) != (split, variant):
+        return None
+    point = Path(selected_path).parent / f"point{selected['point']}"
+    if read_json(point / "hyper.json") != selected["hyper"] or not all((point / f).exists() for f in RUN_FILES):
+        raise FileNotFoundError(f"{point}: the selected grid run is incomplete; run the tune stage again")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES:
+        with atomic_path(out / name) as tmp:
+            shutil.copyfile(point / name, tmp)
+    timing = Path("logs") / "timing" / f"{split}_{variant}_tune_point{selected['point']}.json"
+    if timing.exists():
+        timing_path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(timing, timing_path)
+    return read_json(out / "metrics.json")
+
+
+def main(params: dict, split: str, variant: str, data_dir: str, out_dir: str, clusters_dir: str | None = None) -> dict:
+    points = grid_points(params, variant)
+    if not points:
+        raise ConfigError(f"models.{variant}", "has no grid to tune (add models.<variant>.grid)")
+    out = Path(out_dir)
+    data = load_interactions(data_dir)
+    clusters = load_clusters(params, variant, clusters_dir, data.n_items)
+    seed = int(params["experiments"]["seeds"][0])
+    metric = params["training"]["select_metric"]
+    results = []
+    for i, point in enumerate(points):
+        run_dir = out / f"point{i}"
+        tag = f"{split} {variant} grid {i + 1}/{len(points)} {point}"
+        hyper_path = run_dir / "hyper.json"
+        finished = (run_dir / "metrics.json").exists() and hyper_path.exists() and read_json(hyper_path) == point
+        if finished:
+            print(f"[{tag}] already finished: kept", flush=True)
+            results.append(read_json(run_dir / "metrics.json"))
+            continue
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "metrics.json").unlink(missing_ok=True)  # a stale result of another setting
+        write_json(hyper_path, point)
+        timing = Path("logs") / "timing" / f"{split}_{variant}_tune_point{i}.json"
+        _, metrics = fit(params, split, variant, seed, data, run_dir, tag, timing, clusters, tuned=point)
+        print(f"[{tag}] best epoch {metrics['best_epoch']}: valid {metric} {metrics['valid'][metric]:.4f}", flush=True)
+        results.append(metrics)
+
+    best = select(points, results, metric)
+    for i in range(len(points)):
+        if i != best:  # the selected point's run is the first seed's run (pipeline.training.run.main)
+            (out / f"point{i}" / "model.pt").unlink(missing_ok=True)
+    rows = [
+        {"point": i, **{k: str(v) for k, v in point.items()}, "best_epoch": r["best_epoch"],
+         f"valid_{metric}": r["valid"][metric], f"test_{metric}": r["test"][metric], "selected": i == best}
+        for i, (point, r) in enumerate(zip(points, results))
+    ]
+    with atomic_path(out / "grid.csv") as tmp:
+        pl.DataFrame(rows).write_csv(tmp)
+    selected = {"variant": variant, "split": split, "seed": seed, "select_metric": metric, "point": best,
+                "hyper": points[best], "valid": results[best]["valid"][metric], "n_points": len(points)}
+    write_json(out / SELECTED_FILE, selected)
+    print(f"[{split} {variant}] selected grid point {best}: {points[best]} (valid {metric} {selected['valid']:.4f})", flush=True)
+    return selected

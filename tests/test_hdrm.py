@@ -1,0 +1,333 @@
+"""HDRM and its stage 1: Lorentz geometry (geoopt maps), the row-normalised graph, the HGCF-style
+hyperbolic LightGCN (propagation, points on the manifold, falling loss, the embedding artifact),
+and HDRM (vectorised scoring vs the per-user loop, geometric noise, falling loss, full ranking)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from pipeline.config import EvaluationConfig, TrainingConfig, model_config
+from pipeline.data.dataset import InteractionData, dense_rows, load_interactions
+from pipeline.hyperbolic import (
+    HyperbolicEmbeddings,
+    expmap0,
+    load_hyperbolic_embeddings,
+    logmap0,
+    minkowski_norm2,
+    pairwise_sqdist,
+    row_normalized_adjacency,
+    sample_pairs,
+    sqdist,
+    to_tangent0,
+    train_hyperbolic_embeddings,
+)
+from pipeline.models import MODELS
+from pipeline.models.hdrm import HDRM, HDRMConfig, geometric_noise
+from pipeline.models.hgcf import HGCF, HGCFConfig
+from pipeline.training.run import build_model
+from pipeline.training.trainer import train_run
+from planted import write_planted
+
+N_USERS, N_ITEMS, GROUPS = 60, 40, 3
+SPLIT = "tiny_clean"
+TRAINING = TrainingConfig(device="cpu", threads=1, eval_every=5, patience=20, select_metric="recall@20", checkpoint_every=5)
+EVALUATION = EvaluationConfig(topk=(10, 20), batch_size=25)
+HGCF_HYPER = dict(emb_size=16, n_layers=2, lr=0.05, weight_decay=0.0, momentum=0.9, margin=0.2, init_scale=0.1, batch_size=16, epochs=10)
+HDRM_HYPER = dict(
+    lr=1e-3, weight_decay=0.0, batch_size=16, epochs=10, dims=[8, 24], emb_size=10, dropout=0.5, act="relu", steps=5,
+    noise_scale=0.01, noise_min=0.001, noise_max=0.01, alpha=0.05, margin=0.2, mix=0.05, geometric_noise=False,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread is fastest and immune to a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return write_planted(tmp_path_factory.mktemp("tiny_clean"), N_USERS, N_ITEMS, GROUPS)
+
+
+@pytest.fixture(scope="module")
+def data(data_dir) -> InteractionData:
+    return load_interactions(data_dir)
+
+
+def params_for(**overrides) -> dict:
+    """The parts of params.yaml that build_model, training and the embedding stage read."""
+    return {
+        "models": {"hgcf": {"defaults": {**HGCF_HYPER, **overrides}}, "hdrm": {"defaults": HDRM_HYPER}},
+        "embeddings": {"seed": 1},
+        "training": dataclasses.asdict(TRAINING),
+        "evaluation": {"topk": list(EVALUATION.topk), "batch_size": EVALUATION.batch_size},
+    }
+
+
+@pytest.fixture(scope="module")
+def stage1(data_dir, tmp_path_factory) -> tuple[dict, Path]:
+    """HGCF trained on the planted data by the embedding stage: (metrics, its folder)."""
+    out = tmp_path_factory.mktemp("hgcf")
+    cwd = Path.cwd()
+    import os
+
+    os.chdir(out)  # the timing file goes to ./logs/timing
+    try:
+        metrics = train_hyperbolic_embeddings(params_for(), SPLIT, str(data_dir), str(out / "run"))
+    finally:
+        os.chdir(cwd)
+    return metrics, out / "run"
+
+
+def random_recall(data: InteractionData, k: int) -> float:
+    """Expected test recall@k of a random ranking (train and valid items masked)."""
+    candidates = data.n_items - np.diff((data.train + data.valid).tocsr().indptr)
+    return float(np.mean(np.minimum(1.0, k / candidates)))
+
+
+def random_points(n: int, dim: int, scale: float = 0.7, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return expmap0(torch.randn(n, dim, generator=g, dtype=torch.float64) * scale)
+
+
+# --------------------------------------------------------------------------------------------
+# geometry
+
+
+def test_expmap_logmap_round_trip():
+    g = torch.Generator().manual_seed(0)
+    u = torch.randn(50, 9, generator=g, dtype=torch.float64) * torch.linspace(0.01, 3.0, 50, dtype=torch.float64)[:, None]
+    x = expmap0(u)
+    torch.testing.assert_close(logmap0(x), to_tangent0(u), rtol=1e-9, atol=1e-9)  # the time coordinate is ignored
+    assert (logmap0(x)[:, 0] == 0).all()
+    torch.testing.assert_close(expmap0(logmap0(x)), x, rtol=1e-9, atol=1e-9)
+    # the distance to the origin is the tangent norm
+    origin = torch.zeros(1, 9, dtype=torch.float64)
+    origin[0, 0] = 1.0
+    torch.testing.assert_close(sqdist(origin.expand(50, -1), x), (u[:, 1:] ** 2).sum(1), rtol=1e-9, atol=1e-9)
+
+
+def test_points_are_on_the_manifold_and_distance_is_symmetric():
+    x, y = random_points(30, 6, seed=1), random_points(20, 6, seed=2)
+    torch.testing.assert_close(minkowski_norm2(x), torch.full((30,), -1.0, dtype=torch.float64), rtol=0, atol=1e-9)
+    assert (x[:, 0] >= 1).all()
+    d = pairwise_sqdist(x, y)
+    assert d.shape == (30, 20) and (d >= 0).all()
+    torch.testing.assert_close(d, pairwise_sqdist(y, x).T, rtol=1e-12, atol=1e-12)
+    # the matrix form equals geoopt's paired distance and the closed form arcosh(-<x, y>_L)^2
+    for i in range(30):
+        torch.testing.assert_close(d[i], sqdist(x[i].expand(20, -1), y), rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(sqdist(x[i].expand(20, -1), y), sqdist(y, x[i].expand(20, -1)), rtol=0, atol=0)
+    inner = -x[:, :1] * y[:, 0] + x[:, 1:] @ y[:, 1:].T
+    torch.testing.assert_close(d, torch.arccosh(-inner) ** 2, rtol=1e-8, atol=1e-8)
+    assert pairwise_sqdist(x, x).diagonal().abs().max() < 1e-6
+
+
+def test_row_normalized_adjacency_by_hand():
+    r = np.array([[1, 1, 0], [0, 1, 0]], dtype=np.float32)  # item 2 has no edge
+    a = np.zeros((5, 5))
+    a[:2, 2:], a[2:, :2] = r, r.T
+    a += np.eye(5)
+    expected = a / a.sum(1, keepdims=True)  # D^-1 (A + I): every row sums to 1
+    assert expected[0, 3] == pytest.approx(1 / 3) and expected[4, 4] == 1.0
+    np.testing.assert_allclose(row_normalized_adjacency(sp.csr_matrix(r)).toarray(), expected, rtol=1e-6)
+
+
+def test_sample_pairs():
+    rows = torch.tensor([[1.0, 0, 1, 0, 0], [0, 0, 0, 0, 0], [1, 1, 1, 1, 0], [1, 1, 1, 1, 1]])
+    torch.manual_seed(0)
+    for _ in range(50):
+        b, pos, neg = sample_pairs(rows)
+        # every nonzero once, row-major; the full row 3 has no negative and is dropped
+        assert b.tolist() == [0, 0, 2, 2, 2, 2] and pos.tolist() == [0, 2, 0, 1, 2, 3]
+        assert (rows[b, neg] == 0).all()
+        assert (neg[2:] == 4).all()  # the only free item of row 2
+
+
+# --------------------------------------------------------------------------------------------
+# stage 1: HGCF
+
+
+def test_hgcf_registered_and_config_checks(data):
+    assert MODELS["hgcf"] is HGCF and HGCF.display_name == "HGCF"
+    assert model_config(params_for(), "hgcf", SPLIT) == HGCFConfig(**HGCF_HYPER)
+    bad = HGCFConfig(**{**HGCF_HYPER, "emb_size": 1, "n_layers": 0, "momentum": 1.0, "margin": -0.1})
+    assert {key for key, _ in bad.problems()} == {"emb_size", "n_layers", "momentum", "margin"}
+    with pytest.raises(ValueError, match="needs the training graph"):
+        HGCF(HGCFConfig(**HGCF_HYPER), N_USERS, N_ITEMS)
+
+
+def test_hgcf_propagation_by_hand(data):
+    model = build_model(params_for(), "hgcf", SPLIT, 1, N_USERS, N_ITEMS, data=data)
+    graph = torch.from_numpy(row_normalized_adjacency(data.train).toarray()).double()
+    ego = torch.cat([model.user_embedding, model.item_embedding]).detach().double()
+    h0 = logmap0(ego)
+    h1 = graph @ h0
+    expected = expmap0(h1 + graph @ h1)  # layers 1..2 summed, layer 0 left out
+    users, items = model.propagate()
+    torch.testing.assert_close(torch.cat([users, items]).double(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_hgcf_loss_falls_and_points_stay_on_the_manifold(data):
+    model = build_model(params_for(), "hgcf", SPLIT, 1, N_USERS, N_ITEMS, data=data)
+    optimizer = model.optimizer()
+    users = np.arange(N_USERS)
+    rows = dense_rows(data.train, users)
+    losses = []
+    for _ in range(30):
+        optimizer.zero_grad()
+        loss = model.loss(rows, users)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(0.2 * data.train.nnz, rel=0.2)  # near-origin start: every pair ~ the margin
+    assert np.mean(losses[-3:]) < 0.5 * losses[0]
+    for weight in (model.user_embedding, model.item_embedding):
+        form = minkowski_norm2(weight.detach().double())
+        torch.testing.assert_close(form, torch.full_like(form, -1.0), rtol=0, atol=1e-4)
+    users_final, items_final = model.final_embeddings()
+    assert users_final.shape == (N_USERS, HGCF_HYPER["emb_size"]) and users_final.dtype == torch.float32
+    torch.testing.assert_close(minkowski_norm2(items_final.double()), torch.full((N_ITEMS,), -1.0, dtype=torch.float64), rtol=0, atol=1e-3)
+    # the state dict holds plain tensors (loadable with weights_only=True) and reloads exactly
+    state = model.state_dict()
+    assert {type(v) for v in state.values()} == {torch.Tensor}
+    other = build_model(params_for(), "hgcf", SPLIT, 2, N_USERS, N_ITEMS, data=data)
+    other.load_state_dict(state)
+    torch.testing.assert_close(other.scores(None, users), model.scores(None, users))
+
+
+def test_hgcf_resumes_exactly_after_a_stop(data, tmp_path):
+    """The Riemannian optimiser's state (momentum) goes through the trainer's checkpoint."""
+    identity = {"model": "hgcf", "split": SPLIT, "seed": 1, "config": HGCF_HYPER}
+    full = build_model(params_for(), "hgcf", SPLIT, 1, N_USERS, N_ITEMS, data=data)
+    expected = train_run(full, data, TRAINING, EVALUATION, tmp_path / "full", identity, 1)
+    first = build_model(params_for(), "hgcf", SPLIT, 1, N_USERS, N_ITEMS, data=data)
+    assert train_run(first, data, TRAINING, EVALUATION, tmp_path / "cut", identity, 1, stop_after_epoch=5) == {}
+    resumed = build_model(params_for(), "hgcf", SPLIT, 7, N_USERS, N_ITEMS, data=data)  # other initial weights
+    assert train_run(resumed, data, TRAINING, EVALUATION, tmp_path / "cut", identity, 1) == expected
+    assert (tmp_path / "full" / "history.csv").read_bytes() == (tmp_path / "cut" / "history.csv").read_bytes()
+
+
+def test_stage1_writes_loadable_embeddings_deterministically(stage1, data, data_dir, tmp_path, monkeypatch):
+    metrics, folder = stage1
+    assert metrics["test"]["recall@20"] > random_recall(data, 20) + 0.2
+    emb = load_hyperbolic_embeddings(folder, N_USERS, N_ITEMS)
+    assert emb.users.shape == (N_USERS, HGCF_HYPER["emb_size"]) and emb.items.dtype == np.float32
+    # the files hold the best state's final embeddings
+    saved = torch.load(folder / "model.pt", weights_only=True)
+    assert saved["epoch"] == metrics["best_epoch"]
+    model = build_model(params_for(), "hgcf", SPLIT, 1, N_USERS, N_ITEMS, data=data)
+    model.load_state_dict(saved["model"])
+    np.testing.assert_array_equal(model.final_embeddings()[1].numpy(), emb.items)
+    monkeypatch.chdir(tmp_path)
+    assert train_hyperbolic_embeddings(params_for(), SPLIT, str(data_dir), str(tmp_path / "again")) == metrics
+    for name in ("user_emb.npy", "item_emb.npy"):
+        assert (folder / name).read_bytes() == (tmp_path / "again" / name).read_bytes()
+    # a broken artifact is refused
+    np.save(tmp_path / "again" / "item_emb.npy", emb.items * 2.0)
+    with pytest.raises(ValueError, match="not points of the hyperboloid"):
+        load_hyperbolic_embeddings(tmp_path / "again")
+    with pytest.raises(ValueError, match="rows"):
+        load_hyperbolic_embeddings(folder, N_USERS + 1)
+
+
+# --------------------------------------------------------------------------------------------
+# stage 2: HDRM
+
+
+def hdrm_config(**overrides) -> HDRMConfig:
+    cfg = HDRMConfig(**{**HDRM_HYPER, **overrides})
+    assert cfg.problems() == []
+    return cfg
+
+
+def test_hdrm_registered_and_config_checks(stage1):
+    assert MODELS["hdrm"] is HDRM and HDRM.display_name == "HDRM" and HDRM.needs_hyperbolic
+    assert model_config(params_for(), "hdrm", SPLIT) == HDRMConfig(**HDRM_HYPER)
+    bad = HDRMConfig(**{**HDRM_HYPER, "act": "gelu", "alpha": 1.5, "mix": -0.1, "noise_scale": 0.0})
+    assert {key for key, _ in bad.problems()} == {"act", "alpha", "mix", "noise_scale"}
+    with pytest.raises(ValueError, match="stage-1 hyperbolic embeddings"):
+        HDRM(hdrm_config(), N_USERS, N_ITEMS)
+    emb = load_hyperbolic_embeddings(stage1[1])
+    with pytest.raises(ValueError, match="rows"):
+        HDRM(hdrm_config(), N_USERS - 1, N_ITEMS, hyperbolic=emb)
+
+
+def test_geometric_noise_by_hand():
+    z0 = torch.tensor([[1.0, -2.0, 0.0], [3.0, 2.0, -1.0]])
+    noise = torch.tensor([[-0.5, 0.5, 2.0], [1.0, -1.0, -3.0]])
+    mu = torch.tensor([2.0, 0.0, -0.5])
+    sigma = torch.tensor([math.sqrt(2.0), math.sqrt(8.0), math.sqrt(0.5)])  # unbiased std over the rows
+    signed = torch.tensor([[0.5, -0.5, 0.0], [1.0, 1.0, -3.0]])  # sign(z0) |noise|
+    torch.testing.assert_close(geometric_noise(noise, z0), mu + sigma * signed)
+    one = geometric_noise(noise[:1], z0[:1])  # one row: std 0, the mean alone
+    torch.testing.assert_close(one, z0[:1])
+
+
+@pytest.mark.parametrize("geometric", [False, True], ids=["gaussian", "geometric-noise"])
+def test_vectorised_scoring_equals_the_per_user_loop(geometric):
+    """Scoring all items at once equals the released per-user loop (float64, same noise draws)."""
+    users, items = random_points(7, 6, seed=3).float(), random_points(11, 6, seed=4).float()
+    torch.manual_seed(0)
+    model = HDRM(hdrm_config(geometric_noise=geometric, steps=4), 7, 11, hyperbolic=(users, items)).double()
+    model.eval()
+    rows = (torch.rand(7, 11, generator=torch.Generator().manual_seed(5)) < 0.4).double()
+    rows[3] = 0.0  # a user without train items starts from the zero vector
+    batch = np.arange(7)
+    torch.manual_seed(9)
+    fast = model.scores(rows, batch)
+    torch.manual_seed(9)
+    slow = model.scores_reference(rows, batch)
+    assert fast.shape == (7, 11) and fast.dtype == torch.float64 and torch.isfinite(fast).all()
+    torch.testing.assert_close(fast, slow, rtol=1e-12, atol=1e-12)
+    assert torch.equal(fast.argsort(dim=1, stable=True), slow.argsort(dim=1, stable=True))
+    # by hand for one user: -arcosh(-<g, i>_L)^2 with the generated point g
+    torch.manual_seed(9)
+    g = model.generate(rows, batch)
+    inner = -g[2, 0] * model.item_points[:, 0] + model.item_points[:, 1:] @ g[2, 1:]
+    torch.testing.assert_close(fast[2], -torch.arccosh(-inner) ** 2, rtol=1e-9, atol=1e-9)
+
+
+def test_hdrm_loss_falls(stage1, data):
+    emb = load_hyperbolic_embeddings(stage1[1])
+    torch.manual_seed(0)
+    model = HDRM(hdrm_config(dropout=0.0, lr=3e-3, alpha=0.5), N_USERS, N_ITEMS, hyperbolic=emb)
+    optimizer = model.optimizer()
+    assert isinstance(optimizer, torch.optim.Adam)
+    users = np.arange(N_USERS)
+    rows = dense_rows(data.train, users)
+    losses = []
+    for _ in range(40):
+        optimizer.zero_grad()
+        loss = model.loss(rows, users)
+        assert torch.isfinite(loss)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
+    # only the denoisers learn: the frozen embeddings are buffers outside the state dict
+    assert set(model.state_dict()) >= {"user_denoiser.emb_layer.weight", "item_denoiser.emb_layer.weight"}
+    assert not any(k in model.state_dict() for k in ("user_tangent", "item_tangent", "item_points"))
+
+
+def test_hdrm_train_run_beats_random(stage1, data, tmp_path):
+    emb = load_hyperbolic_embeddings(stage1[1], N_USERS, N_ITEMS)
+    model = build_model(params_for(), "hdrm", SPLIT, 1, N_USERS, N_ITEMS, data=data, hyperbolic=emb)
+    identity = {"model": "hdrm", "split": SPLIT, "seed": 1, "config": dataclasses.asdict(model.config)}
+    metrics = train_run(model, data, TRAINING, EVALUATION, tmp_path / "run", identity, 1)
+    for k in (10, 20):
+        chance = random_recall(data, k)
+        assert metrics["test"][f"recall@{k}"] > chance + 0.2, (k, metrics["test"], chance)
+    again = build_model(params_for(), "hdrm", SPLIT, 1, N_USERS, N_ITEMS, data=data, hyperbolic=emb)
+    assert train_run(again, data, TRAINING, EVALUATION, tmp_path / "run2", identity, 1) == metrics

@@ -1,0 +1,70 @@
+"""Cluster profiles: a dry run through the official executor plugins plans the default DAG with
+the resources every rule declares, and a GPU on the training rules.
+
+``snakemake --profile workflow/profiles/<name> -n`` only plans: nothing is submitted, so no
+SLURM controller or Kubernetes API is needed.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAINING_RULES = {"train", "embed", "tune"}
+
+
+def planned_jobs(*args: str) -> list[dict]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "-F", *args],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    jobs, current = [], None
+    for line in proc.stdout.splitlines():
+        if m := re.match(r"^rule (\w+):$", line):
+            current = {"rule": m.group(1), "resources": {}, "threads": 1}
+            jobs.append(current)
+        elif current is not None and (m := re.match(r"^\s+resources: (.*)$", line)):
+            current["resources"] = dict(kv.split("=", 1) for kv in m.group(1).split(", "))
+        elif current is not None and (m := re.match(r"^\s+threads: (\d+)$", line)):
+            current["threads"] = int(m.group(1))
+        elif current is not None and (m := re.match(r"^\s+wildcards: (.*)$", line)):
+            current["wildcards"] = dict(kv.split("=", 1) for kv in m.group(1).split(", "))
+    assert jobs, proc.stdout[-3000:]
+    return jobs
+
+
+@pytest.mark.parametrize("profile", ["slurm", "kubernetes"])
+def test_cluster_profile_plans_the_dag_with_gpus_on_training_rules(profile):
+    jobs = planned_jobs("--profile", f"workflow/profiles/{profile}")
+    rules = {job["rule"] for job in jobs}
+    assert {"train", "embed", "aggregate"} <= rules, rules
+    for job in jobs:
+        if job["rule"] == "all":
+            continue
+        res = job["resources"]
+        assert int(res["mem_mb"]) > 0 and int(res["runtime"]) > 0, job
+        if job["rule"] in TRAINING_RULES:
+            assert res.get("gpu") == "1", job  # the profile turns training.device to auto
+        else:
+            assert res.get("gpu", "0") == "0", job
+
+
+def test_local_default_profile_asks_for_no_gpu():
+    """params.yaml trains on the CPU (training.device: cpu): no rule asks for a GPU; each
+    training job takes its variant's threads (models.<variant>.threads, else training.threads)."""
+    from pipeline.config import load_params, run_threads
+
+    params = load_params(ROOT / "params.yaml")
+    jobs = planned_jobs("--cores", "2")
+    train = [j for j in jobs if j["rule"] in TRAINING_RULES]
+    assert train and all(j["resources"].get("gpu") == "0" for j in train)
+    for job in train:
+        variant = job["wildcards"].get("model", "lightgcn")  # embed trains LightGCN
+        assert job["threads"] == run_threads(params, variant), job
+    assert {j["threads"] for j in train} == {1, 2}

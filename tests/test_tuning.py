@@ -1,0 +1,117 @@
+"""The tune stage: grid points, selection on validation, resume of a killed grid, config errors."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import polars as pl
+import pytest
+
+from pipeline.config import ConfigError, check_semantics, grid_points, load_params
+from pipeline.data.dataset import load_interactions
+from pipeline.tuning import RUN_FILES, SELECTED_FILE, main as tune, read_selected, select
+from pipeline.training.run import fit, main as train
+from planted import write_planted
+from test_trainer import HYPER, N_ITEMS, N_USERS
+
+from pathlib import Path
+
+E2E_PARAMS = Path(__file__).resolve().parent / "e2e" / "params.yaml"
+SPLIT = "ml-100k_clean"  # a split name the e2e params know; the data is the planted one
+
+
+def params_with_grid(grid: dict) -> dict:
+    params = load_params(E2E_PARAMS)
+    params["models"]["diffrec"] = {"defaults": {**HYPER, "epochs": 4}, "grid": grid}
+    params["training"].update(threads=1, eval_every=2, patience=4, select_metric="recall@10", checkpoint_every=2)
+    params["evaluation"].update(topk=[5, 10], batch_size=25)
+    params["experiments"]["seeds"] = [3, 1]
+    return params
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_planted(tmp_path_factory.mktemp("planted"), N_USERS, N_ITEMS, 3)
+
+
+def test_grid_points_are_the_product_in_written_order():
+    params = params_with_grid({"lr": [0.1, 0.01], "dims": [[8], [16]]})
+    assert grid_points(params, "diffrec") == [
+        {"lr": 0.1, "dims": [8]}, {"lr": 0.1, "dims": [16]}, {"lr": 0.01, "dims": [8]}, {"lr": 0.01, "dims": [16]},
+    ]
+    params["models"]["diffrec"].pop("grid")
+    assert grid_points(params, "diffrec") == []
+
+
+def test_select_takes_the_best_validation_value_and_the_first_on_ties():
+    results = [{"valid": {"recall@20": v}} for v in (0.1, 0.3, 0.3, 0.2)]
+    assert select([{}] * 4, results, "recall@20") == 1
+
+
+def test_grid_errors_name_the_key():
+    base = load_params(E2E_PARAMS)
+    tuned = [v for v in base["experiments"].get("tuned_models", [])]
+    assert tuned, "the e2e params tune at least one baseline"
+    variant = tuned[0]
+
+    bad = copy.deepcopy(base)
+    bad["models"][variant]["grid"] = {"no_such_knob": [1, 2]}
+    with pytest.raises(ConfigError, match=rf"models\.{variant}\.grid\.no_such_knob.*unknown hyperparameter"):
+        check_semantics(bad)
+
+    bad = copy.deepcopy(base)
+    bad["experiments"]["models"].append(variant)
+    bad["experiments"]["tuned_models"].remove(variant)
+    with pytest.raises(ConfigError, match="list it under experiments.tuned_models"):
+        check_semantics(bad)
+
+    bad = copy.deepcopy(base)
+    bad["experiments"]["tuned_models"].append("diffrec")
+    with pytest.raises(ConfigError, match="has no grid to tune"):
+        check_semantics(bad)
+
+
+def test_tune_selects_on_validation_and_train_uses_the_selection(data_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # timing files go to ./logs
+    # lr 1e-7 cannot learn in 4 epochs: the grid must pick the working learning rate
+    params = params_with_grid({"lr": [1e-7, 0.02]})
+    out = tmp_path / "tuning"
+    selected = tune(params, SPLIT, "diffrec", str(data_dir), str(out))
+    assert selected["hyper"] == {"lr": 0.02} and selected["point"] == 1 and selected["seed"] == 3
+    grid = pl.read_csv(out / "grid.csv")
+    assert grid["point"].to_list() == [0, 1] and grid["selected"].to_list() == [False, True]
+    values = grid["valid_recall@10"].to_list()
+    assert values[1] > values[0] and selected["valid"] == values[1]
+    for i in (0, 1):
+        assert json.loads((out / f"point{i}" / "metrics.json").read_text())["seed"] == 3
+    assert read_selected(out / SELECTED_FILE) == {"lr": 0.02}
+
+    # only the selected point keeps its model
+    assert (out / "point1" / "model.pt").exists() and not (out / "point0" / "model.pt").exists()
+
+    # the train stage: the tuning seed's run is the selected point's run, copied ...
+    capsys.readouterr()
+    metrics = train(params, SPLIT, "diffrec", 3, str(data_dir), str(tmp_path / "seed3"), tuned_path=str(out / SELECTED_FILE))
+    assert "copied, not retrained" in capsys.readouterr().out
+    assert metrics == json.loads((out / "point1" / "metrics.json").read_text())
+    # ... and a real retraining of that setting and seed gives the same bytes
+    fit(params, SPLIT, "diffrec", 3, load_interactions(data_dir), tmp_path / "retrained", "t", tmp_path / "t.json", tuned={"lr": 0.02})
+    for name in RUN_FILES:
+        assert (tmp_path / "retrained" / name).read_bytes() == (tmp_path / "seed3" / name).read_bytes(), name
+    # another seed trains with the selected setting
+    other = train(params, SPLIT, "diffrec", 1, str(data_dir), str(tmp_path / "seed1"), tuned_path=str(out / SELECTED_FILE))
+    assert other != metrics and other["seed"] == 1
+    with pytest.raises(ValueError, match="--tuned"):
+        train(params, SPLIT, "diffrec", 3, str(data_dir), str(tmp_path / "x"))
+
+    # a second start keeps every finished point
+    capsys.readouterr()
+    assert tune(params, SPLIT, "diffrec", str(data_dir), str(out)) == selected
+    assert capsys.readouterr().out.count("already finished: kept") == 2
+    # ... but not a point whose setting changed
+    params["models"]["diffrec"]["grid"] = {"lr": [1e-7, 0.03]}
+    capsys.readouterr()
+    again = tune(params, SPLIT, "diffrec", str(data_dir), str(out))
+    assert capsys.readouterr().out.count("already finished: kept") == 1
+    assert again["hyper"] == {"lr": 0.03}
