@@ -67,7 +67,8 @@ def reuse_selected_run(selected_path: str | Path, split: str, variant: str, seed
     timing = Path("logs") / "timing" / f"{split}_{variant}_tune_point{selected['point']}.json"
     if timing.exists():
         timing_path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(timing, timing_path)
+        with atomic_path(timing_path) as tmp:
+            shutil.copyfile(timing, tmp)
     return read_json(out / "metrics.json")
 
 

@@ -211,3 +211,23 @@ def test_mirror_env_overrides(tmp_path, base, monkeypatch):
     assert mirror_dir(params) is None
     monkeypatch.setenv(MIRROR_ENV, "rel/mirror")
     assert mirror_dir(params) == tmp_path.resolve() / "rel" / "mirror"
+
+
+def test_grid_value_that_breaks_a_constraint_names_the_grid_key(tmp_path, base):
+    err = error_for(tmp_path, base, lambda p: p["models"]["multidae"]["grid"].update(dropout=[0.2, 1.5]))
+    assert err.key == "models.multidae.grid.dropout"
+
+
+def test_grid_must_be_a_mapping_of_lists(tmp_path, base):
+    err = error_for(tmp_path, base, lambda p: p["models"]["mf"].update(grid={"lr": 0.01}))
+    assert "models.mf.grid.lr" in err.key and "array" in str(err)
+
+
+def test_variant_threads_must_be_positive(tmp_path, base):
+    err = error_for(tmp_path, base, lambda p: p["models"]["mf"].update(threads=0))
+    assert err.key == "models.mf.threads"
+
+
+def test_unknown_synthetic_preset_in_build(tmp_path, base):
+    err = error_for(tmp_path, base, lambda p: p["synthetic"]["build"].append("netflix"))
+    assert err.key == "synthetic.build[1]" and "ml-1m" in str(err)

@@ -13,7 +13,8 @@ def code(*patterns):
     return [local(f) for f in sorted(f for p in patterns for f in glob(p))]
 
 
-TRAIN_CODE = ("pipeline/data/dataset.py", "pipeline/models/*.py", "pipeline/training/*.py", "pipeline/evaluation/*.py")
+TRAIN_CODE = ("pipeline/data/dataset.py", "pipeline/models/*.py", "pipeline/training/*.py", "pipeline/evaluation/*.py",
+              "pipeline/tuning.py")
 CODE = {
     "download": code("pipeline/data/download.py"),
     "prepare": code("pipeline/data/readers.py", "pipeline/data/prepare.py"),
@@ -21,7 +22,7 @@ CODE = {
     "import_embeddings": code("pipeline/embeddings.py"),
     "cluster": code("pipeline/clustering.py"),
     "train": code(*TRAIN_CODE),
-    "tune": code("pipeline/tuning.py", *TRAIN_CODE),
+    "tune": code(*TRAIN_CODE),
     "aggregate": code("pipeline/reporting/*.py"),
 }
 

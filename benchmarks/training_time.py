@@ -1,0 +1,120 @@
+"""Training-time table of the DAG's own runs: seconds per epoch and per evaluation pass, epochs to
+the best validation epoch, per model and setting (issue 4's efficiency figures); and the grid
+of every tuned baseline with the setting the tune stage selected.
+
+    python benchmarks/training_time.py [--out results/training_time.md] [--tuning results/tuning.md]
+
+Reads what the train stage recorded while the runs happened: ``logs/timing/<split>_<model>_seed<N>.json``
+(wall-clock seconds; written beside, not inside, the tracked run folders because timings differ
+from run to run) and ``runs/<split>/<model>/seed<N>/metrics.json`` (best epoch, epochs trained,
+parameters). A tuned baseline's first-seed run is its grid run, so its timing file is that grid
+point's. Timings are of this machine as the DAG ran (``snakemake --cores 2``: up to two jobs at a
+time, each with its variant's threads), so they carry the load of the other job; they are a
+measurement, written by this script, not by the DAG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.config import display_names, load_params, planned_runs, run_threads  # noqa: E402
+
+
+def collect(params: dict) -> list[dict]:
+    rows: dict[tuple[str, str], dict] = {}
+    for split, variant, seed in planned_runs(params):
+        run = ROOT / "runs" / split / variant / f"seed{seed}" / "metrics.json"
+        timing = ROOT / "logs" / "timing" / f"{split}_{variant}_seed{seed}.json"
+        if not run.exists() or not timing.exists():
+            continue
+        m, t = json.loads(run.read_text()), json.loads(timing.read_text())
+        row = rows.setdefault((split, variant), {"split": split, "variant": variant, "epoch": [], "eval": [], "best": [],
+                                                 "trained": [], "params": m.get("n_parameters")})
+        if t.get("seconds_per_epoch") is not None:
+            row["epoch"].append(t["seconds_per_epoch"])
+        if t.get("seconds_per_eval") is not None:
+            row["eval"].append(t["seconds_per_eval"])
+        row["best"].append(m["best_epoch"])
+        row["trained"].append(m["epochs_trained"])
+    return list(rows.values())
+
+
+def _mean(values: list[float], fmt: str) -> str:
+    return format(statistics.mean(values), fmt) if values else "–"
+
+
+def render(params: dict, rows: list[dict]) -> str:
+    lines = [
+        "# Training time of the DAG's runs",
+        "",
+        "Written by `python benchmarks/training_time.py` from `logs/timing/*.json` and the runs' `metrics.json` "
+        "(means over seeds). Wall-clock seconds on the 2-core machine while `snakemake --cores 2` ran up to two "
+        "jobs at once; *threads* = torch threads of the run (`models.<variant>.threads`, else `training.threads`). "
+        "Epochs to best = the validation-selected epoch (evaluation every "
+        f"{params['training']['eval_every']} epochs, stop after {params['training']['patience']} without a new best).",
+        "",
+        "| split | model | parameters | threads | s / epoch | s / evaluation | epochs to best | epochs trained | seeds |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        name, _ = display_names(params, r["variant"])
+        params_txt = f"{r['params']:,}" if isinstance(r["params"], int) else "–"
+        lines.append(
+            f"| {r['split']} | {name} | {params_txt} | {run_threads(params, r['variant'])} | {_mean(r['epoch'], '.2f')} | "
+            f"{_mean(r['eval'], '.2f')} | {_mean(r['best'], '.0f')} | {_mean(r['trained'], '.0f')} | {len(r['best'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def render_tuning(params: dict) -> str:
+    """Every tuned variant's grid.csv (runs/<split>/<variant>/tuning/, a DVC output) as Markdown."""
+    import polars as pl
+
+    metric = params["training"]["select_metric"]
+    lines = [
+        "# Hyperparameter grids of the tuned baselines",
+        "",
+        "Written by `python benchmarks/training_time.py` from `runs/<split>/<variant>/tuning/grid.csv` (the tune "
+        f"stage's output). Each point trained with seed {params['experiments']['seeds'][0]}; selected = highest validation "
+        f"{metric} (first point on ties); test {metric} is shown for information only and played no part.",
+        "",
+        f"| split | model | setting | best epoch | valid {metric} | test {metric} | selected |",
+        "|---|---|---|---:|---:|---:|:---:|",
+    ]
+    seen = dict.fromkeys((s, v) for s, v, _ in planned_runs(params) if params["models"][v].get("grid"))
+    for split, variant in seen:
+        path = ROOT / "runs" / split / variant / "tuning" / "grid.csv"
+        if not path.exists():
+            continue
+        name, _ = display_names(params, variant)
+        keys = list(params["models"][variant]["grid"])
+        for row in pl.read_csv(path).iter_rows(named=True):
+            setting = ", ".join(f"{k} = {row[k]}" for k in keys)
+            lines.append(f"| {split} | {name} | {setting} | {row['best_epoch']} | {row[f'valid_{metric}']:.4f} | "
+                         f"{row[f'test_{metric}']:.4f} | {'yes' if row['selected'] else ''} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="results/training_time.md")
+    parser.add_argument("--tuning", default="results/tuning.md")
+    args = parser.parse_args()
+    params = load_params(ROOT / "params.yaml")
+    text = render(params, collect(params))
+    Path(args.out).write_text(text)
+    print(text)
+    tuning = render_tuning(params)
+    Path(args.tuning).write_text(tuning)
+    print(tuning)
+
+
+if __name__ == "__main__":
+    main()
