@@ -106,18 +106,18 @@ def make_data(scale: str, mode: str, params: dict, folder: Path) -> dict:
     prepared = ROOT / "data" / "prepared" / f"{scale}_clean"
     if mode == "real" and (prepared / "interactions.parquet").exists():
         d = load_interactions(prepared)
-        mats, source = (d.train, d.valid, d.test, d.train_rank), f"real ({prepared.relative_to(ROOT)})"
+        mats, source, kind = (d.train, d.valid, d.test, d.train_rank), f"real ({prepared.relative_to(ROOT)})", "real"
     else:
         from pipeline.data.synthetic import synthetic_matrix
 
         matrix, timestamps = synthetic_matrix(scale, params)
         mats = chronological_split(matrix, timestamps, params["protocol"]["ratios"])
-        source = f"synthetic (preset {scale})"
+        source, kind = f"synthetic (preset {scale})", "synthetic"
     folder.mkdir(parents=True, exist_ok=True)
     for name, m in zip(("train", "valid", "test", "rank"), mats):
         sp.save_npz(folder / f"{name}.npz", m, compressed=False)
     n_users, n_items = mats[0].shape
-    return {"scale": scale, "source": source, "n_users": n_users, "n_items": n_items,
+    return {"scale": scale, "source": source, "kind": kind, "n_users": n_users, "n_items": n_items,
             "interactions": int(sum(m.nnz for m in mats[:3])), "seconds": time.perf_counter() - start}
 
 
@@ -207,7 +207,7 @@ def main() -> None:
                 if proc.returncode != 0 or not lines:
                     print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n")
                     raise SystemExit(f"{scale} {model}: the measurement failed (exit {proc.returncode})")
-                row = {**json.loads(lines[-1][len("RESULT "):]), "users": info["n_users"], "items": info["n_items"]}
+                row = {**json.loads(lines[-1][len("RESULT "):]), "users": info["n_users"], "items": info["n_items"], "data": info["kind"]}
                 rows.append(row)
                 print(f"  {model:9s} {row['parameters'] / 1e6:7.1f} M params on {row['device']}: epoch {row['epoch_s']:8.1f} s, "
                       f"evaluation pass {row['eval_s']:8.1f} s, peak RSS {row['peak_rss_mb'] / 1024:5.2f} GB", flush=True)
@@ -216,7 +216,7 @@ def main() -> None:
     print("| scale | data | users | items | model | parameters | device | epoch (s) | eval pass (s) | peak RSS (GB) |")
     print("|---|---|---:|---:|---|---:|---|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['scale']} | {args.data} | {r['users']:,} | {r['items']:,} | {r['model']} | {r['parameters'] / 1e6:.1f} M | "
+        print(f"| {r['scale']} | {r['data']} | {r['users']:,} | {r['items']:,} | {r['model']} | {r['parameters'] / 1e6:.1f} M | "
               f"{r['device']} | {r['epoch_s']:.1f} | {r['eval_s']:.1f} | {r['peak_rss_mb'] / 1024:.2f} |")
 
 
