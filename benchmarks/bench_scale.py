@@ -166,13 +166,10 @@ def measure(scale: str, model_name: str, folder: Path, device: str) -> dict:
     out = {"scale": scale, "model": model_name, "parameters": sum(p.numel() for p in model.parameters()),
            "device": str(resolve_device(device)), "epoch_s": timing["seconds_per_epoch"], "eval_s": timing["seconds_per_eval"],
            "wall_s": wall, "peak_rss_mb": peak_rss_mb(), "rss_after_data_mb": rss_data}
-    try:
+    if out["device"].startswith("cuda"):
         import torch
 
-        if torch.cuda.is_available() and out["device"].startswith("cuda"):
-            out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    except Exception:  # noqa: BLE001 - GPU memory is optional information
-        pass
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return out
 
 
