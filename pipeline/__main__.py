@@ -64,7 +64,7 @@ def cmd_prepare(args, params):
 def cmd_train(args, params):
     from pipeline.training.run import main
 
-    main(params, args.split, args.model, args.seed, args.data, args.out, args.clusters, args.tuned)
+    main(params, args.split, args.model, args.seed, args.data, args.out, args.clusters, args.tuned, args.hyperbolic)
 
 
 def cmd_tune(args, params):
@@ -77,6 +77,12 @@ def cmd_embed(args, params):
     from pipeline.embeddings import train_lightgcn
 
     train_lightgcn(params, args.split, args.data, args.out)
+
+
+def cmd_embed_hyperbolic(args, params):
+    from pipeline.hyperbolic import train_hyperbolic_embeddings
+
+    train_hyperbolic_embeddings(params, args.split, args.data, args.out)
 
 
 def cmd_import_embeddings(args, params):
@@ -125,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--clusters", help="data/clusters/<split> (latent models: L-DiffRec, LT-DiffRec)")
     p.add_argument("--tuned", help="runs/<split>/<model>/tuning/selected.json (variants with a grid)")
+    p.add_argument("--hyperbolic", help="data/embeddings/<split>/hgcf (HDRM: the embed-hyperbolic stage's embeddings)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_train)
 
@@ -141,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("embed-hyperbolic", help="HDRM's stage 1: train hyperbolic LightGCN (models.hgcf), write user and item points")
+    p.add_argument("--split", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_embed_hyperbolic)
 
     p = sub.add_parser("import-embeddings", help="take the released item_emb.npy of a DiffRec archive")
     p.add_argument("--split", required=True)

@@ -175,8 +175,13 @@ def check_semantics(params: dict) -> None:
                                   f"experiments.{'temporal_splits' if is_temporal else 'splits'}")
     for _, models_key in RUN_GROUPS:
         latent = models_key.endswith("latent_models")
+        hyperbolic = models_key == "hyperbolic_models"
         for i, variant in enumerate(exp.get(models_key, [])):
             _require_member(f"experiments.{models_key}[{i}]", variant, params["models"])
+            if bool(getattr(model_class(params, variant), "needs_hyperbolic", False)) != hyperbolic:
+                raise ConfigError(f"experiments.{models_key}[{i}]", f"{variant!r} {'does not need' if hyperbolic else 'needs'} the "
+                                  f"stage-1 hyperbolic embeddings (models.{HYPERBOLIC_MODEL}); list it under experiments."
+                                  f"{'models' if hyperbolic else 'hyperbolic_models'}")
             if bool(getattr(model_class(params, variant), "needs_clusters", False)) != latent:
                 raise ConfigError(f"experiments.{models_key}[{i}]", f"{variant!r} {'does not need' if latent else 'needs'} item clusters; list it under "
                                   f"experiments.{models_key.replace('latent_', '') if latent else models_key.replace('models', 'latent_models')}")
@@ -198,7 +203,17 @@ def check_semantics(params: dict) -> None:
     if "lightgcn" in params["embeddings"]["sources"]:
         for split in params["splits"]:
             model_config(params, "lightgcn", split)
+    if HYPERBOLIC_MODEL not in params["models"]:
+        raise ConfigError("models", f"models.{HYPERBOLIC_MODEL} is missing: the embed-hyperbolic stage (HDRM's stage 1) "
+                          f"trains it on every split of experiments.splits")
+    for split in exp["splits"]:
+        model_config(params, HYPERBOLIC_MODEL, split)
 
+
+# HDRM's stage 1: the model block the embed-hyperbolic stage trains on every split of
+# experiments.splits (data/embeddings/<split>/hgcf), read by the hyperbolic_models' runs
+HYPERBOLIC_MODEL = "hgcf"
+HYPERBOLIC_DIR = "data/embeddings/{split}/" + HYPERBOLIC_MODEL
 
 # (splits key, model-variants key) of each run group in `experiments`; tuned_models (the baselines)
 # first run their grid (the tune stage), then every seed with the configuration it selected
@@ -206,6 +221,7 @@ RUN_GROUPS = (
     ("splits", "models"),
     ("splits", "tuned_models"),
     ("splits", "latent_models"),
+    ("splits", "hyperbolic_models"),
     ("temporal_splits", "temporal_models"),
     ("temporal_splits", "temporal_latent_models"),
 )

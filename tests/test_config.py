@@ -231,3 +231,27 @@ def test_variant_threads_must_be_positive(tmp_path, base):
 def test_unknown_synthetic_preset_in_build(tmp_path, base):
     err = error_for(tmp_path, base, lambda p: p["synthetic"]["build"].append("netflix"))
     assert err.key == "synthetic.build[1]" and "ml-1m" in str(err)
+
+
+def test_hdrm_belongs_in_hyperbolic_models(tmp_path, base):
+    def move(p):
+        p["experiments"]["hyperbolic_models"].remove("hdrm")
+        p["experiments"]["models"].append("hdrm")
+
+    err = error_for(tmp_path, base, move)
+    assert err.key.startswith("experiments.models[") and "hyperbolic_models" in str(err)
+
+
+def test_only_hyperbolic_variants_in_hyperbolic_models(tmp_path, base):
+    err = error_for(tmp_path, base, lambda p: p["experiments"]["hyperbolic_models"].append("diffrec"))
+    assert err.key == "experiments.hyperbolic_models[1]" and "experiments.models" in str(err)
+
+
+def test_stage1_model_block_is_required(tmp_path, base):
+    err = error_for(tmp_path, base, lambda p: p["models"].pop("hgcf"))
+    assert err.key == "models" and "models.hgcf" in str(err)
+
+
+def test_stage1_hyperparameters_are_checked(tmp_path, base):
+    err = error_for(tmp_path, base, lambda p: p["models"]["hgcf"]["defaults"].update(momentum=1.5))
+    assert err.key == "models.hgcf.defaults.momentum"

@@ -331,3 +331,23 @@ def test_hdrm_train_run_beats_random(stage1, data, tmp_path):
         assert metrics["test"][f"recall@{k}"] > chance + 0.2, (k, metrics["test"], chance)
     again = build_model(params_for(), "hdrm", SPLIT, 1, N_USERS, N_ITEMS, data=data, hyperbolic=emb)
     assert train_run(again, data, TRAINING, EVALUATION, tmp_path / "run2", identity, 1) == metrics
+
+
+def test_train_stage_reads_the_stage1_folder(stage1, data_dir, tmp_path, monkeypatch):
+    """`python -m pipeline train --hyperbolic <folder>`: HDRM needs the folder, other variants refuse it,
+    and the run records which stage-1 embeddings it was trained on."""
+    from pipeline.training.run import main as train_main
+
+    monkeypatch.chdir(tmp_path)
+    params = {**params_for(), "models": {**params_for()["models"], "hdrm": {"defaults": {**HDRM_HYPER, "epochs": TRAINING.eval_every}}}}
+    with pytest.raises(ValueError, match="--hyperbolic"):
+        train_main(params, SPLIT, "hdrm", 1, str(data_dir), str(tmp_path / "no_stage1"))
+    with pytest.raises(ValueError, match="does not use hyperbolic embeddings"):
+        train_main(params, SPLIT, "hgcf", 1, str(data_dir), str(tmp_path / "wrong"), hyperbolic_dir=str(stage1[1]))
+    metrics = train_main(params, SPLIT, "hdrm", 1, str(data_dir), str(tmp_path / "run"), hyperbolic_dir=str(stage1[1]))
+    saved = torch.load(tmp_path / "run" / "model.pt", map_location="cpu", weights_only=True)
+    emb = load_hyperbolic_embeddings(stage1[1])
+    import hashlib
+
+    assert saved["identity"]["hyperbolic"] == hashlib.sha256(emb.users.tobytes() + emb.items.tobytes()).hexdigest()
+    assert metrics["best_epoch"] >= 1

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAINING_RULES = {"train", "embed", "tune"}
+TRAINING_RULES = {"train", "embed", "embed_hyperbolic", "tune"}
 
 
 def planned_jobs(*args: str) -> list[dict]:
@@ -65,6 +65,7 @@ def test_local_default_profile_asks_for_no_gpu():
     train = [j for j in jobs if j["rule"] in TRAINING_RULES]
     assert train and all(j["resources"].get("gpu") == "0" for j in train)
     for job in train:
-        variant = job["wildcards"].get("model", "lightgcn")  # embed trains LightGCN
+        # embed trains LightGCN, embed_hyperbolic HDRM's stage 1 (HGCF)
+        variant = job["wildcards"].get("model", "hgcf" if job["rule"] == "embed_hyperbolic" else "lightgcn")
         assert job["threads"] == run_threads(params, variant), job
     assert {j["threads"] for j in train} == {1, 2}

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from pipeline.config import evaluation_config, model_class, model_config, run_threads, training_config
+from pipeline.config import HYPERBOLIC_DIR, evaluation_config, model_class, model_config, run_threads, training_config
 from pipeline.data.dataset import load_interactions
 from pipeline.training.trainer import set_determinism, train_run
 
@@ -35,13 +36,34 @@ def load_clusters(params: dict, variant: str, clusters_dir: str | None, n_items:
     return table["cluster"].to_numpy().astype(np.int64)
 
 
-def fit(params: dict, split: str, model_name: str, seed: int, data, out_dir, tag: str, timing_path, clusters=None, tuned=None):
-    """Build the seeded model (given ``data``, for latent models ``clusters``, for tuned variants
-    the ``tuned`` setting), announce it, and train it into ``out_dir``; returns (model, metrics).
+def load_hyperbolic(params: dict, variant: str, hyperbolic_dir: str | None, n_users: int, n_items: int):
+    """HDRM's stage-1 embeddings (the embed-hyperbolic stage's folder) for a variant that needs
+    them, else None."""
+    if not getattr(model_class(params, variant), "needs_hyperbolic", False):
+        if hyperbolic_dir:
+            raise ValueError(f"--hyperbolic given, but model variant {variant!r} does not use hyperbolic embeddings")
+        return None
+    if not hyperbolic_dir:
+        raise ValueError(f"model variant {variant!r} needs the stage-1 hyperbolic embeddings: pass "
+                         f"--hyperbolic {HYPERBOLIC_DIR.format(split='<split>')}")
+    from pipeline.hyperbolic import load_hyperbolic_embeddings
 
-    Shared by the train, tune and LightGCN embedding stages.
+    return load_hyperbolic_embeddings(hyperbolic_dir, n_users, n_items)
+
+
+def fit(params: dict, split: str, model_name: str, seed: int, data, out_dir, tag: str, timing_path, clusters=None, tuned=None,
+        hyperbolic=None):
+    """Build the seeded model (given ``data``, for latent models ``clusters``, for HDRM the
+    ``hyperbolic`` stage-1 embeddings, for tuned variants the ``tuned`` setting), announce it, and
+    train it into ``out_dir``; returns (model, metrics).
+
+    Shared by the train, tune and embedding stages.
     """
-    side = {"data": data} if clusters is None else {"data": data, "clusters": clusters}
+    side = {"data": data}
+    if clusters is not None:
+        side["clusters"] = clusters
+    if hyperbolic is not None:
+        side["hyperbolic"] = hyperbolic
     model = build_model(params, model_name, split, seed, data.n_users, data.n_items, tuned, **side)
     print(
         f"[{tag}] {data.n_users} users, {data.n_items} items, {data.train.nnz} train interactions; "
@@ -49,6 +71,8 @@ def fit(params: dict, split: str, model_name: str, seed: int, data, out_dir, tag
         flush=True,
     )
     identity = {"model": model_name, "split": split, "seed": seed, "config": dataclasses.asdict(model.config)}
+    if hyperbolic is not None:  # a checkpoint made on other stage-1 embeddings is not resumed
+        identity["hyperbolic"] = hashlib.sha256(hyperbolic.users.tobytes() + hyperbolic.items.tobytes()).hexdigest()
     training = dataclasses.replace(training_config(params), threads=run_threads(params, model_name))
     metrics = train_run(
         model, data, training, evaluation_config(params), out_dir, identity, seed, tag=tag,
@@ -58,10 +82,12 @@ def fit(params: dict, split: str, model_name: str, seed: int, data, out_dir, tag
 
 
 def main(params: dict, split: str, model_name: str, seed: int, data_dir: str, out_dir: str, clusters_dir: str | None = None,
-         tuned_path: str | None = None) -> dict:
-    """One run; ``tuned_path``: the tune stage's selected.json, required for variants with a grid."""
+         tuned_path: str | None = None, hyperbolic_dir: str | None = None) -> dict:
+    """One run; ``tuned_path``: the tune stage's selected.json, required for variants with a grid;
+    ``hyperbolic_dir``: the embed-hyperbolic stage's folder, required for HDRM."""
     data = load_interactions(data_dir)
     clusters = load_clusters(params, model_name, clusters_dir, data.n_items)
+    hyperbolic = load_hyperbolic(params, model_name, hyperbolic_dir, data.n_users, data.n_items)
     tuned = None
     tag = f"{split} {model_name} seed {seed}"
     timing_path = Path("logs") / "timing" / f"{split}_{model_name}_seed{seed}.json"
@@ -77,7 +103,7 @@ def main(params: dict, split: str, model_name: str, seed: int, data_dir: str, ou
             return reused
     elif tuned_path:
         raise ValueError(f"--tuned given, but model variant {model_name!r} has no grid (models.{model_name}.grid)")
-    _, metrics = fit(params, split, model_name, seed, data, out_dir, tag, timing_path, clusters, tuned)
+    _, metrics = fit(params, split, model_name, seed, data, out_dir, tag, timing_path, clusters, tuned, hyperbolic)
     k = params["training"]["select_metric"]
     ndcg = k.replace("recall", "ndcg")
     print(

@@ -1,7 +1,7 @@
 # Shared helpers: semantic checks of params, the run list, and the code each stage depends on.
 from glob import glob
 
-from pipeline.config import check_semantics, model_class, planned_runs, run_threads
+from pipeline.config import HYPERBOLIC_DIR, HYPERBOLIC_MODEL, check_semantics, model_class, planned_runs, run_threads
 
 check_semantics(config)
 
@@ -14,11 +14,12 @@ def code(*patterns):
 
 
 TRAIN_CODE = ("pipeline/data/dataset.py", "pipeline/models/*.py", "pipeline/training/*.py", "pipeline/evaluation/*.py",
-              "pipeline/tuning.py")
+              "pipeline/tuning.py", "pipeline/hyperbolic.py")
 CODE = {
     "download": code("pipeline/data/download.py"),
     "prepare": code("pipeline/data/readers.py", "pipeline/data/prepare.py"),
     "embed": code("pipeline/embeddings.py", *TRAIN_CODE),
+    "embed_hyperbolic": code("pipeline/embeddings.py", *TRAIN_CODE),
     "import_embeddings": code("pipeline/embeddings.py"),
     "cluster": code("pipeline/clustering.py"),
     "train": code(*TRAIN_CODE),
@@ -27,7 +28,7 @@ CODE = {
 }
 
 # Scheduler resources. Every rule declares threads, mem_mb and runtime (minutes); the training
-# rules (train, embed) also declare gpu: one GPU when training.device is "cuda" or "auto", none
+# rules (train, tune, embed, embed_hyperbolic) also declare gpu: one GPU when training.device is "cuda" or "auto", none
 # for "cpu". Locally these only order the jobs; cluster executors (workflow/profiles/slurm,
 # workflow/profiles/kubernetes) turn them into job requests. Sizes fit ML-1M; for Yelp or
 # Amazon-book scale raise them with --set-resources (benchmarks/bench_scale.py measures peaks).
@@ -44,6 +45,11 @@ EMBEDDINGS = config["embeddings"]["sources"]
 
 def needs_clusters(variant):
     return bool(getattr(model_class(config, variant), "needs_clusters", False))
+
+
+def needs_hyperbolic(variant):
+    """HDRM runs on the embed-hyperbolic stage's user and item points."""
+    return bool(getattr(model_class(config, variant), "needs_hyperbolic", False))
 
 
 def is_tuned(variant):

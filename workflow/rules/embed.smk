@@ -24,6 +24,34 @@ rule embed:
         " --out data/embeddings/{wildcards.split}/lightgcn --log {log}"
 
 
+rule embed_hyperbolic:
+    # HDRM's stage 1: hyperbolic LightGCN (models.hgcf) -> user and item points (pipeline/hyperbolic.py)
+    input:
+        table="data/prepared/{split}/interactions.parquet",
+        stats="data/prepared/{split}/stats.json",
+        code=CODE["embed_hyperbolic"],
+    output:
+        user_emb=f"{HYPERBOLIC_DIR}/user_emb.npy",
+        item_emb=f"{HYPERBOLIC_DIR}/item_emb.npy",
+        metrics=f"{HYPERBOLIC_DIR}/metrics.json",
+        history=f"{HYPERBOLIC_DIR}/history.csv",
+        per_user=f"{HYPERBOLIC_DIR}/per_user.parquet",
+        model=f"{HYPERBOLIC_DIR}/model.pt",
+    params:
+        hyper=config["models"][HYPERBOLIC_MODEL],
+        seed=config["embeddings"]["seed"],
+    log:
+        "logs/embed_hyperbolic/{split}.log",
+    threads: lambda w: run_threads(config, HYPERBOLIC_MODEL)
+    resources:
+        mem_mb=MEM_MB["train"],
+        gpu=GPUS,
+        runtime=RUNTIME_MIN["train"],
+    shell:
+        "python -m pipeline embed-hyperbolic --split {wildcards.split} --data data/prepared/{wildcards.split}"
+        " --out data/embeddings/{wildcards.split}/hgcf --log {log}"
+
+
 rule import_embeddings:
     input:
         raw=lambda w: f"data/raw/{config['splits'][w.split]['source']}",

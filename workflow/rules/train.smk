@@ -1,9 +1,10 @@
 def train_command(w):
     clusters = f" --clusters data/clusters/{w.split}" if needs_clusters(w.model) else ""
     tuned = f" --tuned {TUNE_DIR.format(split=w.split, model=w.model)}/selected.json" if is_tuned(w.model) else ""
+    hyperbolic = f" --hyperbolic {HYPERBOLIC_DIR.format(split=w.split)}" if needs_hyperbolic(w.model) else ""
     return (
         f"python -m pipeline train --split {w.split} --model {w.model} --seed {w.seed}"
-        f" --data data/prepared/{w.split}{clusters}{tuned} --out runs/{w.split}/{w.model}/seed{w.seed}"
+        f" --data data/prepared/{w.split}{clusters}{tuned}{hyperbolic} --out runs/{w.split}/{w.model}/seed{w.seed}"
         f" --log logs/train/{w.split}/{w.model}/seed{w.seed}.log"
     )
 
@@ -14,6 +15,12 @@ def tune_command(w):
         f"python -m pipeline tune --split {w.split} --model {w.model} --data data/prepared/{w.split}{clusters}"
         f" --out {TUNE_DIR.format(split=w.split, model=w.model)} --log logs/tune/{w.split}/{w.model}.log"
     )
+
+
+def hyperbolic_inputs(w):
+    if not needs_hyperbolic(w.model):
+        return []
+    return [f"{HYPERBOLIC_DIR.format(split=w.split)}/{name}" for name in ("user_emb.npy", "item_emb.npy")]
 
 
 def cluster_inputs(w):
@@ -54,6 +61,7 @@ rule train:
         stats="data/prepared/{split}/stats.json",
         clusters=cluster_inputs,
         tuned=lambda w: [TUNE_DIR.format(split=w.split, model=w.model)] if is_tuned(w.model) else [],
+        hyperbolic=hyperbolic_inputs,
         code=CODE["train"],
     output:
         metrics=f"{RUN_DIR}/metrics.json",
