@@ -1,8 +1,10 @@
-"""Efficiency table like the DiffRec paper's: DiffRec vs L-DiffRec per dataset.
+"""Efficiency table like the DiffRec paper's: DiffRec vs L-DiffRec per dataset, plus TV-Diff and HDRM.
 
-ML-1M (measured here, on DiffRec's released clean split with the authors' best settings):
-parameters, peak RSS of a run, seconds per training epoch and per evaluation pass (valid + test
-metrics over all users), each model measured in its own subprocess so peak memory is its own.
+ML-1M (measured here, on DiffRec's released clean split with the settings of params.yaml: the
+authors' best for the DiffRec family): parameters, peak RSS of a run, seconds per training epoch
+and per evaluation pass (valid + test metrics over all users), each model measured in its own
+subprocess so peak memory is its own. HDRM is measured on the embed-hyperbolic stage's points
+(data/embeddings/ml-1m_clean/hgcf; stage 1 itself is not timed here).
 Yelp and Amazon-book (not available offline): parameter counts computed from the datasets'
 item counts (DiffRec's statistics) by building the models (not trained), with the
 authors' settings for those datasets (DiffRec dims [1000]; L-DiffRec 2 clusters of equal size,
@@ -48,7 +50,7 @@ import numpy as np, torch
 from pipeline.config import load_params, evaluation_config, training_config
 from pipeline.data.dataset import load_interactions, dense_rows
 from pipeline.evaluation.evaluator import Evaluator
-from pipeline.training.run import build_model, load_clusters
+from pipeline.training.run import build_model, load_clusters, load_hyperbolic
 from pipeline.training.trainer import set_determinism
 params = load_params()
 data = load_interactions({data!r})
@@ -56,6 +58,10 @@ side = {{"data": data}}
 clusters = load_clusters(params, {model!r}, "data/clusters/ml-1m_clean", data.n_items)
 if clusters is not None:
     side["clusters"] = clusters
+hyperbolic = load_hyperbolic(params, {model!r}, "data/embeddings/ml-1m_clean/hgcf" if {model!r} == "hdrm" else None,
+                             data.n_users, data.n_items)
+if hyperbolic is not None:
+    side["hyperbolic"] = hyperbolic
 m = build_model(params, {model!r}, "ml-1m_clean", 1, data.n_users, data.n_items, **side)
 opt = m.optimizer(); matrix = m.input_matrix(data); bs = m.config.batch_size
 times = []
@@ -90,11 +96,14 @@ def parameter_count(model: str, n_users: int, n_items: int) -> int:
     return count
 
 
-MODELS = (("diffrec", "DiffRec"), ("ldiffrec", "L-DiffRec"))
+MODELS = (("diffrec", "DiffRec"), ("ldiffrec", "L-DiffRec"))  # at every scale
+ML1M_ONLY = (("tvdiff", "TV-Diff"), ("tvdiff-argsp", "TV-Diff (AR-GSP)"), ("hdrm", "HDRM"))  # measured on ML-1M
 DESCRIPTION = (
-    "ML-1M measured on the released clean split (median epoch time, one evaluation pass = valid and test "
-    "metrics over all users, peak RSS of the whole process). Yelp and Amazon-book: parameter counts from the "
-    "item counts (DiffRec [1000]; L-DiffRec with two equal clusters, latent 300, denoiser [300]); not run here."
+    "ML-1M measured on the released clean split with the settings of params.yaml (median epoch time, one "
+    "evaluation pass = valid and test metrics over all users, peak RSS of the whole process; HDRM on the "
+    "embed-hyperbolic stage's 64-d points, its stage 1 not included). Yelp and Amazon-book: parameter counts "
+    "from the item counts (DiffRec [1000]; L-DiffRec with two equal clusters, latent 300, denoiser [300]); "
+    "not run here."
 )
 ROW_KEYS = ("dataset", "model", "n_parameters", "peak_rss_mb", "seconds_per_epoch", "seconds_per_eval")
 
@@ -106,7 +115,7 @@ def _dash(x, fmt: str) -> str:
 def render_markdown(record: dict) -> str:
     """results/efficiency.md from the record that results/efficiency.json holds."""
     lines = [
-        "# Efficiency: DiffRec vs L-DiffRec",
+        "# Efficiency: DiffRec vs L-DiffRec (and TV-Diff, HDRM on ML-1M)",
         "",
         f"Written by `{record['command']}` on {record['machine']} with {record['torch_threads']} torch threads "
         f"(a 2-core CPU machine); {record['description']}",
@@ -177,7 +186,7 @@ def main() -> None:
         return
 
     rows = []
-    for model, name in MODELS:
+    for model, name in MODELS + ML1M_ONLY:
         m = measure(model, args.epochs, args.data)
         # kept as shown in the table: whole MB, hundredths of a second
         rows.append({"dataset": "ml-1m", "model": name, "n_parameters": int(m["n_parameters"]),
