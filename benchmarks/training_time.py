@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.config import display_names, load_params, planned_runs, run_threads  # noqa: E402
+from pipeline.config import HYPERBOLIC_MODEL, display_names, load_params, planned_runs, run_threads  # noqa: E402
 
 
 def collect(params: dict) -> list[dict]:
@@ -43,6 +43,20 @@ def collect(params: dict) -> list[dict]:
             row["eval"].append(t["seconds_per_eval"])
         row["best"].append(m["best_epoch"])
         row["trained"].append(m["epochs_trained"])
+    # the embedding stages: LightGCN (the latent models' clusters) and HGCF (HDRM's stage 1, a
+    # cost HDRM pays on top of its own runs), one run per split with embeddings.seed
+    for split in params["experiments"]["splits"]:
+        for stage, variant in (("lightgcn", "lightgcn"), (HYPERBOLIC_MODEL, HYPERBOLIC_MODEL)):
+            run = ROOT / "data" / "embeddings" / split / stage / "metrics.json"
+            timing = ROOT / "logs" / "timing" / f"{split}_{stage}-embeddings.json"
+            if not run.exists() or not timing.exists():
+                continue
+            m, t = json.loads(run.read_text()), json.loads(timing.read_text())
+            rows[(split, f"{stage} stage")] = {
+                "split": split, "variant": variant, "label": f"{display_names(params, variant)[0]} (embedding stage)",
+                "epoch": [t["seconds_per_epoch"]], "eval": [t["seconds_per_eval"]], "best": [m["best_epoch"]],
+                "trained": [m["epochs_trained"]], "params": m.get("n_parameters"),
+            }
     return list(rows.values())
 
 
@@ -64,7 +78,7 @@ def render(params: dict, rows: list[dict]) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        name, _ = display_names(params, r["variant"])
+        name = r.get("label") or display_names(params, r["variant"])[0]
         params_txt = f"{r['params']:,}" if isinstance(r["params"], int) else "–"
         lines.append(
             f"| {r['split']} | {name} | {params_txt} | {run_threads(params, r['variant'])} | {_mean(r['epoch'], '.2f')} | "
