@@ -185,11 +185,15 @@ def check_semantics(params: dict) -> None:
             if bool(getattr(model_class(params, variant), "needs_clusters", False)) != latent:
                 raise ConfigError(f"experiments.{models_key}[{i}]", f"{variant!r} {'does not need' if latent else 'needs'} item clusters; list it under "
                                   f"experiments.{models_key.replace('latent_', '') if latent else models_key.replace('models', 'latent_models')}")
+            if models_key == "few_seed_models" and variant in exp.get("models", []):
+                raise ConfigError(f"experiments.{models_key}[{i}]", f"{variant!r} is also in experiments.models; list it in one of them")
             tuned = models_key == "tuned_models"
             if tuned != bool(params["models"][variant].get("grid")):
                 raise ConfigError(f"experiments.{models_key}[{i}]",
                                   f"{variant!r} has a hyperparameter grid (models.{variant}.grid): list it under experiments.tuned_models"
                                   if not tuned else f"{variant!r} has no grid to tune: add models.{variant}.grid or list it under experiments.models")
+    if exp.get("few_seed_models") and not exp.get("few_seeds"):
+        raise ConfigError("experiments.few_seeds", "experiments.few_seed_models is not empty: give the seeds they run, e.g. [1]")
     overlap = sorted(set(params["sources"]) & set(params["more_sources"]))
     if overlap:
         raise ConfigError(f"more_sources.{overlap[0]}", "is also in sources; keep each source in one block")
@@ -216,15 +220,24 @@ HYPERBOLIC_MODEL = "hgcf"
 HYPERBOLIC_DIR = "data/embeddings/{split}/" + HYPERBOLIC_MODEL
 
 # (splits key, model-variants key) of each run group in `experiments`; tuned_models (the baselines)
-# first run their grid (the tune stage), then every seed with the configuration it selected
+# first run their grid (the tune stage), then every seed with the configuration it selected;
+# few_seed_models run with experiments.few_seeds instead of experiments.seeds (variants too slow
+# for every seed on the machine at hand)
 RUN_GROUPS = (
     ("splits", "models"),
     ("splits", "tuned_models"),
     ("splits", "latent_models"),
     ("splits", "hyperbolic_models"),
+    ("splits", "few_seed_models"),
     ("temporal_splits", "temporal_models"),
     ("temporal_splits", "temporal_latent_models"),
 )
+
+
+def group_seeds(params: dict, models_key: str) -> list[int]:
+    """The seeds a run group trains: experiments.few_seeds for few_seed_models, else experiments.seeds."""
+    exp = params["experiments"]
+    return [int(s) for s in (exp.get("few_seeds", []) if models_key == "few_seed_models" else exp["seeds"])]
 
 
 def planned_runs(params: dict) -> list[tuple[str, str, int]]:
@@ -234,8 +247,8 @@ def planned_runs(params: dict) -> list[tuple[str, str, int]]:
     for splits_key, models_key in RUN_GROUPS:
         for split in exp.get(splits_key, []):
             for variant in exp.get(models_key, []):
-                for seed in exp["seeds"]:
-                    runs.append((split, variant, int(seed)))
+                for seed in group_seeds(params, models_key):
+                    runs.append((split, variant, seed))
     return runs
 
 

@@ -255,3 +255,24 @@ def test_stage1_model_block_is_required(tmp_path, base):
 def test_stage1_hyperparameters_are_checked(tmp_path, base):
     err = error_for(tmp_path, base, lambda p: p["models"]["hgcf"]["defaults"].update(momentum=1.5))
     assert err.key == "models.hgcf.defaults.momentum"
+
+
+def test_few_seed_models_run_few_seeds(base):
+    from pipeline.config import check_semantics, planned_runs
+
+    params = copy.deepcopy(base)
+    params["experiments"].update(few_seed_models=["tvdiff"], few_seeds=[2])
+    check_semantics(params)
+    assert {(s, seed) for s, v, seed in planned_runs(params) if v == "tvdiff"} == {
+        (split, 2) for split in params["experiments"]["splits"]
+    }
+
+
+def test_few_seed_models_need_seeds(tmp_path, base):
+    err = error_for(tmp_path, base, lambda p: p["experiments"].update(few_seeds=[]))
+    assert err.key == "experiments.few_seeds"
+
+
+def test_few_seed_model_also_in_models(tmp_path, base):
+    err = error_for(tmp_path, base, lambda p: p["experiments"]["models"].append("tvdiff"))
+    assert err.key.startswith("experiments.few_seed_models[") and "also in experiments.models" in str(err)

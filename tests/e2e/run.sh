@@ -27,7 +27,7 @@ for f in data/embeddings/ml-100k_clean/hgcf/user_emb.npy runs/ml-100k_clean/hdrm
 done
 dvc init --no-scm --quiet
 dvc repro --single-item embed_hyperbolic@ml-100k_clean train_hyperbolic@ml-100k_clean-hdrm-1 \
-  train@ml-100k_clean-tvdiff-argsp-1 > dvc-repro.log 2>&1 || { cat dvc-repro.log; exit 1; }
+  train_few_seeds@ml-100k_clean-tvdiff-argsp-1 > dvc-repro.log 2>&1 || { cat dvc-repro.log; exit 1; }
 for f in $(cd snakemake-out && find . -type f); do
   cmp "snakemake-out/$f" "$f" || { echo "e2e: dvc repro wrote a different $f"; exit 1; }
 done
