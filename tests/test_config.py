@@ -257,11 +257,19 @@ def test_stage1_hyperparameters_are_checked(tmp_path, base):
     assert err.key == "models.hgcf.defaults.momentum"
 
 
+def _as_few_seed(params: dict, variant: str, seeds: list[int]) -> None:
+    """Move ``variant`` into experiments.few_seed_models (out of experiments.models), with ``seeds``."""
+    exp = params["experiments"]
+    exp["models"] = [v for v in exp["models"] if v != variant]
+    exp["few_seed_models"] = [v for v in exp.get("few_seed_models", []) if v != variant] + [variant]
+    exp["few_seeds"] = seeds
+
+
 def test_few_seed_models_run_few_seeds(base):
     from pipeline.config import check_semantics, planned_runs
 
     params = copy.deepcopy(base)
-    params["experiments"].update(few_seed_models=["tvdiff"], few_seeds=[2])
+    _as_few_seed(params, "tvdiff", [2])
     check_semantics(params)
     assert {(s, seed) for s, v, seed in planned_runs(params) if v == "tvdiff"} == {
         (split, 2) for split in params["experiments"]["splits"]
@@ -269,10 +277,14 @@ def test_few_seed_models_run_few_seeds(base):
 
 
 def test_few_seed_models_need_seeds(tmp_path, base):
-    err = error_for(tmp_path, base, lambda p: p["experiments"].update(few_seeds=[]))
+    err = error_for(tmp_path, base, lambda p: _as_few_seed(p, "tvdiff", []))
     assert err.key == "experiments.few_seeds"
 
 
 def test_few_seed_model_also_in_models(tmp_path, base):
-    err = error_for(tmp_path, base, lambda p: p["experiments"]["models"].append("tvdiff"))
+    def both(p):
+        _as_few_seed(p, "tvdiff", [1])
+        p["experiments"]["models"].append("tvdiff")
+
+    err = error_for(tmp_path, base, both)
     assert err.key.startswith("experiments.few_seed_models[") and "also in experiments.models" in str(err)
