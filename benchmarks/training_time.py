@@ -8,8 +8,8 @@ Reads what the train stage recorded while the runs happened: ``logs/timing/<spli
 (wall-clock seconds; written beside, not inside, the tracked run folders because timings differ
 from run to run) and ``runs/<split>/<model>/seed<N>/metrics.json`` (best epoch, epochs trained,
 parameters). A tuned baseline's first-seed run is its grid run, so its timing file is that grid
-point's. Timings are of this machine as the DAG ran (``snakemake --cores 2``: up to two jobs at a
-time, each with its variant's threads), so they carry the load of the other job; they are a
+point's. Timings are of this machine as the runs happened (two or more jobs at a time, each with its
+variant's threads), so they carry the load of the other jobs; they are a
 measurement, written by this script, not by the DAG.
 """
 
@@ -46,13 +46,13 @@ def collect(params: dict) -> list[dict]:
     # the embedding stages: LightGCN (the latent models' clusters) and HGCF (HDRM's stage 1, a
     # cost HDRM pays on top of its own runs), one run per split with embeddings.seed
     for split in params["experiments"]["splits"]:
-        for stage, variant in (("lightgcn", "lightgcn"), (HYPERBOLIC_MODEL, HYPERBOLIC_MODEL)):
-            run = ROOT / "data" / "embeddings" / split / stage / "metrics.json"
-            timing = ROOT / "logs" / "timing" / f"{split}_{stage}-embeddings.json"
+        for variant in ("lightgcn", HYPERBOLIC_MODEL):
+            run = ROOT / "data" / "embeddings" / split / variant / "metrics.json"
+            timing = ROOT / "logs" / "timing" / f"{split}_{variant}-embeddings.json"
             if not run.exists() or not timing.exists():
                 continue
             m, t = json.loads(run.read_text()), json.loads(timing.read_text())
-            rows[(split, f"{stage} stage")] = {
+            rows[(split, f"{variant} stage")] = {
                 "split": split, "variant": variant, "label": f"{display_names(params, variant)[0]} (embedding stage)",
                 "epoch": [t["seconds_per_epoch"]], "eval": [t["seconds_per_eval"]], "best": [m["best_epoch"]],
                 "trained": [m["epochs_trained"]], "params": m.get("n_parameters"),
@@ -69,8 +69,8 @@ def render(params: dict, rows: list[dict]) -> str:
         "# Training time of the DAG's runs",
         "",
         "Written by `python benchmarks/training_time.py` from `logs/timing/*.json` and the runs' `metrics.json` "
-        "(means over seeds). Wall-clock seconds on the 2-core machine while `snakemake --cores 2` ran up to two "
-        "jobs at once; *threads* = torch threads of the run (`models.<variant>.threads`, else `training.threads`). "
+        "(means over seeds). Wall-clock seconds on the 2-core machine as the runs happened, two or more jobs sharing "
+        "the cores (see results/README.md), so they overstate a run alone (`efficiency.md`); *threads* = torch threads of the run (`models.<variant>.threads`, else `training.threads`). "
         "Epochs to best = the validation-selected epoch (evaluation every "
         f"{params['training']['eval_every']} epochs, stop after {params['training']['patience']} without a new best).",
         "",
