@@ -87,15 +87,61 @@ def main() -> None:
         fast_seconds = time.perf_counter() - t_fast
     total = time.perf_counter() - start
 
-    same = all(np.isclose(fast.means[s][m], reference.means[s][m], atol=1e-6) for s in fast.means for m in fast.means[s])
+    gap = max(abs(fast.means[s][m] - reference.means[s][m]) for s in fast.means for m in fast.means[s])
+    floor = arithmetic_floor(model, data.n_users, data.train.nnz, args.epochs, args.epochs // training.eval_every)
     print(f"DiffRec ML-1M clean benchmark ({torch.get_num_threads()} threads, {args.epochs} epochs, seed {args.seed})")
     print(f"  whole run (load + train + evaluations):   {load_seconds + run_seconds:7.2f} s   (target <= 40 s; authors' code 159 s)")
     print(f"  script total incl. start-up and extras:   {total:7.2f} s")
     print(f"  training, seconds per epoch:              {timing['seconds_per_epoch']:7.3f} s")
     print(f"  evaluation pass (valid+test, all users):  {timing['seconds_per_eval']:7.3f} s   (target <= 1 s; authors' code ~12 s per split)")
-    print(f"  the same pass with the authors' loop:     {ref_seconds:7.3f} s   (folded pass now {fast_seconds:.3f} s; metrics equal: {same})")
+    print(f"  the same pass with the authors' loop:     {ref_seconds:7.3f} s   (folded pass now {fast_seconds:.3f} s; "
+          f"largest metric difference {gap:.1e})")
     print(f"  peak RSS:                                 {peak_rss_mb():7.1f} MB  (target <= 1024 MB; authors' code 676 MB)")
     print(f"  best epoch {metrics['best_epoch']}: test recall@20 {metrics['test']['recall@20']:.4f}, ndcg@20 {metrics['test']['ndcg@20']:.4f}")
+    print(f"  arithmetic floor at this machine's measured fp32 matrix-product rate ({floor['gflops']:.0f} GFLOP/s):")
+    print(f"    epoch {floor['epoch_gflop']:.0f} GFLOP -> {floor['epoch_s']:.2f} s; evaluation pass {floor['eval_gflop']:.0f} GFLOP "
+          f"({floor['steps']} reverse steps, folded) -> {floor['eval_s']:.2f} s; "
+          f"whole run -> {floor['run_s']:.1f} s of matrix products alone")
+
+
+def measured_gflops(rows: int, width: int, repeats: int = 20) -> float:
+    """fp32 rate of a (rows x width) @ (width x width) product, the shape that dominates a pass."""
+    a, b = torch.randn(rows, width), torch.randn(width, width)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2.0 * rows * width * width * repeats / (time.perf_counter() - start) / 1e9
+
+
+def arithmetic_floor(model, n_users: int, nnz: int, epochs: int, evaluations: int) -> dict:
+    """Multiply-adds the run cannot avoid, priced at the measured matrix-product rate.
+
+    Epoch: every user's row through the denoiser forward and backward (weight gradients of all
+    layers, input gradients of all but the first). Evaluation pass: per user, the first
+    projection of the sparse row, per reverse step the hidden layers and the folded
+    (h0 x h0) product, and the final projection to all items (``DiffRec.scores``).
+    """
+    den = model.denoiser
+    layers = [(l.in_features, l.out_features) for l in [*den.in_layers, *den.out_layers]]
+    forward = sum(i * o for i, o in layers)
+    backward = forward + sum(i * o for i, o in layers[1:])
+    epoch_mac = n_users * (forward + backward)
+    h0 = layers[0][1]
+    hidden = sum(i * o for i, o in layers[1:-1])
+    steps = model.config.steps
+    eval_mac = nnz * h0 + n_users * (steps * (hidden + h0 * h0) + layers[-1][0] * layers[-1][1])
+    gflops = measured_gflops(1024, h0)
+    epoch_gflop, eval_gflop = 2 * epoch_mac / 1e9, 2 * eval_mac / 1e9
+    return {
+        "gflops": gflops,
+        "steps": steps,
+        "epoch_gflop": epoch_gflop,
+        "eval_gflop": eval_gflop,
+        "epoch_s": epoch_gflop / gflops,
+        "eval_s": eval_gflop / gflops,
+        "run_s": (epochs * epoch_gflop + evaluations * eval_gflop) / gflops,
+    }
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from torch import nn
 
 from pipeline.data.dataset import load_interactions, temporal_weights
 from pipeline.data.prepare import CANONICAL_SCHEMA
-from pipeline.models.diffrec import DiffRec, DiffRecConfig
+from pipeline.models.diffrec import DiffRec, DiffRecConfig, FirstLayer, fast_tanh_, sparse_rows_matmul
 from pipeline.models.diffusion import BETA_FIXED_VALUE, GaussianDiffusion, betas_for
 
 
@@ -371,3 +371,84 @@ def test_temporal_weights_follow_train_time_order(tmp_path):
     np.testing.assert_array_equal(w.indices, data.train.indices)
     np.testing.assert_array_equal(w.indptr, data.train.indptr)
     assert data.train_rank.toarray()[3].tolist() == [6, 5, 4, 3, 2, 1]
+
+
+# --------------------------------------------------------------------------------------------
+# (f) the speed-ups: each equals the plain computation it replaces
+
+
+def test_first_layer_equals_linear_bit_for_bit_when_x_needs_a_gradient():
+    """L-DiffRec's case (x = the encoder's latent): the same operations as nn.Linear over [x, emb]."""
+    torch.manual_seed(0)
+    x, emb = torch.randn(16, 30, requires_grad=True), torch.randn(16, 4, requires_grad=True)
+    layer = nn.Linear(34, 12)
+    grad = torch.randn(16, 12)
+    layer(torch.cat([x, emb], dim=-1)).backward(grad)
+    expected = [t.grad.clone() for t in (x, emb, layer.weight, layer.bias)]
+    for t in (x, emb, layer.weight, layer.bias):
+        t.grad = None
+    out = FirstLayer.apply(x, emb, layer.weight, layer.bias)
+    assert torch.equal(out, layer(torch.cat([x, emb], dim=-1)))
+    out.backward(grad)
+    for got, want in zip((x.grad, emb.grad, layer.weight.grad, layer.bias.grad), expected):
+        assert torch.equal(got, want)
+
+
+def test_first_layer_skips_the_gradient_of_x_and_keeps_the_others():
+    """DiffRec's case (x = the noised data row, no gradient): weight and bias gradients exactly
+    those of nn.Linear, the emb gradient equal up to float rounding (a narrower product)."""
+    torch.manual_seed(0)
+    x, emb = torch.randn(16, 30), torch.randn(16, 4, requires_grad=True)
+    layer = nn.Linear(34, 12)
+    grad = torch.randn(16, 12)
+    layer(torch.cat([x, emb], dim=-1)).backward(grad)
+    expected = [t.grad.clone() for t in (emb, layer.weight, layer.bias)]
+    for t in (emb, layer.weight, layer.bias):
+        t.grad = None
+    FirstLayer.apply(x, emb, layer.weight, layer.bias).backward(grad)
+    assert x.grad is None
+    assert torch.equal(layer.weight.grad, expected[1]) and torch.equal(layer.bias.grad, expected[2])
+    torch.testing.assert_close(emb.grad, expected[0], rtol=1e-6, atol=1e-6)
+
+
+def test_fast_tanh_is_in_place_and_within_one_ulp():
+    x = torch.linspace(-12, 12, 10_001)
+    want = torch.tanh(x.double()).float()
+    got = fast_tanh_(x.clone())
+    ulp = torch.finfo(torch.float32).eps * want.abs().clamp(min=torch.finfo(torch.float32).tiny)
+    assert ((got - want).abs() <= ulp).all()
+    y = torch.randn(6, 8)
+    assert fast_tanh_(y) is y
+    strided = torch.randn(8, 6).T  # not contiguous: torch's kernel
+    assert torch.equal(fast_tanh_(strided.clone()), torch.tanh(strided))
+
+
+def test_sparse_rows_matmul_equals_the_dense_product():
+    torch.manual_seed(0)
+    rows = (torch.rand(9, 40) < 0.2).float() * torch.rand(9, 40)  # weighted, like T-DiffRec's rows
+    rows[3] = 0.0  # a user with no train item
+    weight_t = torch.randn(40, 7)
+    torch.testing.assert_close(sparse_rows_matmul(rows, weight_t), rows @ weight_t, rtol=1e-5, atol=1e-6)
+    assert torch.equal(sparse_rows_matmul(rows, weight_t)[3], torch.zeros(7))
+
+
+def test_folded_scores_follow_parameter_updates():
+    """Scores after a fused AdamW step (which leaves the tensors' version counters alone) and
+    after loading a state use the new weights."""
+    torch.manual_seed(0)
+    model = DiffRec(config(steps=5, noise_scale=0.1, noise_min=0.01, noise_max=0.1), n_users=20, n_items=30)
+    rows = (torch.rand(20, 30) < 0.3).float()
+    model.eval()
+    before = model.scores(rows)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = model.optimizer()  # fused AdamW, as in training
+    model.train()
+    opt.zero_grad()
+    model.loss(rows).backward()
+    opt.step()
+    model.eval()
+    after = model.scores(rows)
+    assert not torch.allclose(after, before)
+    assert (after - model.scores_reference(rows)).abs().max().item() < 1e-5
+    model.load_state_dict(state)
+    assert torch.equal(model.scores(rows), before)

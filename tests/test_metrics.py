@@ -14,7 +14,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from pipeline.data.dataset import InteractionData
+from pipeline.data.dataset import InteractionData, dense_rows, mask_rows
 from pipeline.evaluation.evaluator import Evaluator
 from pipeline.evaluation.metrics import mean_metrics, per_user_metrics, rank_topk
 
@@ -255,3 +255,18 @@ def test_evaluator_matches_loop_reference_random():
         assert all(len(v) == n_users for v in result.per_user[split].values())
     # sanity: the example is not degenerate
     assert 0 < expected["test"]["recall@10"] < 1 and 0 < expected["valid"]["ndcg@5"] < 1
+
+
+def test_mask_rows_equals_dense_rows_positive():
+    """The evaluator's masks come from the CSR entries: the same as making the rows dense and
+    comparing > 0, with explicit zeros, negative values, duplicates and empty rows."""
+    rows = np.array([0, 0, 1, 1, 3, 3, 3])
+    cols = np.array([1, 4, 2, 2, 0, 3, 5])
+    data = np.array([1.0, 0.0, 0.4, 0.3, -1.0, 2.0, 0.5], dtype=np.float32)  # (1, 2) a duplicate
+    matrix = sp.csr_matrix((data, (rows, cols)), shape=(5, 6))
+    matrix.data[1] = 0.0  # keep an explicit zero stored
+    users = np.array([3, 0, 2, 1, 4])
+    got = mask_rows(matrix, users)
+    assert got.dtype == torch.bool
+    assert torch.equal(got, dense_rows(matrix, users) > 0)
+    assert got.sum().item() == 4

