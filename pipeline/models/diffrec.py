@@ -203,15 +203,6 @@ class MLPDenoiser(nn.Module):
         keep = torch.rand_like(x) >= self.dropout
         return (x * keep).div_(1.0 - self.dropout)  # = x * keep / (1 - p), in place
 
-    def hidden(self, a: torch.Tensor) -> torch.Tensor:
-        """From the first layer's pre-activation to the last layer's input (eval mode)."""
-        h = torch.tanh(a)
-        for layer in self.in_layers[1:]:
-            h = torch.tanh(layer(h))
-        for layer in self.out_layers[:-1]:
-            h = torch.tanh(layer(h))
-        return h
-
 
 class DiffRec(nn.Module):
     Config = DiffRecConfig

@@ -98,21 +98,18 @@ class GaussianDiffusion(nn.Module):
     @torch.no_grad()
     def record_losses(self, t: torch.Tensor, losses: torch.Tensor) -> None:
         """Append losses to each timestep's history (in batch order), keeping the newest ``history``."""
-        if self.loss_history.device.type == "cpu":  # the same in NumPy: a tenth of the per-step overhead
-            history, counts = self.loss_history.numpy(), self.loss_count.numpy()
-            t_np, losses_np = t.cpu().numpy(), losses.cpu().numpy().astype(np.float64)
-            for step in np.unique(t_np):
-                count = counts[step]
-                merged = np.concatenate([history[step, :count], losses_np[t_np == step]])[-self.history :]
-                history[step, : len(merged)] = merged
-                counts[step] = len(merged)
-            return
-        for step in torch.unique(t).tolist():
-            new = losses[t == step].to(torch.float64)
-            count = int(self.loss_count[step])
-            merged = torch.cat([self.loss_history[step, :count], new])[-self.history :]
-            self.loss_history[step, : len(merged)] = merged
-            self.loss_count[step] = len(merged)
+        # NumPy on the CPU (torch's per-call overhead made this loop a visible part of an epoch);
+        # on a GPU the small buffers go through the CPU and back
+        history, counts = self.loss_history.cpu(), self.loss_count.cpu()  # on the CPU: the buffers themselves
+        hist_np, counts_np = history.numpy(), counts.numpy()
+        t_np, losses_np = t.cpu().numpy(), losses.cpu().numpy().astype(np.float64)
+        for step in np.unique(t_np):
+            merged = np.concatenate([hist_np[step, : counts_np[step]], losses_np[t_np == step]])[-self.history :]
+            hist_np[step, : len(merged)] = merged
+            counts_np[step] = len(merged)
+        if self.loss_history.device.type != "cpu":
+            self.loss_history.copy_(history)
+            self.loss_count.copy_(counts)
 
     # ---- training loss -----------------------------------------------------------------
     def training_loss(self, denoiser: nn.Module, x_start: torch.Tensor, reweight: bool) -> torch.Tensor:
