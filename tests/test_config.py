@@ -288,3 +288,35 @@ def test_few_seed_model_also_in_models(tmp_path, base):
 
     err = error_for(tmp_path, base, both)
     assert err.key.startswith("experiments.few_seed_models[") and "also in experiments.models" in str(err)
+
+
+def test_shared_hyperparameter_checks():
+    """pipeline.models.checks: one message per bad key, nothing for good values."""
+    from dataclasses import dataclass
+
+    from pipeline.models import checks as c
+
+    @dataclass
+    class Cfg:
+        lr: float = 0.001
+        decay: float = 0.0
+        epochs: int = 10
+        dims: tuple = (200, 600)
+        dropout: float = 0.5
+        mix: float = 1.0
+        act: str = "relu"
+        noise_min: float = 0.001
+        noise_max: float = 0.01
+
+    good = Cfg()
+    assert c.positive(good, "lr") + c.non_negative(good, "decay") + c.counts(good, "epochs") + c.dims(good) == []
+    assert c.fractions(good, "dropout") + c.unit_interval(good, "mix") + c.one_of(good, "act", ["relu"]) + c.noise_bounds(good) == []
+    bad = Cfg(lr=0.0, decay=-1.0, epochs=True, dims=(200, 0), dropout=1.0, mix=1.5, act="gelu", noise_min=0.02)
+    assert c.positive(bad, "lr") == [("lr", "must be > 0, got 0.0")]
+    assert c.non_negative(bad, "decay") == [("decay", "must be >= 0, got -1.0")]
+    assert c.counts(bad, "epochs") == [("epochs", "must be an integer >= 1, got True")]
+    assert c.dims(bad) == [("dims", "must be a non-empty list of positive integers, got (200, 0)")]
+    assert c.fractions(bad, "dropout") == [("dropout", "must be in [0, 1), got 1.0")]
+    assert c.unit_interval(bad, "mix") == [("mix", "must be in [0, 1], got 1.5")]
+    assert c.one_of(bad, "act", ["relu", "tanh"]) == [("act", "'gelu' is not allowed; allowed values: ['relu', 'tanh']")]
+    assert c.noise_bounds(bad) == [(("noise_min", "noise_max"), "need 0 < noise_min <= noise_max < 1, got 0.02 and 0.01")]

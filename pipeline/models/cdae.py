@@ -36,14 +36,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.data.dataset import InteractionData
+from pipeline.models import checks as c
 from pipeline.models.ldiffrec import _dropout
 
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh, "identity": lambda x: x}
 LOSSES = ("bce", "mse")
 
-
-def _positive_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 @dataclass(frozen=True)
@@ -59,21 +57,14 @@ class CDAEConfig:
 
     def problems(self) -> list[tuple[str | tuple[str, ...], str]]:
         """(key, message) for every impossible value (types are checked before)."""
-        out = []
-        if self.lr <= 0:
-            out.append(("lr", f"must be > 0, got {self.lr}"))
-        if self.reg_weight < 0:
-            out.append(("reg_weight", f"must be >= 0, got {self.reg_weight}"))
-        for key in ("batch_size", "epochs", "hidden_size"):
-            if not _positive_int(getattr(self, key)):
-                out.append((key, f"must be an integer >= 1, got {getattr(self, key)!r}"))
-        if not 0.0 <= self.corruption < 1.0:
-            out.append(("corruption", f"must be in [0, 1), got {self.corruption}"))
-        if self.hidden_activation not in ACTIVATIONS:
-            out.append(("hidden_activation", f"{self.hidden_activation!r} is not allowed; allowed values: {sorted(ACTIVATIONS)}"))
-        if self.loss not in LOSSES:
-            out.append(("loss", f"{self.loss!r} is not allowed; allowed values: {list(LOSSES)}"))
-        return out
+        return [
+            *c.positive(self, "lr"),
+            *c.non_negative(self, "reg_weight"),
+            *c.counts(self, "batch_size", "epochs", "hidden_size"),
+            *c.fractions(self, "corruption"),
+            *c.one_of(self, "hidden_activation", sorted(ACTIVATIONS)),
+            *c.one_of(self, "loss", LOSSES),
+        ]
 
 
 class CDAE(nn.Module):

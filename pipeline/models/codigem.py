@@ -52,13 +52,11 @@ import torch
 from torch import nn
 
 from pipeline.data.dataset import InteractionData
+from pipeline.models import checks as c
 
 P_INIT_STD = 1e-4  # released init of the reverse networks' first layer (weights and biases)
 LOG_2PI = math.log(2.0 * math.pi)
 
-
-def _positive_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 @dataclass(frozen=True)
@@ -74,14 +72,11 @@ class CODIGEMConfig:
 
     def problems(self) -> list[tuple[str | tuple[str, ...], str]]:
         """(key, message) for every impossible value (types are checked before)."""
-        out = []
-        if self.lr <= 0:
-            out.append(("lr", f"must be > 0, got {self.lr}"))
-        if self.weight_decay < 0:
-            out.append(("weight_decay", f"must be >= 0, got {self.weight_decay}"))
-        for key in ("batch_size", "epochs", "steps", "hidden_size", "hidden_layers"):
-            if not _positive_int(getattr(self, key)):
-                out.append((key, f"must be an integer >= 1, got {getattr(self, key)!r}"))
+        out = [
+            *c.positive(self, "lr"),
+            *c.non_negative(self, "weight_decay"),
+            *c.counts(self, "batch_size", "epochs", "steps", "hidden_size", "hidden_layers"),
+        ]
         if not 0 < self.beta < 1:
             out.append(("beta", f"must be in (0, 1), got {self.beta}"))
         return out

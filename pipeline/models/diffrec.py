@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.data.dataset import InteractionData
-from pipeline.models.diffusion import GaussianDiffusion
+from pipeline.models import checks as c
+from pipeline.models.diffusion import SCHEDULES, GaussianDiffusion
 
 
 @dataclass(frozen=True)
@@ -65,33 +66,23 @@ class DiffRecConfig:
 
     def problems(self) -> list[tuple[str | tuple[str, ...], str]]:
         """(key or keys involved, message) for every impossible value (types are checked before)."""
-        out = []
-        if self.lr <= 0:
-            out.append(("lr", f"must be > 0, got {self.lr}"))
-        if self.weight_decay < 0:
-            out.append(("weight_decay", f"must be >= 0, got {self.weight_decay}"))
-        for key in ("batch_size", "epochs", "steps", "emb_size", "history_num_per_term"):
-            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
-                out.append((key, f"must be an integer >= 1, got {getattr(self, key)!r}"))
-        if not self.dims or not all(isinstance(d, int) and d >= 1 for d in self.dims):
-            out.append(("dims", f"must be a non-empty list of positive integers, got {self.dims!r}"))
-        if not 0.0 <= self.dropout < 1.0:
-            out.append(("dropout", f"must be in [0, 1), got {self.dropout}"))
+        out = [
+            *c.positive(self, "lr"),
+            *c.non_negative(self, "weight_decay"),
+            *c.counts(self, "batch_size", "epochs", "steps", "emb_size", "history_num_per_term"),
+            *c.dims(self),
+            *c.fractions(self, "dropout"),
+        ]
         if self.mean_type != "x0":
             out.append(("mean_type", f"{self.mean_type!r} is not supported; allowed values: ['x0']"))
-        if self.schedule not in ("linear-var", "linear"):
-            out.append(("schedule", f"{self.schedule!r} is not allowed; allowed values: ['linear', 'linear-var']"))
-        if self.noise_scale < 0:
-            out.append(("noise_scale", f"must be >= 0, got {self.noise_scale}"))
-        if not 0 < self.noise_min <= self.noise_max < 1:
-            out.append((("noise_min", "noise_max"), f"need 0 < noise_min <= noise_max < 1, got {self.noise_min} and {self.noise_max}"))
+        out += c.one_of(self, "schedule", SCHEDULES)
+        out += c.non_negative(self, "noise_scale")
+        out += c.noise_bounds(self)
         if not 0 < self.max_beta < 1:
             out.append(("max_beta", f"must be in (0, 1), got {self.max_beta}"))
         if not 0 <= self.sampling_steps <= self.steps if isinstance(self.steps, int) else False:
             out.append(("sampling_steps", f"must be in [0, steps={self.steps}], got {self.sampling_steps}"))
-        if not 0 <= self.uniform_prob <= 1:
-            out.append(("uniform_prob", f"must be in [0, 1], got {self.uniform_prob}"))
-        return out
+        return out + c.unit_interval(self, "uniform_prob")
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:

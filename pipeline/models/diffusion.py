@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 BETA_FIXED_VALUE = 1e-5  # DiffRec's beta_1 when beta_fixed is on
+SCHEDULES = ("linear", "linear-var")
 
 
 def betas_for(schedule: str, steps: int, scale: float, low: float, high: float, max_beta: float) -> np.ndarray:
@@ -30,7 +31,7 @@ def betas_for(schedule: str, steps: int, scale: float, low: float, high: float, 
     if schedule == "linear":
         return np.linspace(start, end, steps, dtype=np.float64)
     if schedule != "linear-var":
-        raise ValueError(f"unknown noise schedule {schedule!r}; allowed: ['linear', 'linear-var']")
+        raise ValueError(f"unknown noise schedule {schedule!r}; allowed: {list(SCHEDULES)}")
     alpha_bar = 1.0 - np.linspace(start, end, steps, dtype=np.float64)
     betas = [1.0 - alpha_bar[0]]
     for i in range(1, steps):

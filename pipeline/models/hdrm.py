@@ -76,6 +76,7 @@ from pipeline.hyperbolic import (
     sample_pairs,
     sqdist,
 )
+from pipeline.models import checks as c
 from pipeline.models.diffrec import timestep_embedding, xavier_normal_
 from pipeline.models.diffusion import GaussianDiffusion
 
@@ -103,31 +104,19 @@ class HDRMConfig:
 
     def problems(self) -> list[tuple[str | tuple[str, ...], str]]:
         """(key or keys involved, message) for every impossible value (types are checked before)."""
-        out = []
-        if self.lr <= 0:
-            out.append(("lr", f"must be > 0, got {self.lr}"))
-        if self.weight_decay < 0:
-            out.append(("weight_decay", f"must be >= 0, got {self.weight_decay}"))
-        for key in ("batch_size", "epochs", "steps", "emb_size"):
-            if getattr(self, key) < 1:
-                out.append((key, f"must be an integer >= 1, got {getattr(self, key)!r}"))
-        if not self.dims or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in self.dims):
-            out.append(("dims", f"must be a non-empty list of positive integers, got {self.dims!r}"))
-        if not 0.0 <= self.dropout < 1.0:
-            out.append(("dropout", f"must be in [0, 1), got {self.dropout}"))
-        if self.act not in ACTIVATIONS:
-            out.append(("act", f"{self.act!r} is not allowed; allowed values: {sorted(ACTIVATIONS)}"))
-        if self.noise_scale <= 0:
-            out.append(("noise_scale", f"must be > 0, got {self.noise_scale}"))
-        if not 0 < self.noise_min <= self.noise_max < 1:
-            out.append((("noise_min", "noise_max"), f"need 0 < noise_min <= noise_max < 1, got {self.noise_min} and {self.noise_max}"))
-        if not 0.0 <= self.alpha <= 1.0:
-            out.append(("alpha", f"must be in [0, 1], got {self.alpha}"))
-        if self.margin < 0:
-            out.append(("margin", f"must be >= 0, got {self.margin}"))
-        if not 0.0 <= self.mix <= 1.0:
-            out.append(("mix", f"must be in [0, 1], got {self.mix}"))
-        return out
+        return [
+            *c.positive(self, "lr"),
+            *c.non_negative(self, "weight_decay"),
+            *c.counts(self, "batch_size", "epochs", "steps", "emb_size"),
+            *c.dims(self),
+            *c.fractions(self, "dropout"),
+            *c.one_of(self, "act", sorted(ACTIVATIONS)),
+            *c.positive(self, "noise_scale"),
+            *c.noise_bounds(self),
+            *c.unit_interval(self, "alpha"),
+            *c.non_negative(self, "margin"),
+            *c.unit_interval(self, "mix"),
+        ]
 
 
 class ConditionalDenoiser(nn.Module):

@@ -66,6 +66,7 @@ from pipeline.hyperbolic import (
     sample_pairs,
     sqdist,
 )
+from pipeline.models import checks as c
 
 
 @dataclass(frozen=True)
@@ -82,23 +83,13 @@ class HGCFConfig:
 
     def problems(self) -> list[tuple[str | tuple[str, ...], str]]:
         """(key, message) for every impossible value (types are checked before)."""
-        out = []
-        for key in ("batch_size", "epochs", "n_layers"):
-            if getattr(self, key) < 1:
-                out.append((key, f"must be an integer >= 1, got {getattr(self, key)!r}"))
+        out = c.counts(self, "batch_size", "epochs", "n_layers")
         if self.emb_size < 2:
             out.append(("emb_size", f"must be >= 2 (the time coordinate plus at least one more), got {self.emb_size}"))
-        if self.lr <= 0:
-            out.append(("lr", f"must be > 0, got {self.lr}"))
-        if self.weight_decay < 0:
-            out.append(("weight_decay", f"must be >= 0, got {self.weight_decay}"))
+        out += c.positive(self, "lr") + c.non_negative(self, "weight_decay")
         if not 0 <= self.momentum < 1:
             out.append(("momentum", f"must be in [0, 1), got {self.momentum}"))
-        if self.margin < 0:
-            out.append(("margin", f"must be >= 0, got {self.margin}"))
-        if self.init_scale <= 0:
-            out.append(("init_scale", f"must be > 0, got {self.init_scale}"))
-        return out
+        return out + c.non_negative(self, "margin") + c.positive(self, "init_scale")
 
 
 class HGCF(nn.Module):

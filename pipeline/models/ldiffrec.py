@@ -83,8 +83,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.data.dataset import InteractionData, temporal_weights
+from pipeline.models import checks as c
 from pipeline.models.diffrec import MLPDenoiser, xavier_normal_
-from pipeline.models.diffusion import GaussianDiffusion
+from pipeline.models.diffusion import SCHEDULES, GaussianDiffusion
 
 
 @dataclass(frozen=True)
@@ -126,44 +127,26 @@ class LDiffRecConfig:
 
     def problems(self) -> list[tuple[str | tuple[str, ...], str]]:
         """(key or keys involved, message) for every impossible value (types are checked before)."""
-        out = []
-        for key in ("lr_ae", "lr_denoiser"):
-            if getattr(self, key) <= 0:
-                out.append((key, f"must be > 0, got {getattr(self, key)}"))
-        if self.weight_decay < 0:
-            out.append(("weight_decay", f"must be >= 0, got {self.weight_decay}"))
-        for key in ("batch_size", "epochs", "n_clusters", "latent_size", "steps", "emb_size", "history_num_per_term"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or value < 1:
-                out.append((key, f"must be an integer >= 1, got {value!r}"))
+        out = [
+            *c.positive(self, "lr_ae", "lr_denoiser"),
+            *c.non_negative(self, "weight_decay"),
+            *c.counts(self, "batch_size", "epochs", "n_clusters", "latent_size", "steps", "emb_size", "history_num_per_term"),
+        ]
         for key in ("lamda_anneal_epochs", "kl_anneal_batches"):
             value = getattr(self, key)
             if not isinstance(value, int) or value < 0:
                 out.append((key, f"must be an integer >= 0 (0 = no annealing), got {value!r}"))
         if isinstance(self.n_clusters, int) and isinstance(self.latent_size, int) and self.latent_size < self.n_clusters:
             out.append((("latent_size", "n_clusters"), f"need latent_size >= n_clusters (one unit per cluster at least), got {self.latent_size} < {self.n_clusters}"))
-        if not self.dims or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in self.dims):
-            out.append(("dims", f"must be a non-empty list of positive integers, got {self.dims!r}"))
-        for key in ("ae_dropout", "denoiser_dropout"):
-            if not 0.0 <= getattr(self, key) < 1.0:
-                out.append((key, f"must be in [0, 1), got {getattr(self, key)}"))
+        out += c.dims(self) + c.fractions(self, "ae_dropout", "denoiser_dropout")
         if self.mean_type != "x0":
             out.append(("mean_type", f"{self.mean_type!r} is not supported; allowed values: ['x0']"))
-        if self.schedule not in ("linear-var", "linear"):
-            out.append(("schedule", f"{self.schedule!r} is not allowed; allowed values: ['linear', 'linear-var']"))
-        if self.noise_scale < 0:
-            out.append(("noise_scale", f"must be >= 0, got {self.noise_scale}"))
-        if not 0 < self.noise_min <= self.noise_max < 1:
-            out.append((("noise_min", "noise_max"), f"need 0 < noise_min <= noise_max < 1, got {self.noise_min} and {self.noise_max}"))
+        out += c.one_of(self, "schedule", SCHEDULES) + c.non_negative(self, "noise_scale") + c.noise_bounds(self)
         if not 0 < self.max_beta < 1:
             out.append(("max_beta", f"must be in (0, 1), got {self.max_beta}"))
         if not (isinstance(self.steps, int) and 0 <= self.sampling_steps <= self.steps):
             out.append(("sampling_steps", f"must be in [0, steps={self.steps}], got {self.sampling_steps}"))
-        if not 0 <= self.uniform_prob <= 1:
-            out.append(("uniform_prob", f"must be in [0, 1], got {self.uniform_prob}"))
-        for key in ("lamda", "lamda_floor", "kl_weight_max"):
-            if getattr(self, key) < 0:
-                out.append((key, f"must be >= 0, got {getattr(self, key)}"))
+        out += c.unit_interval(self, "uniform_prob") + c.non_negative(self, "lamda", "lamda_floor", "kl_weight_max")
         if self.required_temporal is not None and self.temporal != self.required_temporal:
             hint = "use the model 'ltdiffrec' for time-weighted rows" if self.temporal else "LT-DiffRec is L-DiffRec on time-weighted rows"
             out.append(("temporal", f"must be {str(self.required_temporal).lower()} for this model, got {str(self.temporal).lower()} ({hint})"))

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.data.dataset import InteractionData
+from pipeline.models import checks as c
 
 MAX_RESAMPLE_ROUNDS = 20  # rejection rounds for negatives, then a direct draw from the complement
 INIT_STD = 0.1  # LightGCN-PyTorch initialises the embeddings with N(0, 0.1^2)
@@ -55,19 +56,10 @@ class LightGCNConfig:
 
     def problems(self) -> list[tuple[str | tuple[str, ...], str]]:
         """(key, message) for every impossible value (types are checked before)."""
-        out = []
-        for key in ("emb_size", "batch_size", "epochs"):
-            if getattr(self, key) < 1:
-                out.append((key, f"must be an integer >= 1, got {getattr(self, key)!r}"))
+        out = c.counts(self, "emb_size", "batch_size", "epochs")
         if self.n_layers < 0:
             out.append(("n_layers", f"must be >= 0 (0 = matrix factorisation with BPR), got {self.n_layers}"))
-        if self.lr <= 0:
-            out.append(("lr", f"must be > 0, got {self.lr}"))
-        if self.weight_decay < 0:
-            out.append(("weight_decay", f"must be >= 0, got {self.weight_decay}"))
-        if self.reg_weight < 0:
-            out.append(("reg_weight", f"must be >= 0, got {self.reg_weight}"))
-        return out
+        return out + c.positive(self, "lr") + c.non_negative(self, "weight_decay", "reg_weight")
 
 
 def normalized_adjacency(train: sp.spmatrix) -> sp.csr_matrix:

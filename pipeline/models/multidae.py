@@ -34,12 +34,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.data.dataset import InteractionData
+from pipeline.models import checks as c
 from pipeline.models.diffrec import xavier_normal_
 from pipeline.models.ldiffrec import _dropout
 
-
-def _positive_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 @dataclass(frozen=True)
@@ -53,19 +51,13 @@ class MultiDAEConfig:
 
     def problems(self) -> list[tuple[str | tuple[str, ...], str]]:
         """(key or keys involved, message) for every impossible value (types are checked before)."""
-        out = []
-        if self.lr <= 0:
-            out.append(("lr", f"must be > 0, got {self.lr}"))
-        if self.reg_weight < 0:
-            out.append(("reg_weight", f"must be >= 0, got {self.reg_weight}"))
-        for key in ("batch_size", "epochs"):
-            if not _positive_int(getattr(self, key)):
-                out.append((key, f"must be an integer >= 1, got {getattr(self, key)!r}"))
-        if not self.dims or not all(_positive_int(d) for d in self.dims):
-            out.append(("dims", f"must be a non-empty list of positive integers, got {self.dims!r}"))
-        if not 0.0 <= self.dropout < 1.0:
-            out.append(("dropout", f"must be in [0, 1), got {self.dropout}"))
-        return out
+        return [
+            *c.positive(self, "lr"),
+            *c.non_negative(self, "reg_weight"),
+            *c.counts(self, "batch_size", "epochs"),
+            *c.dims(self),
+            *c.fractions(self, "dropout"),
+        ]
 
 
 def dense_stack(widths: list[int]) -> nn.ModuleList:

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.models.diffusion import GaussianDiffusion
+from pipeline.models import checks as c
+from pipeline.models.diffusion import SCHEDULES, GaussianDiffusion
 from pipeline.models.multidae import MultiDAE, MultiDAEConfig, multinomial_nll
 
 
@@ -45,15 +46,10 @@ class MultiDAEPPConfig(MultiDAEConfig):
     beta_fixed: bool
 
     def problems(self) -> list[tuple[str | tuple[str, ...], str]]:
-        out = super().problems()
-        if self.schedule not in ("linear-var", "linear"):
-            out.append(("schedule", f"{self.schedule!r} is not allowed; allowed values: ['linear', 'linear-var']"))
-        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
-            out.append(("steps", f"must be an integer >= 1, got {self.steps!r}"))
+        out = super().problems() + c.one_of(self, "schedule", SCHEDULES) + c.counts(self, "steps")
         if self.noise_scale <= 0:
             out.append(("noise_scale", f"must be > 0 (0 is plain MultiDAE), got {self.noise_scale}"))
-        if not 0 < self.noise_min <= self.noise_max < 1:
-            out.append((("noise_min", "noise_max"), f"need 0 < noise_min <= noise_max < 1, got {self.noise_min} and {self.noise_max}"))
+        out += c.noise_bounds(self)
         if not 0 < self.max_beta < 1:
             out.append(("max_beta", f"must be in (0, 1), got {self.max_beta}"))
         if not self.noise_scale * self.noise_max < 1:

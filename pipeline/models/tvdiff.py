@@ -75,6 +75,7 @@ from torch import nn
 
 from pipeline.data.dataset import InteractionData
 from pipeline.hyperbolic import SparseOperator
+from pipeline.models import checks as c
 from pipeline.models.diffrec import timestep_embedding
 from pipeline.models.diffusion import GaussianDiffusion
 
@@ -103,31 +104,20 @@ class TVDiffConfig:
 
     def problems(self) -> list[tuple[str | tuple[str, ...], str]]:
         """(key or keys involved, message) for every impossible value (types are checked before)."""
-        out = []
-        if self.lr <= 0:
-            out.append(("lr", f"must be > 0, got {self.lr}"))
-        if self.weight_decay < 0:
-            out.append(("weight_decay", f"must be >= 0, got {self.weight_decay}"))
-        for key in ("batch_size", "epochs", "steps", "emb_size"):
-            if getattr(self, key) < 1:
-                out.append((key, f"must be an integer >= 1, got {getattr(self, key)!r}"))
-        if not self.dims or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in self.dims):
-            out.append(("dims", f"must be a non-empty list of positive integers, got {self.dims!r}"))
-        if not 0.0 <= self.dropout < 1.0:
-            out.append(("dropout", f"must be in [0, 1), got {self.dropout}"))
-        if self.noise_scale < 0:
-            out.append(("noise_scale", f"must be >= 0, got {self.noise_scale}"))
-        if not 0 < self.noise_min <= self.noise_max < 1:
-            out.append((("noise_min", "noise_max"), f"need 0 < noise_min <= noise_max < 1, got {self.noise_min} and {self.noise_max}"))
-        if self.loss_type not in LOSS_TYPES:
-            out.append(("loss_type", f"{self.loss_type!r} is not allowed; allowed values: {list(LOSS_TYPES)}"))
-        if self.temp < 0:
-            out.append(("temp", f"must be >= 0, got {self.temp}"))
+        out = [
+            *c.positive(self, "lr"),
+            *c.non_negative(self, "weight_decay"),
+            *c.counts(self, "batch_size", "epochs", "steps", "emb_size"),
+            *c.dims(self),
+            *c.fractions(self, "dropout"),
+            *c.non_negative(self, "noise_scale"),
+            *c.noise_bounds(self),
+            *c.one_of(self, "loss_type", LOSS_TYPES),
+            *c.non_negative(self, "temp"),
+        ]
         if not 0.0 < self.gamma <= 1.0:
             out.append(("gamma", f"must be in (0, 1], got {self.gamma}"))
-        if self.ar_lambda < 0:
-            out.append(("ar_lambda", f"must be >= 0, got {self.ar_lambda}"))
-        return out
+        return out + c.non_negative(self, "ar_lambda")
 
 
 # ---------------------------------------------------------------------------- the item view
