@@ -21,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from pipeline.config import evaluation_config, load_params, source_config, split_config, training_config

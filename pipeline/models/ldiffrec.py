@@ -174,14 +174,14 @@ def latent_sizes(cluster_sizes: list[int], latent_size: int) -> list[int]:
     exact = [latent_size * s / n for s in sizes]
     out = [int(math.floor(e)) for e in exact]
     left = latent_size - sum(out)
-    by_remainder = sorted(range(k), key=lambda c: (-(exact[c] - out[c]), -sizes[c], c))
-    for c in by_remainder[:left]:
-        out[c] += 1
-    for c in range(k):
-        if out[c] == 0:
+    by_remainder = sorted(range(k), key=lambda j: (-(exact[j] - out[j]), -sizes[j], j))
+    for j in by_remainder[:left]:
+        out[j] += 1
+    for j in range(k):
+        if out[j] == 0:
             donor = min(range(k), key=lambda d: (-out[d], d))
             out[donor] -= 1
-            out[c] = 1
+            out[j] = 1
     assert sum(out) == latent_size and min(out) >= 1
     return out
 
