@@ -26,6 +26,7 @@ import torch
 from pipeline.config import evaluation_config, load_params, source_config, split_config, training_config
 from pipeline.data.dataset import dense_rows, load_interactions
 from pipeline.evaluation.evaluator import Evaluator
+from pipeline.models.linear import linear
 from pipeline.training.run import build_model
 from pipeline.training.trainer import train_run
 
@@ -97,19 +98,20 @@ def main() -> None:
           f"largest metric difference {gap:.1e})")
     print(f"  peak RSS:                                 {peak_rss_mb():7.1f} MB  (target <= 1024 MB; authors' code 676 MB)")
     print(f"  best epoch {metrics['best_epoch']}: test recall@20 {metrics['test']['recall@20']:.4f}, ndcg@20 {metrics['test']['ndcg@20']:.4f}")
-    print(f"  arithmetic floor at this machine's measured fp32 matrix-product rate ({floor['gflops']:.0f} GFLOP/s):")
+    print(f"  arithmetic floor at this machine's measured fp32 matrix-product rate ({floor['gflops']:.0f} GFLOP/s "
+          f"through pipeline.models.linear; torch.mm: {floor['gflops_torch']:.0f} GFLOP/s):")
     print(f"    epoch {floor['epoch_gflop']:.0f} GFLOP -> {floor['epoch_s']:.2f} s; evaluation pass {floor['eval_gflop']:.0f} GFLOP "
           f"({floor['steps']} reverse steps, folded) -> {floor['eval_s']:.2f} s; "
           f"whole run -> {floor['run_s']:.1f} s of matrix products alone")
 
 
-def measured_gflops(rows: int, width: int, repeats: int = 20) -> float:
+def measured_gflops(rows: int, width: int, product=torch.mm, repeats: int = 20) -> float:
     """fp32 rate of a (rows x width) @ (width x width) product, the shape that dominates a pass."""
     a, b = torch.randn(rows, width), torch.randn(width, width)
-    a @ b
+    product(a, b)
     start = time.perf_counter()
     for _ in range(repeats):
-        a @ b
+        product(a, b)
     return 2.0 * rows * width * width * repeats / (time.perf_counter() - start) / 1e9
 
 
@@ -130,10 +132,11 @@ def arithmetic_floor(model, n_users: int, nnz: int, epochs: int, evaluations: in
     hidden = sum(i * o for i, o in layers[1:-1])
     steps = model.config.steps
     eval_mac = nnz * h0 + n_users * (steps * (hidden + h0 * h0) + layers[-1][0] * layers[-1][1])
-    gflops = measured_gflops(1024, h0)
+    gflops = measured_gflops(1024, h0, linear)  # the products DiffRec runs (oneDNN on the CPU)
     epoch_gflop, eval_gflop = 2 * epoch_mac / 1e9, 2 * eval_mac / 1e9
     return {
         "gflops": gflops,
+        "gflops_torch": measured_gflops(1024, h0),  # torch.mm (MKL on the CPU), for comparison
         "steps": steps,
         "epoch_gflop": epoch_gflop,
         "eval_gflop": eval_gflop,

@@ -16,7 +16,7 @@ import torch
 
 from pipeline.data.dataset import InteractionData, dense_rows, mask_rows
 from pipeline.evaluation.evaluator import Evaluator
-from pipeline.evaluation.metrics import mean_metrics, per_user_metrics, rank_topk
+from pipeline.evaluation.metrics import mean_metrics, per_user_metrics, rank_topk_
 
 
 def L(j: int) -> float:
@@ -126,15 +126,22 @@ def dense(rows: list[set[int]], n_items: int = 6) -> torch.Tensor:
     return out
 
 
+def entries(rows: list[set[int]]) -> tuple[np.ndarray, np.ndarray]:
+    pairs = [(u, i) for u, items in enumerate(rows) for i in sorted(items)]
+    return np.array([u for u, _ in pairs], dtype=np.int64), np.array([i for _, i in pairs], dtype=np.int64)
+
+
 def test_rank_topk_masks_items_and_sorts():
-    exclude_valid = dense(TRAIN)
-    exclude_test = dense([a | b for a, b in zip(TRAIN, VALID)])
-    assert rank_topk(SCORES, exclude_valid, 3).tolist() == VALID_TOP3
-    assert rank_topk(SCORES, exclude_test, 3).tolist() == TEST_TOP3
+    exclude_valid = entries(TRAIN)
+    exclude_test = entries([a | b for a, b in zip(TRAIN, VALID)])
+    scores = SCORES.clone()
+    assert rank_topk_(scores, exclude_valid, 3).tolist() == VALID_TOP3
+    assert torch.equal(scores, SCORES.masked_fill(dense(TRAIN), float("-inf")))  # masked in place
+    assert rank_topk_(SCORES.clone(), exclude_test, 3).tolist() == TEST_TOP3
     # without masks the highest-scored (train) items come first
-    assert rank_topk(SCORES, torch.zeros_like(exclude_valid), 1).tolist() == [[0], [1], [0]]
+    assert rank_topk_(SCORES.clone(), entries([set()] * 3), 1).tolist() == [[0], [1], [0]]
     # k larger than the number of items is capped
-    assert rank_topk(SCORES, exclude_valid, 50).shape == (3, 6)
+    assert rank_topk_(SCORES.clone(), exclude_valid, 50).shape == (3, 6)
 
 
 @pytest.mark.parametrize(

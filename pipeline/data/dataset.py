@@ -79,12 +79,18 @@ def dense_rows(matrix: sp.csr_matrix, rows: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(matrix[rows].toarray())
 
 
+def positive_entries(matrix: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(position in ``rows``, column) of every entry > 0 of ``matrix[rows]``, duplicates summed:
+    where ``dense_rows(matrix, rows) > 0``, read from the CSR entries directly."""
+    sub = matrix[rows]
+    sub.sum_duplicates()
+    keep = sub.data > 0
+    return np.repeat(np.arange(sub.shape[0]), np.diff(sub.indptr))[keep], sub.indices[keep]
+
+
 def mask_rows(matrix: sp.csr_matrix, rows: np.ndarray) -> torch.Tensor:
     """``dense_rows(matrix, rows) > 0`` as a bool tensor, set from the CSR entries directly
     (a tenth of the time: no float row is made and compared)."""
-    sub = matrix[rows]
-    sub.sum_duplicates()
-    out = np.zeros(sub.shape, dtype=bool)
-    keep = sub.data > 0
-    out[np.repeat(np.arange(sub.shape[0]), np.diff(sub.indptr))[keep], sub.indices[keep]] = True
+    out = np.zeros((len(rows), matrix.shape[1]), dtype=bool)
+    out[positive_entries(matrix, rows)] = True
     return torch.from_numpy(out)

@@ -12,8 +12,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from pipeline.data.dataset import InteractionData, mask_rows
-from pipeline.evaluation.metrics import EvalResult, mean_metrics, per_user_metrics, rank_topk
+from pipeline.data.dataset import InteractionData, mask_rows, positive_entries
+from pipeline.evaluation.metrics import EvalResult, mean_metrics, per_user_metrics, rank_topk_
 
 ScoreFn = Callable[[np.ndarray], torch.Tensor]  # user ids -> (B, n_items) scores
 
@@ -32,11 +32,12 @@ class Evaluator:
         collected: dict[str, dict[str, list[np.ndarray]]] = {s: {} for s in splits}
         for start in range(0, n_users, self.batch_size):
             users = np.arange(start, min(start + self.batch_size, n_users))
-            scores = score_fn(users).float()
-            for split in splits:
+            scores = score_fn(users).to(torch.float32, copy=True)  # masked in place below
+            # valid first: its masked items (train) are a subset of test's (train + valid)
+            for split in sorted(splits, key=("valid", "test").index):
                 truth_matrix = self.data.valid if split == "valid" else self.data.test
-                exclude = mask_rows(self.data.train if split == "valid" else self.train_valid, users)
-                top = rank_topk(scores, exclude, kmax)
+                exclude = positive_entries(self.data.train if split == "valid" else self.train_valid, users)
+                top = rank_topk_(scores, exclude, kmax)
                 values = per_user_metrics(top, mask_rows(truth_matrix, users), self.topk)
                 for name, v in values.items():
                     collected[split].setdefault(name, []).append(v)

@@ -21,10 +21,12 @@ import torch
 METRICS = ("recall", "ndcg", "precision", "mrr")
 
 
-def rank_topk(scores: torch.Tensor, exclude: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the top-k items per row after setting excluded items to -inf."""
-    masked = scores.masked_fill(exclude, float("-inf"))
-    return torch.topk(masked, k=min(k, scores.shape[1]), dim=1, sorted=True).indices
+def rank_topk_(scores: torch.Tensor, exclude: tuple[np.ndarray, np.ndarray], k: int) -> torch.Tensor:
+    """Indices of the top-k items per row after setting the excluded (row, item) entries to
+    -inf, which is done in place in ``scores``."""
+    rows, items = exclude
+    scores[torch.from_numpy(rows), torch.from_numpy(items)] = float("-inf")
+    return torch.topk(scores, k=min(k, scores.shape[1]), dim=1, sorted=True).indices
 
 
 def per_user_metrics(topk_items: torch.Tensor, truth: torch.Tensor, ks: tuple[int, ...]) -> dict[str, np.ndarray]:

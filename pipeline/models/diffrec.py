@@ -39,6 +39,7 @@ from torch import nn
 from pipeline.data.dataset import InteractionData
 from pipeline.models import checks as c
 from pipeline.models.diffusion import SCHEDULES, GaussianDiffusion
+from pipeline.models.linear import Linear, linear, linear_add, linear_tanh
 
 
 @dataclass(frozen=True)
@@ -123,11 +124,11 @@ def xavier_normal_(layer: nn.Linear) -> None:
 class FirstLayer(torch.autograd.Function):
     """The denoiser's first layer, ``Linear`` over ``[x, emb]``, skipping work autograd would do.
 
-    When ``x`` needs no gradient (DiffRec: x is the noised data row) autograd still computes the
-    gradient of the whole concatenated input, batch x (items + emb), as costly as the layer
+    When ``x`` needs no gradient (DiffRec: x is the noised data row) autograd would still compute
+    the gradient of the whole concatenated input, batch x (items + emb), as costly as the layer
     itself, because ``emb`` needs one; here only the ``emb`` columns are computed (about 12 % of
-    an ML-1M epoch). When ``x`` needs one (L-DiffRec: x is the encoder's latent) this runs the
-    same operations as autograd, so the results are bit-for-bit those of ``nn.Linear``.
+    an ML-1M epoch). When ``x`` needs one (L-DiffRec: x is the encoder's latent) the whole input
+    gradient is computed. Products through ``linear`` (oneDNN on the CPU).
     """
 
     @staticmethod
@@ -135,7 +136,7 @@ class FirstLayer(torch.autograd.Function):
         h = torch.cat([x, emb], dim=-1)
         ctx.save_for_backward(h, weight)
         ctx.n_x = x.shape[1]
-        return torch.addmm(bias, h, weight.t())
+        return linear(h, weight, bias)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -143,11 +144,11 @@ class FirstLayer(torch.autograd.Function):
         n_x = ctx.n_x
         grad_x = grad_emb = None
         if ctx.needs_input_grad[0]:
-            grad_h = grad.mm(weight)
+            grad_h = linear(grad, weight.t())
             grad_x, grad_emb = grad_h[:, :n_x], grad_h[:, n_x:]
         elif ctx.needs_input_grad[1]:
-            grad_emb = grad.mm(weight[:, n_x:])
-        grad_weight = h.t().mm(grad).t() if ctx.needs_input_grad[2] else None
+            grad_emb = grad.mm(weight[:, n_x:])  # (batch, emb): tiny; a strided slice slows oneDNN
+        grad_weight = linear(grad.t(), h.t()) if ctx.needs_input_grad[2] else None
         grad_bias = grad.sum(0) if ctx.needs_input_grad[3] else None
         return grad_x, grad_emb, grad_weight, grad_bias
 
@@ -176,9 +177,9 @@ class MLPDenoiser(nn.Module):
         first = self.in_layers[0]
         h = torch.tanh(FirstLayer.apply(self._drop(x), emb, first.weight, first.bias))
         for layer in self.in_layers[1:]:
-            h = torch.tanh(layer(h))
+            h = torch.tanh(Linear.apply(h, layer.weight, layer.bias))
         for i, layer in enumerate(self.out_layers):
-            h = layer(h)
+            h = Linear.apply(h, layer.weight, layer.bias)
             if i != len(self.out_layers) - 1:
                 h = torch.tanh(h)
         return h
@@ -236,39 +237,53 @@ class DiffRec(nn.Module):
     def scores(self, rows: torch.Tensor, users: np.ndarray | None = None) -> torch.Tensor:
         if self.config.norm or self.training:
             return self.scores_reference(rows, users)
-        w_in_t, w_out, fold_t, fold_bias, hidden_layers, steps = self._folded()
+        w_in_t, w_out, fold, fold_bias, hidden_layers, steps = self._folded()
+        *earlier, (last_term, last_c1, last_c2) = steps
+        if last_c2 != 0.0:  # not a DDPM posterior (there alpha-bar before t = 0 is 1, so c2 = 0)
+            return self.scores_reference(rows, users)
         x0 = self.diffusion.start_point(rows, self.config.sampling_steps)
-        z = sparse_rows_matmul(x0, w_in_t) if self.config.sampling_steps == 0 else x0 @ w_in_t  # z = W_in x_t
-        hidden_sum = torch.zeros(rows.shape[0], w_out.shape[1], dtype=rows.dtype, device=rows.device)
-        coef_x, coef_b, coef_fold = 1.0, 0.0, 0.0  # x_t = coef_x x0 + W_out hidden_sum + coef_b b_out
-        for time_term, c1, c2 in steps:
-            # z holds W_in x_t without its bias part coef_fold * W_in b_out, added here to the
-            # (h0,) time term instead of to every row
-            h = fast_tanh_(z + (time_term + coef_fold * fold_bias))
-            for weight_t, bias in hidden_layers:
-                h = fast_tanh_(torch.addmm(bias, h, weight_t))
-            z = torch.addmm(z, h, fold_t, beta=c2, alpha=c1)
-            hidden_sum.mul_(c2).add_(h, alpha=c1)
+        # x_t = coef_x x0 + W_out H + coef_b b_out for some H. Its first-layer image W_in x_t, less
+        # the bias part coef_fold W_in b_out (added to the (h0,) time term instead of to every
+        # row), is kept as scale * y: a step's update c2 z + c1 W_in W_out h is then one fused
+        # product-and-add on y, with c1 and scale (the product of the c2 so far) in the weight.
+        y = sparse_rows_matmul(x0, w_in_t) if self.config.sampling_steps == 0 else x0 @ w_in_t
+        scale, coef_fold = 1.0, 0.0
+        for time_term, c1, c2 in earlier:
+            h = self._hidden(torch.add(time_term + coef_fold * fold_bias, y, alpha=scale), hidden_layers)
+            if c2 == 0.0:  # (noise_scale 0: every step) the past drops out
+                y, scale = linear(h, fold), c1
+            else:
+                scale *= c2
+                y = linear_add(h, fold * (c1 / scale), y)
             coef_fold = c2 * coef_fold + c1
-            coef_x, coef_b = c2 * coef_x, c2 * coef_b + c1
-        return torch.addmm(self.denoiser.out_layers[-1].bias * coef_b, hidden_sum, w_out.T).add_(x0, alpha=coef_x)
+        # last step (t = 0): c2 = 0, so the result is c1 x0_pred, the denoiser's output
+        h = self._hidden(torch.add(last_term + coef_fold * fold_bias, y, alpha=scale), hidden_layers)
+        return linear(h.mul_(last_c1), w_out, self.denoiser.out_layers[-1].bias * last_c1)
+
+    @staticmethod
+    def _hidden(first: torch.Tensor, hidden_layers) -> torch.Tensor:
+        """The denoiser's hidden activations from its first layer's pre-activation (in place)."""
+        h = fast_tanh_(first)
+        for weight, bias in hidden_layers:
+            h = linear_tanh(h, weight, bias)
+        return h
 
     def _folded(self):
-        """The eval-mode operands of ``scores``: W_in^T, W_out, (W_in W_out)^T, W_in b_out, the
-        hidden layers as (W^T, b), and per reverse step (time term W_emb emb(t) + b_in, float32
-        posterior coefficients). Made on every call (about 4 % of a chunk's work on ML-1M): a cache
-        could not tell when an optimizer updates the weights (fused AdamW leaves the tensors'
-        version counters alone)."""
+        """The eval-mode operands of ``scores``: W_in^T, W_out, W_in W_out, W_in b_out, the hidden
+        layers as (W, b), and per reverse step (time term W_emb emb(t) + b_in, float32 posterior
+        coefficients). Made on every call (about 4 % of a chunk's work on ML-1M): a cache could
+        not tell when an optimizer updates the weights (fused AdamW leaves the tensors' version
+        counters alone)."""
         den = self.denoiser
         first, last = den.in_layers[0], den.out_layers[-1]
         w_in, w_emb = first.weight[:, : self.n_items], first.weight[:, self.n_items :]
-        hidden = [(layer.weight.T.contiguous(), layer.bias) for layer in [*den.in_layers[1:], *den.out_layers[:-1]]]
+        hidden = [(layer.weight, layer.bias) for layer in [*den.in_layers[1:], *den.out_layers[:-1]]]
         steps = []
         for t, c1, c2 in self.diffusion.reverse_coefficients():
             t_vec = torch.full((1,), t, dtype=torch.long, device=w_in.device)
             time_term = (den.emb_layer(timestep_embedding(t_vec, den.emb_size)) @ w_emb.T + first.bias)[0]
             steps.append((time_term, float(np.float32(c1)), float(np.float32(c2))))  # float32, as the reference
-        return w_in.T.contiguous(), last.weight, (w_in @ last.weight).T.contiguous(), w_in @ last.bias, hidden, steps
+        return w_in.T.contiguous(), last.weight, linear(w_in, last.weight.T), w_in @ last.bias, hidden, steps
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

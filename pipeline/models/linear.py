@@ -1,0 +1,77 @@
+"""Dense float32 layers through oneDNN on the CPU: the diffusion denoisers' matrix products.
+
+torch sends a CPU float32 ``mm``/``addmm``/``F.linear`` to MKL, which on AMD cores reaches
+about 180 GFLOP/s on this project's 2-core AVX-512 machine (its AVX2 speed: OpenBLAS's AVX2
+kernels reach 210), while oneDNN's AVX-512 kernels, shipped with torch as
+``torch.ops.mkldnn._linear_pointwise``, reach about 400 GFLOP/s on the same shapes
+(``benchmarks/bench_diffrec.py`` prints both rates). Both are strict float32 (torch's default
+``fp32_precision`` "none": no bfloat16 or TF32 shortcut) and deterministic for a fixed thread
+count and shape; their roundings differ, so switching one for the other moves results by float
+rounding.
+
+``linear`` is ``F.linear`` with that fast path; ``Linear`` is the same as an autograd function
+whose backward products also go through oneDNN. Off the CPU (CUDA), for other dtypes or where
+the op is missing, both fall back to ``F.linear`` and torch's matrix products.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def _fast(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return (
+        _ONEDNN
+        and x.device.type == "cpu"
+        and weight.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and x.dim() == 2
+        and x.shape[0] > 0
+        and (weight.is_contiguous() or weight.t().is_contiguous())  # oneDNN copies other layouts slowly
+    )
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``x @ weight.T + bias`` (as ``F.linear``), no autograd; ``weight`` may be a transposed view
+    (other strided weights take the fallback)."""
+    if _fast(x, weight):
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    return F.linear(x, weight, bias)
+
+
+def linear_tanh(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``tanh(linear(x, weight, bias))``, no autograd; on the fast path the tanh runs inside
+    oneDNN's product (measured within 1.2 ulp of the exact tanh; NumPy's float32 tanh: 1.4)."""
+    if _fast(x, weight):
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "tanh", [], "")
+    return torch.tanh(F.linear(x, weight, bias))
+
+
+def linear_add(x: torch.Tensor, weight: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """``other + x @ weight.T`` in one pass over ``other`` (a new tensor), no autograd."""
+    if _fast(x, weight) and other.dtype == torch.float32 and other.is_contiguous():
+        return torch.ops.mkldnn._linear_pointwise.binary(x, other, weight, None, "add")
+    return torch.addmm(other, x, weight.t())
+
+
+class Linear(torch.autograd.Function):
+    """``linear`` with autograd: ``Linear.apply(x, weight, bias)``; all three products of the
+    backward (input, weight) through ``linear`` too, the bias gradient a column sum."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad_x = linear(grad, weight.t()) if ctx.needs_input_grad[0] else None
+        grad_weight = linear(grad.t(), x.t()) if ctx.needs_input_grad[1] else None
+        grad_bias = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_weight, grad_bias
