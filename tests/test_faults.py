@@ -18,8 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import polars as pl
 import pytest
 import yaml
 

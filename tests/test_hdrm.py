@@ -16,7 +16,6 @@ import torch
 from pipeline.config import EvaluationConfig, TrainingConfig, model_config
 from pipeline.data.dataset import InteractionData, dense_rows, load_interactions
 from pipeline.hyperbolic import (
-    HyperbolicEmbeddings,
     expmap0,
     load_hyperbolic_embeddings,
     logmap0,

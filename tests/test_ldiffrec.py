@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import pytest
 import torch
 

@@ -4,11 +4,9 @@ item-embedding stage (``pipeline.embeddings.train_lightgcn``)."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import pytest
 import scipy.sparse as sp
 import torch
