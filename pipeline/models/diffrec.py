@@ -245,9 +245,9 @@ class DiffRec(nn.Module):
         if last_c2 != 0.0:  # not a DDPM posterior (there alpha-bar before t = 0 is 1, so c2 = 0)
             return self.scores_reference(rows, users)
         x0 = self.diffusion.start_point(rows, self.config.sampling_steps)
-        # x_t = coef_x x0 + W_out H + coef_b b_out for some H. Its first-layer image W_in x_t, less
-        # the bias part coef_fold W_in b_out (added to the (h0,) time term instead of to every
-        # row), is kept as scale * y: a step's update c2 z + c1 W_in W_out h is then one fused
+        # x_t = a x0 + W_out H + coef_fold b_out for some a and H. Its first-layer image W_in x_t,
+        # less the bias part coef_fold W_in b_out (added to the (h0,) time term instead of to
+        # every row), is kept as scale * y: a step's update c2 z + c1 W_in W_out h is then one fused
         # product-and-add on y, with c1 and scale (the product of the c2 so far) in the weight.
         y = sparse_rows_matmul(x0, w_in_t) if self.config.sampling_steps == 0 else x0 @ w_in_t
         scale, coef_fold = 1.0, 0.0
