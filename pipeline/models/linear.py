@@ -59,8 +59,9 @@ def linear_add(x: torch.Tensor, weight: torch.Tensor, other: torch.Tensor) -> to
 
 
 class Linear(torch.autograd.Function):
-    """``linear`` with autograd: ``Linear.apply(x, weight, bias)``; all three products of the
-    backward (input, weight) through ``linear`` too, the bias gradient a column sum."""
+    """``linear`` with autograd: ``Linear.apply(x, weight, bias)``; both products of the
+    backward (the input and weight gradients) through ``linear`` too, the bias gradient a column
+    sum."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
