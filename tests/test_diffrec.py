@@ -453,3 +453,25 @@ def test_folded_scores_follow_parameter_updates():
     assert (after - model.scores_reference(rows)).abs().max().item() < 1e-5
     model.load_state_dict(state)
     assert torch.equal(model.scores(rows), before)
+
+
+def test_inference_plan_is_reused_until_any_weight_changes():
+    """The folded operands are made once per set of weights: kept while every parameter is bit for
+    bit unchanged, remade after any change, even one that leaves version counters alone."""
+    torch.manual_seed(0)
+    model = DiffRec(config(steps=5, noise_scale=0.1, noise_min=0.01, noise_max=0.1), n_users=20, n_items=30)
+    model.eval()
+    rows = (torch.rand(20, 30) < 0.3).float()
+    first = model._inference_plan(20)
+    assert model._inference_plan(7) is first
+    before = model.scores(rows)
+    assert model._inference_plan(20) is first
+    weight = model.denoiser.out_layers[-1].weight
+    saved = weight.detach().clone()
+    version = weight._version
+    weight.data.view(-1)[0] += 1.0  # through .data: the version counter stays
+    assert weight._version == version
+    assert model._inference_plan(20) is not first
+    assert (model.scores(rows) - model.scores_reference(rows)).abs().max().item() < 1e-5
+    weight.data.copy_(saved)
+    assert torch.equal(model.scores(rows), before)

@@ -80,3 +80,21 @@ def test_linear_function_gradients_equal_autograd(with_bias):
     x2 = x.detach()
     L.Linear.apply(x2, weight, bias).sum().backward()
     assert x2.grad is None
+
+
+def test_packed_weights_give_the_plain_weights_values():
+    """pack(): oneDNN's layout made once; the same values bit for bit for two or more rows, and
+    a single row gets its value in a larger batch."""
+    x, weight, bias = operands(rows=64, width=300, out=120)
+    packed = L.pack(weight, 64)
+    assert packed.is_mkldnn == L._PACK
+    other = torch.randn(64, 120)
+    for rows in (64, 17, 2):
+        assert torch.equal(L.linear(x[:rows], packed, bias), L.linear(x[:rows], weight, bias))
+        assert torch.equal(L.linear_tanh(x[:rows], packed, bias), L.linear_tanh(x[:rows], weight, bias))
+        assert torch.equal(L.linear_add(x[:rows], packed, other[:rows]), L.linear_add(x[:rows], weight, other[:rows]))
+    assert torch.equal(L.linear(x[:1], packed, bias), L.linear(x, packed, bias)[:1])
+    # off the fast path pack() returns the weight, and the products are torch's
+    wd = weight.double()
+    assert L.pack(wd, 64) is wd
+    assert torch.equal(L.linear(x.double(), L.pack(wd, 64)), F.linear(x.double(), wd))

@@ -16,7 +16,7 @@ import torch
 
 from pipeline.data.dataset import InteractionData, dense_rows, mask_rows
 from pipeline.evaluation.evaluator import Evaluator
-from pipeline.evaluation.metrics import mean_metrics, per_user_metrics, rank_topk_
+from pipeline.evaluation.metrics import mean_metrics, per_user_metrics, rank_topk_, rank_topk_nested_
 
 
 def L(j: int) -> float:
@@ -142,6 +142,47 @@ def test_rank_topk_masks_items_and_sorts():
     assert rank_topk_(SCORES.clone(), entries([set()] * 3), 1).tolist() == [[0], [1], [0]]
     # k larger than the number of items is capped
     assert rank_topk_(SCORES.clone(), exclude_valid, 50).shape == (3, 6)
+
+
+def test_rank_topk_nested_by_hand():
+    """Valid and test rankings from one call: the hand-computed lists, scores left test-masked."""
+    exclude_valid = entries(TRAIN)
+    exclude_test = entries([a | b for a, b in zip(TRAIN, VALID)])
+    scores = SCORES.clone()
+    top_valid, top_test = rank_topk_nested_(scores, exclude_valid, exclude_test, 3)
+    assert top_valid.tolist() == VALID_TOP3 and top_test.tolist() == TEST_TOP3
+    assert torch.equal(scores, SCORES.masked_fill(dense([a | b for a, b in zip(TRAIN, VALID)]), float("-inf")))
+
+
+def nested_case(seed: int, n_rows: int = 300, n_items: int = 400):
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randn(n_rows, n_items, generator=g)
+    # ties (within the top, at the cut-off and elsewhere), NaN, +-inf, and rows with few items left
+    scores[:40] = torch.round(scores[:40] * 4) / 4
+    scores[40, ::37], scores[41, :3], scores[42, 5:9] = float("nan"), float("inf"), float("-inf")
+    scores[43] = 1.0
+    inner = torch.rand(n_rows, n_items, generator=g) < 0.2
+    inner[44, :395] = True  # 5 items left: -inf ties in the top-k
+    added = (torch.rand(n_rows, n_items, generator=g) < 0.05) & ~inner
+    added[45:50] |= torch.rand(5, n_items, generator=g) < 0.5  # above the chunk's 95 % quantile
+    outer = inner | added
+    as_entries = lambda m: tuple(x.numpy() for x in m.nonzero(as_tuple=True))  # noqa: E731
+    return scores, as_entries(inner), as_entries(outer)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("k", [1, 20, 100, 399])
+def test_rank_topk_nested_equals_two_topk_calls(seed, k):
+    """Bit-identical to masking and ranking twice (torch.topk's own order among ties), scores
+    included, on rows with ties, NaN, infinities and many added items, and when k + 1 + q
+    exceeds the number of items."""
+    scores, inner, outer = nested_case(seed)
+    want_scores = scores.clone()
+    want_valid = rank_topk_(want_scores, inner, k)
+    want_test = rank_topk_(want_scores, outer, k)
+    got_valid, got_test = rank_topk_nested_(scores, inner, outer, k)
+    assert torch.equal(got_valid, want_valid) and torch.equal(got_test, want_test)
+    assert torch.equal(scores.nan_to_num(5.0), want_scores.nan_to_num(5.0))
 
 
 @pytest.mark.parametrize(

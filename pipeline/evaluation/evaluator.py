@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from pipeline.data.dataset import InteractionData, mask_rows, positive_entries
-from pipeline.evaluation.metrics import EvalResult, mean_metrics, per_user_metrics, rank_topk_
+from pipeline.evaluation.metrics import EvalResult, mean_metrics, per_user_metrics, rank_topk_, rank_topk_nested_
 
 ScoreFn = Callable[[np.ndarray], torch.Tensor]  # user ids -> (B, n_items) scores
 
@@ -33,14 +33,23 @@ class Evaluator:
         for start in range(0, n_users, self.batch_size):
             users = np.arange(start, min(start + self.batch_size, n_users))
             scores = score_fn(users).to(torch.float32, copy=True)  # masked in place below
-            # valid first: its masked items (train) are a subset of test's (train + valid)
-            for split in sorted(splits, key=("valid", "test").index):
+            if set(splits) == {"valid", "test"}:  # one top-k call serves both (exactly)
+                valid_exclude = positive_entries(self.data.train, users)
+                test_exclude = positive_entries(self.train_valid, users)
+                top = dict(zip(("valid", "test"), rank_topk_nested_(scores, valid_exclude, test_exclude, kmax)))
+            else:  # valid first: its masked items (train) are a subset of test's (train + valid)
+                top = {}
+                for split in sorted(splits, key=("valid", "test").index):
+                    top[split] = rank_topk_(scores, positive_entries(self._exclude(split), users), kmax)
+            for split in splits:
                 truth_matrix = self.data.valid if split == "valid" else self.data.test
-                exclude = positive_entries(self.data.train if split == "valid" else self.train_valid, users)
-                top = rank_topk_(scores, exclude, kmax)
-                values = per_user_metrics(top, mask_rows(truth_matrix, users), self.topk)
+                values = per_user_metrics(top[split], mask_rows(truth_matrix, users), self.topk)
                 for name, v in values.items():
                     collected[split].setdefault(name, []).append(v)
         per_user = {s: {m: np.concatenate(v) for m, v in d.items()} for s, d in collected.items()}
         means = {s: mean_metrics(per_user[s], n_users) for s in splits}
         return EvalResult(means=means, per_user=per_user)
+
+    def _exclude(self, split: str):
+        """The items ranked out for ``split``: train for valid, train and valid for test."""
+        return self.data.train if split == "valid" else self.train_valid

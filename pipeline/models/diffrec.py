@@ -42,7 +42,7 @@ from torch import nn
 from pipeline.data.dataset import InteractionData
 from pipeline.models import checks as c
 from pipeline.models.diffusion import SCHEDULES, GaussianDiffusion
-from pipeline.models.linear import Linear, linear, linear_add, linear_tanh
+from pipeline.models.linear import Linear, linear, linear_add, linear_tanh, pack
 
 
 @dataclass(frozen=True)
@@ -199,6 +199,30 @@ class MLPDenoiser(nn.Module):
         return (x * keep).div_(1.0 - self.dropout)  # = x * keep / (1 - p), in place
 
 
+@dataclass
+class _Step:
+    """One reverse step of the folded inference: y <- [y +] h(scale * y + pre_bias) weight^T."""
+
+    pre_bias: torch.Tensor  # (h0,) added to scale * y: time term and the folded output bias
+    scale: float
+    weight: torch.Tensor  # (h0, h0) W_in W_out times the step's coefficient, packed
+    accumulate: bool  # False where c2 = 0: the step's result replaces y
+
+
+@dataclass
+class _InferencePlan:
+    """The eval-mode operands of ``DiffRec.scores`` (``DiffRec._make_plan``)."""
+
+    w_in_t: torch.Tensor  # (items, h0) first layer, for the sparse first projection
+    steps: list[_Step]  # t = T-1 .. 1
+    hidden: list[tuple[torch.Tensor, torch.Tensor]]  # hidden layers (packed weight, bias)
+    last_pre_bias: torch.Tensor
+    last_scale: float
+    last_c1: float
+    w_out: torch.Tensor  # (items, h_last) packed
+    out_bias: torch.Tensor  # b_out * c1 of the last step
+
+
 class DiffRec(nn.Module):
     Config = DiffRecConfig
     display_name = "DiffRec"
@@ -219,6 +243,7 @@ class DiffRec(nn.Module):
             uniform_prob=config.uniform_prob,
         )
         self.denoiser = MLPDenoiser(n_items, list(config.dims), config.emb_size, config.dropout, config.norm)
+        self._plan_cache: tuple[list[torch.Tensor], _InferencePlan | None] | None = None
 
     def input_matrix(self, data: InteractionData) -> sp.csr_matrix:
         return data.train
@@ -240,28 +265,17 @@ class DiffRec(nn.Module):
     def scores(self, rows: torch.Tensor, users: np.ndarray | None = None) -> torch.Tensor:
         if self.config.norm or self.training:
             return self.scores_reference(rows, users)
-        w_in_t, w_out, fold, fold_bias, hidden_layers, steps = self._folded()
-        *earlier, (last_term, last_c1, last_c2) = steps
-        if last_c2 != 0.0:  # not a DDPM posterior (there alpha-bar before t = 0 is 1, so c2 = 0)
+        plan = self._inference_plan(rows.shape[0])
+        if plan is None:  # not a DDPM posterior (there alpha-bar before t = 0 is 1, so c2 = 0)
             return self.scores_reference(rows, users)
         x0 = self.diffusion.start_point(rows, self.config.sampling_steps)
-        # x_t = a x0 + W_out H + coef_fold b_out for some a and H. Its first-layer image W_in x_t,
-        # less the bias part coef_fold W_in b_out (added to the (h0,) time term instead of to
-        # every row), is kept as scale * y: a step's update c2 z + c1 W_in W_out h is then one fused
-        # product-and-add on y, with c1 and scale (the product of the c2 so far) in the weight.
-        y = sparse_rows_matmul(x0, w_in_t) if self.config.sampling_steps == 0 else x0 @ w_in_t
-        scale, coef_fold = 1.0, 0.0
-        for time_term, c1, c2 in earlier:
-            h = self._hidden(torch.add(time_term + coef_fold * fold_bias, y, alpha=scale), hidden_layers)
-            if c2 == 0.0:  # (noise_scale 0: every step) the past drops out
-                y, scale = linear(h, fold), c1
-            else:
-                scale *= c2
-                y = linear_add(h, fold * (c1 / scale), y)
-            coef_fold = c2 * coef_fold + c1
+        y = sparse_rows_matmul(x0, plan.w_in_t) if self.config.sampling_steps == 0 else x0 @ plan.w_in_t
+        for step in plan.steps:
+            h = self._hidden(torch.add(step.pre_bias, y, alpha=step.scale), plan.hidden)
+            y = linear_add(h, step.weight, y) if step.accumulate else linear(h, step.weight)
         # last step (t = 0): c2 = 0, so the result is c1 x0_pred, the denoiser's output
-        h = self._hidden(torch.add(last_term + coef_fold * fold_bias, y, alpha=scale), hidden_layers)
-        return linear(h.mul_(last_c1), w_out, self.denoiser.out_layers[-1].bias * last_c1)
+        h = self._hidden(torch.add(plan.last_pre_bias, y, alpha=plan.last_scale), plan.hidden)
+        return linear(h.mul_(plan.last_c1), plan.w_out, plan.out_bias)
 
     @staticmethod
     def _hidden(first: torch.Tensor, hidden_layers) -> torch.Tensor:
@@ -271,22 +285,62 @@ class DiffRec(nn.Module):
             h = linear_tanh(h, weight, bias)
         return h
 
-    def _folded(self):
-        """The eval-mode operands of ``scores``: W_in^T, W_out, W_in W_out, W_in b_out, the hidden
-        layers as (W, b), and per reverse step (time term W_emb emb(t) + b_in, float32 posterior
-        coefficients). Made on every call (about 4 % of a chunk's work on ML-1M): a cache could
-        not tell when an optimizer updates the weights (fused AdamW leaves the tensors' version
-        counters alone)."""
+    def _inference_plan(self, rows: int) -> _InferencePlan | None:
+        """The eval-mode operands of ``scores``, made once and reused while the denoiser's weights
+        stay bit-for-bit those they were made from (the evaluation scores users in chunks; an
+        optimizer step or ``load_state_dict`` changes the weights; fused AdamW leaves the tensors'
+        version counters alone, so the check compares values: about 2 % of a chunk on ML-1M)."""
+        weights = list(self.denoiser.parameters())
+        cached = self._plan_cache
+        if cached is not None and len(cached[0]) == len(weights):
+            if all(a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b) for a, b in zip(cached[0], weights)):
+                return cached[1]
+        plan = self._make_plan(rows)
+        self._plan_cache = ([w.detach().clone() for w in weights], plan)
+        return plan
+
+    def _make_plan(self, rows: int) -> _InferencePlan | None:
+        """Fold the reverse loop (see the module docstring) into per-step operands.
+
+        x_t = a x0 + W_out H + coef_fold b_out for some a and H. Its first-layer image W_in x_t,
+        less the bias part coef_fold W_in b_out (added to the step's time term W_emb emb(t) + b_in
+        instead of to every row), is kept as scale * y: a step's update c2 z + c1 W_in W_out h is
+        then one fused product-and-add on y, with c1 and scale (the product of the c2 so far) in
+        the step's weight. Weights are packed for oneDNN (``pack``; values unchanged)."""
         den = self.denoiser
         first, last = den.in_layers[0], den.out_layers[-1]
         w_in, w_emb = first.weight[:, : self.n_items], first.weight[:, self.n_items :]
-        hidden = [(layer.weight, layer.bias) for layer in [*den.in_layers[1:], *den.out_layers[:-1]]]
-        steps = []
+        coefficients = []
         for t, c1, c2 in self.diffusion.reverse_coefficients():
             t_vec = torch.full((1,), t, dtype=torch.long, device=w_in.device)
             time_term = (den.emb_layer(timestep_embedding(t_vec, den.emb_size)) @ w_emb.T + first.bias)[0]
-            steps.append((time_term, float(np.float32(c1)), float(np.float32(c2))))  # float32, as the reference
-        return w_in.T.contiguous(), last.weight, linear(w_in, last.weight.T), w_in @ last.bias, hidden, steps
+            coefficients.append((time_term, float(np.float32(c1)), float(np.float32(c2))))  # float32, as the reference
+        *earlier, (last_term, last_c1, last_c2) = coefficients
+        if last_c2 != 0.0:
+            return None
+        fold, fold_bias = linear(w_in, last.weight.T), w_in @ last.bias
+        steps = []
+        scale, coef_fold = 1.0, 0.0
+        for time_term, c1, c2 in earlier:
+            pre_bias, pre_scale = time_term + coef_fold * fold_bias, scale
+            if c2 == 0.0:  # (noise_scale 0: every step) the past drops out
+                weight, accumulate, scale = fold, False, c1
+            else:
+                scale *= c2
+                weight, accumulate = fold * (c1 / scale), True
+            steps.append(_Step(pre_bias, pre_scale, pack(weight, rows), accumulate))
+            coef_fold = c2 * coef_fold + c1
+        hidden = [(pack(layer.weight, rows), layer.bias) for layer in [*den.in_layers[1:], *den.out_layers[:-1]]]
+        return _InferencePlan(
+            w_in_t=w_in.T.contiguous(),
+            steps=steps,
+            hidden=hidden,
+            last_pre_bias=last_term + coef_fold * fold_bias,
+            last_scale=scale,
+            last_c1=last_c1,
+            w_out=pack(last.weight, rows),
+            out_bias=last.bias * last_c1,
+        )
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
