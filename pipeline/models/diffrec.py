@@ -199,6 +199,14 @@ class MLPDenoiser(nn.Module):
         return (x * keep).div_(1.0 - self.dropout)  # = x * keep / (1 - p), in place
 
 
+def _same_values(saved: list[torch.Tensor], current: list[torch.Tensor]) -> bool:
+    """Whether ``current`` are bit for bit the tensors ``saved`` (same shapes, dtypes, devices)."""
+    return len(saved) == len(current) and all(
+        a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b)
+        for a, b in zip(saved, current)
+    )
+
+
 @dataclass
 class _Step:
     """One reverse step of the folded inference: y <- [y +] h(scale * y + pre_bias) weight^T."""
@@ -291,10 +299,9 @@ class DiffRec(nn.Module):
         optimizer step or ``load_state_dict`` changes the weights; fused AdamW leaves the tensors'
         version counters alone, so the check compares values: about 2 % of a chunk on ML-1M)."""
         weights = list(self.denoiser.parameters())
-        cached = self._plan_cache
-        if cached is not None and len(cached[0]) == len(weights):
-            if all(a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b) for a, b in zip(cached[0], weights)):
-                return cached[1]
+        if self._plan_cache is not None and _same_values(self._plan_cache[0], weights):
+            return self._plan_cache[1]
+        self._plan_cache = None  # frees the old operands before the new ones are made (peak memory)
         plan = self._make_plan(rows)
         self._plan_cache = ([w.detach().clone() for w in weights], plan)
         return plan
