@@ -1,8 +1,10 @@
 """Full-ranking evaluation of a model on the validation and test splits, in user chunks.
 
 Valid and test both take the train row as the model input (the reference protocol), so one
-scoring pass over all users serves both; only the masks and the ground truth differ.
-Memory: one chunk of dense scores at a time, never the whole user x item matrix.
+scoring pass over all users serves both; only the masks and the ground truth differ. Their
+top-k lists come from one wider top-k call where that gives exactly ``torch.topk``'s lists
+(``rank_topk_nested_``). Memory: one chunk of dense scores at a time, never the whole user x
+item matrix.
 """
 
 from __future__ import annotations
