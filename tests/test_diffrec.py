@@ -475,3 +475,19 @@ def test_inference_plan_is_reused_until_any_weight_changes():
     assert (model.scores(rows) - model.scores_reference(rows)).abs().max().item() < 1e-5
     weight.data.copy_(saved)
     assert torch.equal(model.scores(rows), before)
+
+
+def test_a_model_that_has_scored_can_be_copied_and_pickled():
+    """The cached inference operands (oneDNN-packed, not copyable) stay out of copies."""
+    import copy
+    import pickle
+
+    torch.manual_seed(0)
+    model = DiffRec(config(steps=5, noise_scale=0.1, noise_min=0.01, noise_max=0.1), n_users=20, n_items=30)
+    model.eval()
+    rows = (torch.rand(20, 30) < 0.3).float()
+    before = model.scores(rows)
+    for twin in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert twin._plan_cache is None
+        assert torch.equal(twin.scores(rows), before)
+    assert model._plan_cache is not None  # the original keeps its own

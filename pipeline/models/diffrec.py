@@ -253,6 +253,13 @@ class DiffRec(nn.Module):
         self.denoiser = MLPDenoiser(n_items, list(config.dims), config.emb_size, config.dropout, config.norm)
         self._plan_cache: tuple[list[torch.Tensor], _InferencePlan | None] | None = None
 
+    def __getstate__(self) -> dict:
+        """Copies and pickles leave the inference cache out (oneDNN's packed weights cannot be
+        copied; the copy makes its own when it scores)."""
+        state = dict(super().__getstate__())
+        state["_plan_cache"] = None
+        return state
+
     def input_matrix(self, data: InteractionData) -> sp.csr_matrix:
         return data.train
 
