@@ -463,6 +463,7 @@ def test_inference_plan_is_reused_until_any_weight_changes():
     model.eval()
     rows = (torch.rand(20, 30) < 0.3).float()
     first = model._inference_plan(20)
+    assert not any(t.requires_grad for t in (first.w_in_t, first.last_pre_bias, first.out_bias, *[s.pre_bias for s in first.steps]))
     assert model._inference_plan(7) is first
     before = model.scores(rows)
     assert model._inference_plan(20) is first

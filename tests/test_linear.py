@@ -39,6 +39,18 @@ def test_linear_equals_torch_up_to_rounding():
     torch.testing.assert_close(L.linear_add(x, weight, other).double(), other.double() + want - bias.double(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.skipif(not L._ONEDNN, reason="oneDNN not in this torch build")
+def test_linear_add_rounds_as_onednn_fused_add():
+    """The product, then the add: bit for bit what oneDNN's fused "add" post-op returns."""
+    x, weight, _ = operands(rows=128, width=600, out=600)
+    other = torch.randn(128, 600) * 10
+    kept = other.clone()
+    fused = torch.ops.mkldnn._linear_pointwise.binary(x, other, weight, None, "add")
+    assert torch.equal(L.linear_add(x, weight, other), fused)
+    assert torch.equal(L.linear_add(x, L.pack(weight, 128), other), fused)
+    assert torch.equal(other, kept)  # ``other`` itself is left as it was
+
+
 def test_linear_is_strict_float32_and_deterministic():
     # 1 + 2^-12 needs 13 mantissa bits: bfloat16 (8) would return 1.0
     x = torch.full((64, 300), 1 + 2**-12)

@@ -36,8 +36,8 @@ class Evaluator:
             users = np.arange(start, min(start + self.batch_size, n_users))
             scores = score_fn(users).to(torch.float32, copy=True)  # masked in place below
             if set(splits) == {"valid", "test"}:  # one top-k call serves both (exactly)
-                valid_exclude = positive_entries(self.data.train, users)
-                test_exclude = positive_entries(self.train_valid, users)
+                valid_exclude = positive_entries(self._exclude("valid"), users)
+                test_exclude = positive_entries(self._exclude("test"), users)
                 top = dict(zip(("valid", "test"), rank_topk_nested_(scores, valid_exclude, test_exclude, kmax)))
             else:  # valid first: its masked items (train) are a subset of test's (train + valid)
                 top = {}

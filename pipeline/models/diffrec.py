@@ -300,6 +300,7 @@ class DiffRec(nn.Module):
             h = linear_tanh(h, weight, bias)
         return h
 
+    @torch.no_grad()
     def _inference_plan(self, rows: int) -> _InferencePlan | None:
         """The eval-mode operands of ``scores``, made once and reused while the denoiser's weights
         stay bit-for-bit those they were made from (the evaluation scores users in chunks; an

@@ -78,9 +78,13 @@ def linear_tanh(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 
 
 def linear_add(x: torch.Tensor, weight: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-    """``other + x @ weight.T`` in one pass over ``other`` (a new tensor), no autograd."""
-    if _fast(x, weight) and other.dtype == torch.float32 and other.is_contiguous():
-        return torch.ops.mkldnn._linear_pointwise.binary(x, other, weight, None, "add")
+    """``other + x @ weight.T`` (a new tensor), no autograd.
+
+    On the fast path the product, then an in-place add: one rounding of the same two float32
+    terms as oneDNN's fused "add" post-op (bit for bit), but that post-op made the 600 x 600
+    product of the DiffRec inference about 10 % slower (measured on 1,024 rows)."""
+    if _fast(x, weight) and other.dtype == torch.float32:
+        return torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [], "").add_(other)
     return torch.addmm(other, x, _plain(weight).t())
 
 
