@@ -28,6 +28,7 @@ from statistics import median
 
 import torch
 
+from pipeline.allocator import keep_freed_memory
 from pipeline.config import evaluation_config, load_params, source_config, split_config, training_config
 from pipeline.data.dataset import dense_rows, load_interactions
 from pipeline.evaluation.evaluator import Evaluator
@@ -61,6 +62,7 @@ def main() -> None:
     parser.add_argument("--data", default="data/prepared/ml-1m_clean")
     parser.add_argument("--passes", type=int, default=5, help="timed evaluation passes after training")
     args = parser.parse_args()
+    keep_freed_memory()  # as `python -m pipeline` does (pipeline/allocator.py)
 
     start = time.perf_counter()
     params = load_params()

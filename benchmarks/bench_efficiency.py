@@ -53,7 +53,8 @@ from pipeline.config import load_params, evaluation_config, training_config
 from pipeline.data.dataset import load_interactions, dense_rows
 from pipeline.evaluation.evaluator import Evaluator
 from pipeline.training.run import build_model, load_clusters, load_hyperbolic
-from pipeline.training.trainer import set_determinism
+from pipeline.allocator import keep_freed_memory
+keep_freed_memory()  # as `python -m pipeline` does
 params = load_params()
 data = load_interactions({data!r})
 side = {{"data": data}}

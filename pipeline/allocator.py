@@ -1,0 +1,50 @@
+"""Keep freed heap memory in the process, so that buffers of the same size, freed and allocated
+again (one chunk of evaluation scores after another), are not page-faulted in anew every time.
+
+glibc's ``malloc`` hands the free top of a heap back to the operating system once more than
+``M_TRIM_THRESHOLD`` bytes lie there, and by default that threshold follows the largest block
+freed so far (twice the mmap threshold, which itself grows up to 32 MiB). An evaluation frees a
+chunk's score matrices (15 MB each on ML-1M) together at the chunk's end, so heaps were trimmed
+chunk after chunk and the next chunk's buffers came back as fresh, zeroed pages: 10,000-25,000
+minor page faults per ML-1M evaluation pass. Fixing the mmap threshold at glibc's own ceiling
+(32 MiB; larger blocks are still mapped and unmapped one by one, as before) and the trim
+threshold at 256 MiB keeps those pages in the process. Measured (2 cores, ML-1M DiffRec): no
+page faults left in a pass; a warm pass 0.97-0.99 s against 1.00-1.09 s (best of 7, four
+interleaved rounds), the benchmark's pass during training 1.08-1.09 s against 1.11-1.14 s; peak
+RSS within run-to-run variation (776-813 MB against 771-793 MB). The price: up to 256 MiB of freed
+memory may stay with the process instead of going back to the system.
+
+A no-op where the C library is not glibc (``mallopt`` missing) and where ``GLIBC_TUNABLES``
+already sets either threshold (the user's own choice wins).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+
+M_TRIM_THRESHOLD = -1  # mallopt parameter numbers, <malloc.h>
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 32 << 20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit systems
+TRIM_THRESHOLD_BYTES = 256 << 20
+
+_done = False
+
+
+def keep_freed_memory() -> bool:
+    """Set the two thresholds once per process; whether they were set by this call or before."""
+    global _done
+    if _done:
+        return True
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if "malloc.mmap_threshold" in tunables or "malloc.trim_threshold" in tunables:
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    _done = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+    return _done
