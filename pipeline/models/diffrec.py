@@ -320,7 +320,7 @@ class DiffRec(nn.Module):
         x_t = a x0 + W_out H + coef_fold b_out for some a and H. Its first-layer image W_in x_t,
         less the bias part coef_fold W_in b_out (added to the step's time term W_emb emb(t) + b_in
         instead of to every row), is kept as scale * y: a step's update c2 z + c1 W_in W_out h is
-        then one fused product-and-add on y, with c1 and scale (the product of the c2 so far) in
+        then one product added to y (``linear_add``), with c1 and scale (the product of the c2 so far) in
         the step's weight. Weights are packed for oneDNN (``pack``; values unchanged)."""
         den = self.denoiser
         first, last = den.in_layers[0], den.out_layers[-1]
