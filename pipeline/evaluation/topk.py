@@ -32,9 +32,10 @@ def _from_order_bits(bits: np.ndarray) -> np.ndarray:
 
 
 def topk_sorted(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``torch.topk(scores, k, dim=1, sorted=True)`` as (values, indices), the same tensors."""
+    """``torch.topk(scores, k, dim=1, sorted=True)`` as (values, indices), the same tensors (other
+    devices and dtypes, and k >= the number of items, go to ``torch.topk`` directly)."""
     n_rows, n_items = scores.shape
-    if not (scores.device.type == "cpu" and scores.dtype == torch.float32 and 0 < k < n_items and n_rows > 0):
+    if not (scores.device.type == "cpu" and scores.dtype == torch.float32 and 0 < k < n_items < 2**32 and n_rows > 0):
         return tuple(torch.topk(scores, k, dim=1, sorted=True))
     s = scores.detach().contiguous().numpy()
     kth = np.partition(s, n_items - k, axis=1)[:, n_items - k]
