@@ -3,10 +3,12 @@ page-faulting their per-chunk buffers in anew."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
 import sys
+from statistics import median
 
 import pytest
 
@@ -15,9 +17,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 # Evaluation passes (argv[2]) of a DiffRec (ML-1M's width and item count, 2,048 random users,
-# T = 5); prints what the two calls returned, then the minor page faults from the fourth pass on.
+# T = 5); prints what the two calls returned, then the minor page faults of each pass (a JSON list).
 PASSES = """
-import resource, sys, numpy as np, scipy.sparse as sp, torch
+import json, resource, sys, numpy as np, scipy.sparse as sp, torch
 from pipeline.allocator import keep_freed_memory
 from pipeline.data.dataset import InteractionData, dense_rows
 from pipeline.evaluation.evaluator import Evaluator
@@ -41,24 +43,27 @@ for _ in range(int(sys.argv[2])):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     evaluator.evaluate(lambda u: model.scores(dense_rows(train, u)))
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(sum(faults[3:]))
+print(json.dumps(faults))
 """
 
 
-def run_passes(mode: str, passes: int, env_extra: dict | None = None) -> tuple[str, int]:
+def run_passes(mode: str, passes: int, env_extra: dict | None = None) -> tuple[str, list[int]]:
     env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
     env.update(env_extra or {})
     out = subprocess.run([sys.executable, "-c", PASSES, mode, str(passes)], capture_output=True, text=True, check=True, env=env)
     flags, faults = out.stdout.strip().splitlines()[-2:]
-    return flags, int(faults)
+    return flags, json.loads(faults)
 
 
 def test_evaluation_passes_stop_page_faulting():
     flags, faults = run_passes("set", 7)
     assert flags == "True True"  # set, and the second call reports it is already set
-    assert faults < 5_000  # measured: 0-1,200 in the 4 passes
-    _, default_faults = run_passes("default", 7)  # glibc's adaptive trimming: about 16,000 a pass
-    assert default_faults > 10 * max(faults, 1_000)  # measured: 60,000-65,000
+    # Warm passes (all but the first) fault 0-2 pages each, except that the heap may still grow
+    # once or twice to its high-water mark (one 1,024 x 3,706 score buffer: 3,707 pages) in one
+    # of them, as late as the fourth pass: hence the median warm pass, not a sum over passes.
+    assert median(faults[1:]) < 100
+    _, default_faults = run_passes("default", 7)  # glibc's adaptive trimming
+    assert median(default_faults[1:]) > 5_000  # measured: 7,000-14,000 a warm pass
 
 
 def test_the_users_own_tunables_win():
