@@ -58,9 +58,9 @@ def run_passes(mode: str, passes: int, env_extra: dict | None = None) -> tuple[s
 def test_evaluation_passes_stop_page_faulting():
     flags, faults = run_passes("set", 7)
     assert flags == "True True"  # set, and the second call reports it is already set
-    # Warm passes (all but the first) fault 0-2 pages each, except that the heap may still grow
-    # once or twice to its high-water mark (one 1,024 x 3,706 score buffer: 3,707 pages) in one
-    # of them, as late as the fourth pass: hence the median warm pass, not a sum over passes.
+    # Warm passes (all but the first) fault 0-2 pages each, except one or two in which the heap
+    # still grows to its high-water mark (3,707 pages, one 1,024 x 3,706 score buffer; or 601),
+    # as late as the fourth pass: hence the median warm pass, not a sum over passes.
     assert median(faults[1:]) < 100
     _, default_faults = run_passes("default", 7)  # glibc's adaptive trimming
     assert median(default_faults[1:]) > 5_000  # measured: 7,000-14,000 a warm pass
