@@ -1,14 +1,18 @@
 # Diffusion-recommender pipeline: download -> prepare -> item embeddings -> clusters -> train -> aggregate.
 # Thin entry point; the rules live in workflow/rules/. Every rule runs a
 # `python -m pipeline <stage>` command, the same commands dvc.yaml runs.
-import os
 
 from snakemake.utils import min_version, validate
 
+from pipeline.config import params_path, read_yaml
+
 min_version("9.0")
 
+PARAMS = params_path()  # $PIPELINE_PARAMS (unset or empty: params.yaml), exactly as the stages read it
+read_yaml(PARAMS)  # a YAML syntax error stops here with its line and column
 
-configfile: os.environ.get("PIPELINE_PARAMS", "params.yaml")
+
+configfile: str(PARAMS)
 
 
 validate(config, "workflow/schemas/params.schema.yaml")

@@ -3,8 +3,8 @@
     python benchmarks/fault_injection.py [--kills 4] [--seed 0] [--epochs 30] [--work DIR]
 
 1. prepares a small real split once (default ML-100K clean, through the pipeline's own
-   ``fetch`` + ``prepare``, from the mirror folder $PIPELINE_MIRROR, default
-   /work/shared/datasets or ../shared/datasets beside the repository);
+   ``fetch`` + ``prepare``, from the mirror folder: $PIPELINE_MIRROR, else params.yaml's
+   ``paths.mirror``, i.e. ../shared/datasets beside the repository);
 2. writes a params file in the scratch folder: tests/e2e/params.yaml with more epochs
    (``--epochs``, eval_every 2, checkpoint_every 1, patience 10);
 3. runs ``python -m pipeline train ...`` uninterrupted (the reference);
@@ -57,13 +57,10 @@ START_LINE = re.compile(r"\] \d+ users, \d+ items|resumed from |\] epoch\s+\d+\s
 
 
 def default_mirror() -> Path:
-    env = os.environ.get("PIPELINE_MIRROR")
-    if env:
-        return Path(env).resolve()
-    for candidate in (Path("/work/shared/datasets"), REPO.parent / "shared" / "datasets"):
-        if candidate.is_dir():
-            return candidate.resolve()
-    return (REPO.parent / "shared" / "datasets").resolve()
+    """The mirror the pipeline reads: $PIPELINE_MIRROR, else params.yaml's ``paths.mirror``."""
+    from pipeline.config import load_params, mirror_dir
+
+    return (mirror_dir(load_params(REPO / "params.yaml")) or REPO.parent / "shared" / "datasets").resolve()
 
 
 def prepare_data(params_file: Path, split_name: str, mirror: Path, work: Path) -> Path:

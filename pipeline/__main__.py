@@ -2,6 +2,8 @@
 
 Every stage reads the params file ($PIPELINE_PARAMS, default ./params.yaml), validates it,
 and writes its outputs atomically. ``--log FILE`` copies everything the stage prints to FILE.
+A problem in params.yaml, a ``--split`` it does not define, a ``--data`` folder of another split
+and a damaged input file end the command with ``error: <reason>`` and exit status 2.
 """
 
 from __future__ import annotations
@@ -100,7 +102,22 @@ def cmd_cluster(args, params):
 def cmd_aggregate(args, params):
     from pipeline.reporting.aggregate import main
 
-    main(params, args.runs, args.out, args.efficiency)
+    main(params, args.runs, args.out, args.efficiency, args.significance)
+
+
+def cmd_significance(args, params):
+    from pipeline.reporting.aggregate import significance_main
+
+    significance_main(params, args.runs, args.out)
+
+
+def cmd_verify(args, params):
+    from pipeline import verify
+
+    if args.inputs:
+        print("\n".join(verify.input_targets(params, args.run)))
+        return
+    verify.main(params, args.run, args.work)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,25 +189,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--efficiency", help="efficiency.json of benchmarks/bench_efficiency.py (draws figures/efficiency.png)")
+    p.add_argument("--significance", help="the significance stage's CSV (else the tests run here, from per_user.parquet)")
     p.set_defaults(func=cmd_aggregate)
+
+    p = sub.add_parser("significance", help="paired Wilcoxon tests of every model against DiffRec from the per-user tables")
+    p.add_argument("--runs", required=True)
+    p.add_argument("--out", required=True, help="the CSV to write, e.g. results/significance.csv")
+    p.set_defaults(func=cmd_significance)
+
+    p = sub.add_parser("verify", help="retrain committed runs and compare them with what is committed")
+    p.add_argument("--run", action="append", required=True, help="a committed run folder runs/<split>/<model>/seed<N> (repeatable)")
+    p.add_argument("--work", default="verify", help="folder for the retrained runs and report.json")
+    p.add_argument("--inputs", action="store_true", help="only print the input files the runs need (targets for the DAG runner)")
+    p.set_defaults(func=cmd_verify)
 
     for p in sub.choices.values():
         p.add_argument("--log", help="also write the stage's output to this file")
     return parser
 
 
+def check_arguments(args, params) -> None:
+    """Checks of the command line against params.yaml and the inputs it names, before any stage
+    runs: ``--split`` must be a split of params.yaml, and ``--data`` (a prepare stage's folder)
+    must have been prepared for that split."""
+    from pipeline.config import split_argument
+
+    if getattr(args, "split", None) is None:
+        return
+    split = split_argument(params, args.split)
+    if getattr(args, "data", None) is not None:
+        from pipeline.data.dataset import check_prepared_for
+
+        check_prepared_for(args.data, split)
+
+
 def main(argv=None) -> int:
     from pipeline.config import ConfigError, load_params
+    from pipeline.io import ArtifactError
+    from pipeline.supervision import exit_with_supervisor
 
     args = build_parser().parse_args(argv)
+    exit_with_supervisor(args.stage)  # stop when the DAG runner that started this stage is gone
     with _logging_to(args.log):
         start = time.perf_counter()
         try:
             params = load_params(args.params)
+            check_arguments(args, params)
             args.func(args, params)
-        except (ConfigError, FileNotFoundError) as err:
+        except (ConfigError, ArtifactError, FileNotFoundError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            print(f"[{args.stage}] interrupted after {time.perf_counter() - start:.1f}s; the same command resumes "
+                  "from the last checkpoint", file=sys.stderr, flush=True)
+            return 130
         except Exception as err:  # a clear one-line reason, then the traceback for debugging
             print(f"error in stage '{args.stage}': {type(err).__name__}: {err}", file=sys.stderr)
             raise

@@ -90,14 +90,24 @@ def load_params(path: str | os.PathLike | None = None) -> dict[str, Any]:
     p = params_path(path)
     if not p.is_file():
         raise FileNotFoundError(f"params file not found: {p} (set {PARAMS_ENV} or run from the repository root)")
-    with open(p) as fh:
-        params = yaml.safe_load(fh)
+    params = read_yaml(p)
     if not isinstance(params, dict):
         raise ConfigError("<root>", f"{p} must hold a mapping, got {type(params).__name__}")
     check_schema(params)
     check_semantics(params)
     params["_path"] = str(p.resolve())
     return params
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    """The YAML document in ``path``; a syntax error names the file, line and column."""
+    with open(path) as fh:
+        try:
+            return yaml.safe_load(fh)
+        except yaml.MarkedYAMLError as err:
+            mark = err.problem_mark or err.context_mark
+            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+            raise ConfigError("<root>", f"{path}: YAML syntax error at {where}: {err.problem or err.context}") from None
 
 
 def _load_schema() -> dict:
@@ -200,18 +210,40 @@ def check_semantics(params: dict) -> None:
     metric, k = params["training"]["select_metric"].split("@")
     if int(k) not in params["evaluation"]["topk"]:
         raise ConfigError("training.select_metric", f"cut-off {k} is not in evaluation.topk {params['evaluation']['topk']}")
+    eval_every, patience = params["training"]["eval_every"], params["training"]["patience"]
+    if eval_every >= patience:
+        # the trainer stops before epoch e when e - best_epoch >= patience, best_epoch = 0 until the
+        # first evaluation (epoch eval_every): so it stops before epoch `patience`, never evaluating
+        raise ConfigError("training.eval_every", f"{eval_every} is not below training.patience ({patience}): "
+                          f"patience counts epochs since the last new best (0 before the first evaluation), so "
+                          f"every run would stop before epoch {patience}, before its first evaluation at epoch "
+                          f"{eval_every}; make training.eval_every < training.patience")
     for split, variant, _ in planned_runs(params):
-        model_config(params, variant, split)
+        _check_run_config(params, variant, split)
         for point in grid_points(params, variant):
-            model_config(params, variant, split, point)
+            _check_run_config(params, variant, split, point)
     if "lightgcn" in params["embeddings"]["sources"]:
         for split in params["splits"]:
-            model_config(params, "lightgcn", split)
+            _check_run_config(params, "lightgcn", split)
     if HYPERBOLIC_MODEL not in params["models"]:
         raise ConfigError("models", f"models.{HYPERBOLIC_MODEL} is missing: the embed-hyperbolic stage (HDRM's stage 1) "
                           f"trains it on every split of experiments.splits")
     for split in exp["splits"]:
-        model_config(params, HYPERBOLIC_MODEL, split)
+        _check_run_config(params, HYPERBOLIC_MODEL, split)
+
+
+def _check_run_config(params: dict, model: str, split: str, tuned: dict[str, Any] | None = None) -> None:
+    """The model's config checks (:func:`model_config`), and that the run reaches an evaluation:
+    the trainer evaluates at the epochs divisible by training.eval_every, up to the model's
+    ``epochs`` (a model without ``epochs`` trains nothing and is evaluated once)."""
+    cfg = model_config(params, model, split, tuned)
+    eval_every = params["training"]["eval_every"]
+    epochs = getattr(cfg, "epochs", None)
+    if epochs is not None and eval_every > epochs:
+        key = hyperparameter_key(params, model, split, "epochs", tuned)
+        raise ConfigError("training.eval_every", f"{eval_every} is more than {key} ({epochs}): the run of {model!r} "
+                          f"on {split!r} would end before its first evaluation at epoch {eval_every}; make "
+                          f"training.eval_every <= {key}")
 
 
 # HDRM's stage 1: the model block the embed-hyperbolic stage trains on every split of
@@ -297,9 +329,7 @@ def model_config(params: dict, model: str, split: str, tuned: dict[str, Any] | N
     fields = {f.name for f in dataclasses.fields(cls)}
 
     def where(key: str) -> str:
-        if key in tuned:
-            return f"models.{model}.grid.{key}"
-        return f"models.{model}.per_split.{split}.{key}" if key in split_overrides else f"models.{model}.defaults.{key}"
+        return hyperparameter_key(params, model, split, key, tuned)
 
     for key in merged:
         if key not in fields:
@@ -319,6 +349,16 @@ def model_config(params: dict, model: str, split: str, tuned: dict[str, Any] | N
         blamed = next((k for k in keys if k in overrides), keys[0])  # the override that broke it
         raise ConfigError(where(blamed), message)
     return cfg
+
+
+def hyperparameter_key(params: dict, model: str, split: str, key: str, tuned: dict[str, Any] | None = None) -> str:
+    """The dotted params key a hyperparameter's value comes from: the grid (``tuned``), else the
+    split's override, else the defaults."""
+    if key in (tuned or {}):
+        return f"models.{model}.grid.{key}"
+    if key in ((params["models"][model].get("per_split") or {}).get(split) or {}):
+        return f"models.{model}.per_split.{split}.{key}"
+    return f"models.{model}.defaults.{key}"
 
 
 def _type_problem(annotation, value) -> str | None:
@@ -375,6 +415,15 @@ def synthetic_config(params: dict, name: str):
     for key, message in spec.problems():
         raise ConfigError(f"synthetic.presets.{name}.{key}", message)
     return spec
+
+
+def split_argument(params: dict, name: str) -> SplitConfig:
+    """The split a stage's ``--split`` names; a name params.yaml's ``splits`` does not define is
+    refused (no stage runs, trains with bare defaults or labels its outputs with it)."""
+    if name not in params["splits"]:
+        raise ConfigError("splits", f"--split {name!r} is not a split of {params.get('_path', 'the params file')}; "
+                          f"known splits: {sorted(params['splits'])}")
+    return split_config(params, name)
 
 
 def split_config(params: dict, name: str) -> SplitConfig:

@@ -14,10 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from pipeline.data.dataset import load_interactions
 from pipeline.io import atomic_path, read_json
+from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.run import fit
 
 EMBEDDINGS_FILE = "item_emb.npy"
@@ -40,7 +40,7 @@ def train_lightgcn(params: dict, split: str, data_dir: str, out_dir: str) -> dic
     tag = f"{split} lightgcn-embeddings seed {seed}"
     timing_path = Path("logs") / "timing" / f"{split}_lightgcn-embeddings.json"
     model, metrics = fit(params, split, MODEL_NAME, seed, data, out, tag, timing_path)
-    best = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
+    best = load_checkpoint(out / "model.pt", made_by="embed")
     model.load_state_dict(best["model"])
     embeddings = model.item_embeddings().numpy()
     write_embeddings(out / EMBEDDINGS_FILE, embeddings)

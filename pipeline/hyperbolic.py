@@ -255,6 +255,7 @@ def train_hyperbolic_embeddings(params: dict, split: str, data_dir: str, out_dir
     state's ``user_emb.npy`` and ``item_emb.npy``; returns the metrics."""
     from pipeline.data.dataset import load_interactions
     from pipeline.embeddings import write_embeddings
+    from pipeline.training.checkpoint import load_checkpoint
     from pipeline.training.run import fit  # here: the model module imports this one
 
     seed = int(params["embeddings"]["seed"]) if seed is None else int(seed)
@@ -263,7 +264,7 @@ def train_hyperbolic_embeddings(params: dict, split: str, data_dir: str, out_dir
     tag = f"{split} hgcf-embeddings seed {seed}"
     timing_path = Path("logs") / "timing" / f"{split}_hgcf-embeddings.json"
     model, metrics = fit(params, split, MODEL_NAME, seed, data, out, tag, timing_path)
-    best = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
+    best = load_checkpoint(out / "model.pt", made_by="embed-hyperbolic")
     model.load_state_dict(best["model"])
     users, items = model.final_embeddings()
     write_embeddings(out / USER_FILE, users.numpy())

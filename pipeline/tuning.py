@@ -19,11 +19,16 @@ Outputs of ``runs/<split>/<variant>/tuning/``:
 
 A killed tune stage loses nothing: finished points (metrics.json present and hyper.json equal
 to the point) are kept, and the interrupted one resumes from its own checkpoint.
+
+Before each point it trains, the stage prints ``grid point i/n`` and, once a point has been
+trained, the projected time for the points left (mean time of the points trained so far x points
+left; an estimate: each point stops early or at its epoch cap on its own).
 """
 
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import polars as pl
@@ -32,6 +37,7 @@ from pipeline.config import ConfigError, grid_points
 from pipeline.data.dataset import load_interactions
 from pipeline.io import atomic_path, read_json, write_json
 from pipeline.training.run import fit, load_clusters
+from pipeline.training.trainer import format_duration
 
 SELECTED_FILE = "selected.json"
 
@@ -82,6 +88,7 @@ def main(params: dict, split: str, variant: str, data_dir: str, out_dir: str, cl
     seed = int(params["experiments"]["seeds"][0])
     metric = params["training"]["select_metric"]
     results = []
+    point_seconds = []  # wall time of each point trained by this process
     for i, point in enumerate(points):
         run_dir = out / f"point{i}"
         tag = f"{split} {variant} grid {i + 1}/{len(points)} {point}"
@@ -95,7 +102,16 @@ def main(params: dict, split: str, variant: str, data_dir: str, out_dir: str, cl
         (run_dir / "metrics.json").unlink(missing_ok=True)  # a stale result of another setting
         write_json(hyper_path, point)
         timing = Path("logs") / "timing" / f"{split}_{variant}_tune_point{i}.json"
+        left = len(points) - i
+        if point_seconds:
+            mean = sum(point_seconds) / len(point_seconds)
+            eta = f"eta ~{format_duration(mean * left)} for the {left} point(s) still to train (mean {format_duration(mean)} per point)"
+        else:
+            eta = "eta: known once the first point is trained"
+        print(f"[{split} {variant}] grid point {i + 1}/{len(points)} {point}: {eta}", flush=True)
+        start = time.perf_counter()
         _, metrics = fit(params, split, variant, seed, data, run_dir, tag, timing, clusters, tuned=point)
+        point_seconds.append(time.perf_counter() - start)
         print(f"[{tag}] best epoch {metrics['best_epoch']}: valid {metric} {metrics['valid'][metric]:.4f}", flush=True)
         results.append(metrics)
 

@@ -7,7 +7,17 @@ from pathlib import Path
 import pytest
 import torch
 
-SHARED_DATASETS = Path("/work/shared/datasets")
+from pipeline.config import load_params, mirror_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Path:
+    """The dataset mirror the pipeline itself reads: $PIPELINE_MIRROR, else params.yaml's
+    ``paths.mirror`` (relative to the repository). A test that needs a file in it skips when the
+    file is absent; none hard-codes a machine's path."""
+    return mirror_dir(load_params(ROOT / "params.yaml")) or ROOT / "no-mirror-configured"
 
 
 def extract_diffrec_release(rar: Path, dest: Path) -> Path:
@@ -27,17 +37,17 @@ def extract_diffrec_release(rar: Path, dest: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def diffrec_ml1m(tmp_path_factory):
+def diffrec_ml1m(tmp_path_factory, mirror):
     """``diffrec_ml1m(setting)``: folder with DiffRec's released ML-1M split ('clean' or 'noisy').
 
-    Extracted once per session from ``/work/shared/datasets/diffrec/ml-1m_<setting>.rar``;
+    Extracted once per session from ``<mirror>/diffrec/ml-1m_<setting>.rar``;
     the calling test is skipped when the archive is absent.
     """
     extracted: dict[str, Path] = {}
 
     def get(setting: str) -> Path:
         if setting not in extracted:
-            rar = SHARED_DATASETS / "diffrec" / f"ml-1m_{setting}.rar"
+            rar = mirror / "diffrec" / f"ml-1m_{setting}.rar"
             if not rar.is_file():
                 pytest.skip(f"{rar} not available")
             extracted[setting] = extract_diffrec_release(rar, tmp_path_factory.mktemp(f"diffrec-ml-1m-{setting}"))

@@ -16,6 +16,7 @@ import ast
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -69,6 +70,22 @@ def test_atomic_path_exception_keeps_old_content(tmp_path):
             raise Boom()
     assert target.read_text() == "old"
     assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_written_files_get_the_mode_open_gives(tmp_path, umask):
+    """Not the 0600 of a tempfile.mkstemp file: 0666 less the umask, as open(path, "w") gives."""
+    old = os.umask(umask)
+    try:
+        write_json(tmp_path / "metrics.json", {"a": 1})
+        with atomic_path(tmp_path / "model.pt") as tmp, open(tmp, "wb") as fh:
+            fh.write(b"x")
+        with open(tmp_path / "plain", "w"):
+            pass
+    finally:
+        os.umask(old)
+    for name in ("metrics.json", "model.pt", "plain"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name
 
 
 def test_atomic_path_exception_before_any_write(tmp_path):
@@ -229,6 +246,9 @@ ALLOWED = {
     ("io.py", "atomic_path", "open(mode='rb+')"): "the helper itself: fsync of the finished temp file",
     ("io.py", "atomic_path", "os.replace"): "the helper itself: the atomic rename",
     ("__main__.py", "_logging_to", "open(mode='w')"): "the --log Tee: log files are not outputs",
+    ("training/trainer.py", "train_run", "os.replace"): (
+        "moves a resume.pt that cannot be loaded aside (resume.pt.corrupt): a rename, not an output"
+    ),
     ("data/download.py", "_download_once", "open(mode='wb')"): (
         "streams into a tempfile.mkstemp '.<out>.*.download' file beside the output folder, "
         "checksummed, copied into the staging folder and removed in fetch()'s finally"
@@ -238,6 +258,9 @@ ALLOWED = {
     ("data/download.py", "_replace_dir", "os.replace"): "renames the finished staging folder over the output folder",
     ("reporting/aggregate.py", "build_outputs", ".to_csv"): (
         "pipeline.reporting.significance.to_csv returns the CSV text; every output is written atomically later"
+    ),
+    ("reporting/aggregate.py", "significance_main", ".to_csv"): (
+        "pipeline.reporting.significance.to_csv returns the CSV text, written with write_text (atomic)"
     ),
 }
 

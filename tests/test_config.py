@@ -186,6 +186,28 @@ def test_noise_max_override_below_default_noise_min(tmp_path, base):
 # mirror_dir
 
 
+def test_eval_every_must_leave_room_for_an_evaluation(tmp_path, base):
+    # patience counts epochs since the last best (epoch 0 before any evaluation) and is checked
+    # before each epoch: with eval_every >= patience every run stops before its first evaluation
+    err = error_for(tmp_path, base, lambda p: p["training"].update(eval_every=20, patience=20))
+    assert str(err) == (
+        "params: key 'training.eval_every': 20 is not below training.patience (20): patience counts epochs since "
+        "the last new best (0 before the first evaluation), so every run would stop before epoch 20, before its "
+        "first evaluation at epoch 20; make training.eval_every < training.patience"
+    )
+    one_epoch_of_room = copy.deepcopy(base)
+    one_epoch_of_room["training"].update(eval_every=19, patience=20)
+    load_params(write_params(tmp_path, one_epoch_of_room))
+    # evaluation never reached: HDRM's 20 epochs end before epoch 30
+    err = error_for(tmp_path, base, lambda p: p["training"].update(eval_every=30, patience=100))
+    assert str(err) == (
+        "params: key 'training.eval_every': 30 is more than models.hdrm.defaults.epochs (20): the run of 'hdrm' on "
+        "'ml-1m_clean' would end before its first evaluation at epoch 30; make training.eval_every <= "
+        "models.hdrm.defaults.epochs"
+    )
+    load_params(REPO_ROOT / "tests" / "e2e" / "params.yaml")  # the CI configuration passes too
+
+
 def test_mirror_relative_to_params_folder(tmp_path, base, monkeypatch):
     monkeypatch.delenv(MIRROR_ENV, raising=False)
     monkeypatch.chdir(REPO_ROOT)  # the cwd must not matter

@@ -19,7 +19,6 @@ from pipeline.config import SourceConfig
 from pipeline.data import download
 from pipeline.data.download import DownloadError, fetch, main
 
-SHARED = Path("/work/shared/datasets")
 PAYLOAD = b"user_id:token\titem_id:token\n1\t2\n3\t4\n" * 50
 
 
@@ -93,8 +92,8 @@ def test_main_uses_params(tmp_path, monkeypatch, capsys):
 # --- the real mirror ---------------------------------------------------------------------
 
 
-def test_real_mirror_diffrec_rar(tmp_path):
-    if not (SHARED / "diffrec").is_dir():
+def test_real_mirror_diffrec_rar(tmp_path, mirror):
+    if not (mirror / "diffrec").is_dir():
         pytest.skip("no shared dataset mirror on this machine")
     src = SourceConfig(
         "diffrec-ml-1m-clean",
@@ -104,7 +103,7 @@ def test_real_mirror_diffrec_rar(tmp_path):
         sha256="407d6f1deac6e373c3a7157ce9cf974fcd42f43967d7f0cfaa25b01bc2521050",
     )
     out = tmp_path / "raw" / "diffrec"
-    files = fetch(src, out, SHARED)
+    files = fetch(src, out, mirror)
     names = ["item_emb.npy", "test_list.npy", "train_list.npy", "valid_list.npy"]
     assert files == [out / "ml-1m_clean" / n for n in names]
     train = np.load(out / "ml-1m_clean" / "train_list.npy", allow_pickle=True)

@@ -15,7 +15,6 @@ from pipeline.data.prepare import main, prepare, split_sizes, split_stats, unsee
 from pipeline.data.prepare import CANONICAL_SCHEMA
 from pipeline.data.readers import RAW_SCHEMA, RawDataError, read_movielens_dat, read_recbole
 
-ML100K = Path("/work/shared/datasets/recbole/ml-100k")
 PROTOCOL = ProtocolConfig(
     rating_threshold=4, k_core=10, ratios=(0.7, 0.2, 0.1), rounding="diffrec", noisy_max_fraction=1.0
 )
@@ -262,12 +261,13 @@ def test_tiny_noisy_fraction(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def ml100k(tmp_path_factory):
-    if not (ML100K / "ml-100k.inter").is_file():
-        pytest.skip(f"{ML100K}/ml-100k.inter not available")
+def ml100k(tmp_path_factory, mirror):
+    ml100k_raw = mirror / "recbole" / "ml-100k"
+    if not (ml100k_raw / "ml-100k.inter").is_file():
+        pytest.skip(f"{ml100k_raw}/ml-100k.inter not available")
     out = tmp_path_factory.mktemp("ml-100k")
     stats = {
-        setting: prepare(_split(setting, "recbole", "ml-100k"), PROTOCOL, ML100K, out / setting)
+        setting: prepare(_split(setting, "recbole", "ml-100k"), PROTOCOL, ml100k_raw, out / setting)
         for setting in ("clean", "noisy", "temporal")
     }
     for setting, s in stats.items():
@@ -365,10 +365,11 @@ def test_recbole_header_only(tmp_path):
 
 
 @pytest.mark.parametrize("setting", ["clean", "noisy"])
-def test_byte_reproducible(tmp_path, setting):
-    raw = ML100K if (ML100K / "ml-100k.inter").is_file() else _write_inter(tmp_path / "raw").parent
+def test_byte_reproducible(tmp_path, setting, mirror):
+    ml100k_raw = mirror / "recbole" / "ml-100k"
+    raw = ml100k_raw if (ml100k_raw / "ml-100k.inter").is_file() else _write_inter(tmp_path / "raw").parent
     for run in ("a", "b"):
-        prepare(_split(setting, "recbole"), PROTOCOL if raw == ML100K else TINY, raw, tmp_path / run)
+        prepare(_split(setting, "recbole"), PROTOCOL if raw == ml100k_raw else TINY, raw, tmp_path / run)
     for name in ("interactions.parquet", "stats.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 

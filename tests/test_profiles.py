@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINING_RULES = {"train", "embed", "embed_hyperbolic", "tune"}
@@ -69,3 +70,26 @@ def test_local_default_profile_asks_for_no_gpu():
         variant = job["wildcards"].get("model", "hgcf" if job["rule"] == "embed_hyperbolic" else "lightgcn")
         assert job["threads"] == run_threads(params, variant), job
     assert {j["threads"] for j in train} == {1, 2}
+
+
+def test_make_reproduce_uses_the_default_profile_and_resumes():
+    """Snakemake 9 reads workflow/profiles/default only when asked (--workflow-profile): the
+    Makefile's command asks, and a dry run of exactly that command shows the profile in effect
+    (its `printshellcmds` prints every job's command line, which a run without it does not)."""
+    made = subprocess.run(["make", "-n", "reproduce"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    command = re.search(r"(snakemake --workflow-profile (\S+) --cores \d+)'", made)
+    assert command, made
+    assert "--forcerun" not in made.split("reproduce-all")[0]  # incremental: finished runs are kept
+    profile = yaml.safe_load((ROOT / command.group(2) / "config.yaml").read_text())
+    assert profile["rerun-incomplete"] and profile["keep-incomplete"] and profile["printshellcmds"]
+
+    with_profile = subprocess.run([sys.executable, "-m", *command.group(1).split(), "-n", "-F"],
+                                  cwd=ROOT, capture_output=True, text=True)
+    assert with_profile.returncode == 0, with_profile.stderr[-3000:]
+    out = with_profile.stdout + with_profile.stderr
+    assert f"Using workflow specific profile {command.group(2)}" in out
+    assert re.search(r"^Shell command: python -m pipeline train ", out, re.M)
+
+    without = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "-n", "-F"],
+                             cwd=ROOT, capture_output=True, text=True)
+    assert without.returncode == 0 and not re.search(r"^Shell command: ", without.stdout + without.stderr, re.M)

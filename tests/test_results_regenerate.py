@@ -6,11 +6,11 @@ timestamp, the ``Software`` chunk dropped, style reset to fixed settings, matplo
 a table edited by hand, or a run whose metrics changed without re-aggregating, fails here (and
 so in CI).
 
-The significance tests need the runs' ``per_user.parquet``, which are DVC outputs (in the DVC
-cache, not in git). Where they are present (after the DAG ran, or ``dvc pull``) the p-values are
-recomputed and compared too; in a bare clone the committed ``results/significance.csv`` is read
-back and everything built from it (marks, tables, figures) is still checked, and
-:func:`test_committed_significance_is_recomputed` is skipped with the reason.
+Aggregation reads what git holds: every run's ``metrics.json`` and ``history.csv`` and the
+significance stage's ``runs/significance.csv``, so this runs on a bare clone. The
+significance stage itself needs the runs' ``per_user.parquet`` (DVC outputs, not in git): where
+they are present (after the DAG ran, or ``dvc pull``) the committed CSV is recomputed too; in a
+bare clone :func:`test_committed_significance_is_recomputed` is skipped with the reason.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 
 from pipeline.config import load_params, planned_runs
 from pipeline.reporting import significance as sig
-from pipeline.reporting.aggregate import build_outputs, run_path
+from pipeline.reporting.aggregate import build_outputs, run_path, significance_table
 
 ROOT = Path(__file__).resolve().parents[1]
 EFFICIENCY = Path("results/efficiency.json")
@@ -52,7 +52,7 @@ def _check(outputs: dict, skip: set[Path] = frozenset()) -> None:
 def test_committed_results_are_regenerated_exactly(monkeypatch):
     monkeypatch.chdir(ROOT)  # paper_results and results/efficiency.json are relative to the repository root
     params = load_params(ROOT / "params.yaml")
-    committed_sig = None if _per_user_present(params) else sig.from_csv(ROOT / "results" / "significance.csv")
+    committed_sig = sig.from_csv(ROOT / "runs" / "significance.csv")
     outputs = build_outputs(params, ROOT / "runs", Path("results"), efficiency=EFFICIENCY, significance=committed_sig)
     assert Path("results/figures/efficiency.png") in outputs
     _check(outputs)
@@ -63,11 +63,10 @@ def test_committed_significance_is_recomputed(monkeypatch):
     params = load_params(ROOT / "params.yaml")
     if not _per_user_present(params):
         pytest.skip("runs/*/per_user.parquet not here (DVC outputs: `dvc pull` or run the DAG); "
-                    "the other outputs were checked against the committed significance.csv")
-    outputs = build_outputs(params, ROOT / "runs", Path("results"), efficiency=EFFICIENCY)
-    committed = sig.from_csv(ROOT / "results" / "significance.csv")
-    assert (ROOT / "results" / "significance.csv").read_text() == outputs[Path("results/significance.csv")]
-    assert committed.height > 0
+                    "the other outputs were checked against the committed runs/significance.csv")
+    recomputed = sig.to_csv(significance_table(params, ROOT / "runs"))
+    assert (ROOT / "runs" / "significance.csv").read_text() == recomputed
+    assert sig.from_csv(ROOT / "runs" / "significance.csv").height > 0
 
 
 def test_efficiency_json_matches_efficiency_md():

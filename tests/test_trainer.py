@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +16,9 @@ from pipeline.config import EvaluationConfig, TrainingConfig
 from pipeline.data.dataset import dense_rows, load_interactions
 from planted import write_planted
 from pipeline.evaluation.evaluator import Evaluator
-from pipeline.training.checkpoint import CheckpointMismatch, fingerprint, load_checkpoint
+from pipeline.training.checkpoint import CheckpointMismatch, CorruptCheckpoint, fingerprint, load_checkpoint
 from pipeline.training.run import build_model
-from pipeline.training.trainer import RESUME_FILE, TrainingDiverged, train_run
+from pipeline.training.trainer import CORRUPT_SUFFIX, RESUME_FILE, TrainingDiverged, format_duration, train_run
 
 N_USERS, N_ITEMS, GROUPS = 60, 40, 3
 SPLIT = "tiny_clean"
@@ -209,6 +210,42 @@ def test_resume_file_of_another_config_is_ignored(data, tmp_path, capsys):
     uninterrupted = run(data, tmp_path / "clean", lr=2e-3)
     assert fresh == uninterrupted
     assert outputs(target) == outputs(tmp_path / "clean")
+
+
+def test_corrupt_resume_file_is_moved_aside_and_the_run_starts_afresh(data, reference_run, tmp_path, capsys):
+    target = tmp_path / "corrupt"
+    assert run(data, target, stop_after_epoch=4) == {}
+    resume = target / RESUME_FILE
+    resume.write_bytes(resume.read_bytes()[: resume.stat().st_size // 2])  # e.g. the disk filled up mid-copy
+    capsys.readouterr()
+    metrics = run(data, target)  # would fail on every rerun if the file were trusted
+    err = capsys.readouterr().err
+    aside = target / (RESUME_FILE + CORRUPT_SUFFIX)
+    assert err.startswith(f"[train] warning: {resume} is not a readable checkpoint (")
+    assert err.endswith(f"; moved it aside to {aside} and starting afresh\n")
+    assert aside.is_file() and not resume.exists()
+    run_dir, reference = reference_run
+    assert metrics == reference and outputs(target) == outputs(run_dir)
+    # a damaged checkpoint read as an input names the stage that makes it
+    with pytest.raises(CorruptCheckpoint, match=re.escape(f"{aside} is not a readable checkpoint (")) as info:
+        load_checkpoint(aside, made_by="train")
+    assert str(info.value).endswith("; it is made by the `train` stage: delete it and rerun train")
+
+
+def test_epoch_line_projects_the_remaining_time(data, tmp_path, capsys):
+    assert (format_duration(37.4), format_duration(245), format_duration(3 * 3600 + 12 * 60 + 40)) == ("37s", "4m05s", "3h12m")
+    run(data, tmp_path / "eta", stop_after_epoch=2)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "] epoch " in line]
+    cap = HYPER["epochs"]
+    # before the first evaluation only the cap bounds the run; after it (a best at epoch 2),
+    # patience stops it after epoch 2 + patience - 1 unless a new best comes
+    assert re.search(rf"\] epoch    1 .*  eta <= \d+s \(cap: epoch {cap}\)$", lines[0]), lines[0]
+    assert re.search(
+        rf"\] epoch    2 .*\*best\*  eta <= \d+s \(cap: epoch {cap}\), \d+s if no new best "
+        rf"\(stops after epoch {2 + TRAINING.patience - 1}\)$",
+        lines[1],
+    ), lines[1]
+    assert len(lines) == 2
 
 
 def test_nan_loss_raises_with_epoch(data, tmp_path):

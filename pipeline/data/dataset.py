@@ -14,7 +14,14 @@ import polars as pl
 import scipy.sparse as sp
 import torch
 
-from pipeline.io import read_json
+from pipeline.config import SplitConfig
+from pipeline.io import ArtifactError, read_json, read_parquet
+
+TABLE_FILE = "interactions.parquet"
+STATS_FILE = "stats.json"
+MADE_BY = "prepare"  # the stage that writes both files
+# stats.json keys that name the split a folder was prepared for (SplitConfig fields of the same name)
+SPLIT_KEYS = ("dataset", "setting", "format")
 
 
 @dataclass(frozen=True)
@@ -40,12 +47,25 @@ def _csr(df: pl.DataFrame, n_users: int, n_items: int, values: np.ndarray | None
 
 
 def load_interactions(folder: str | Path) -> InteractionData:
-    """Load ``interactions.parquet`` + ``stats.json`` written by the prepare stage."""
+    """Load ``interactions.parquet`` + ``stats.json`` written by the prepare stage.
+
+    The table's row counts must be the ones stats.json records (``n_interactions``,
+    ``n_train``/``n_valid``/``n_test``, where recorded): a table and a stats.json of different
+    prepare runs raise :class:`~pipeline.io.ArtifactError`, as does a table that is not readable
+    Parquet.
+    """
     folder = Path(folder)
-    stats = read_json(folder / "stats.json")
+    stats = read_json(folder / STATS_FILE)
     n_users, n_items = int(stats["n_users"]), int(stats["n_items"])
-    df = pl.read_parquet(folder / "interactions.parquet", columns=["user", "item", "split", "order"])
+    df = read_parquet(folder / TABLE_FILE, MADE_BY, columns=["user", "item", "split", "order"])
     parts = {name: df.filter(pl.col("split") == name) for name in ("train", "valid", "test")}
+    counts = {"n_interactions": df.height, **{f"n_{name}": part.height for name, part in parts.items()}}
+    wrong = [f"{key} {stats[key]} there, {count} here" for key, count in counts.items() if key in stats and int(stats[key]) != count]
+    if wrong:
+        raise ArtifactError(
+            f"{folder / TABLE_FILE} does not match {folder / STATS_FILE} ({'; '.join(wrong)}); both are made by "
+            f"the `{MADE_BY}` stage: delete them and rerun {MADE_BY}"
+        )
     train = parts["train"].unique(subset=["user", "item"], keep="first", maintain_order=True)
     train = train.sort(["user", "order"]).with_columns(
         (pl.col("order").rank("ordinal").over("user")).alias("rank")
@@ -55,6 +75,20 @@ def load_interactions(folder: str | Path) -> InteractionData:
         m.data[:] = 1.0
     rank = _csr(train, n_users, n_items, train["rank"].to_numpy())
     return InteractionData(n_users, n_items, binary["train"], binary["valid"], binary["test"], rank)
+
+
+def check_prepared_for(folder: str | Path, split: SplitConfig) -> None:
+    """Refuse a prepared folder whose stats.json records another split than ``split``
+    (compares :data:`SPLIT_KEYS`, where recorded), before anything is trained on it."""
+    path = Path(folder) / STATS_FILE
+    stats = read_json(path)
+    recorded = {key: stats[key] for key in SPLIT_KEYS if key in stats}
+    expected = {key: getattr(split, key) for key in recorded}
+    if recorded != expected:
+        raise ArtifactError(
+            f"{path} records another split ({recorded}) than --split {split.name!r} ({expected}); "
+            f"pass the folder the `{MADE_BY}` stage made for {split.name!r} (data/prepared/{split.name})"
+        )
 
 
 def temporal_weights(rank: sp.csr_matrix, w_min: float, w_max: float) -> sp.csr_matrix:

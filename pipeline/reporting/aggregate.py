@@ -12,7 +12,10 @@ deterministically:
 * ``<out>/metrics.json``: the tables' numbers for ``dvc metrics show`` / ``diff``;
 * ``<out>/significance.csv`` (and ``.html``, for reading): the paired Wilcoxon test of every
   model against the reference model (DiffRec) of its dataset and setting
-  (:mod:`pipeline.reporting.significance`);
+  (:mod:`pipeline.reporting.significance`). In the DAG the tests are the significance stage's
+  ``runs/significance.csv`` (``python -m pipeline significance``, the only step that reads
+  ``per_user.parquet``), committed to git beside the runs' metrics and passed here with
+  ``--significance``: a fresh clone regenerates all of ``results/`` from git alone;
 * ``<out>/tables/<setting>.{md,csv,tex,html}``: ours (mean ± std over seeds, marked where
   significantly different from DiffRec) next to the paper's numbers and the authors' code
   measured on our kind of machine, per setting;
@@ -213,6 +216,29 @@ def load_reference(path: str | Path | None) -> pl.DataFrame:
     return tables.reference_table(raw)
 
 
+def setting_order(params: dict[str, Any]) -> list[str]:
+    """The settings of the planned runs, in the tables' order."""
+    from pipeline.config import planned_runs
+
+    present = {params["splits"][split]["setting"] for split, _, _ in planned_runs(params)}
+    return [s for s in tables.SETTINGS if s in present] + sorted(present - set(tables.SETTINGS))
+
+
+def significance_table(params: dict[str, Any], runs_dir: str | Path) -> pl.DataFrame:
+    """Every planned model against DiffRec from the runs' per-user tables (the significance
+    stage; its CSV is committed, so aggregation needs no per-user table)."""
+    model_order = [display_name(m, params) for m in run_variants(params)]
+    return sig.significance(
+        collect_per_user(params, runs_dir), display_name(REFERENCE_VARIANT, params),
+        model_order=model_order, setting_order=setting_order(params),
+    )
+
+
+def significance_main(params: dict[str, Any], runs_dir: str | Path, out: str | Path) -> None:
+    write_text(out, sig.to_csv(significance_table(params, runs_dir)))
+    print(f"wrote {out}", flush=True)
+
+
 def build_outputs(
     params: dict[str, Any],
     runs_dir: str | Path,
@@ -236,12 +262,9 @@ def build_outputs(
     model_order = [display_name(m, params) for m in variants]
     paper_names = {display_name(m, params): paper_name(m, params) for m in variants}
     reference_model = display_name(REFERENCE_VARIANT, params)
-    present = set(runs["setting"].to_list())
-    settings = [s for s in tables.SETTINGS if s in present] + sorted(present - set(tables.SETTINGS))
-    if significance is None:
-        significance = sig.significance(
-            collect_per_user(params, runs_dir), reference_model, model_order=model_order, setting_order=settings
-        )
+    settings = setting_order(params)
+    if significance is None:  # else given: the significance stage's committed table
+        significance = significance_table(params, runs_dir)
     history = collect_history(params, runs_dir, select_metric)
     record = load_efficiency(efficiency)
     summary = tables.summarize(
@@ -273,9 +296,13 @@ def build_outputs(
 
 
 def main(
-    params: dict[str, Any], runs_dir: str | Path, out_dir: str | Path, efficiency: str | Path | None = None
+    params: dict[str, Any], runs_dir: str | Path, out_dir: str | Path, efficiency: str | Path | None = None,
+    significance: str | Path | None = None,
 ) -> None:
-    outputs = build_outputs(params, runs_dir, out_dir, efficiency)  # everything computed before anything is written
+    """``significance``: the significance stage's CSV; without it the tests are run here, from
+    the runs' per-user tables, and the CSV is written too."""
+    table = sig.from_csv(significance) if significance else None
+    outputs = build_outputs(params, runs_dir, out_dir, efficiency, table)  # everything computed before anything is written
     for path, content in outputs.items():
         if isinstance(content, bytes):
             write_bytes(path, content)

@@ -2,7 +2,8 @@
 
 A checkpoint records a fingerprint of everything that determines the run (model name, split,
 seed, hyperparameters, training block); loading one made under another configuration raises
-:class:`CheckpointMismatch` instead of silently mixing two runs.
+:class:`CheckpointMismatch` instead of silently mixing two runs, and a file torch cannot load
+(truncated, overwritten) raises :class:`CorruptCheckpoint`, naming the file.
 """
 
 from __future__ import annotations
@@ -16,11 +17,15 @@ from typing import Any
 
 import torch
 
-from pipeline.io import atomic_path
+from pipeline.io import ArtifactError, atomic_path
 
 
 class CheckpointMismatch(RuntimeError):
     """A checkpoint written under another configuration (its fingerprint differs)."""
+
+
+class CorruptCheckpoint(ArtifactError):
+    """A checkpoint file torch cannot load; the message names the file."""
 
 
 def fingerprint(run_identity: dict[str, Any]) -> str:
@@ -60,8 +65,16 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
         torch.save(canonical(state), fh)
 
 
-def load_checkpoint(path: str | Path, expected_fingerprint: str | None = None) -> dict[str, Any]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+def load_checkpoint(path: str | Path, expected_fingerprint: str | None = None, made_by: str | None = None) -> dict[str, Any]:
+    """The state saved at ``path``. ``made_by``: the stage that writes the file, named in the
+    :class:`CorruptCheckpoint` error (to rerun) when the file cannot be loaded."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # damaged bytes surface as RuntimeError, EOFError, OSError, UnpicklingError, ...
+        rerun = f"; it is made by the `{made_by}` stage: delete it and rerun {made_by}" if made_by else ""
+        raise CorruptCheckpoint(f"{path} is not a readable checkpoint ({type(err).__name__}: {err}){rerun}") from err
     if expected_fingerprint is not None and state.get("fingerprint") != expected_fingerprint:
         raise CheckpointMismatch(
             f"checkpoint {path} was written by another configuration "

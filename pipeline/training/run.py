@@ -11,6 +11,7 @@ import polars as pl
 
 from pipeline.config import HYPERBOLIC_DIR, evaluation_config, model_class, model_config, run_threads, training_config
 from pipeline.data.dataset import load_interactions
+from pipeline.io import read_parquet
 from pipeline.training.trainer import set_determinism, train_run
 
 
@@ -30,7 +31,7 @@ def load_clusters(params: dict, variant: str, clusters_dir: str | None, n_items:
     if not clusters_dir:
         raise ValueError(f"model variant {variant!r} needs item clusters: pass --clusters data/clusters/<split>")
     path = Path(clusters_dir) / params["models"][variant]["embeddings"] / "clusters.parquet"
-    table = pl.read_parquet(path).sort("item")
+    table = read_parquet(path, made_by="cluster").sort("item")
     if table.height != n_items or table["item"].to_list() != list(range(n_items)):
         raise ValueError(f"{path}: expected one cluster per item 0..{n_items - 1}, got {table.height} rows")
     return table["cluster"].to_numpy().astype(np.int64)

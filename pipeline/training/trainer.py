@@ -6,7 +6,12 @@
   ``select_metric``; stop when ``patience`` epochs pass without a new best (checked at the start
   of an epoch, as the reference does); report the test metrics of the best validation epoch;
 * a resumable checkpoint every ``checkpoint_every`` epochs (model, optimizer, RNG, best-so-far,
-  history), so a killed run restarted with the same configuration ends with the same metrics;
+  history), so a killed run restarted with the same configuration ends with the same metrics; a
+  resume checkpoint that cannot be loaded is moved aside (``resume.pt.corrupt``) with a warning
+  and the run starts afresh;
+* each epoch's line ends with a projected remaining time: at most (mean epoch time so far) x
+  epochs left until the ``epochs`` cap, and, once an evaluation set a best, the time until
+  ``patience`` stops the run if no new best comes;
 * a NaN or infinite loss stops the run with the epoch and batch named;
 * a model with nothing to train (class attribute ``trainable = False``, e.g. MostPop) is
   evaluated once, reported as epoch 0, with the same outputs.
@@ -22,6 +27,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -36,9 +42,10 @@ from pipeline.config import EvaluationConfig, TrainingConfig
 from pipeline.data.dataset import InteractionData, dense_rows
 from pipeline.evaluation.evaluator import Evaluator
 from pipeline.io import atomic_path, write_json
-from pipeline.training.checkpoint import CheckpointMismatch, fingerprint, load_checkpoint, save_checkpoint
+from pipeline.training.checkpoint import CheckpointMismatch, CorruptCheckpoint, fingerprint, load_checkpoint, save_checkpoint
 
 RESUME_FILE = "resume.pt"
+CORRUPT_SUFFIX = ".corrupt"  # a resume checkpoint that cannot be loaded is renamed to resume.pt.corrupt
 
 
 class TrainingDiverged(RuntimeError):
@@ -77,6 +84,40 @@ def set_determinism(seed: int, threads: int) -> None:
 
 def _log(tag: str, message: str) -> None:
     print(f"[{tag}] {message}", file=sys.stdout, flush=True)
+
+
+def format_duration(seconds: float) -> str:
+    """A duration for a person: 37s, 4m05s, 3h12m."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def _remaining(epoch: int, last_epoch: int, eval_every: int, train_seconds: list, eval_seconds: list) -> float:
+    """Projected seconds from the end of ``epoch`` to the end of ``last_epoch``: the mean train
+    time of the epochs timed so far per epoch left, plus the mean evaluation time per evaluation
+    left (none before the first one is timed)."""
+    evals_left = last_epoch // eval_every - epoch // eval_every
+    seconds = sum(train_seconds) / len(train_seconds) * (last_epoch - epoch)
+    if eval_seconds:
+        seconds += sum(eval_seconds) / len(eval_seconds) * evals_left
+    return seconds
+
+
+def _eta(epoch: int, epochs: int, best_epoch: int, training: TrainingConfig, train_seconds: list, eval_seconds: list) -> str:
+    """The epoch line's projection: an upper bound at the ``epochs`` cap and, once an evaluation
+    has set a best, the time to the patience stop if no new best comes (the run stops before
+    epoch best_epoch + patience, so it trains at most to best_epoch + patience - 1)."""
+    text = f"eta <= {format_duration(_remaining(epoch, epochs, training.eval_every, train_seconds, eval_seconds))} (cap: epoch {epochs})"
+    last_if_no_best = best_epoch + training.patience - 1
+    if best_epoch > 0 and last_if_no_best < epochs:
+        seconds = _remaining(epoch, last_if_no_best, training.eval_every, train_seconds, eval_seconds)
+        text += f", {format_duration(seconds)} if no new best (stops after epoch {last_if_no_best})"
+    return text
 
 
 def train_run(
@@ -120,6 +161,10 @@ def train_run(
         except CheckpointMismatch as err:
             _log(tag, f"{err}; starting afresh")
             resume_path.unlink()
+        except CorruptCheckpoint as err:  # e.g. truncated by a full disk: failing on every rerun helps no one
+            aside = resume_path.with_name(resume_path.name + CORRUPT_SUFFIX)
+            os.replace(resume_path, aside)
+            print(f"[{tag}] warning: {err}; moved it aside to {aside} and starting afresh", file=sys.stderr, flush=True)
         else:
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
@@ -175,6 +220,7 @@ def train_run(
                 state.best_model = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
                 state.best_optimizer = copy.deepcopy(optimizer.state_dict())
                 message += "  *best*"
+        message += "  " + _eta(epoch, cfg.epochs, state.best_epoch, training, train_seconds, eval_seconds)
         state.history.append(row)
         state.epoch = epoch
         _log(tag, message)

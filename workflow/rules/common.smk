@@ -2,8 +2,10 @@
 from glob import glob
 
 from pipeline.config import HYPERBOLIC_DIR, HYPERBOLIC_MODEL, check_semantics, model_class, planned_runs, run_threads
+from pipeline.supervision import stop_jobs_with_runner
 
 check_semantics(config)
+stop_jobs_with_runner()  # SIGINT/SIGTERM to snakemake stops its jobs too; a job stops when snakemake is gone
 
 
 def code(*patterns):

@@ -53,11 +53,33 @@ def report_figures():
     return figures
 
 
+rule significance:
+    # the only step that reads the per-user tables (DVC outputs); its CSV is committed beside the
+    # runs' metrics, so a fresh clone regenerates results/ from git alone (`make results`)
+    input:
+        per_user=[f"runs/{split}/{model}/seed{seed}/per_user.parquet" for split, model, seed in RUNS],
+        code=CODE["aggregate"],
+    output:
+        significance="runs/significance.csv",
+    params:
+        experiments=config["experiments"],
+        splits=config["splits"],
+        models=config["models"],
+    log:
+        "logs/significance.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    shell:
+        "python -m pipeline significance --runs runs --out {output.significance} --log {log}"
+
+
 rule aggregate:
     input:
         metrics=[f"runs/{split}/{model}/seed{seed}/metrics.json" for split, model, seed in RUNS],
         history=[f"runs/{split}/{model}/seed{seed}/history.csv" for split, model, seed in RUNS],
-        per_user=[f"runs/{split}/{model}/seed{seed}/per_user.parquet" for split, model, seed in RUNS],
+        significance="runs/significance.csv",
         paper=local(config["paper_results"]),  # in the repository (the job's image), not in storage
         efficiency=[local(f) for f in EFFICIENCY],
         code=CODE["aggregate"],
@@ -88,4 +110,4 @@ rule aggregate:
         mem_mb=1000,
         runtime=30,
     shell:
-        "python -m pipeline aggregate --runs runs --out results{params.efficiency} --log {log}"
+        "python -m pipeline aggregate --runs runs --out results --significance {input.significance}{params.efficiency} --log {log}"
