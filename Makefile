@@ -17,7 +17,7 @@ LOCKED    := mkdir -p .snakemake && flock --nonblock --close .snakemake/make.loc
 VERIFY_RUNS ?= runs/ml-1m_clean/diffrec/seed1 runs/ml-1m_clean/multivae/seed1 runs/ml-1m_noisy/tvdiff-argsp/seed3
 VERIFY_WORK ?= verify/$(or $(ONEDNN_MAX_CPU_ISA),default)
 
-.PHONY: install reproduce reproduce-all results test test-isa e2e verify bench dvc-repro
+.PHONY: install reproduce reproduce-all results status test test-isa e2e verify bench dvc-repro
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ reproduce-all: install
 ## stage's results/significance.csv): the aggregate stage alone, no training, no DVC cache needed
 results: install
 	$(SNAKEMAKE) --allowed-rules aggregate --forcerun aggregate results/metrics.csv
+
+## `dvc status` summarised in one line (stages lacking outputs, changed, or differing); `-v` lists them
+status: install
+	python workflow/scripts/dvc_status.py -v
 
 ## Unit and integration tests
 test: install
