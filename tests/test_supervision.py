@@ -36,6 +36,17 @@ rule job:
 """
 
 
+@pytest.fixture
+def workflows():
+    """Start toy workflows; whatever a failing test leaves running is killed afterwards."""
+    started: list[subprocess.Popen] = []
+    yield lambda folder: started.append(start_workflow(folder)) or started[-1]
+    for proc in started:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def start_workflow(folder: Path) -> subprocess.Popen:
     (folder / "Snakefile").write_text(SNAKEFILE.format(python=sys.executable))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -74,8 +85,8 @@ def wait_until_gone(folder: Path) -> float:
     return time.monotonic() - start
 
 
-def test_sigint_to_snakemake_stops_its_jobs(tmp_path):
-    proc = start_workflow(tmp_path)
+def test_sigint_to_snakemake_stops_its_jobs(tmp_path, workflows):
+    proc = workflows(tmp_path)
     assert len(job_processes(tmp_path)) >= 2
     proc.send_signal(signal.SIGINT)
     out = proc.communicate(timeout=GRACE_SECONDS)[0]
@@ -85,8 +96,8 @@ def test_sigint_to_snakemake_stops_its_jobs(tmp_path):
     assert not list(tmp_path.glob("*.done"))
 
 
-def test_jobs_of_a_killed_snakemake_stop(tmp_path):
-    proc = start_workflow(tmp_path)
+def test_jobs_of_a_killed_snakemake_stop(tmp_path, workflows):
+    proc = workflows(tmp_path)
     proc.kill()
     proc.wait()
     waited = wait_until_gone(tmp_path)
