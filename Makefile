@@ -39,7 +39,7 @@ reproduce-all: install
 ## results/ regenerated from what git holds (runs/*/metrics.json, history.csv and the significance
 ## stage's results/significance.csv): the aggregate stage alone, no training, no DVC cache needed
 results: install
-	$(SNAKEMAKE) --allowed-rules aggregate --forcerun aggregate results/metrics.csv
+	$(SNAKEMAKE) results/metrics.csv --allowed-rules aggregate --forcerun aggregate
 
 ## `dvc status` summarised in one line (stages lacking outputs, changed, or differing); `-v` lists them
 status: install

@@ -19,10 +19,14 @@ def test_stages_are_grouped_by_cause():
         "significance": ["changed checksum"],
         "cmd": [{"changed command": True}],
         "train@b": [{"changed outs": {"runs/b": "modified"}}],
+        # a fresh clone: the upstream output is absent too
+        "train@c": [{"changed deps": {"data/prepared/x/stats.json": "deleted"}},
+                    {"changed outs": {"runs/c/model.pt": "not in cache"}}],
+        "train@d": [{"changed deps": {"params.yaml": {"models.d": "modified"}}}],
     }
     assert dvc_status.classify(status) == {
-        "absent": ["prepare@ml-1m_clean", "train@a"],
-        "changed": ["aggregate", "significance", "cmd"],  # a changed input outweighs absent outputs
+        "absent": ["prepare@ml-1m_clean", "train@a", "train@c"],
+        "changed": ["aggregate", "significance", "cmd", "train@d"],  # a changed input outweighs absent outputs
         "differing": ["train@b"],
     }
     assert dvc_status.classify({}) == {"absent": [], "changed": [], "differing": []}

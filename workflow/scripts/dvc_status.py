@@ -4,8 +4,8 @@ A fresh clone holds git's files only (runs' metrics, results/), none of the DVC 
 models, per-user tables): plain `dvc status` then lists hundreds of "deleted" / "not in cache"
 lines. This groups the stages by cause:
 
-* absent: outputs this workspace does not hold (build them: `make reproduce`; or `dvc pull` from
-  a remote someone pushed to);
+* absent: outputs (or the upstream outputs it reads) that this workspace does not hold (build
+  them: `make reproduce`; or `dvc pull` from a remote someone pushed to);
 * changed: code, params, command or an input changed since dvc.lock was recorded (rerun them);
 * differing: outputs present but other than dvc.lock records (e.g. retrained on another CPU).
 
@@ -34,7 +34,11 @@ def classify(status: dict) -> dict[str, list[str]]:
                     states = set(detail.values())
                     outs_absent |= bool(states & ABSENT)
                     outs_modified |= bool(states - ABSENT)
-                else:  # changed deps, changed command, ...
+                elif kind == "changed deps":  # an absent upstream output is absence, not a change
+                    states = {state if isinstance(state, str) else "params" for state in detail.values()}
+                    outs_absent |= bool(states & ABSENT)
+                    inputs_changed |= bool(states - ABSENT)
+                else:  # changed command, ...
                     inputs_changed = True
         if inputs_changed:
             groups["changed"].append(stage)
@@ -46,7 +50,7 @@ def classify(status: dict) -> dict[str, list[str]]:
 
 
 def main() -> int:
-    proc = subprocess.run(["dvc", "status", "--json"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], capture_output=True, text=True)
     if proc.returncode != 0:
         print(proc.stderr, file=sys.stderr)
         return proc.returncode
