@@ -117,7 +117,7 @@ def cmd_verify(args, params):
     if args.inputs:
         print("\n".join(verify.input_targets(params, args.run)))
         return
-    verify.main(params, args.run, args.work)
+    verify.main(params, args.run, args.work, args.reuse)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", action="append", required=True, help="a committed run folder runs/<split>/<model>/seed<N> (repeatable)")
     p.add_argument("--work", default="verify", help="folder for the retrained runs and report.json")
     p.add_argument("--inputs", action="store_true", help="only print the input files the runs need (targets for the DAG runner)")
+    p.add_argument("--reuse", action="store_true", help="compare retrainings already finished in --work instead of training again")
     p.set_defaults(func=cmd_verify)
 
     for p in sub.choices.values():

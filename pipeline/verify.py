@@ -7,7 +7,8 @@ Each run is trained again from scratch, with the same params, inputs and seed, i
 copy of its seed-1 run is not reused here). Then its ``metrics.json`` and ``history.csv`` are
 compared with the committed ones: byte-equal, or per metric the largest absolute difference over
 the evaluated epochs and at the selected epoch, and whether the selected (best) epoch moved.
-``<work>/report.json`` keeps every figure; the printed table is built from it.
+``<work>/report.json`` keeps every figure; the printed lines are built from it. A killed
+retraining resumes from its checkpoint; a finished one is trained again unless ``--reuse``.
 
 The inputs (prepared split, clusters, the tune stage's ``selected.json``, HDRM's stage-1 points)
 must exist; ``--inputs`` prints their paths for the DAG runner to build (``make verify`` does).
@@ -148,7 +149,9 @@ def kernels() -> dict:
     }
 
 
-def main(params: dict, runs: list[str], work: str) -> dict:
+def main(params: dict, runs: list[str], work: str, reuse: bool = False) -> dict:
+    """``reuse``: compare a retraining that already finished in ``work`` instead of training
+    again (after a code change it is stale: leave it off)."""
     work_dir = Path(work)
     report = {"kernels": kernels(), "runs": {}}
     print(f"[verify] {len(runs)} run(s); kernels: {report['kernels']}", flush=True)
@@ -158,7 +161,7 @@ def main(params: dict, runs: list[str], work: str) -> dict:
         if not (committed / "metrics.json").is_file():
             raise FileNotFoundError(f"{committed}/metrics.json: no committed run to compare with")
         out = work_dir / split / model / f"seed{seed}"
-        if not (out / "metrics.json").is_file():  # a finished retraining is kept; a killed one resumes
+        if not (reuse and (out / "metrics.json").is_file()):  # a killed retraining resumes from its checkpoint
             retrain(params, split, model, seed, out)
         report["runs"][run] = compare(committed, out)
         print(f"[verify] {summary_line(run, report['runs'][run])}", flush=True)
