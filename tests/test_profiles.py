@@ -93,3 +93,34 @@ def test_make_reproduce_uses_the_default_profile_and_resumes():
     without = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "-n", "-F"],
                              cwd=ROOT, capture_output=True, text=True)
     assert without.returncode == 0 and not re.search(r"^Shell command: ", without.stdout + without.stderr, re.M)
+
+
+def test_snakemake_reads_params_as_the_stages_do(tmp_path):
+    """PIPELINE_PARAMS unset or empty means params.yaml for Snakemake as for the CLI, and a YAML
+    syntax error stops Snakemake with the file, line and column."""
+    import os
+
+    bad = tmp_path / "params.yaml"
+    bad.write_text("training:\n  epochs: [1,\n  device: cpu\n")
+    env = {**os.environ, "PIPELINE_PARAMS": str(bad)}
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1"], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert re.search(rf"{re.escape(str(bad))}: YAML syntax error at line \d+, column \d+", proc.stdout + proc.stderr)
+
+    empty = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1"], cwd=ROOT,
+                           env={**os.environ, "PIPELINE_PARAMS": ""}, capture_output=True, text=True)
+    assert empty.returncode == 0, empty.stderr[-2000:]
+    assert "Config file(s): ['params.yaml']" in empty.stdout + empty.stderr
+
+
+def test_make_results_plans_the_aggregate_stage_alone():
+    """`make results` regenerates results/ from git's files: a dry run of its command plans one
+    aggregate job and nothing upstream (no training, no per-user table)."""
+    made = subprocess.run(["make", "-n", "results"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    command = re.search(r"^(snakemake .*)$", made, re.M)
+    assert command, made
+    proc = subprocess.run([sys.executable, "-m", *command.group(1).split(), "-n"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rules = re.findall(r"^(?:local)?rule (\w+):$", proc.stdout, re.M)
+    assert rules == ["aggregate"], rules

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
 import torch
 
-from pipeline.config import SplitConfig
 from pipeline.io import ArtifactError, read_json, read_parquet
+
+if TYPE_CHECKING:  # annotations only: the data layer does not import the config module
+    from pipeline.config import SplitConfig
 
 TABLE_FILE = "interactions.parquet"
 STATS_FILE = "stats.json"
