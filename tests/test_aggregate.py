@@ -467,3 +467,15 @@ def test_dvc_plots_cover_planned_runs():
         f"{sorted(planned ^ set(listed))} (one valid_recall@20_<split> plot per split)"
     )
     assert set(listed.values()) == {f"valid_{params['training']['select_metric']}"}
+
+
+def test_every_model_line_has_its_own_colour_and_marker():
+    """valid_curves: no two models are drawn alike (the old 8-colour cycle gave 14 models 6 shared colours)."""
+    from pipeline.reporting.figures import LINE_COLORS, LINE_MARKERS, _line_style
+
+    n = len(LINE_COLORS) * len(LINE_MARKERS)
+    models = [f"model {i}" for i in range(n)]
+    styles = {tuple(sorted(_line_style(models, m).items())) for m in models}
+    assert len(styles) == n
+    with pytest.raises(ValueError, match="exceed"):
+        _line_style([*models, "one more"], "one more")

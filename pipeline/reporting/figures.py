@@ -39,6 +39,11 @@ STYLE = {
 BAR_METRICS: tuple[str, ...] = ("recall@20", "ndcg@20")
 METRIC_LABELS = {"recall": "Recall", "ndcg": "NDCG", "precision": "Precision", "mrr": "MRR"}
 COLORS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C")
+# Model lines: matplotlib's tab10 colours, then the same colours with another marker, so no two
+# of up to len(LINE_COLORS) x len(LINE_MARKERS) models share colour and marker.
+LINE_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+               "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")  # fmt: skip
+LINE_MARKERS = ("o", "s", "^", "D")
 
 
 def metric_label(metric: str) -> str:
@@ -69,8 +74,13 @@ def _render(draw, size: tuple[float, float], ncols: int = 1) -> bytes:
     return buf.getvalue()
 
 
-def _color(models: Sequence[str], model: str) -> str:
-    return COLORS[list(models).index(model) % len(COLORS)]
+def _line_style(models: Sequence[str], model: str) -> dict[str, str]:
+    """The colour and marker of ``model``'s line: unique among ``models`` (an error past the
+    palette, rather than two models drawn alike)."""
+    i = list(models).index(model)
+    if i >= len(LINE_COLORS) * len(LINE_MARKERS):
+        raise ValueError(f"figures: {len(models)} models exceed the {len(LINE_COLORS) * len(LINE_MARKERS)} line styles")
+    return {"color": LINE_COLORS[i % len(LINE_COLORS)], "marker": LINE_MARKERS[i // len(LINE_COLORS)]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -102,18 +112,24 @@ def validation_curves(history: pl.DataFrame, setting: str, metric: str, model_or
                 epochs, values, counts = curve["epoch"].to_list(), curve["value"].to_list(), curve["n"].to_list()
                 full = [i for i, n in enumerate(counts) if n == n_seeds]
                 last_full = full[-1] if full else -1
-                color = _color(models, model)
-                ax.plot(epochs[: last_full + 1], values[: last_full + 1], color=color, marker="o", markersize=2.5,
+                style = _line_style(models, model)
+                ax.plot(epochs[: last_full + 1], values[: last_full + 1], **style, markersize=3,
                         linewidth=1.4, label=f"{model} (n={n_seeds})")
                 if last_full < len(epochs) - 1:
                     start = max(last_full, 0)
-                    ax.plot(epochs[start:], values[start:], color=color, linestyle=":", linewidth=1.2)
+                    ax.plot(epochs[start:], values[start:], color=style["color"], linestyle=":", linewidth=1.2)
             ax.set_title(f"{dataset}, {setting}: validation {metric_label(metric)}")
             ax.set_xlabel("epoch")
             ax.set_ylabel(f"validation {metric_label(metric)} (mean over seeds)")
-            ax.legend(loc="lower right")
+        # what the line styles mean, in the picture itself
+        from matplotlib.lines import Line2D
 
-    return _render(draw, (6.4 * len(datasets), 4.0), ncols=len(datasets))
+        handles, labels = axes[0].get_legend_handles_labels()
+        handles += [Line2D([], [], color="black", linewidth=1.4), Line2D([], [], color="black", linestyle=":", linewidth=1.2)]
+        labels += ["solid: mean over all n seeds", "dotted: mean over the seeds\nstill training (others stopped)"]
+        fig.legend(handles, labels, loc="outside right center")
+
+    return _render(draw, (6.4 * len(datasets) + 2.6, 4.4), ncols=len(datasets))
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,11 +207,12 @@ def efficiency(record: dict[str, Any]) -> bytes:
                     xs.append(i + (j - (len(models) - 1) / 2) * width)
                     ys.append(v)
             ax.bar(xs, ys, width * 0.92, color=COLORS[j % len(COLORS)], label=model)
-            for x, y in zip(xs, ys):
-                ax.annotate(fmt(y), (x, y), xytext=(0, 2), textcoords="offset points", ha="center", va="bottom", fontsize=7)
+            for x, y in zip(xs, ys):  # vertical: neighbouring bars' labels never overlap
+                ax.annotate(fmt(y), (x, y), xytext=(0, 2), textcoords="offset points", ha="center", va="bottom",
+                            fontsize=7, rotation=90)
         ax.set_xticks(range(len(groups)), [g if isinstance(g, str) else g[1] for g in groups])
         ax.grid(axis="x", visible=False)
-        ax.margins(y=0.15)
+        ax.margins(y=0.25)
 
     def draw(fig, axes):
         ax = axes[0]
@@ -218,11 +235,13 @@ def efficiency(record: dict[str, Any]) -> bytes:
         ax.set_title("time")
         ax.set_ylabel("seconds")
         unmeasured = [d for d in datasets if d not in measured]
-        title = f"{' vs '.join(models)}: {', '.join(measured)} measured"
+        title = f"{', '.join(measured)} measured"
         if record.get("torch_threads") and record.get("machine"):
             title += f" with {record['torch_threads']} torch threads on {record['machine']}"
         if unmeasured:
             title += f"; {', '.join(unmeasured)}: parameter counts only"
-        fig.suptitle(title + f"  ({record.get('command', 'benchmarks/bench_efficiency.py')})", fontsize=9)
+        # on two lines of their own, so a long model list or command is never clipped at the edges
+        fig.suptitle(f"{', '.join(models)}\n{title} ({record.get('command', 'benchmarks/bench_efficiency.py')})",
+                     fontsize=9)
 
-    return _render(draw, (11.0, 3.8), ncols=3)
+    return _render(draw, (12.0, 4.4), ncols=3)
