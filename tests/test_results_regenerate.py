@@ -80,3 +80,17 @@ def test_efficiency_json_matches_efficiency_md():
     record = json.loads((ROOT / "results" / "efficiency.json").read_text())
     assert bench.render_markdown(record) == (ROOT / "results" / "efficiency.md").read_text()
     assert bench.render_json(record) == (ROOT / "results" / "efficiency.json").read_text()
+
+
+def test_readme_headline_is_the_generated_table():
+    """README.md's results block is results/tables/headline.md (checked byte for byte above);
+    `python workflow/scripts/readme_headline.py` copies it after the aggregate stage changed it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_headline", ROOT / "workflow" / "scripts" / "readme_headline.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    readme = (ROOT / "README.md").read_text()
+    assert script.block(readme) == (ROOT / "results" / "tables" / "headline.md").read_text(), (
+        "README.md's results block differs from results/tables/headline.md: run python workflow/scripts/readme_headline.py"
+    )

@@ -278,6 +278,7 @@ def build_outputs(
         out_dir / "significance.csv": sig.to_csv(significance),
         out_dir / "significance.html": tables.significance_html(significance, reference_model),
     }
+    outputs[out_dir / "tables" / "headline.md"] = tables.headline_markdown(summary, settings, model_order, reference_model)
     for setting in settings:
         base = out_dir / "tables" / setting
         page = (summary, reference, runs, setting, select_metric, significance, reference_model)

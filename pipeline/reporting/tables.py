@@ -207,6 +207,53 @@ def summarize(
 
 
 # --------------------------------------------------------------------------------------------
+# The headline table (README)
+
+HEADLINE_METRICS: tuple[str, ...] = ("recall@20", "ndcg@20")
+
+
+def headline_markdown(summary: pl.DataFrame, settings: Sequence[str], model_order: Sequence[str],
+                      reference_model: str, metrics: Sequence[str] = HEADLINE_METRICS) -> str:
+    """Models x (setting x ``metrics``): the test mean over seeds with its significance mark
+    against ``reference_model``, the best mean of each column in bold; "–" where a model did not
+    run. Written to ``results/tables/headline.md``; the README's results block is this file."""
+    columns = [(setting, metric) for setting in settings for metric in metrics]
+    cell = {(r["setting"], r["model"], r["metric"]): r for r in summary.iter_rows(named=True)
+            if r["metric"] in metrics and r["setting"] in settings}
+    models = [m for m in model_order if any((s, m, k) in cell for s, k in columns)]
+    best = {col: max((cell[(col[0], m, col[1])]["mean"] for m in models if (col[0], m, col[1]) in cell), default=None)
+            for col in columns}
+    header = ["model", *(f"{setting} {metric_label(metric)}" for setting, metric in columns)]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * len(columns)]
+    for model in models:
+        row = [model]
+        for col in columns:
+            r = cell.get((col[0], model, col[1]))
+            if r is None:
+                row.append(DASH)
+                continue
+            text = fmt_value(r["mean"])
+            if r["mean"] == best[col]:
+                text = f"**{text}**"
+            row.append(text + (r["mark"] or "").replace("*", "\\*"))
+        lines.append("| " + " | ".join(row) + " |")
+    n_seeds = sorted(set(summary.filter(pl.col("model").is_in(models))["n_seeds"].to_list()))
+    lines += [
+        "",
+        f"Test split, mean over {_join(n_seeds)} seeds; bold: best of the column; "
+        f"{sig.legend_levels().replace('*', chr(92) + '*')}: "
+        f"different from {reference_model} (paired Wilcoxon over users). Written by `{GENERATED_BY}`.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def metric_label(metric: str) -> str:
+    name, _, k = metric.partition("@")
+    short = {"recall": "R", "ndcg": "N", "precision": "P", "mrr": "MRR"}.get(name, name)
+    return f"{short}@{k}"
+
+
+# --------------------------------------------------------------------------------------------
 # CSV
 
 
