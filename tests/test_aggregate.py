@@ -117,7 +117,7 @@ def _cell(table: pl.DataFrame, metric: str) -> dict:
 
 
 OUTPUTS = (
-    ["metrics.csv", "runs.csv", "metrics.json", "significance.csv", "significance.html"]
+    ["metrics.csv", "runs.csv", "metrics.json", "significance.csv", "significance.html", "tables/headline.md"]
     + [f"tables/{s}.{e}" for s in ("clean", "noisy") for e in ("md", "csv", "tex", "html")]
     + [f"figures/{f}_{s}.png" for s in ("clean", "noisy") for f in ("valid_curves", "test_bars")]
 )
@@ -479,3 +479,16 @@ def test_every_model_line_has_its_own_colour_and_marker():
     assert len(styles) == n
     with pytest.raises(ValueError, match="exceed"):
         _line_style([*models, "one more"], "one more")
+
+
+def test_headline_table(setup):
+    """Models x (setting x R@20, N@20): the mean, its mark against DiffRec, the column's best in bold."""
+    params, runs, out = setup
+    main(params, runs, out)
+    text = (out / "tables" / "headline.md").read_text()
+    lines = text.splitlines()
+    assert lines[0] == "| model | clean R@20 | clean N@20 | noisy R@20 | noisy N@20 |"
+    summary = _read_csv(out / "tables" / "clean.csv")
+    recall = _cell(summary, "recall@20")
+    assert lines[2].startswith(f"| DiffRec | **{recall['mean']:.4f}** |")
+    assert "mean over 2 seeds" in text
