@@ -20,6 +20,7 @@ A stopped training run resumes from its last checkpoint (``resume.pt``) when the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -49,10 +50,8 @@ def stop_jobs_with_runner() -> None:
     def handler(signum, frame):
         jobs = runner.children(recursive=True)
         for job in jobs:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):  # already ended on its own
                 job.terminate()
-            except psutil.NoSuchProcess:
-                pass
         if jobs:
             print(f"pipeline: SIGINT: stopped {len(jobs)} job process(es); the same command resumes them "
                   "from their checkpoints", file=sys.stderr, flush=True)

@@ -7,6 +7,7 @@ SIGKILLed snakemake leaves no job running (the jobs notice within a poll).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -66,11 +67,9 @@ def start_workflow(folder: Path) -> subprocess.Popen:
 def job_processes(folder: Path) -> list[psutil.Process]:
     jobs = []
     for process in psutil.process_iter(["cmdline", "cwd"]):
-        try:
+        with contextlib.suppress(psutil.Error):  # a process that ended while listed
             if process.info["cwd"] == str(folder) and "exit_with_supervisor" in " ".join(process.info["cmdline"] or []):
                 jobs.append(process)
-        except psutil.Error:
-            pass
     return jobs
 
 
