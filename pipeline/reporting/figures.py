@@ -22,6 +22,8 @@ from typing import Any, Sequence
 
 import polars as pl
 
+from pipeline.reporting.significance import legend_levels
+
 DPI = 110
 STYLE = {
     "font.family": "DejaVu Sans",
@@ -180,6 +182,10 @@ def bar_chart(
             ax.set_title(f"{dataset}, {setting}: test {' and '.join(metric_label(m) for m in metrics)}")
             ax.legend(loc="upper left", ncols=len(metrics))
             ax.grid(axis="x", visible=False)
+            tested = [r["tested_against"] for r in cell.values() if r.get("tested_against")]
+            if tested:  # what the marks mean, in the picture itself
+                ax.text(0.995, 0.99, f"{legend_levels()}: differs from {tested[0]} (paired Wilcoxon over users)",
+                        transform=ax.transAxes, ha="right", va="top", fontsize=8, color="#B00000")
 
     return _render(draw, (max(5.0, 1.5 * len(models) + 1.5) * len(datasets), 4.2), ncols=len(datasets))
 
