@@ -65,20 +65,12 @@ def input_targets(params: dict, runs: list[str]) -> list[str]:
 
 
 def retrain(params: dict, split: str, model: str, seed: int, out: Path) -> None:
-    from pipeline.data.dataset import load_interactions
-    from pipeline.training.run import fit, load_clusters, load_hyperbolic
+    """The train stage's run, with the train stage's inputs, into ``out`` (never a copy)."""
+    from pipeline.training.run import main as train
 
     inputs = run_inputs(params, split, model)
-    data = load_interactions(inputs["data"])
-    clusters = load_clusters(params, model, inputs["clusters"], data.n_items)
-    hyperbolic = load_hyperbolic(params, model, inputs["hyperbolic"], data.n_users, data.n_items)
-    tuned = None
-    if inputs["tuned"]:
-        from pipeline.tuning import read_selected
-
-        tuned = read_selected(inputs["tuned"])
-    fit(params, split, model, seed, data, out, f"verify {split} {model} seed {seed}", out / "timing.json",
-        clusters, tuned, hyperbolic)
+    train(params, split, model, seed, inputs["data"], out, inputs["clusters"], inputs["tuned"], inputs["hyperbolic"],
+          tag=f"verify {split} {model} seed {seed}", timing_path=out / "timing.json", reuse_tuned_run=False)
 
 
 def _history(path: Path) -> dict[int, dict[str, float]]:

@@ -46,3 +46,20 @@ def test_run_folder_names():
     assert parse_run("/x/runs/ml-1m_clean/diffrec/seed1/") == ("ml-1m_clean", "diffrec", 1)
     with pytest.raises(ValueError, match="not a run folder"):
         parse_run("runs/ml-1m_clean/diffrec")
+
+
+def test_retrain_runs_the_train_stage_without_copying_the_tuned_run(monkeypatch, tmp_path):
+    """A tuned variant's seed-1 run is trained again (the train stage would copy the tune stage's
+    run), with the train stage's inputs, and its timing kept out of logs/timing."""
+    from pipeline import verify
+    from pipeline.config import load_params
+    from pipeline.training import run
+
+    calls = []
+    monkeypatch.setattr(run, "main", lambda *args, **kwargs: calls.append((args, kwargs)))
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    verify.retrain(params, "ml-1m_clean", "multivae", 1, tmp_path / "out")
+    (args, kwargs), = calls
+    assert args[1:] == ("ml-1m_clean", "multivae", 1, "data/prepared/ml-1m_clean", tmp_path / "out", None,
+                        "runs/ml-1m_clean/multivae/tuning/selected.json", None)
+    assert kwargs["reuse_tuned_run"] is False and kwargs["timing_path"] == tmp_path / "out" / "timing.json"

@@ -301,7 +301,8 @@ def main(
     significance: str | Path | None = None,
 ) -> None:
     """``significance``: the significance stage's CSV; without it the tests are run here, from
-    the runs' per-user tables, and the CSV is written too."""
+    the runs' per-user tables. Either way ``<out>/significance.csv`` is written (with the given
+    CSV, the same text)."""
     table = sig.from_csv(significance) if significance else None
     outputs = build_outputs(params, runs_dir, out_dir, efficiency, table)  # everything computed before anything is written
     for path, content in outputs.items():

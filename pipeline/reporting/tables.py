@@ -85,6 +85,11 @@ def fmt_ours(mean: float | None, std: float | None, n: int | None) -> str:
     return f"{text} (n={n})"
 
 
+def md_stars(text: str) -> str:
+    """Significance marks in Markdown: ``**`` escaped, so it is not read as bold."""
+    return text.replace("*", "\\*")
+
+
 def fmt_p(p: float | None) -> str:
     """A p-value: three decimals from 0.001 up (``0.017``), else two significant digits (``5.3e-07``)."""
     if p is None or (isinstance(p, float) and math.isnan(p)):
@@ -223,7 +228,7 @@ def headline_markdown(summary: pl.DataFrame, settings: Sequence[str], model_orde
     models = [m for m in model_order if any((s, m, k) in cell for s, k in columns)]
     best = {col: max((cell[(col[0], m, col[1])]["mean"] for m in models if (col[0], m, col[1]) in cell), default=None)
             for col in columns}
-    header = ["model", *(f"{setting} {metric_label(metric)}" for setting, metric in columns)]
+    header = ["model", *(f"{setting} {short_metric_label(metric)}" for setting, metric in columns)]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * len(columns)]
     for model in models:
         row = [model]
@@ -235,19 +240,20 @@ def headline_markdown(summary: pl.DataFrame, settings: Sequence[str], model_orde
             text = fmt_value(r["mean"])
             if r["mean"] == best[col]:
                 text = f"**{text}**"
-            row.append(text + (r["mark"] or "").replace("*", "\\*"))
+            row.append(text + md_stars(r["mark"] or ""))
         lines.append("| " + " | ".join(row) + " |")
     n_seeds = sorted(set(summary.filter(pl.col("model").is_in(models))["n_seeds"].to_list()))
     lines += [
         "",
         f"Test split, mean over {_join(n_seeds)} seeds; bold: best of the column; "
-        f"{sig.legend_levels().replace('*', chr(92) + '*')}: "
+        f"{md_stars(sig.legend_levels())}: "
         f"different from {reference_model} (paired Wilcoxon over users). Written by `{GENERATED_BY}`.",
     ]
     return "\n".join(lines) + "\n"
 
 
-def metric_label(metric: str) -> str:
+def short_metric_label(metric: str) -> str:
+    """``recall@20`` -> ``R@20`` (the headline's column names)."""
     name, _, k = metric.partition("@")
     short = {"recall": "R", "ndcg": "N", "precision": "P", "mrr": "MRR"}.get(name, name)
     return f"{short}@{k}"
@@ -334,7 +340,7 @@ def significance_legend(
     seeds_text = (
         f"seeds {', '.join(seeds[0].split())}" if len(seeds) == 1 else "see `results/significance.csv` for each pair's seeds"
     )
-    levels = sig.legend_levels().replace("*", "\\*")
+    levels = md_stars(sig.legend_levels())
     return (
         f"**Marks** after *Ours*: {levels} in a two-sided Wilcoxon signed-rank test of the row's model "
         f"against {reference_model} on the same {'/'.join(str(u) for u in users)} test users "
@@ -431,7 +437,7 @@ def setting_markdown(
         for row in ds["rows"]:
             cells = list(row["cells"])
             if row["mark"]:
-                cells[2] += " " + row["mark"].replace("*", "\\*")
+                cells[2] += " " + md_stars(row["mark"])
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", ds["legend"]]
     if page["notes"]:
@@ -525,7 +531,7 @@ def significance_html(significance: pl.DataFrame, reference_model: str = "DiffRe
         f"Each row: a two-sided Wilcoxon signed-rank test (`scipy.stats.wilcoxon`, defaults: users with equal "
         f"values dropped, normal approximation above 50 users) of the model against {reference_model} on the same "
         "dataset and setting, paired over the test users, each user's values averaged over the seeds both models "
-        f"ran. **Mark**: {sig.legend_levels().replace('*', chr(92) + '*')}; none for p ≥ {sig.MARKS[-1][0]:g}. The sign "
+        f"ran. **Mark**: {md_stars(sig.legend_levels())}; none for p ≥ {sig.MARKS[-1][0]:g}. The sign "
         "of the difference is the direction. No correction for multiple comparisons. "
         "Full precision: `results/significance.csv`."
     )

@@ -83,22 +83,27 @@ def fit(params: dict, split: str, model_name: str, seed: int, data, out_dir, tag
 
 
 def main(params: dict, split: str, model_name: str, seed: int, data_dir: str, out_dir: str, clusters_dir: str | None = None,
-         tuned_path: str | None = None, hyperbolic_dir: str | None = None) -> dict:
+         tuned_path: str | None = None, hyperbolic_dir: str | None = None, *, tag: str | None = None,
+         timing_path: Path | None = None, reuse_tuned_run: bool = True) -> dict:
     """One run; ``tuned_path``: the tune stage's selected.json, required for variants with a grid;
-    ``hyperbolic_dir``: the embed-hyperbolic stage's folder, required for HDRM."""
+    ``hyperbolic_dir``: the embed-hyperbolic stage's folder, required for HDRM.
+
+    ``reuse_tuned_run``: the seed the grid was trained with copies the tune stage's run of the
+    selected setting (the train stage); off, it is trained again (the verify stage), and ``tag`` /
+    ``timing_path`` keep its log lines and timing apart from the train stage's."""
     data = load_interactions(data_dir)
     clusters = load_clusters(params, model_name, clusters_dir, data.n_items)
     hyperbolic = load_hyperbolic(params, model_name, hyperbolic_dir, data.n_users, data.n_items)
     tuned = None
-    tag = f"{split} {model_name} seed {seed}"
-    timing_path = Path("logs") / "timing" / f"{split}_{model_name}_seed{seed}.json"
+    tag = tag or f"{split} {model_name} seed {seed}"
+    timing_path = timing_path or Path("logs") / "timing" / f"{split}_{model_name}_seed{seed}.json"
     if params["models"][model_name].get("grid"):
         if not tuned_path:
             raise ValueError(f"model variant {model_name!r} is tuned on a grid: pass --tuned runs/<split>/{model_name}/tuning/selected.json")
         from pipeline.tuning import read_selected, reuse_selected_run
 
         tuned = read_selected(tuned_path)
-        reused = reuse_selected_run(tuned_path, split, model_name, seed, out_dir, timing_path)
+        reused = reuse_selected_run(tuned_path, split, model_name, seed, out_dir, timing_path) if reuse_tuned_run else None
         if reused is not None:
             print(f"[{tag}] the tune stage's run of the selected setting {tuned} (same seed): copied, not retrained", flush=True)
             return reused
