@@ -11,7 +11,7 @@ split, about 25 s for valid + test), and one valid + test pass of the authors' i
     python benchmarks/bench_diffrec.py [--epochs 30] [--passes 5] [--data data/prepared/ml-1m_clean] [--device cuda]
 
 The prepared split is made (download from the mirror + prepare) in a scratch folder when the
-``--data`` folder does not exist yet. Targets (issue 2): whole run <= 40 s on 2 cores, one
+``--data`` folder does not exist yet. Targets: whole run <= 40 s on 2 cores, one
 evaluation pass <= 1 s, peak RSS <= 1 GB; the authors' code: 159 s, ~12 s per split, 676 MB.
 This machine's speed varies from run to run (shared host): run it a few times.
 """
@@ -125,7 +125,7 @@ def main() -> None:
           f"whole run -> {floor['run_s']:.1f} s of matrix products alone")
     print(f"    the authors' loop: {floor['reference_gflop']:.0f} GFLOP per split ({floor['steps']} whole denoiser calls per user) "
           f"-> {floor['reference_s']:.2f} s at this rate")
-    print(f"  targets (issue 2, set for the 2-core CPU; this run: {device}):")
+    print(f"  targets (set for the 2-core CPU; this run: {device}):")
     print(f"    whole run <= 40 s:                      {verdict(whole <= 40.0)} ({whole:.1f} s)")
     print(f"    one evaluation pass <= 1 s:             {verdict(in_training <= 1.0)} during training "
           f"({in_training:.2f} s, valid + test), {verdict(one_split <= 1.0)} for a single split ({one_split:.2f} s, median)")

@@ -1,5 +1,5 @@
 """Benchmark: one DiffRec and one L-DiffRec epoch plus one evaluation pass at ML-1M, Yelp and
-Amazon-book scale; prints seconds and peak memory (issue 8).
+Amazon-book scale; prints seconds and peak memory.
 
     python benchmarks/bench_scale.py [--scales ml-1m yelp amazon-book] [--models diffrec ldiffrec]
                                      [--device cpu|cuda|auto] [--data real|synthetic]
@@ -20,7 +20,7 @@ the clean dataset (``../shared/reference/README.md``; DiffRec on Amazon-book: di
 at synthetic scale there are no item embeddings, so items are dealt to the 2 clusters
 alternately by popularity rank (the cost depends on the cluster sizes only).
 
-Target (issue 8): Amazon-book-scale DiffRec, one epoch + one full evaluation pass, peak RSS
+Target: Amazon-book-scale DiffRec, one epoch + one full evaluation pass, peak RSS
 <= 8 GB on the 2-core, 24 GB machine; L-DiffRec lower still.
 """
 

@@ -1,5 +1,5 @@
 """Training-time table of the DAG's own runs: seconds per epoch and per evaluation pass, epochs to
-the best validation epoch, per model and setting (issue 4's efficiency figures); and the grid
+the best validation epoch, per model and setting; and the grid
 of every tuned baseline with the setting the tune stage selected.
 
     python benchmarks/training_time.py [--out results/training_time.md] [--tuning results/tuning.md]

@@ -8,10 +8,8 @@ chunk's score matrices (15 MB each on ML-1M) together at the chunk's end, so hea
 chunk after chunk and the next chunk's buffers came back as fresh, zeroed pages: 10,000-25,000
 minor page faults per ML-1M evaluation pass. Fixing the mmap threshold at glibc's own ceiling
 (32 MiB; larger blocks are still mapped and unmapped one by one, as before) and the trim
-threshold at 256 MiB keeps those pages in the process. Measured (2 cores, ML-1M DiffRec, these
-two values): no page faults left in a pass; a warm pass 0.97-0.99 s against 1.00-1.09 s (best of
-7, four interleaved rounds); the benchmark's peak RSS 770-796 MB, within its run-to-run variation.
-The price: up to 256 MiB of freed memory may stay with the process instead of going back to the
+threshold at 256 MiB keeps those pages in the process (``tests/test_allocator.py`` counts the
+page faults of a pass). The price: up to 256 MiB of freed memory may stay with the process instead of going back to the
 system.
 
 A no-op where the C library is not glibc (``mallopt`` missing) and where ``GLIBC_TUNABLES``

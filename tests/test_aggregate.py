@@ -119,6 +119,7 @@ def _cell(table: pl.DataFrame, metric: str) -> dict:
 OUTPUTS = (
     ["metrics.csv", "runs.csv", "metrics.json", "significance.csv", "significance.html", "tables/headline.md"]
     + [f"tables/{s}.{e}" for s in ("clean", "noisy") for e in ("md", "csv", "tex", "html")]
+    + [f"tables/reproduction.{e}" for e in ("md", "tex", "html")]
     + [f"figures/{f}_{s}.png" for s in ("clean", "noisy") for f in ("valid_curves", "test_bars")]
 )
 
@@ -207,50 +208,6 @@ def test_runs_csv(setup):
     )
 
 
-def test_markdown(setup):
-    params, runs, out = setup
-    main(params, runs, out)
-    md = (out / "tables" / "clean.md").read_text()
-    assert md.startswith("# Results: clean setting\n")
-    assert "`python -m pipeline aggregate`" in md and "do not edit by hand" in md
-    assert "split(s) ml-1m_clean, model(s) DiffRec, seed(s) 1, 2 (2 runs)" in md
-    assert "best validation recall@20" in md
-    assert f"**Paper**: {PAPER}." in md
-    assert f"**Authors' code (2-core CPU)**: {AUTHORS}." in md
-    assert "\n## ml-1m\n" in md and "yelp" not in md and "L-DiffRec" not in md
-    assert (
-        "| Model | Metric | Ours (mean ± std, n) | p vs DiffRec | Paper | Δ vs paper | Authors' code (2-core CPU) |"
-        " Δ vs authors' code |"
-        in md
-    )
-    assert "| DiffRec | recall@10 | 0.1100 ± 0.0141 (n=2) | – | 0.1000 | +10.0% | – | – |\n" in md
-    assert "| DiffRec | recall@20 | 0.1800 ± 0.0141 (n=2) | – | 0.2000 | -10.0% | 0.1600 | +12.5% |\n" in md
-    assert "| DiffRec | ndcg@10 | 0.0850 ± 0.0071 (n=2) | – | 0.0850 | +0.0% | – | – |\n" in md
-    assert "| DiffRec | ndcg@20 | 0.1100 ± 0.0000 (n=2) | – | – | – | – | – |\n" in md
-    # DiffRec is the reference and the only model: nothing to test, and the page says so
-    assert "No significance marks: DiffRec (the reference) is the only model of this table." in md
-    assert "- Authors' code (2-core CPU), ml-1m DiffRec: 159 s wall" in md
-    assert "not comparable" not in md
-
-    noisy = (out / "tables" / "noisy.md").read_text()
-    assert "split(s) ml-1m_noisy" in noisy and "Authors' code (2-core CPU)**" not in noisy
-    assert "| DiffRec | recall@20 | 0.1200 ± 0.0000 (n=2) | – | 0.1236 | -2.9% | – | – |\n" in noisy
-    assert "- Paper, ml-1m DiffRec: a paper note" in noisy
-
-
-def test_latex(setup):
-    params, runs, out = setup
-    main(params, runs, out)
-    tex = (out / "tables" / "clean.tex").read_text()
-    assert "\\begin{tabular}{llrrrr}" in tex and "\\toprule" in tex and "\\bottomrule" in tex
-    assert "\\multicolumn{4}{c}{ml-1m}" in tex
-    assert "DiffRec & Ours ($n{=}2$) & 0.1100 $\\pm$ 0.0141 & 0.1800 $\\pm$ 0.0141 &" in tex
-    assert " & Paper & 0.1000 & 0.2000 & 0.0850 & -- \\\\" in tex
-    assert " & $\\Delta$ vs paper & $+$10.0\\% & $-$10.0\\% & $+$0.0\\% & -- \\\\" in tex
-    assert " & Authors' code (2-core CPU) & -- & 0.1600 & -- & -- \\\\" in tex
-    assert "Authors' code" not in (out / "tables" / "noisy.tex").read_text()
-
-
 def test_deterministic(setup, tmp_path):
     params, runs, out = setup
     main(params, runs, out)
@@ -305,12 +262,6 @@ def test_fmt_rel(value, text):
     assert tables.fmt_rel(value) == text
 
 
-def test_fmt_ours():
-    assert tables.fmt_ours(0.17147, 0.00123, 3) == "0.1715 ± 0.0012 (n=3)"
-    assert tables.fmt_ours(0.17147, None, 1) == "0.1715 (n=1)"
-    assert tables.fmt_ours(None, None, 0) == "–"
-
-
 def test_reference_duplicates_rejected():
     raw = pl.DataFrame(
         {
@@ -335,28 +286,6 @@ def test_metrics_json(setup):
     assert cell == {"mean": pytest.approx(0.18, abs=1e-15), "n_seeds": 2, "std": pytest.approx(0.01414213562373095)}
     assert list(tree["clean"]["ml-1m"]["DiffRec"]) == ["recall@10", "recall@20", "ndcg@10", "ndcg@20"]
     assert "p_value" not in cell  # the reference model is not tested against itself
-
-
-def test_html_table(setup):
-    params, runs, out = setup
-    main(params, runs, out)
-    page = (out / "tables" / "clean.html").read_text()
-    assert page.startswith("<!DOCTYPE html>\n") and page.endswith("</html>\n")
-    assert "<title>Results: clean setting</title>" in page and "<script" not in page and "http" not in page
-    assert "<th>p vs DiffRec</th>" in page
-    assert (
-        "<tr><td>DiffRec</td><td>recall@20</td><td class=\"num\">0.1800 ± 0.0141 (n=2)</td><td class=\"num\">–</td>"
-        "<td class=\"num\">0.2000</td><td class=\"num\">-10.0%</td><td class=\"num\">0.1600</td>"
-        "<td class=\"num\">+12.5%</td></tr>"
-    ) in page
-    assert "<strong>Paper</strong>: DiffRec (SIGIR 2023)." in page
-    assert "<code>python -m pipeline aggregate</code>" in page
-
-
-def test_md_inline_to_html():
-    assert tables.md_inline_to_html("**a** *b* `c<d>` \\*\\* & x") == (
-        "<strong>a</strong> <em>b</em> <code>c&lt;d&gt;</code> ** &amp; x"
-    )
 
 
 def _png_size(data: bytes) -> tuple[int, int]:
@@ -481,14 +410,116 @@ def test_every_model_line_has_its_own_colour_and_marker():
         _line_style([*models, "one more"], "one more")
 
 
+def _md_rows(text: str) -> list[list[str]]:
+    """The cells of every row of the Markdown table in ``text`` (header first, rule dropped)."""
+    rows = [line for line in text.splitlines() if line.startswith("|")]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in rows if not set(line) <= set("|-: ")]
+
+
+def test_setting_pages(setup):
+    """The setting page in each syntax: models x metrics, mean ± std, provenance, no paper columns."""
+    params, runs, out = setup
+    main(params, runs, out)
+    md = (out / "tables" / "clean.md").read_text()
+    assert md.startswith("# Results: clean setting\n")
+    rows = _md_rows(md)
+    assert rows == [
+        ["Group", "Model", "n", "R@10", "R@20", "N@10", "N@20"],
+        ["diffusion", "DiffRec", "2", "**0.1100 ± 0.0141**", "**0.1800 ± 0.0141**", "**0.0850 ± 0.0071**",
+         "**0.1100 ± 0.0000**"],
+    ]
+    assert "No significance marks: DiffRec (the reference) is the only model of this table." in md
+    assert "from 2 runs (split(s) ml-1m_clean; seed(s) 1, 2); do not edit by hand." in md
+    assert "`results/tables/reproduction.md`" in md and "Paper" not in md
+
+    page = (out / "tables" / "clean.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.endswith("</html>\n")
+    assert "<script" not in page and "http" not in page
+    assert "<strong>0.1800 ± 0.0141</strong>" in page and "Results: clean setting" in page
+
+    tex = (out / "tables" / "clean.tex").read_text()
+    assert tex.startswith("% Generated by `python -m pipeline aggregate`; do not edit by hand.")
+    assert "\\toprule" in tex and "\\bottomrule" in tex and "\\multicolumn{5}{c}{ml-1m}" in tex
+    assert "DiffRec & 2 & \\textbf{0.1100 $\\pm$ 0.0141} & \\textbf{0.1800 $\\pm$ 0.0141} &" in tex
+
+
+def _summary(rows: list[tuple]) -> pl.DataFrame:
+    """A summary frame of (model, metric, n_seeds, n_distinct, mean, std, mark) rows (clean, ml-1m)."""
+    data = [
+        {"setting": "clean", "dataset": "ml-1m", "model": m, "metric": k, "n_seeds": n, "n_distinct": nd,
+         "mean": mean, "std": std, "mark": mark}
+        for m, k, n, nd, mean, std, mark in rows
+    ]
+    return pl.DataFrame(data)
+
+
+def test_setting_table_groups_ranks_marks_and_one_run_for_deterministic_models():
+    rows = []
+    means = {"DiffRec": 0.20, "MultiVAE": 0.19, "MostPop": 0.10, "CDAE": 0.19}
+    for model, mean in means.items():
+        for metric in ("recall@20", "ndcg@20"):
+            deterministic = model == "MostPop"
+            mark = "" if model == "DiffRec" else ("**" if model == "MostPop" else "*" if model == "CDAE" else "")
+            rows.append((model, metric, 3, 1 if deterministic else 3, mean, 0.0 if deterministic else 0.01, mark))
+    summary = _summary(rows)
+    runs = pl.DataFrame({"split_name": ["ml-1m_clean"] * 3, "setting": ["clean"] * 3, "dataset": ["ml-1m"] * 3,
+                         "model": ["MostPop"] * 3, "seed": [1, 2, 3]})
+    families = {"DiffRec": "diffusion", "MultiVAE": "generative", "MostPop": "classic", "CDAE": "generative"}
+    table = tables.setting_table(summary, runs, "clean", "recall@20", families, None, "DiffRec",
+                                 table_metrics=("recall@20", "ndcg@20"), deterministic={"MostPop"})
+    md = tables.to_markdown(table)
+    assert _md_rows(md) == [
+        ["Group", "Model", "n", "R@20", "N@20"],
+        ["classic", "MostPop", "1", "0.1000\\*\\*", "0.1000\\*\\*"],
+        ["generative", "MultiVAE", "3", "<ins>0.1900 ± 0.0100</ins>", "<ins>0.1900 ± 0.0100</ins>"],
+        ["", "CDAE", "3", "<ins>0.1900 ± 0.0100</ins>\\*", "<ins>0.1900 ± 0.0100</ins>\\*"],
+        ["diffusion", "DiffRec", "3", "**0.2000 ± 0.0100**", "**0.2000 ± 0.0100**"],
+    ]
+    assert "MostPop is deterministic: its runs with seeds 1, 2, 3 gave identical values, shown as one run (n = 1)." in md
+
+    page = tables.to_html(table)
+    assert "<strong>0.2000 ± 0.0100</strong>" in page and "<u>0.1900 ± 0.0100</u><sup>*</sup>" in page
+    assert ">0.1000<sup>**</sup><" in page
+    tex = tables.to_latex(table)
+    assert "CDAE & 3 & \\underline{0.1900 $\\pm$ 0.0100}$^{*}$ &" in tex
+    assert "MostPop & 1 & 0.1000$^{**}$ & 0.1000$^{**}$ \\\\" in tex
+
+
+def test_deterministic_model_with_differing_seeds_is_an_error():
+    summary = _summary([("MostPop", "recall@20", 2, 2, 0.1, 0.01, "")])
+    runs = pl.DataFrame(schema={"split_name": pl.String, "setting": pl.String, "dataset": pl.String,
+                                "model": pl.String, "seed": pl.Int64})
+    with pytest.raises(ValueError, match="MostPop is deterministic, but its runs on ml-1m clean gave different values"):
+        tables.setting_table(summary, runs, "clean", "recall@20", {}, table_metrics=("recall@20",),
+                             deterministic={"MostPop"})
+
+
+def test_reproduction_table(setup):
+    """Every model with a reference number: ours, the reference, Δ; the rest named as not compared."""
+    params, runs, out = setup
+    main(params, runs, out)
+    md = (out / "tables" / "reproduction.md").read_text()
+    rows = _md_rows(md)
+    assert rows[0][:6] == ["Setting", "Model", "Reference", "R@10 Ours", "R@10 Ref.", "R@10 Δ"]
+    assert rows[1] == ["clean · ml-1m", "DiffRec", "Paper", "0.1100", "0.1000", "+10.0%", "0.1800", "0.2000",
+                       "-10.0%", "0.0850", "0.0850", "+0.0%", "0.1100", "–", "–"]
+    assert rows[2] == ["", "DiffRec", "Authors' code (2-core CPU)", "0.1100", "–", "–", "0.1800", "0.1600",
+                       "+12.5%", "0.0850", "–", "–", "0.1100", "–", "–"]
+    assert rows[3][:3] == ["noisy · ml-1m", "DiffRec", "Paper"] and rows[3][6:9] == ["0.1200", "0.1236", "-2.9%"]
+    assert len(rows) == 4  # L-DiffRec (not run) and the yelp row have no row of ours
+    assert "Authors' code (2-core CPU), clean ml-1m DiffRec: 159 s wall" in md
+    assert "Paper, noisy ml-1m DiffRec: a paper note" in md
+    assert "not compared): clean yelp (1 model)." in md
+    assert "not comparable" not in md  # the own-split row is not a comparable reference
+    assert "\\multicolumn{3}{c}{R@10}" in (out / "tables" / "reproduction.tex").read_text()
+
+
 def test_headline_table(setup):
     """Models x (setting x R@20, N@20): the mean, its mark against DiffRec, the column's best in bold."""
     params, runs, out = setup
     main(params, runs, out)
     text = (out / "tables" / "headline.md").read_text()
-    lines = text.splitlines()
-    assert lines[0] == "| model | clean R@20 | clean N@20 | noisy R@20 | noisy N@20 |"
-    summary = _read_csv(out / "tables" / "clean.csv")
-    recall = _cell(summary, "recall@20")
-    assert lines[2].startswith(f"| DiffRec | **{recall['mean']:.4f}** |")
-    assert "mean over 2 seeds" in text
+    rows = _md_rows(text)
+    assert rows[0] == ["Model", "clean R@20", "clean N@20", "noisy R@20", "noisy N@20"]
+    assert rows[1] == ["DiffRec", "**0.1800**", "**0.1100**", "**0.1200**", "**0.0700**"]
+    assert "mean over 2 seeds" in text and not text.startswith("#")

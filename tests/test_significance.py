@@ -4,6 +4,7 @@ cases, the per-user seed averaging, significance.csv, and the marks in the table
 from __future__ import annotations
 
 import json
+import re
 import math
 
 import numpy as np
@@ -193,24 +194,26 @@ def test_significance_csv(aggregated):
 
 def test_marks_in_tables(aggregated):
     md = (aggregated / "tables" / "temporal.md").read_text()
-    # means 0.35 + mean(D); std over the two seeds: |±0.004| * sqrt(2) = 0.0057
-    assert "| T-DiffRec | recall@20 | 0.3850 ± 0.0057 (n=2) \\* | 0.031 | – | – | – | – |\n" in md
-    assert "| T-DiffRec | ndcg@20 | 0.3783 ± 0.0057 (n=2) | 0.094 | – | – | – | – |\n" in md
-    assert "| T-DiffRec | recall@10 | 0.1000 ± 0.0000 (n=2) | – |" in md
-    assert "| DiffRec | recall@20 | 0.3500 ± 0.0000 (n=2) | – |" in md
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in md.splitlines() if line.startswith("| ")]
+    # means 0.35 + mean(D); std over the two seeds: |±0.004| * sqrt(2) = 0.0057; recall@10 ties (both bold)
+    assert rows == [
+        ["Group", "Model", "n", "R@10", "R@20", "N@10", "N@20"],
+        ["diffusion", "DiffRec", "2", "**0.1000 ± 0.0000**", "<ins>0.3500 ± 0.0000</ins>", "**0.1000 ± 0.0000**",
+         "<ins>0.3500 ± 0.0000</ins>"],
+        ["", "T-DiffRec", "2", "**0.1000 ± 0.0000**", "**0.3850 ± 0.0057**\\*", "**0.1000 ± 0.0000**",
+         "**0.3783 ± 0.0057**"],
+    ]
     assert (
-        "**Marks** after *Ours*: \\*\\* p < 0.01, \\* p < 0.05 in a two-sided Wilcoxon signed-rank test of the row's "
-        "model against DiffRec on the same 6 test users (recall@20 and ndcg@20; each user's values averaged over the "
-        "seeds both models ran, seeds 1, 2); no mark: p ≥ 0.05."
+        "\\*\\* p < 0.01, \\* p < 0.05: two-sided Wilcoxon signed-rank test against DiffRec over the same 6 test "
+        "users (R@20 and N@20 only;"
     ) in md
 
     tex = (aggregated / "tables" / "temporal.tex").read_text()
-    assert "T-DiffRec & Ours ($n{=}2$) & 0.1000 $\\pm$ 0.0000 & 0.3850 $\\pm$ 0.0057$^{*}$ & 0.1000" in tex
-    assert "$^{**}$\\,$p<0.01$, $^{*}$\\,$p<0.05$: two-sided Wilcoxon signed-rank test vs DiffRec" in tex
+    assert "T-DiffRec & 2 & \\textbf{0.1000 $\\pm$ 0.0000} & \\textbf{0.3850 $\\pm$ 0.0057}$^{*}$ &" in tex
 
     page = (aggregated / "tables" / "temporal.html").read_text()
-    assert '<td class="num">0.3850 ± 0.0057 (n=2) <span class="mark">*</span></td><td class="num">0.031</td>' in page
-    assert "<strong>Marks</strong> after <em>Ours</em>: ** p &lt; 0.01, * p &lt; 0.05" in page
+    assert "><strong>0.3850 ± 0.0057</strong><sup>*</sup></td>" in page
+    assert "** p &lt; 0.01, * p &lt; 0.05: two-sided Wilcoxon" in page
 
     csv = pl.read_csv(aggregated / "tables" / "temporal.csv")
     tested = csv.filter(pl.col("tested_against").is_not_null())
@@ -227,13 +230,11 @@ def test_fmt_p():
 
 def test_significance_page(aggregated):
     page = (aggregated / "significance.html").read_text()
-    assert "<title>Paired significance tests against DiffRec</title>" in page and "<h2>temporal</h2>" in page
-    assert (
-        "<tr><td>ml-1m</td><td>T-DiffRec</td><td>recall@20</td><td>1, 2</td><td class=\"num\">6</td>"
-        "<td class=\"num\">6</td><td class=\"num\">0.3850</td><td class=\"num\">0.3500</td>"
-        "<td class=\"num\">+0.0350</td><td class=\"num\">0</td><td class=\"num\">0.031</td>"
-        "<td><span class=\"mark\">*</span></td></tr>"
-    ) in page
+    assert "Paired significance tests against DiffRec" in page and ">temporal</th>" in page
+    cells = re.findall(r'<td[^>]*class="gt_row[^"]*"[^>]*>(.*?)</td>', page)
+    assert cells[:11] == ["ml-1m", "recall@20", "1, 2", "6", "6", "0.3850", "0.3500", "+0.0350", "0", "0.031<sup>*</sup>",
+                          "ml-1m"]
+    assert re.findall(r'<th[^>]*class="gt_row[^"]*gt_stub[^"]*"[^>]*>(.*?)</th>', page) == ["T-DiffRec", "T-DiffRec"]
 
 
 def test_legend_without_tests():

@@ -1,6 +1,6 @@
 """Row-wise top-k of a score matrix: ``torch.topk(scores, k, dim=1, sorted=True)``, the same
-values and indices, about twice as fast on the CPU (7.6 against 14.2 ms for 1,024 users x 2,810
-items, k = 100, on this project's 2-core machine).
+values and indices, faster on the CPU (``benchmarks/bench_diffrec.py`` times the evaluation pass
+that uses it).
 
 ``torch.topk`` selects each row's top k with a scalar ``nth_element`` and sorts them. Here NumPy's
 SIMD selection (``np.partition``, x86-simd-sort on AVX-512/AVX2) finds each row's k-th largest

@@ -70,6 +70,7 @@ class CDAEConfig:
 class CDAE(nn.Module):
     Config = CDAEConfig
     display_name = "CDAE"
+    family = "generative"  # the tables' row group: classic, generative or diffusion
 
     def __init__(self, config: CDAEConfig, n_users: int, n_items: int, **side):
         super().__init__()  # side inputs (data, clusters) are not used

@@ -98,6 +98,7 @@ def _squared_norm(x: torch.Tensor) -> torch.Tensor:
 class CODIGEM(nn.Module):
     Config = CODIGEMConfig
     display_name = "CODIGEM"
+    family = "diffusion"  # the tables' row group: classic, generative or diffusion
 
     def __init__(self, config: CODIGEMConfig, n_users: int, n_items: int, **side):
         super().__init__()  # side inputs (data, clusters) are not used

@@ -175,6 +175,7 @@ def _as_points(value) -> tuple[np.ndarray, np.ndarray]:
 class HDRM(nn.Module):
     Config = HDRMConfig
     display_name = "HDRM"
+    family = "diffusion"  # the tables' row group: classic, generative or diffusion
     needs_hyperbolic = True  # takes hyperbolic=load_hyperbolic_embeddings(<stage-1 folder>)
 
     def __init__(self, config: HDRMConfig, n_users: int, n_items: int, *, data: InteractionData | None = None,

@@ -95,6 +95,7 @@ class HGCFConfig:
 class HGCF(nn.Module):
     Config = HGCFConfig
     display_name = "HGCF"
+    family = "classic"  # the tables' row group: classic, generative or diffusion
 
     def __init__(self, config: HGCFConfig, n_users: int, n_items: int, *, data: InteractionData | None = None, **side):
         super().__init__()  # other side inputs are not used

@@ -203,6 +203,7 @@ def _dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 class LDiffRec(nn.Module):
     Config = LDiffRecConfig
     display_name = "L-DiffRec"
+    family = "diffusion"  # the tables' row group: classic, generative or diffusion
     needs_clusters = True  # the train stage passes the item -> cluster array (--clusters)
 
     def __init__(self, config: LDiffRecConfig, n_users: int, n_items: int, *, clusters: np.ndarray | None = None, **side):
@@ -354,3 +355,4 @@ class LTDiffRec(LDiffRec):
 
     Config = LTDiffRecConfig
     display_name = "LT-DiffRec"
+    family = "diffusion"  # the tables' row group: classic, generative or diffusion

@@ -115,6 +115,7 @@ class _SymmetricSpMM(torch.autograd.Function):
 class LightGCN(nn.Module):
     Config = LightGCNConfig
     display_name = "LightGCN"
+    family = "classic"  # the tables' row group: classic, generative or diffusion
 
     def __init__(self, config: LightGCNConfig, n_users: int, n_items: int, *, data: InteractionData | None = None, **side):
         super().__init__()  # other side inputs (clusters) are not used by LightGCN

@@ -1,10 +1,9 @@
 """Dense float32 layers through oneDNN on the CPU: the diffusion denoisers' matrix products.
 
-torch sends a CPU float32 ``mm``/``addmm``/``F.linear`` to MKL, which on AMD cores reaches
-about 180 GFLOP/s on this project's 2-core AVX-512 machine (its AVX2 speed: OpenBLAS's AVX2
-kernels reach 210), while oneDNN's AVX-512 kernels, shipped with torch as
-``torch.ops.mkldnn._linear_pointwise``, reach about 400 GFLOP/s on the same shapes
-(``benchmarks/bench_diffrec.py`` prints both rates). Both are strict float32 (torch's default
+torch sends a CPU float32 ``mm``/``addmm``/``F.linear`` to MKL, which on AMD cores runs at
+about its AVX2 speed, while oneDNN's AVX-512 kernels, shipped with torch as
+``torch.ops.mkldnn._linear_pointwise``, run about twice as fast on the same shapes
+(``benchmarks/bench_diffrec.py`` prints both rates on the machine it runs on). Both are strict float32 (torch's default
 ``fp32_precision`` "none": no bfloat16 or TF32 shortcut) and deterministic for a fixed thread
 count and shape; their roundings differ, so switching one for the other moves results by float
 rounding.
@@ -51,9 +50,8 @@ def pack(weight: torch.Tensor, rows: int) -> torch.Tensor:
     """``weight`` (out, in) in oneDNN's layout for products with about ``rows`` input rows, for
     ``linear``, ``linear_tanh`` and ``linear_add`` to reuse; ``weight`` itself off the fast path.
 
-    Saves the reorder each product otherwise makes (4-8 % of a product on the DiffRec denoiser's
-    shapes). The values are those of the unpacked weight for two or more rows (measured bit for
-    bit); for a single row the unpacked weight takes another kernel and rounds differently, the
+    Saves the reorder each product otherwise makes. The values are those of the unpacked weight
+    for two or more rows (bit for bit, ``tests/test_linear.py``); for a single row the unpacked weight takes another kernel and rounds differently, the
     packed one gives that row's value in a larger batch.
     """
     if _PACK and weight.device.type == "cpu" and weight.dtype == torch.float32 and weight.dim() == 2:
@@ -71,7 +69,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 
 def linear_tanh(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``tanh(linear(x, weight, bias))``, no autograd; on the fast path the tanh runs inside
-    oneDNN's product (measured within 1.2 ulp of the exact tanh; NumPy's float32 tanh: 1.4)."""
+    oneDNN's product (within a few ulp of the exact tanh, as NumPy's float32 tanh)."""
     if _fast(x, weight):
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "tanh", [], "")
     return torch.tanh(F.linear(x, _plain(weight), bias))
@@ -81,8 +79,8 @@ def linear_add(x: torch.Tensor, weight: torch.Tensor, other: torch.Tensor) -> to
     """``other + x @ weight.T`` (a new tensor), no autograd.
 
     On the fast path the product, then an in-place add: one rounding of the same two float32
-    terms as oneDNN's fused "add" post-op (bit for bit), but that post-op made the 600 x 600
-    product of the DiffRec inference about 10 % slower (measured on 1,024 rows)."""
+    terms as oneDNN's fused "add" post-op (bit for bit), which was slower on the DiffRec
+    inference's 600 x 600 product."""
     if _fast(x, weight) and other.dtype == torch.float32:
         return torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [], "").add_(other)
     return torch.addmm(other, x, _plain(weight).t())

@@ -53,6 +53,7 @@ class MFConfig:
 class MF(LightGCN):
     Config = MFConfig
     display_name = "MF"
+    family = "classic"  # the tables' row group: classic, generative or diffusion
 
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The ego embeddings (users (U, d), items (I, d)): LightGCN's layer mean with 0 layers."""

@@ -41,7 +41,9 @@ class MostPopConfig:
 class MostPop(nn.Module):
     Config = MostPopConfig
     display_name = "MostPop"
+    family = "classic"  # the tables' row group: classic, generative or diffusion
     trainable = False  # the trainer evaluates once (epoch 0) instead of training
+    deterministic = True  # every seed gives the same result: the tables show one run
 
     def __init__(self, config: MostPopConfig, n_users: int, n_items: int, *, data: InteractionData | None = None, **side):
         super().__init__()  # other side inputs (clusters) are not used

@@ -85,6 +85,7 @@ def multinomial_nll(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 class MultiDAE(nn.Module):
     Config = MultiDAEConfig
     display_name = "MultiDAE"
+    family = "generative"  # the tables' row group: classic, generative or diffusion
 
     def __init__(self, config: MultiDAEConfig, n_users: int, n_items: int, **side):
         super().__init__()  # side inputs (data, clusters) are not used

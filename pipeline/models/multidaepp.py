@@ -60,6 +60,7 @@ class MultiDAEPPConfig(MultiDAEConfig):
 class MultiDAEPP(MultiDAE):
     Config = MultiDAEPPConfig
     display_name = "MultiDAE++"
+    family = "generative"  # the tables' row group: classic, generative or diffusion
 
     def __init__(self, config: MultiDAEPPConfig, n_users: int, n_items: int, **side):
         super().__init__(config, n_users, n_items, **side)

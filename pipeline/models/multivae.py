@@ -56,6 +56,7 @@ class MultiVAEConfig(MultiDAEConfig):
 class MultiVAE(MultiDAE):
     Config = MultiVAEConfig
     display_name = "MultiVAE"
+    family = "generative"  # the tables' row group: classic, generative or diffusion
 
     def __init__(self, config: MultiVAEConfig, n_users: int, n_items: int, **side):
         torch.nn.Module.__init__(self)  # not MultiDAE's layers: an encoder and a decoder

@@ -35,6 +35,7 @@ class TDiffRecConfig(DiffRecConfig):
 class TDiffRec(DiffRec):
     Config = TDiffRecConfig
     display_name = "T-DiffRec"
+    family = "diffusion"  # the tables' row group: classic, generative or diffusion
 
     def input_matrix(self, data: InteractionData) -> sp.csr_matrix:
         return temporal_weights(data.train_rank, self.config.w_min, self.config.w_max)

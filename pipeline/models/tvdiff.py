@@ -254,6 +254,7 @@ class AnisotropicDenoiser(nn.Module):
 class TVDiff(nn.Module):
     Config = TVDiffConfig
     display_name = "TV-Diff"
+    family = "diffusion"  # the tables' row group: classic, generative or diffusion
 
     def __init__(self, config: TVDiffConfig, n_users: int, n_items: int, *, data: InteractionData | None = None, **side):
         super().__init__()  # other side inputs are not used

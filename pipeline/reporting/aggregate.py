@@ -16,9 +16,13 @@ deterministically:
   ``runs/significance.csv`` (``python -m pipeline significance``, the only step that reads
   ``per_user.parquet``), committed to git beside the runs' metrics and passed here with
   ``--significance``: a fresh clone regenerates all of ``results/`` from git alone;
-* ``<out>/tables/<setting>.{md,csv,tex,html}``: ours (mean ± std over seeds, marked where
-  significantly different from DiffRec) next to the paper's numbers and the authors' code
-  measured on our kind of machine, per setting;
+* ``<out>/tables/<setting>.{md,tex,html}``: the paper-style table of a setting (models grouped
+  by family x dataset x metrics, mean ± std over seeds, best bold, second underlined, marked
+  where significantly different from DiffRec); ``<setting>.csv``: its numbers at full
+  precision beside the reference numbers;
+* ``<out>/tables/reproduction.{md,tex,html}``: every model with a published or authors'-code
+  number, ours beside it with the relative difference;
+* ``<out>/tables/headline.md``: R@20 / N@20 of every setting (the README's results block);
 * ``<out>/figures/valid_curves_<setting>.png``, ``test_bars_<setting>.png`` and, with
   ``--efficiency``, ``efficiency.png`` (:mod:`pipeline.reporting.figures`).
 
@@ -60,6 +64,23 @@ def paper_name(model: str, params: dict[str, Any]) -> str:
     if model in params.get("models", {}):
         return display_names(params, model)[1]
     return display_name(model)
+
+
+def _model_trait(model: str, params: dict[str, Any] | None, trait: str, default: Any) -> Any:
+    from pipeline.models import MODELS  # local import: models import torch
+
+    cls_name = ((params or {}).get("models", {}).get(model) or {}).get("class", model)
+    return getattr(MODELS.get(cls_name), trait, default)
+
+
+def family(model: str, params: dict[str, Any] | None = None) -> str:
+    """A variant's row group in the tables: its class's ``family`` (classic, generative, diffusion)."""
+    return _model_trait(model, params, "family", "other")
+
+
+def deterministic(model: str, params: dict[str, Any] | None = None) -> bool:
+    """Whether a variant's class says every seed gives the same result (the tables show one run)."""
+    return bool(_model_trait(model, params, "deterministic", False))
 
 
 def run_variants(params: dict[str, Any]) -> list[str]:
@@ -276,16 +297,26 @@ def build_outputs(
         out_dir / "runs.csv": tables.runs_csv(runs),
         out_dir / "metrics.json": tables.metrics_json(summary),
         out_dir / "significance.csv": sig.to_csv(significance),
-        out_dir / "significance.html": tables.significance_html(significance, reference_model),
+        out_dir / "significance.html": tables.to_html(tables.significance_view(significance, reference_model)),
     }
-    outputs[out_dir / "tables" / "headline.md"] = tables.headline_markdown(summary, settings, model_order, reference_model)
+    families = {display_name(m, params): family(m, params) for m in variants}
+    one_run = {display_name(m, params) for m in variants if deterministic(m, params)}
+    headline = tables.headline_table(summary, settings, model_order, reference_model, families)
+    outputs[out_dir / "tables" / "headline.md"] = tables.to_markdown(headline, title=False)
     for setting in settings:
         base = out_dir / "tables" / setting
-        page = (summary, reference, runs, setting, select_metric, significance, reference_model)
-        outputs[base.with_suffix(".md")] = tables.setting_markdown(*page)
+        table = tables.setting_table(
+            summary, runs, setting, select_metric, families, significance, reference_model, deterministic=one_run
+        )
+        outputs[base.with_suffix(".md")] = tables.to_markdown(table)
         outputs[base.with_suffix(".csv")] = tables.setting_csv(summary, setting)
-        outputs[base.with_suffix(".tex")] = tables.setting_latex(summary, runs, setting, select_metric)
-        outputs[base.with_suffix(".html")] = tables.setting_html(*page)
+        outputs[base.with_suffix(".tex")] = tables.to_latex(table)
+        outputs[base.with_suffix(".html")] = tables.to_html(table)
+    reproduction = tables.reproduction_table(summary, reference, runs, settings, select_metric)
+    base = out_dir / "tables" / "reproduction"
+    outputs[base.with_suffix(".md")] = tables.to_markdown(reproduction)
+    outputs[base.with_suffix(".tex")] = tables.to_latex(reproduction)
+    outputs[base.with_suffix(".html")] = tables.to_html(reproduction)
     for setting in settings:
         outputs[out_dir / "figures" / f"valid_curves_{setting}.png"] = figures.validation_curves(
             history, setting, select_metric, model_order

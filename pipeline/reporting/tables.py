@@ -16,8 +16,10 @@ Frames used here:
   :func:`summarize`), with the significance test against the setting's reference model where
   one was run (see :mod:`pipeline.reporting.significance`).
 
-Each table is rendered as Markdown (``.md``), CSV (``.csv``, full precision), LaTeX (``.tex``)
-and a standalone HTML page (``.html``, what the Snakemake report shows).
+A table is first described once, as a :class:`Table` (a polars frame of cell texts with their
+emphasis and significance marks, headers, row groups, notes), then rendered by maintained
+libraries: Markdown by polars' own table formatter, HTML and LaTeX by great_tables. CSV
+(``.csv``, full precision) is written from the summary frame itself.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import html
 import json
 import math
 import re
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Collection, Sequence
 
 import polars as pl
 
@@ -47,7 +50,7 @@ GENERATED_BY = "python -m pipeline aggregate"
 METRICS_COLUMNS = ("dataset", "setting", "model", "seed", "split", "metric", "value")
 RUNS_COLUMNS = ("dataset", "setting", "model", "seed", "best_epoch", "epochs_trained", "n_parameters")
 SUMMARY_COLUMNS = (
-    "setting", "dataset", "model", "metric", "n_seeds", "mean", "std",
+    "setting", "dataset", "model", "metric", "n_seeds", "n_distinct", "mean", "std",
     "paper", "rel_diff_paper", "authors_code", "rel_diff_authors_code",
     "tested_against", "p_value", "mark",
 )
@@ -73,16 +76,6 @@ def fmt_rel(x: float | None) -> str:
     if pct == 0:
         pct = 0.0  # never "-0.0%"
     return f"{pct:+.1f}%"
-
-
-def fmt_ours(mean: float | None, std: float | None, n: int | None) -> str:
-    """``0.1715 ± 0.0012 (n=3)``; the ± part is left out when std is undefined (n = 1)."""
-    if mean is None or not n:
-        return DASH
-    text = fmt_value(mean)
-    if std is not None and not math.isnan(std):
-        text += f" ± {fmt_value(std)}"
-    return f"{text} (n={n})"
 
 
 def md_stars(text: str) -> str:
@@ -161,6 +154,7 @@ def summarize(
 
     One row per (setting, dataset, model, metric) that we ran, for ``table_metrics``;
     ``rel_diff_*`` = mean / reference - 1 (null where the reference is absent or zero).
+    ``n_distinct``: how many different values the seeds gave (1 for a deterministic model).
     ``tested_against``, ``p_value``, ``mark``: the row's paired test against the setting's
     reference model (a frame of :func:`pipeline.reporting.significance.significance`); null
     where the cell was not tested (the reference model itself, metrics not tested).
@@ -175,6 +169,7 @@ def summarize(
         .group_by(key, maintain_order=True)
         .agg(
             pl.len().cast(pl.Int64).alias("n_seeds"),
+            pl.col("value").n_unique().cast(pl.Int64).alias("n_distinct"),
             pl.col("value").mean().alias("mean"),
             pl.col("value").std(ddof=1).alias("std"),
         )
@@ -206,57 +201,9 @@ def summarize(
         summary.with_columns(_rank("model", models).alias("_m"), _rank("metric", table_metrics).alias("_k"))
         .sort("setting", "dataset", "_m", "_k", "metric")
         .select(SUMMARY_COLUMNS)
-        .with_columns(pl.col(c).cast(pl.Float64) for c in SUMMARY_COLUMNS[5:11])
+        .with_columns(pl.col(c).cast(pl.Float64) for c in SUMMARY_COLUMNS[6:12])
         .with_columns(pl.col("p_value").cast(pl.Float64))
     )
-
-
-# --------------------------------------------------------------------------------------------
-# The headline table (README)
-
-HEADLINE_METRICS: tuple[str, ...] = ("recall@20", "ndcg@20")
-
-
-def headline_markdown(summary: pl.DataFrame, settings: Sequence[str], model_order: Sequence[str],
-                      reference_model: str, metrics: Sequence[str] = HEADLINE_METRICS) -> str:
-    """Models x (setting x ``metrics``): the test mean over seeds with its significance mark
-    against ``reference_model``, the best mean of each column in bold; "–" where a model did not
-    run. Written to ``results/tables/headline.md``; the README's results block is this file."""
-    columns = [(setting, metric) for setting in settings for metric in metrics]
-    cell = {(r["setting"], r["model"], r["metric"]): r for r in summary.iter_rows(named=True)
-            if r["metric"] in metrics and r["setting"] in settings}
-    models = [m for m in model_order if any((s, m, k) in cell for s, k in columns)]
-    best = {col: max((cell[(col[0], m, col[1])]["mean"] for m in models if (col[0], m, col[1]) in cell), default=None)
-            for col in columns}
-    header = ["model", *(f"{setting} {short_metric_label(metric)}" for setting, metric in columns)]
-    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * len(columns)]
-    for model in models:
-        row = [model]
-        for col in columns:
-            r = cell.get((col[0], model, col[1]))
-            if r is None:
-                row.append(DASH)
-                continue
-            text = fmt_value(r["mean"])
-            if r["mean"] == best[col]:
-                text = f"**{text}**"
-            row.append(text + md_stars(r["mark"] or ""))
-        lines.append("| " + " | ".join(row) + " |")
-    n_seeds = sorted(set(summary.filter(pl.col("model").is_in(models))["n_seeds"].to_list()))
-    lines += [
-        "",
-        f"Test split, mean over {_join(n_seeds)} seeds; bold: best of the column; "
-        f"{md_stars(sig.legend_levels())}: "
-        f"different from {reference_model} (paired Wilcoxon over users). Written by `{GENERATED_BY}`.",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def short_metric_label(metric: str) -> str:
-    """``recall@20`` -> ``R@20`` (the headline's column names)."""
-    name, _, k = metric.partition("@")
-    short = {"recall": "R", "ndcg": "N", "precision": "P", "mrr": "MRR"}.get(name, name)
-    return f"{short}@{k}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -295,36 +242,206 @@ def metrics_json(summary: pl.DataFrame) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Markdown and HTML (both rendered from one description of the table page)
+# One description per table, three renderings
+
+
+# Row groups of the setting tables, in this order (a model class's ``family``).
+FAMILIES: tuple[str, ...] = ("classic", "generative", "diffusion")
+BEST, SECOND = "best", "second"
+
+
+@dataclass(frozen=True)
+class Table:
+    """What a table shows, whatever the output syntax.
+
+    ``frame`` holds, per row, ``_group`` (row group; ignored when ``group`` is None), ``_stub``
+    (the row's name) and one text column per entry of ``columns``; a cell column ``c`` may have
+    ``c + EMPHASIS`` (:data:`BEST`, :data:`SECOND` or "") and ``c + MARK`` (significance marks,
+    appended to the cell). ``labels``: column -> header. ``spanners``: (header, columns) above a
+    run of columns. ``notes``: paragraphs in Markdown inline syntax, under the table. ``right``:
+    columns aligned right.
+    """
+
+    id: str
+    title: str
+    frame: pl.DataFrame
+    columns: tuple[str, ...]
+    labels: dict[str, str]
+    stub: str = "Model"
+    group: str | None = None
+    spanners: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    notes: tuple[str, ...] = ()
+    right: tuple[str, ...] = field(default=())
+
+
+EMPHASIS, MARK = "__emphasis", "__mark"
+
+
+def _cells(table: Table, column: str) -> list[tuple[str, str, str]]:
+    """(text, emphasis, mark) of every cell of a column."""
+    frame = table.frame
+    n = frame.height
+    emphasis = frame[column + EMPHASIS].to_list() if column + EMPHASIS in frame.columns else [""] * n
+    marks = frame[column + MARK].to_list() if column + MARK in frame.columns else [""] * n
+    return list(zip(frame[column].to_list(), emphasis, marks))
+
+
+def _markdown_header(table: Table, column: str) -> str:
+    label = table.labels[column]
+    if len(table.spanners) > 1:
+        for spanner, members in table.spanners:
+            if column in members:
+                return f"{spanner} {label}"
+    return label
+
+
+def _markdown_cell(text: str, emphasis: str, mark: str) -> str:
+    if emphasis == BEST:
+        text = f"**{text}**"
+    elif emphasis == SECOND:
+        text = f"<ins>{text}</ins>"
+    return text + md_stars(mark)
+
+
+def to_markdown(table: Table, title: bool = True) -> str:
+    """The table as GitHub Markdown (polars' Markdown table formatter), its notes under it; with
+    ``title``, a ``#`` heading above."""
+    data: dict[str, list[str]] = {}
+    if table.group is not None:
+        groups = table.frame["_group"].to_list()
+        data[table.group] = [g if i == 0 or groups[i - 1] != g else "" for i, g in enumerate(groups)]
+    data[table.stub] = table.frame["_stub"].to_list()
+    for column in table.columns:
+        header = _markdown_header(table, column)
+        if header in data:
+            raise ValueError(f"table {table.id}: two columns named {header!r}")
+        data[header] = [_markdown_cell(*cell) for cell in _cells(table, column)]
+    with pl.Config(
+        tbl_formatting="MARKDOWN", tbl_hide_column_data_types=True, tbl_hide_dataframe_shape=True,
+        tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=10_000, tbl_width_chars=65_000, tbl_cell_alignment="LEFT",
+    ):
+        body = str(pl.DataFrame(data, schema={name: pl.String for name in data}))
+    parts = ([f"# {table.title}"] if title else []) + [body, *table.notes]
+    return "\n\n".join(parts) + "\n"
+
+
+def _latex_text(text: str) -> str:
+    return text.replace("±", r"$\pm$").replace(DASH, "--").replace("−", "$-$")
+
+
+def _cell_formats(emphasis: str):
+    """great_tables per-output formatting of a cell whose text ends in its significance marks."""
+    from great_tables._gt_data import FormatFns  # great_tables' per-output formatter (GT.fmt)
+
+    def split(x: str) -> tuple[str, str]:
+        body, stars = re.fullmatch(r"(.*?)(\**)", x, flags=re.S).groups()
+        return body, stars
+
+    def as_html(x: str) -> str:
+        body, stars = split(x)
+        body = html.escape(body)
+        body = {BEST: f"<strong>{body}</strong>", SECOND: f"<u>{body}</u>"}.get(emphasis, body)
+        return body + (f"<sup>{stars}</sup>" if stars else "")
+
+    def as_latex(x: str) -> str:
+        body, stars = split(x)
+        body = _latex_text(body)
+        body = {BEST: f"\\textbf{{{body}}}", SECOND: f"\\underline{{{body}}}"}.get(emphasis, body)
+        return body + (f"$^{{{stars}}}$" if stars else "")
+
+    return FormatFns(html=as_html, latex=as_latex, default=as_html)
+
+
+def to_gt(table: Table):
+    """The table as a great_tables ``GT`` (HTML and LaTeX come from it)."""
+    from great_tables import GT, md
+
+    frame = {"_stub": table.frame["_stub"]}
+    if table.group is not None:
+        frame["_group"] = table.frame["_group"]
+    for column in table.columns:
+        frame[column] = [text + mark for text, _, mark in _cells(table, column)]
+    for column in table.columns:
+        if column + EMPHASIS in table.frame.columns:
+            frame[column + EMPHASIS] = table.frame[column + EMPHASIS]
+    data = pl.DataFrame(frame)
+    gt = GT(data, rowname_col="_stub", groupname_col="_group" if table.group is not None else None, id=table.id)
+    gt = gt.tab_header(title=table.title).tab_stubhead(label=table.stub)
+    for column in table.columns:
+        gt = gt.fmt(_cell_formats(""), columns=column)
+        if column + EMPHASIS in data.columns:
+            for emphasis in (BEST, SECOND):
+                gt = gt.fmt(_cell_formats(emphasis), columns=column, rows=pl.col(column + EMPHASIS) == emphasis)
+    hidden = [c for c in data.columns if c.endswith(EMPHASIS)]
+    if hidden:
+        gt = gt.cols_hide(hidden)
+    for label, members in table.spanners:
+        gt = gt.tab_spanner(label=label, columns=list(members), id=f"{table.id}-{label}")
+    gt = gt.cols_label(**{c: table.labels[c] for c in table.columns})
+    if table.right:
+        gt = gt.cols_align("right", columns=list(table.right))
+    for note in table.notes:
+        gt = gt.tab_source_note(md(note))
+    return gt
+
+
+def to_html(table: Table) -> str:
+    """A standalone HTML page (great_tables; no scripts), the form the Snakemake report embeds."""
+    page = to_gt(table).as_raw_html(make_page=True)
+    return page if page.endswith("\n") else page + "\n"
+
+
+def to_latex(table: Table) -> str:
+    """A LaTeX ``table`` (great_tables; needs booktabs)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a feature great_tables cannot put in LaTeX must not vanish silently
+        text = to_gt(table).as_latex()
+    return f"% Generated by `{GENERATED_BY}`; do not edit by hand. Requires \\usepackage{{booktabs}}.\n{text.rstrip()}\n"
+
+
+# --------------------------------------------------------------------------------------------
+# The tables
 
 
 def _join(values) -> str:
     return ", ".join(str(v) for v in values)
 
 
-def _provenance(runs: pl.DataFrame, setting: str, select_metric: str) -> dict[str, str]:
-    """What a setting's table is made of: split names, models, seeds, the selection rule."""
-    sel = runs.filter(pl.col("setting") == setting)
-    return {
-        "splits": _join(sorted(set(sel["split_name"].to_list()))),
-        "models": _join(sorted(set(sel["model"].to_list()))),
-        "seeds": _join(sorted(set(sel["seed"].to_list()))),
-        "n_runs": f"{sel.height} run" + ("" if sel.height == 1 else "s"),
-        "select": select_metric,
-    }
+def _provenance(runs: pl.DataFrame, settings: Sequence[str]) -> str:
+    sel = runs.filter(pl.col("setting").is_in(list(settings)))
+    return (
+        f"Generated by `{GENERATED_BY}` from {sel.height} run{'' if sel.height == 1 else 's'} "
+        f"(split(s) {_join(sorted(set(sel['split_name'].to_list())))}; seed(s) "
+        f"{_join(sorted(set(sel['seed'].to_list())))}); do not edit by hand."
+    )
 
 
-def _reference_used(summary: pl.DataFrame, reference: pl.DataFrame, setting: str) -> pl.DataFrame:
-    """Reference rows that appear in this setting's table."""
-    key = ["setting", "dataset", "model", "metric"]
-    cells = summary.filter(pl.col("setting") == setting).select(key)
-    return reference.join(cells, on=key, how="semi")
+def _ranked(values: dict[str, float]) -> dict[str, str]:
+    """:data:`BEST` / :data:`SECOND` for the highest and second-highest distinct values (ties share)."""
+    distinct = sorted(set(values.values()), reverse=True)
+    top = {v: BEST for v in distinct[:1]} | {v: SECOND for v in distinct[1:2]}
+    return {key: top.get(v, "") for key, v in values.items()}
+
+
+def by_family(models: Sequence[str], families: dict[str, str]) -> list[str]:
+    """``models`` grouped by family in :data:`FAMILIES` order (unknown last), keeping their order
+    within a family."""
+    rank = {f: i for i, f in enumerate(FAMILIES)}
+    return sorted(models, key=lambda m: rank.get(families.get(m, ""), len(FAMILIES)))
+
+
+def _mean_std(r: dict, deterministic: bool) -> str:
+    if deterministic or r["std"] is None or math.isnan(r["std"]):
+        return fmt_value(r["mean"])
+    return f"{fmt_value(r['mean'])} ± {fmt_value(r['std'])}"
 
 
 def significance_legend(
     significance: pl.DataFrame | None, setting: str, dataset: str, reference_model: str, models: Sequence[str]
 ) -> str:
-    """The text under a dataset's table explaining its marks (Markdown inline syntax)."""
+    """The sentence under a table explaining its marks (Markdown inline syntax)."""
     tests = (significance if significance is not None else pl.DataFrame(schema=sig.SCHEMA)).filter(
         pl.col("setting") == setting, pl.col("dataset") == dataset
     )
@@ -334,183 +451,199 @@ def significance_legend(
         else:
             why = f"{reference_model} (the reference) is the only model of this table"
         return f"No significance marks: {why}."
-    users = sorted(set(tests["n_users"].to_list()))
-    seeds = sorted(set(tests["seeds"].to_list()))
-    tested = list(dict.fromkeys(tests["metric"].to_list()))
-    seeds_text = (
-        f"seeds {', '.join(seeds[0].split())}" if len(seeds) == 1 else "see `results/significance.csv` for each pair's seeds"
-    )
-    levels = md_stars(sig.legend_levels())
+    users = "/".join(str(u) for u in sorted(set(tests["n_users"].to_list())))
+    tested = " and ".join(short_metric_label(m) for m in dict.fromkeys(tests["metric"].to_list()))
     return (
-        f"**Marks** after *Ours*: {levels} in a two-sided Wilcoxon signed-rank test of the row's model "
-        f"against {reference_model} on the same {'/'.join(str(u) for u in users)} test users "
-        f"({' and '.join(tested)}; each user's values averaged over the seeds both models ran, {seeds_text}); "
-        f"no mark: p ≥ {sig.MARKS[-1][0]:g}. A mark says the model differs from {reference_model}; the means say "
-        f"in which direction. {reference_model}'s own rows and the other metrics are not tested; no correction "
-        "for multiple comparisons. p-values: `results/significance.csv`."
+        f"{md_stars(sig.legend_levels())}: two-sided Wilcoxon signed-rank test against {reference_model} over the "
+        f"same {users} test users ({tested} only; each user's values averaged over the seeds both models ran); "
+        "the means give the direction; no correction for multiple comparisons; p-values in `results/significance.csv`."
     )
 
 
-def _page(
+def setting_table(
     summary: pl.DataFrame,
-    reference: pl.DataFrame,
     runs: pl.DataFrame,
     setting: str,
     select_metric: str,
-    significance: pl.DataFrame | None,
-    reference_model: str,
-) -> dict:
-    """Everything a setting's table page shows; text in Markdown inline syntax."""
-    prov = _provenance(runs, setting, select_metric)
+    families: dict[str, str],
+    significance: pl.DataFrame | None = None,
+    reference_model: str = "DiffRec",
+    table_metrics: Sequence[str] = TABLE_METRICS,
+    deterministic: Collection[str] = (),
+) -> Table:
+    """The paper-style table of a setting: models (grouped by family) x dataset x metrics, each
+    cell the test mean ± std over seeds, the column's best bold and second underlined, marked
+    where it differs from ``reference_model``. ``families``: model -> one of :data:`FAMILIES`.
+    A ``deterministic`` model shows one run (an error if its seeds gave different values)."""
     rows = summary.filter(pl.col("setting") == setting)
-    used = _reference_used(summary, reference, setting)
-    intro = [
-        f"Generated by `{GENERATED_BY}` from the runs of split(s) {prov['splits']}, "
-        f"model(s) {prov['models']}, seed(s) {prov['seeds']} ({prov['n_runs']}); do not edit by hand.",
-        f"**Ours**: test-split metrics at the epoch with the best validation {prov['select']}, "
-        "mean ± sample standard deviation over seeds (n = number of seeds). "
-        "**Δ** = ours / reference − 1.",
+    datasets = sorted(set(rows["dataset"].to_list()))
+    cell = {(r["dataset"], r["model"], r["metric"]): r for r in rows.iter_rows(named=True)}
+    models = by_family(list(dict.fromkeys(rows["model"].to_list())), families)  # summary order within a family
+    differing = sorted({(m, d) for (d, m, _), r in cell.items() if m in deterministic and r["n_distinct"] > 1})
+    if differing:
+        m, d = differing[0]
+        raise ValueError(f"{m} is deterministic, but its runs on {d} {setting} gave different values for different seeds")
+    deterministic = {(d, m): m in deterministic for d in datasets for m in models}
+    data: dict[str, list] = {"_group": [families.get(m, "other") for m in models], "_stub": models}
+    columns, labels, spanners, right = [], {}, [], []
+    for d in datasets:
+        members = []
+        n_col = f"{d}:n"
+        data[n_col] = [
+            DASH if not any((d, m, k) in cell for k in table_metrics)
+            else "1" if deterministic[d, m]
+            else "/".join(str(n) for n in sorted({cell[d, m, k]["n_seeds"] for k in table_metrics if (d, m, k) in cell}))
+            for m in models
+        ]
+        labels[n_col] = "n"
+        members.append(n_col)
+        for k in table_metrics:
+            col = f"{d}:{k}"
+            present = {m: cell[d, m, k]["mean"] for m in models if (d, m, k) in cell}
+            emphasis = _ranked(present)
+            data[col] = [_mean_std(cell[d, m, k], deterministic[d, m]) if m in present else DASH for m in models]
+            data[col + EMPHASIS] = [emphasis.get(m, "") for m in models]
+            data[col + MARK] = [(cell[d, m, k]["mark"] or "") if m in present else "" for m in models]
+            labels[col] = short_metric_label(k)
+            members.append(col)
+        columns += members
+        right += members
+        spanners.append((d, tuple(members)))
+
+    notes = [
+        f"Test split at the epoch with the best validation {select_metric}: mean ± sample standard deviation over "
+        "n seeds. **Bold**: best of the column; <ins>underlined</ins>: second best.",
+    ]
+    for d in datasets:
+        legend = significance_legend(significance, setting, d, reference_model, models)
+        notes.append(legend if len(datasets) == 1 else f"{d}: {legend}")
+    for d in datasets:
+        for m in models:
+            if deterministic[d, m] and any((d, m, k) in cell for k in table_metrics):
+                seeds = runs.filter(pl.col("setting") == setting, pl.col("dataset") == d, pl.col("model") == m)["seed"]
+                notes.append(f"{m} is deterministic: its runs with seeds {_join(sorted(seeds.to_list()))} gave "
+                             "identical values, shown as one run (n = 1).")
+    notes.append("Published numbers and the authors' code beside ours: `results/tables/reproduction.md`.")
+    notes.append(_provenance(runs, [setting]))
+    return Table(
+        id=setting, title=f"Results: {setting} setting", frame=pl.DataFrame(data), columns=tuple(columns),
+        labels=labels, stub="Model", group="Group", spanners=tuple(spanners), notes=tuple(notes), right=tuple(right),
+    )
+
+
+def reproduction_table(
+    summary: pl.DataFrame,
+    reference: pl.DataFrame,
+    runs: pl.DataFrame,
+    settings: Sequence[str],
+    select_metric: str,
+    table_metrics: Sequence[str] = TABLE_METRICS,
+) -> Table:
+    """Every model with a published (paper) or authors'-code number: ours, the reference and
+    Δ = ours / reference − 1, per metric; one row per (setting, dataset, model, reference)."""
+    key = ["setting", "dataset", "model", "metric"]
+    cell = {tuple(r[k] for k in key): r for r in summary.iter_rows(named=True)}
+    rows = summary.filter(pl.col("setting").is_in(list(settings)))
+    data: dict[str, list] = {"_group": [], "_stub": [], "reference": []}
+    for k in table_metrics:
+        for part in ("ours", "ref", "delta"):
+            data[f"{k}:{part}"] = []
+    for setting in settings:
+        part = rows.filter(pl.col("setting") == setting)
+        for d in sorted(set(part["dataset"].to_list())):
+            for m in dict.fromkeys(part.filter(pl.col("dataset") == d)["model"].to_list()):
+                for kind, rel in (("paper", "rel_diff_paper"), ("authors_code", "rel_diff_authors_code")):
+                    found = [cell.get((setting, d, m, k)) for k in table_metrics]
+                    if not any(r is not None and r[kind] is not None for r in found):
+                        continue
+                    data["_group"].append(f"{setting} · {d}")
+                    data["_stub"].append(m)
+                    data["reference"].append(KIND_LABELS[kind])
+                    for k, r in zip(table_metrics, found):
+                        data[f"{k}:ours"].append(DASH if r is None else fmt_value(r["mean"]))
+                        data[f"{k}:ref"].append(DASH if r is None else fmt_value(r[kind]))
+                        data[f"{k}:delta"].append(DASH if r is None else fmt_rel(r[rel]))
+    columns = ["reference", *(f"{k}:{p}" for k in table_metrics for p in ("ours", "ref", "delta"))]
+    labels = {"reference": "Reference"} | {
+        f"{k}:{p}": {"ours": "Ours", "ref": "Ref.", "delta": "Δ"}[p] for k in table_metrics for p in ("ours", "ref", "delta")
+    }
+    spanners = tuple((short_metric_label(k), (f"{k}:ours", f"{k}:ref", f"{k}:delta")) for k in table_metrics)
+
+    used = reference.join(summary.select(key), on=key, how="semi")
+    notes = [
+        f"**Ours**: test split at the epoch with the best validation {select_metric}, mean over seeds "
+        "(the setting tables give ± std and n). **Δ** = ours / reference − 1.",
     ]
     for kind in ("paper", "authors_code"):
         sources = sorted(set(used.filter(pl.col("kind") == kind)["source"].to_list()))
         if sources:
-            intro.append(f"**{KIND_LABELS[kind]}**: " + "; ".join(s.rstrip(".") for s in sources) + ".")
-
-    columns = ["Model", "Metric", "Ours (mean ± std, n)", f"p vs {reference_model}", "Paper", "Δ vs paper",
-               KIND_LABELS["authors_code"], "Δ vs authors' code"]
-    datasets = []
-    for dataset in sorted(set(rows["dataset"].to_list())):
-        body = []
-        part = rows.filter(pl.col("dataset") == dataset)
-        for r in part.iter_rows(named=True):
-            body.append({
-                "cells": [
-                    r["model"],
-                    r["metric"],
-                    fmt_ours(r["mean"], r["std"], r["n_seeds"]),
-                    fmt_p(r["p_value"]),
-                    fmt_value(r["paper"]),
-                    fmt_rel(r["rel_diff_paper"]),
-                    fmt_value(r["authors_code"]),
-                    fmt_rel(r["rel_diff_authors_code"]),
-                ],
-                "mark": r["mark"] or "",
-            })
-        legend = significance_legend(significance, setting, dataset, reference_model, part["model"].to_list())
-        datasets.append({"name": dataset, "rows": body, "legend": legend})
-
-    notes = (
-        used.filter(pl.col("note") != "")
-        .select("kind", "dataset", "model", "note")
-        .unique()
-        .with_columns(_rank("kind", ["paper", "authors_code"]).alias("_k"))
-        .sort("_k", "dataset", "model", "note")
+            notes.append(f"**{KIND_LABELS[kind]}**: " + "; ".join(s.rstrip(".") for s in sources) + ".")
+    remarks = (
+        used.filter(pl.col("note") != "").select("kind", "setting", "dataset", "model", "note").unique()
+        .with_columns(_rank("kind", ["paper", "authors_code"]).alias("_k"), _rank("setting", list(settings)).alias("_s"))
+        .sort("_k", "_s", "dataset", "model", "note")
+        .group_by("_k", "kind", "_s", "setting", "dataset", "note", maintain_order=True).agg("model")
     )
-    return {
-        "title": f"Results: {setting} setting",
-        "intro": intro,
-        "columns": columns,
-        "align": ["left", "left", "right", "right", "right", "right", "right", "right"],
-        "datasets": datasets,
-        "notes": [f"{KIND_LABELS[r['kind']]}, {r['dataset']} {r['model']}: {r['note']}" for r in notes.iter_rows(named=True)],
-    }
+    for r in remarks.iter_rows(named=True):
+        notes.append(f"{KIND_LABELS[r['kind']]}, {r['setting']} {r['dataset']} {_join(r['model'])}: {r['note']}")
+    other = reference.join(summary.select("setting", "dataset").unique(), on=["setting", "dataset"], how="anti")
+    other = other.with_columns(_rank("setting", list(SETTINGS)).alias("_s"))
+    if other.height:
+        listed = (other.group_by("_s", "setting", "dataset").agg(pl.col("model").n_unique().alias("n"))
+                  .sort("_s", "dataset").iter_rows(named=True))
+        notes.append(
+            "Reference numbers with no run of ours on their data (not compared): "
+            + "; ".join(f"{r['setting']} {r['dataset']} ({r['n']} model{'' if r['n'] == 1 else 's'})" for r in listed) + "."
+        )
+    notes.append(_provenance(runs, settings))
+    return Table(
+        id="reproduction", title="Reproduction: ours beside the published numbers and the authors' code",
+        frame=pl.DataFrame(data, schema={c: pl.String for c in data}), columns=tuple(columns), labels=labels,
+        stub="Model", group="Setting", spanners=spanners, notes=tuple(notes), right=tuple(columns[1:]),
+    )
 
 
-def setting_markdown(
-    summary: pl.DataFrame,
-    reference: pl.DataFrame,
-    runs: pl.DataFrame,
-    setting: str,
-    select_metric: str,
-    significance: pl.DataFrame | None = None,
-    reference_model: str = "DiffRec",
-) -> str:
-    """results/tables/<setting>.md: a header, then one table per dataset (rows: model x metric),
-    each followed by the legend of its significance marks."""
-    page = _page(summary, reference, runs, setting, select_metric, significance, reference_model)
-    lines = [f"# {page['title']}"]
-    for paragraph in page["intro"]:
-        lines += ["", paragraph]
-    align = ["---" if a == "left" else "---:" for a in page["align"]]
-    for ds in page["datasets"]:
-        lines += ["", f"## {ds['name']}", "", "| " + " | ".join(page["columns"]) + " |", "|" + "|".join(align) + "|"]
-        for row in ds["rows"]:
-            cells = list(row["cells"])
-            if row["mark"]:
-                cells[2] += " " + md_stars(row["mark"])
-            lines.append("| " + " | ".join(cells) + " |")
-        lines += ["", ds["legend"]]
-    if page["notes"]:
-        lines += ["", "Notes on the reference numbers:", ""]
-        lines += [f"- {note}" for note in page["notes"]]
-    return "\n".join(lines) + "\n"
+HEADLINE_METRICS: tuple[str, ...] = ("recall@20", "ndcg@20")
 
 
-def md_inline_to_html(text: str) -> str:
-    """The Markdown inline syntax these pages use (``**bold**``, ``*em*``, ```code```, ``\\*``) as HTML."""
-    out = html.escape(text, quote=False).replace("\\*", "\x00")
-    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
-    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
-    out = re.sub(r"\*(.+?)\*", r"<em>\1</em>", out)
-    return out.replace("\x00", "*")
+def headline_table(summary: pl.DataFrame, settings: Sequence[str], model_order: Sequence[str],
+                   reference_model: str, families: dict[str, str] | None = None,
+                   metrics: Sequence[str] = HEADLINE_METRICS) -> Table:
+    """Models x (setting x ``metrics``): the test mean over seeds with its mark against
+    ``reference_model``; best of each column bold, second underlined; "–" where a model did not
+    run; models grouped by ``families`` (see :func:`by_family`). ``results/tables/headline.md``;
+    the README's results block is this file."""
+    cell = {(r["setting"], r["model"], r["metric"]): r for r in summary.iter_rows(named=True)}
+    columns = [f"{s}:{k}" for s in settings for k in metrics]
+    models = [m for m in model_order if any((s, m, k) in cell for s in settings for k in metrics)]
+    models = by_family(models, families or {})
+    data: dict[str, list] = {"_stub": models}
+    for s in settings:
+        for k in metrics:
+            col = f"{s}:{k}"
+            present = {m: cell[s, m, k]["mean"] for m in models if (s, m, k) in cell}
+            emphasis = _ranked(present)
+            data[col] = [fmt_value(present[m]) if m in present else DASH for m in models]
+            data[col + EMPHASIS] = [emphasis.get(m, "") for m in models]
+            data[col + MARK] = [(cell[s, m, k]["mark"] or "") if m in present else "" for m in models]
+    n_seeds = sorted(set(summary.filter(pl.col("model").is_in(models))["n_seeds"].to_list()))
+    note = (
+        f"Test split, mean over {_join(n_seeds)} seeds; **bold**: best of the column, "
+        f"<ins>underlined</ins>: second; {md_stars(sig.legend_levels())}: different from {reference_model} "
+        f"(paired Wilcoxon over users). Written by `{GENERATED_BY}`."
+    )
+    return Table(
+        id="headline", title="Headline", frame=pl.DataFrame(data), columns=tuple(columns),
+        labels={f"{s}:{k}": f"{s} {short_metric_label(k)}" for s in settings for k in metrics},
+        stub="Model", notes=(note,), right=tuple(columns),
+    )
 
 
-_HTML_STYLE = """\
-body { font-family: "DejaVu Sans", Arial, sans-serif; font-size: 14px; margin: 1.5em; color: #222; max-width: 75em; }
-h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.5em; }
-table { border-collapse: collapse; margin: 0.5em 0; }
-th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; }
-th { background: #eee; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-.mark { font-weight: bold; color: #b00; }
-p.legend { font-size: 0.9em; color: #333; }
-code { background: #f3f3f3; padding: 0 0.2em; }"""
-
-
-def setting_html(
-    summary: pl.DataFrame,
-    reference: pl.DataFrame,
-    runs: pl.DataFrame,
-    setting: str,
-    select_metric: str,
-    significance: pl.DataFrame | None = None,
-    reference_model: str = "DiffRec",
-) -> str:
-    """results/tables/<setting>.html: the Markdown page as a standalone HTML page (no scripts,
-    no external resources), the form the Snakemake report embeds."""
-    page = _page(summary, reference, runs, setting, select_metric, significance, reference_model)
-    esc = html.escape
-    lines = [
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        f"<title>{esc(page['title'])}</title>",
-        f"<style>\n{_HTML_STYLE}\n</style>",
-        "</head>",
-        "<body>",
-        f"<h1>{esc(page['title'])}</h1>",
-    ]
-    lines += [f"<p>{md_inline_to_html(p)}</p>" for p in page["intro"]]
-    for ds in page["datasets"]:
-        lines += [f"<h2>{esc(ds['name'])}</h2>", "<table>", "<thead>", "<tr>"]
-        lines += [f"<th>{esc(c)}</th>" for c in page["columns"]]
-        lines += ["</tr>", "</thead>", "<tbody>"]
-        for row in ds["rows"]:
-            tds = []
-            for i, (cell, align) in enumerate(zip(row["cells"], page["align"])):
-                text = esc(cell)
-                if i == 2 and row["mark"]:
-                    text += f' <span class="mark">{esc(row["mark"])}</span>'
-                tds.append(f'<td class="num">{text}</td>' if align == "right" else f"<td>{text}</td>")
-            lines.append("<tr>" + "".join(tds) + "</tr>")
-        lines += ["</tbody>", "</table>", f'<p class="legend">{md_inline_to_html(ds["legend"])}</p>']
-    if page["notes"]:
-        lines += ["<p>Notes on the reference numbers:</p>", "<ul>"]
-        lines += [f"<li>{esc(note)}</li>" for note in page["notes"]]
-        lines.append("</ul>")
-    lines += ["</body>", "</html>"]
-    return "\n".join(lines) + "\n"
+def short_metric_label(metric: str) -> str:
+    """``recall@20`` -> ``R@20`` (column headers)."""
+    name, _, k = metric.partition("@")
+    short = {"recall": "R", "ndcg": "N", "precision": "P", "mrr": "MRR"}.get(name, name)
+    return f"{short}@{k}"
 
 
 def _fmt_statistic(x: float | None) -> str:
@@ -519,145 +652,42 @@ def _fmt_statistic(x: float | None) -> str:
     return f"{x:.1f}" if x != int(x) else f"{int(x)}"
 
 
-def significance_html(significance: pl.DataFrame, reference_model: str = "DiffRec") -> str:
-    """results/significance.html: every row of significance.csv as a readable table per setting
-    (the form the Snakemake report shows; the CSV has the full-precision numbers)."""
-    esc = html.escape
-    title = f"Paired significance tests against {reference_model}"
-    columns = ["Dataset", "Model", "Metric", "Seeds", "Users", "Users with a difference", "Mean",
-               f"Mean {reference_model}", f"Difference (model − {reference_model})", "Wilcoxon W", "p", "Mark"]
-    intro = (
-        f"Generated by `{GENERATED_BY}` from the runs' per-user test values; do not edit by hand. "
+def significance_view(significance: pl.DataFrame, reference_model: str = "DiffRec") -> Table:
+    """Every row of significance.csv, grouped by setting (``results/significance.html``; the CSV
+    has the full-precision numbers)."""
+    rows = list(significance.iter_rows(named=True))
+    data: dict[str, list] = {
+        "_group": [r["setting"] for r in rows],
+        "_stub": [r["model"] for r in rows],
+        "dataset": [r["dataset"] for r in rows],
+        "metric": [r["metric"] for r in rows],
+        "seeds": [r["seeds"].replace(" ", ", ") for r in rows],
+        "users": [str(r["n_users"]) for r in rows],
+        "nonzero": [str(r["n_nonzero"]) for r in rows],
+        "mean": [fmt_value(r["mean"]) for r in rows],
+        "mean_ref": [fmt_value(r["mean_reference"]) for r in rows],
+        "diff": [f"{r['mean_diff']:+.4f}" for r in rows],
+        "w": [_fmt_statistic(r["statistic"]) for r in rows],
+        "p": [fmt_p(r["p_value"]) for r in rows],
+    }
+    data["p" + MARK] = [r["mark"] or "" for r in rows]
+    labels = {"dataset": "Dataset", "metric": "Metric", "seeds": "Seeds", "users": "Users",
+              "nonzero": "Users with a difference", "mean": "Mean", "mean_ref": f"Mean {reference_model}",
+              "diff": f"Difference (model − {reference_model})", "w": "Wilcoxon W", "p": "p"}
+    columns = tuple(labels)
+    note = (
         f"Each row: a two-sided Wilcoxon signed-rank test (`scipy.stats.wilcoxon`, defaults: users with equal "
         f"values dropped, normal approximation above 50 users) of the model against {reference_model} on the same "
         "dataset and setting, paired over the test users, each user's values averaged over the seeds both models "
-        f"ran. **Mark**: {md_stars(sig.legend_levels())}; none for p ≥ {sig.MARKS[-1][0]:g}. The sign "
-        "of the difference is the direction. No correction for multiple comparisons. "
-        "Full precision: `results/significance.csv`."
+        f"ran. Marks after p: {md_stars(sig.legend_levels())}; none for p ≥ {sig.MARKS[-1][0]:g}. The sign of the "
+        "difference is the direction. No correction for multiple comparisons. Full precision: "
+        f"`results/significance.csv`. Generated by `{GENERATED_BY}`; do not edit by hand."
     )
-    lines = [
-        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">', f"<title>{esc(title)}</title>",
-        f"<style>\n{_HTML_STYLE}\n</style>", "</head>", "<body>", f"<h1>{esc(title)}</h1>",
-        f"<p>{md_inline_to_html(intro)}</p>",
-    ]
-    if significance.height == 0:
-        lines.append(f"<p>No tests: no setting has both {esc(reference_model)} and another model.</p>")
-    for setting in dict.fromkeys(significance["setting"].to_list()):
-        lines += [f"<h2>{esc(setting)}</h2>", "<table>", "<thead>", "<tr>"]
-        lines += [f"<th>{esc(c)}</th>" for c in columns]
-        lines += ["</tr>", "</thead>", "<tbody>"]
-        for r in significance.filter(pl.col("setting") == setting).iter_rows(named=True):
-            text = [r["dataset"], r["model"], r["metric"], r["seeds"].replace(" ", ", ")]
-            nums = [str(r["n_users"]), str(r["n_nonzero"]), fmt_value(r["mean"]), fmt_value(r["mean_reference"]),
-                    f"{r['mean_diff']:+.4f}", _fmt_statistic(r["statistic"]), fmt_p(r["p_value"])]
-            mark = f'<span class="mark">{esc(r["mark"])}</span>' if r["mark"] else ""
-            lines.append(
-                "<tr>" + "".join(f"<td>{esc(t)}</td>" for t in text)
-                + "".join(f'<td class="num">{esc(n)}</td>' for n in nums) + f"<td>{mark}</td></tr>"
-            )
-        lines += ["</tbody>", "</table>"]
-    lines += ["</body>", "</html>"]
-    return "\n".join(lines) + "\n"
-
-
-# --------------------------------------------------------------------------------------------
-# LaTeX
-
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-_LATEX_METRIC = {"recall": "Recall", "ndcg": "NDCG", "precision": "Precision", "mrr": "MRR"}
-
-
-def latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
-
-
-def _tex_value(x: float | None) -> str:
-    return "--" if x is None or math.isnan(x) else f"{x:.4f}"
-
-
-def _tex_rel(x: float | None) -> str:
-    if x is None or math.isnan(x):
-        return "--"
-    text = fmt_rel(x)
-    return f"${text[0]}${text[1:-1]}\\%"
-
-
-def _tex_metric(metric: str) -> str:
-    name, _, k = metric.partition("@")
-    return latex_escape(f"{_LATEX_METRIC.get(name, name)}@{k}" if k else _LATEX_METRIC.get(name, name))
-
-
-def setting_latex(
-    summary: pl.DataFrame,
-    runs: pl.DataFrame,
-    setting: str,
-    select_metric: str,
-    table_metrics: Sequence[str] = TABLE_METRICS,
-) -> str:
-    """results/tables/<setting>.tex: a booktabs tabular, paper-style.
-
-    Columns: dataset x metric; rows: per model, ours (mean ± std, with the significance mark
-    as a superscript), the paper's value and Δ, and, where any exist for the setting, the
-    authors' code values and Δ; under the rule, the legend of the marks.
-    """
-    prov = _provenance(runs, setting, select_metric)
-    rows = summary.filter(pl.col("setting") == setting)
-    datasets = sorted(set(rows["dataset"].to_list()))
-    models = list(dict.fromkeys(rows["model"].to_list()))  # summary order
-    with_authors = rows["authors_code"].is_not_null().any()
-    cell = {(r["dataset"], r["model"], r["metric"]): r for r in rows.iter_rows(named=True)}
-    k = len(table_metrics)
-
-    lines = [
-        f"% Generated by `{GENERATED_BY}`; do not edit by hand.",
-        f"% Runs: split(s) {prov['splits']}; model(s) {prov['models']}; seed(s) {prov['seeds']}.",
-        f"% Ours: test metrics at the epoch with the best validation {prov['select']}, "
-        "mean $\\pm$ sample std over seeds; Delta = ours / reference - 1.",
-        "% Requires \\usepackage{booktabs}.",
-        "\\begin{tabular}{ll" + "r" * (k * len(datasets)) + "}",
-        "\\toprule",
-        " & & " + " & ".join(f"\\multicolumn{{{k}}}{{c}}{{{latex_escape(d)}}}" for d in datasets) + " \\\\",
-        "".join(f"\\cmidrule(lr){{{3 + i * k}-{2 + (i + 1) * k}}}" for i in range(len(datasets))),
-        "Model & & " + " & ".join(_tex_metric(m) for d in datasets for m in table_metrics) + " \\\\",
-    ]
-
-    def row(model_label: str, label: str, fn) -> str:
-        values = [fn(cell.get((d, model, m))) for d in datasets for m in table_metrics]
-        return f"{model_label} & {label} & " + " & ".join(values) + " \\\\"
-
-    def ours(r):
-        if r is None:
-            return "--"
-        text = _tex_value(r["mean"])
-        if r["std"] is not None and not math.isnan(r["std"]):
-            text += f" $\\pm$ {_tex_value(r['std'])}"
-        if r["mark"]:
-            text += f"$^{{{r['mark']}}}$"
-        return text
-
-    def get(col, fmt):
-        return lambda r: "--" if r is None else fmt(r[col])
-
-    for model in models:
-        ns = sorted({r["n_seeds"] for (d, m, _), r in cell.items() if m == model})
-        n_label = f"$n{{=}}{ns[0]}$" if len(ns) == 1 else f"$n{{=}}{ns[0]}$--${ns[-1]}$"
-        lines.append("\\midrule")
-        lines.append(row(latex_escape(model), f"Ours ({n_label})", ours))
-        lines.append(row("", "Paper", get("paper", _tex_value)))
-        lines.append(row("", "$\\Delta$ vs paper", get("rel_diff_paper", _tex_rel)))
-        if with_authors:
-            lines.append(row("", "Authors' code (2-core CPU)", get("authors_code", _tex_value)))
-            lines.append(row("", "$\\Delta$ vs authors' code", get("rel_diff_authors_code", _tex_rel)))
-    lines.append("\\bottomrule")
-    tested = rows.filter(pl.col("tested_against").is_not_null())
-    if tested.height:
-        against = latex_escape(_join(sorted(set(tested["tested_against"].to_list()))))
-        metrics = ", ".join(_tex_metric(m) for m in dict.fromkeys(tested["metric"].to_list()))
-        levels = ", ".join(f"$^{{{text}}}$\\,$p<{level:g}$" for level, text in sig.MARKS)
-        lines.append(
-            f"\\multicolumn{{{2 + k * len(datasets)}}}{{l}}{{\\footnotesize {levels}: two-sided Wilcoxon signed-rank "
-            f"test vs {against} over users ({metrics}; results/significance.csv).}} \\\\"
-        )
-    lines.append("\\end{tabular}")
-    return "\n".join(lines) + "\n"
+    if not rows:
+        note = f"No tests: no setting has both {reference_model} and another model. " + note
+    schema = {c: pl.String for c in data}
+    return Table(
+        id="significance", title=f"Paired significance tests against {reference_model}",
+        frame=pl.DataFrame(data, schema=schema), columns=columns, labels=labels, stub="Model", group="Setting",
+        notes=(note,), right=("users", "nonzero", "mean", "mean_ref", "diff", "w", "p"),
+    )

@@ -20,8 +20,14 @@ def report_tables():
             f"results/tables/{setting}.html",
             caption=f"{REPORT_DIR}/table.rst",
             category="1. Tables",
-            labels={"setting": setting, "content": "test metrics vs paper, significance vs DiffRec"},
+            labels={"setting": setting, "content": "test metrics, significance vs DiffRec"},
         ))
+    pages.append(report(
+        "results/tables/reproduction.html",
+        caption=f"{REPORT_DIR}/reproduction.rst",
+        category="1. Tables",
+        labels={"setting": "all", "content": "ours vs the paper and the authors' code"},
+    ))
     return pages
 
 
@@ -95,6 +101,8 @@ rule aggregate:
             labels={"setting": "all", "content": "every paired test against DiffRec, with p-values"},
         ),
         tables=expand("results/tables/{setting}.{ext}", setting=SETTINGS, ext=["md", "csv", "tex"]),
+        reproduction=expand("results/tables/reproduction.{ext}", ext=["md", "tex"]),
+        headline="results/tables/headline.md",
         html=report_tables(),
         figures=report_figures(),
     params:
