@@ -317,11 +317,12 @@ def build_outputs(
     outputs[base.with_suffix(".md")] = tables.to_markdown(reproduction)
     outputs[base.with_suffix(".tex")] = tables.to_latex(reproduction)
     outputs[base.with_suffix(".html")] = tables.to_html(reproduction)
+    grouped = tables.by_family(model_order, families)  # the tables' row order
     for setting in settings:
         outputs[out_dir / "figures" / f"valid_curves_{setting}.png"] = figures.validation_curves(
-            history, setting, select_metric, model_order
+            history, setting, select_metric, grouped
         )
-        outputs[out_dir / "figures" / f"test_bars_{setting}.png"] = figures.bar_chart(summary, setting, model_order)
+        outputs[out_dir / "figures" / f"test_bars_{setting}.png"] = figures.bar_chart(summary, setting, grouped)
     if record is not None:
         outputs[out_dir / "figures" / "efficiency.png"] = figures.efficiency(record)
     return outputs

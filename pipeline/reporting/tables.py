@@ -382,7 +382,7 @@ def to_gt(table: Table):
         gt = gt.cols_align("right", columns=list(table.right))
     for note in table.notes:
         gt = gt.tab_source_note(md(note))
-    return gt
+    return gt.opt_css(f"#{table.id} sup {{ line-height: 0; }}")  # marks do not lower their row's baseline
 
 
 def to_html(table: Table) -> str:
