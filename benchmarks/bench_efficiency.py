@@ -52,7 +52,7 @@ import numpy as np, torch
 from pipeline.config import load_params, evaluation_config, training_config
 from pipeline.data.dataset import load_interactions, dense_rows
 from pipeline.evaluation.evaluator import Evaluator
-from pipeline.training.run import build_model, load_clusters, load_hyperbolic
+from pipeline.training.fitting import build_model, load_clusters, load_hyperbolic
 from pipeline.allocator import keep_freed_memory
 keep_freed_memory()  # as `python -m pipeline` does
 params = load_params()
@@ -94,7 +94,7 @@ def parameter_count(model: str, n_users: int, n_items: int) -> int:
     if model == "diffrec":
         cfg = type(cfg)(**{**cfg.__dict__, "dims": [1000]})
     side = {}
-    if getattr(MODELS[model], "needs_clusters", False):
+    if "clusters" in MODELS[model].requires:
         side["clusters"] = (np.arange(n_items) >= n_items // 2).astype(np.int64)
     m = MODELS[model](cfg, n_users, n_items, **side)  # built in memory: ~0.8 GB for Amazon-book DiffRec
     count = sum(p.numel() for p in m.parameters())

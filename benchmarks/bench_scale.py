@@ -136,7 +136,7 @@ def measure(scale: str, model_name: str, folder: Path, device: str) -> dict:
     """One epoch + one evaluation pass of one model (run in a child process)."""
     from pipeline.config import evaluation_config, training_config
     from pipeline.data.dataset import InteractionData
-    from pipeline.training.run import build_model
+    from pipeline.training.fitting import build_model
     from pipeline.training.trainer import resolve_device, train_run
 
     params = load_params()

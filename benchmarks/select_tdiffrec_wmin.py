@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pipeline.config import evaluation_config, load_params, training_config
 from pipeline.data.dataset import load_interactions
-from pipeline.training.run import build_model
+from pipeline.training.fitting import build_model
 from pipeline.training.trainer import train_run
 
 

@@ -82,9 +82,9 @@ def cmd_embed(args, params):
 
 
 def cmd_embed_hyperbolic(args, params):
-    from pipeline.hyperbolic import train_hyperbolic_embeddings
+    from pipeline.embeddings import train_hyperbolic
 
-    train_hyperbolic_embeddings(params, args.split, args.data, args.out)
+    train_hyperbolic(params, args.split, args.data, args.out)
 
 
 def cmd_import_embeddings(args, params):

@@ -171,7 +171,7 @@ def check_semantics(params: dict) -> None:
         cls = model_class(params, variant)
         for split in block.get("per_split", {}) or {}:
             _require_member(f"models.{variant}.per_split.{split}", split, params["splits"])
-        if getattr(cls, "needs_clusters", False):
+        if "clusters" in cls.requires:
             if "embeddings" not in block:
                 raise ConfigError(f"models.{variant}", f"latent model variants name their item embeddings; add embeddings: one of {params['embeddings']['sources']}")
             _require_member(f"models.{variant}.embeddings", block["embeddings"], params["embeddings"]["sources"])
@@ -188,11 +188,11 @@ def check_semantics(params: dict) -> None:
         hyperbolic = models_key == "hyperbolic_models"
         for i, variant in enumerate(exp.get(models_key, [])):
             _require_member(f"experiments.{models_key}[{i}]", variant, params["models"])
-            if bool(getattr(model_class(params, variant), "needs_hyperbolic", False)) != hyperbolic:
+            if ("hyperbolic" in model_class(params, variant).requires) != hyperbolic:
                 raise ConfigError(f"experiments.{models_key}[{i}]", f"{variant!r} {'does not need' if hyperbolic else 'needs'} the "
                                   f"stage-1 hyperbolic embeddings (models.{HYPERBOLIC_MODEL}); list it under experiments."
                                   f"{'models' if hyperbolic else 'hyperbolic_models'}")
-            if bool(getattr(model_class(params, variant), "needs_clusters", False)) != latent:
+            if ("clusters" in model_class(params, variant).requires) != latent:
                 raise ConfigError(f"experiments.{models_key}[{i}]", f"{variant!r} {'does not need' if latent else 'needs'} item clusters; list it under "
                                   f"experiments.{models_key.replace('latent_', '') if latent else models_key.replace('models', 'latent_models')}")
             if models_key == "few_seed_models" and variant in exp.get("models", []):
@@ -313,8 +313,7 @@ def model_class(params: dict, variant: str):
 def display_names(params: dict, variant: str) -> tuple[str, str]:
     """(row name in the tables, model name in the paper) of a variant."""
     cls = model_class(params, variant)
-    paper = getattr(cls, "display_name", None) or variant
-    return params["models"][variant].get("display", paper), paper
+    return params["models"][variant].get("display", cls.display_name), cls.display_name
 
 
 def model_config(params: dict, model: str, split: str, tuned: dict[str, Any] | None = None):

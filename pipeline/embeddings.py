@@ -1,4 +1,4 @@
-"""The item-embedding stage: the item vectors L-DiffRec clusters.
+"""The embedding stages: the item vectors L-DiffRec clusters, and HDRM's stage-1 points.
 
 Two ways to get ``item_emb.npy`` (float32, (n_items, emb_size)):
 
@@ -6,7 +6,10 @@ Two ways to get ``item_emb.npy`` (float32, (n_items, emb_size)):
   interactions with the shared training loop (early stopping on valid recall@20) and writes the
   final propagated item embeddings of the best state;
 * :func:`import_released` copies the authors' released ``item_emb.npy`` (a pre-trained LightGCN,
-  64-d) after checking it fits the prepared split.
+  64-d) after checking it fits the prepared split;
+* :func:`train_hyperbolic` (the embed-hyperbolic stage) trains HGCF (``models.hgcf``) and writes
+  the best state's user and item points of the hyperboloid (``user_emb.npy``, ``item_emb.npy``),
+  which HDRM reads (:func:`pipeline.hyperbolic.load_hyperbolic_embeddings`).
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import hyperbolic
+from pipeline.config import HYPERBOLIC_MODEL
 from pipeline.data.dataset import load_interactions
 from pipeline.io import atomic_path, read_json
 from pipeline.training.checkpoint import load_checkpoint
-from pipeline.training.run import fit
+from pipeline.training.fitting import fit
 
 EMBEDDINGS_FILE = "item_emb.npy"
 MODEL_NAME = "lightgcn"
@@ -75,3 +80,27 @@ def import_released(raw_dir: str, data_dir: str, out_dir: str) -> None:
         raise ValueError(f"{source}: holds NaN or infinite values")
     write_embeddings(Path(out_dir) / EMBEDDINGS_FILE, array)
     print(f"[embeddings] imported {source} {array.shape} {array.dtype} -> {Path(out_dir) / EMBEDDINGS_FILE}", flush=True)
+
+
+def train_hyperbolic(params: dict, split: str, data_dir: str, out_dir: str, seed: int | None = None) -> dict:
+    """Train HGCF (``models.hgcf``) on ``data_dir`` with the shared trainer (seed ``seed``, default
+    ``params['embeddings']['seed']``) into ``out_dir``; writes the run folder plus the best
+    state's ``user_emb.npy`` and ``item_emb.npy``; returns the metrics."""
+    seed = int(params["embeddings"]["seed"]) if seed is None else int(seed)
+    out = Path(out_dir)
+    data = load_interactions(data_dir)
+    tag = f"{split} hgcf-embeddings seed {seed}"
+    timing_path = Path("logs") / "timing" / f"{split}_hgcf-embeddings.json"
+    model, metrics = fit(params, split, HYPERBOLIC_MODEL, seed, data, out, tag, timing_path)
+    best = load_checkpoint(out / "model.pt", made_by="embed-hyperbolic")
+    model.load_state_dict(best["model"])
+    users, items = model.final_embeddings()
+    write_embeddings(out / hyperbolic.USER_FILE, users.numpy())
+    write_embeddings(out / hyperbolic.ITEM_FILE, items.numpy())
+    k = params["training"]["select_metric"]
+    print(
+        f"[{tag}] best epoch {metrics['best_epoch']}: valid {k} {metrics['valid'][k]:.4f}, test {k} "
+        f"{metrics['test'][k]:.4f}; wrote {out / hyperbolic.USER_FILE} {tuple(users.shape)} and {out / hyperbolic.ITEM_FILE} {tuple(items.shape)}",
+        flush=True,
+    )
+    return metrics

@@ -36,7 +36,7 @@ import polars as pl
 from pipeline.config import ConfigError, grid_points
 from pipeline.data.dataset import load_interactions
 from pipeline.io import atomic_path, read_json, write_json
-from pipeline.training.run import fit, load_clusters
+from pipeline.training.fitting import fit, load_clusters
 from pipeline.training.trainer import format_duration
 
 SELECTED_FILE = "selected.json"

@@ -41,9 +41,9 @@ def run_inputs(params: dict, split: str, model: str) -> dict[str, str | None]:
     cls = model_class(params, model)
     return {
         "data": f"data/prepared/{split}",
-        "clusters": f"data/clusters/{split}" if getattr(cls, "needs_clusters", False) else None,
+        "clusters": f"data/clusters/{split}" if "clusters" in cls.requires else None,
         "tuned": f"runs/{split}/{model}/tuning/selected.json" if params["models"][model].get("grid") else None,
-        "hyperbolic": HYPERBOLIC_DIR.format(split=split) if getattr(cls, "needs_hyperbolic", False) else None,
+        "hyperbolic": HYPERBOLIC_DIR.format(split=split) if "hyperbolic" in cls.requires else None,
     }
 
 

@@ -27,7 +27,7 @@ from pipeline.models.mostpop import MostPop
 from pipeline.models.multidae import MultiDAE
 from pipeline.models.multidaepp import MultiDAEPP
 from pipeline.models.multivae import MultiVAE
-from pipeline.training.run import build_model
+from pipeline.training.fitting import build_model
 from pipeline.training.trainer import train_run
 from planted import write_planted
 
@@ -376,7 +376,7 @@ def test_runs_on_cuda(data, name):
     model = make(name, data).to("cuda")
     users = np.array([3, 1, 2])
     rows = dense_rows(model.input_matrix(data), users).to("cuda")
-    if getattr(model, "trainable", True):
+    if model.trainable:
         model.train()
         model.loss(rows, users).backward()
     model.eval()

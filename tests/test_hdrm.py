@@ -21,16 +21,15 @@ from pipeline.hyperbolic import (
     logmap0,
     minkowski_norm2,
     pairwise_sqdist,
-    row_normalized_adjacency,
-    sample_pairs,
     sqdist,
     to_tangent0,
-    train_hyperbolic_embeddings,
 )
 from pipeline.models import MODELS
+from pipeline.models.layers import row_normalized_adjacency, sample_pairs
 from pipeline.models.hdrm import HDRM, HDRMConfig, geometric_noise
 from pipeline.models.hgcf import HGCF, HGCFConfig
-from pipeline.training.run import build_model
+from pipeline.embeddings import train_hyperbolic
+from pipeline.training.fitting import build_model
 from pipeline.training.trainer import train_run
 from planted import write_planted
 
@@ -83,7 +82,7 @@ def stage1(data_dir, tmp_path_factory) -> tuple[dict, Path]:
 
     os.chdir(out)  # the timing file goes to ./logs/timing
     try:
-        metrics = train_hyperbolic_embeddings(params_for(), SPLIT, str(data_dir), str(out / "run"))
+        metrics = train_hyperbolic(params_for(), SPLIT, str(data_dir), str(out / "run"))
     finally:
         os.chdir(cwd)
     return metrics, out / "run"
@@ -246,7 +245,7 @@ def test_stage1_writes_loadable_embeddings_deterministically(stage1, data, data_
     model.load_state_dict(saved["model"])
     np.testing.assert_array_equal(model.final_embeddings()[1].numpy(), emb.items)
     monkeypatch.chdir(tmp_path)
-    assert train_hyperbolic_embeddings(params_for(), SPLIT, str(data_dir), str(tmp_path / "again")) == metrics
+    assert train_hyperbolic(params_for(), SPLIT, str(data_dir), str(tmp_path / "again")) == metrics
     for name in ("user_emb.npy", "item_emb.npy"):
         assert (folder / name).read_bytes() == (tmp_path / "again" / name).read_bytes()
     # a broken artifact is refused
@@ -268,7 +267,7 @@ def hdrm_config(**overrides) -> HDRMConfig:
 
 
 def test_hdrm_registered_and_config_checks(stage1):
-    assert MODELS["hdrm"] is HDRM and HDRM.display_name == "HDRM" and HDRM.needs_hyperbolic
+    assert MODELS["hdrm"] is HDRM and HDRM.display_name == "HDRM" and HDRM.requires == {"hyperbolic"}
     assert model_config(params_for(), "hdrm", SPLIT) == HDRMConfig(**HDRM_HYPER)
     bad = HDRMConfig(**{**HDRM_HYPER, "act": "gelu", "alpha": 1.5, "mix": -0.1, "noise_scale": 0.0})
     assert {key for key, _ in bad.problems()} == {"act", "alpha", "mix", "noise_scale"}

@@ -17,7 +17,7 @@ from planted import write_planted
 from pipeline.models import MODELS
 from pipeline.models.diffrec import DiffRec, DiffRecConfig
 from pipeline.models.ldiffrec import LDiffRec, LDiffRecConfig, LTDiffRec, LTDiffRecConfig, latent_sizes
-from pipeline.training.run import build_model
+from pipeline.training.fitting import build_model
 from pipeline.training.trainer import RESUME_FILE, train_run
 
 HYPER = dict(

@@ -17,7 +17,7 @@ from planted import write_planted
 from pipeline.embeddings import train_lightgcn
 from pipeline.models import MODELS
 from pipeline.models.lightgcn import LightGCN, LightGCNConfig, normalized_adjacency
-from pipeline.training.run import build_model
+from pipeline.training.fitting import build_model
 from pipeline.training.trainer import train_run
 
 N_USERS, N_ITEMS, GROUPS = 60, 40, 3

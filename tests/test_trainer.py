@@ -17,7 +17,7 @@ from pipeline.data.dataset import dense_rows, load_interactions
 from planted import write_planted
 from pipeline.evaluation.evaluator import Evaluator
 from pipeline.training.checkpoint import CheckpointMismatch, CorruptCheckpoint, fingerprint, load_checkpoint
-from pipeline.training.run import build_model
+from pipeline.training.fitting import build_model
 from pipeline.training.trainer import CORRUPT_SUFFIX, RESUME_FILE, TrainingDiverged, format_duration, train_run
 
 N_USERS, N_ITEMS, GROUPS = 60, 40, 3

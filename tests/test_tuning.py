@@ -11,7 +11,8 @@ import pytest
 from pipeline.config import ConfigError, check_semantics, grid_points, load_params
 from pipeline.data.dataset import load_interactions
 from pipeline.tuning import RUN_FILES, SELECTED_FILE, main as tune, read_selected, select
-from pipeline.training.run import fit, main as train
+from pipeline.training.fitting import fit
+from pipeline.training.run import main as train
 from planted import write_planted
 from test_trainer import HYPER, N_ITEMS, N_USERS
 

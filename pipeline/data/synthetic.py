@@ -92,18 +92,14 @@ class SyntheticSpec:
 
 def spec_from(preset: str | SyntheticSpec | Mapping[str, Any], params: dict | None = None) -> SyntheticSpec:
     """A spec from a preset name (looked up in ``params['synthetic']['presets']``), a mapping or a spec."""
+    if isinstance(preset, str):
+        presets = ((params or {}).get("synthetic") or {}).get("presets") or {}
+        if preset not in presets:
+            raise ValueError(f"unknown synthetic preset {preset!r}; the params' synthetic.presets: {sorted(presets)}")
+        preset = presets[preset]
     if isinstance(preset, SyntheticSpec):
         spec = preset
     else:
-        if isinstance(preset, str):
-            from pipeline.config import params_path, synthetic_config
-
-            if params is None:  # only the synthetic block is needed: no full validation (no torch import)
-                import yaml
-
-                with open(params_path()) as fh:
-                    params = yaml.safe_load(fh)
-            return synthetic_config(params, preset)
         fields = {f.name for f in dataclasses.fields(SyntheticSpec)}
         unknown = sorted(set(preset) - fields)
         if unknown:
@@ -225,8 +221,7 @@ def synthetic_matrix(
 ) -> tuple[sp.csr_matrix, np.ndarray]:
     """The synthetic data straight as a user x item CSR matrix, for benchmarks (no disk round trip).
 
-    ``preset``: a preset name of ``params['synthetic']['presets']`` (``params`` default: the
-    params file, ``$PIPELINE_PARAMS`` or ``./params.yaml``), a mapping of
+    ``preset``: a preset name of ``params['synthetic']['presets']``, a mapping of
     :class:`SyntheticSpec` fields, or a spec. Returns ``(matrix, timestamps)``: ``matrix`` is a
     float32 CSR of shape (n_users, n_items) with 1.0 at every interaction (all of them: no
     train/valid/test split), canonical (sorted indices, no duplicates); ``timestamps`` is an

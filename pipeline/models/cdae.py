@@ -30,14 +30,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.data.dataset import InteractionData
 from pipeline.models import checks as c
-from pipeline.models.ldiffrec import _dropout
+from pipeline.models.base import Recommender
+from pipeline.models.layers import dropout
 
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh, "identity": lambda x: x}
 LOSSES = ("bce", "mse")
@@ -67,7 +66,7 @@ class CDAEConfig:
         ]
 
 
-class CDAE(nn.Module):
+class CDAE(Recommender, key="cdae"):
     Config = CDAEConfig
     display_name = "CDAE"
     family = "generative"  # the tables' row group: classic, generative or diffusion
@@ -86,8 +85,6 @@ class CDAE(nn.Module):
         self._activation = ACTIVATIONS[config.hidden_activation]
 
     # ---- the model contract ------------------------------------------------------------
-    def input_matrix(self, data: InteractionData) -> sp.csr_matrix:
-        return data.train
 
     def optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.config.lr)
@@ -108,13 +105,11 @@ class CDAE(nn.Module):
     def scores(self, rows: torch.Tensor, users: np.ndarray) -> torch.Tensor:
         return self.forward(rows, self._user_index(users))
 
-    def n_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
     # ---- pieces ------------------------------------------------------------------------
     def forward(self, rows: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """Output pre-activations (batch, n_items); input corruption only in training mode."""
-        corrupted = _dropout(rows, self.config.corruption, self.training)
+        corrupted = dropout(rows, self.config.corruption, self.training)
         hidden = self._activation(self.encoder(corrupted) + self.user_embedding(idx))
         return self.decoder(hidden)
 

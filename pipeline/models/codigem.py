@@ -47,12 +47,11 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from torch import nn
 
-from pipeline.data.dataset import InteractionData
 from pipeline.models import checks as c
+from pipeline.models.base import Recommender
 
 P_INIT_STD = 1e-4  # released init of the reverse networks' first layer (weights and biases)
 LOG_2PI = math.log(2.0 * math.pi)
@@ -95,7 +94,7 @@ def _squared_norm(x: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(x, dim=1).square()
 
 
-class CODIGEM(nn.Module):
+class CODIGEM(Recommender, key="codigem"):
     Config = CODIGEMConfig
     display_name = "CODIGEM"
     family = "diffusion"  # the tables' row group: classic, generative or diffusion
@@ -116,8 +115,6 @@ class CODIGEM(nn.Module):
         self.log_beta = math.log(config.beta)
 
     # ---- the model contract ------------------------------------------------------------
-    def input_matrix(self, data: InteractionData) -> sp.csr_matrix:
-        return data.train
 
     def optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.Adamax(self.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
@@ -146,5 +143,3 @@ class CODIGEM(nn.Module):
     def scores(self, rows: torch.Tensor, users: np.ndarray | None = None) -> torch.Tensor:
         return self.decoder(self.keep * rows)  # mu_x at the mean of q(z_1 | x)
 
-    def n_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())

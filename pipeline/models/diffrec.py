@@ -4,15 +4,7 @@ Reference: Wenjie Wang, Yiyan Xu, Fuli Feng, Xinyu Lin, Xiangnan He, Tat-Seng Ch
 "Diffusion Recommender Model". SIGIR 2023. arXiv:2304.04971.
 Released code: github.com/YiyanXu/DiffRec (``DNN`` and ``GaussianDiffusion``).
 
-Contract shared by every model of the project:
-    ``Model(config, n_users, n_items, *, data=None, clusters=None)``  side inputs by keyword
-    ``Config``                      hyperparameter dataclass (from params.yaml), ``problems()``
-    ``display_name``                the name used in tables (and looked up in the paper's)
-    ``needs_clusters``              optional, True for latent models that take ``clusters``
-    ``model.input_matrix(data)``    the CSR whose rows are the training and inference input
-    ``model.loss(rows, users)``     scalar training loss of one batch of dense input rows
-    ``model.scores(rows, users)``   full-ranking scores (batch, n_items); higher ranks first
-    ``model.optimizer()``           the optimizer over its parameters
+The contract every model implements: ``pipeline/models/base.py`` (``Recommender``).
 
 Denoiser: MLP over [dropout(x_t), Linear(sinusoidal(t))] with tanh between layers, Xavier-normal
 weights; dims [200, 600] means items+emb -> 600 -> 200 -> 600 -> items.
@@ -30,19 +22,18 @@ The denoiser's dense products, in training and inference, go through ``pipeline.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.data.dataset import InteractionData
 from pipeline.models import checks as c
 from pipeline.models.diffusion import SCHEDULES, GaussianDiffusion
 from pipeline.models.linear import Linear, linear, linear_add, linear_tanh, pack
+from pipeline.models.base import Recommender
+from pipeline.models.layers import dropout, timestep_embedding, xavier_normal_
 
 
 @dataclass(frozen=True)
@@ -89,17 +80,6 @@ class DiffRecConfig:
         return out + c.unit_interval(self, "uniform_prob")
 
 
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding [cos, sin] of the timesteps, as in DiffRec's DNN."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    args = t[:, None].float() * freqs[None]
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-    if dim % 2:
-        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
-    return emb
-
-
 def fast_tanh_(x: torch.Tensor) -> torch.Tensor:
     """In-place tanh; on the CPU through NumPy's SIMD kernel, several times faster than torch's
     there and as accurate (within 1 ulp)."""
@@ -115,13 +95,6 @@ def sparse_rows_matmul(rows: torch.Tensor, weight_t: torch.Tensor) -> torch.Tens
     r, c = rows.nonzero(as_tuple=True)
     offsets = torch.searchsorted(r, torch.arange(rows.shape[0], device=rows.device))
     return F.embedding_bag(c, weight_t, offsets, mode="sum", per_sample_weights=rows[r, c])
-
-
-def xavier_normal_(layer: nn.Linear) -> None:
-    """DiffRec's init: weights N(0, sqrt(2 / (fan_in + fan_out))), biases N(0, 0.001)."""
-    fan_out, fan_in = layer.weight.shape
-    nn.init.normal_(layer.weight, 0.0, math.sqrt(2.0 / (fan_in + fan_out)))
-    nn.init.normal_(layer.bias, 0.0, 0.001)
 
 
 class FirstLayer(torch.autograd.Function):
@@ -188,15 +161,7 @@ class MLPDenoiser(nn.Module):
         return h
 
     def _drop(self, x: torch.Tensor) -> torch.Tensor:
-        """Inverted dropout (keep with prob. 1-p, scale by 1/(1-p)), only in training mode.
-
-        Same distribution as ``nn.Dropout``; the mask comes from ``torch.rand`` because
-        ``bernoulli_`` took a sixth of an ML-1M epoch on 2 CPU cores.
-        """
-        if not self.training or self.dropout == 0.0:
-            return x
-        keep = torch.rand_like(x) >= self.dropout
-        return (x * keep).div_(1.0 - self.dropout)  # = x * keep / (1 - p), in place
+        return dropout(x, self.dropout, self.training)
 
 
 def _same_values(saved: list[torch.Tensor], current: list[torch.Tensor]) -> bool:
@@ -231,7 +196,7 @@ class _InferencePlan:
     out_bias: torch.Tensor  # b_out * c1 of the last step
 
 
-class DiffRec(nn.Module):
+class DiffRec(Recommender, key="diffrec"):
     Config = DiffRecConfig
     display_name = "DiffRec"
     family = "diffusion"  # the tables' row group: classic, generative or diffusion
@@ -261,8 +226,6 @@ class DiffRec(nn.Module):
         state["_plan_cache"] = None
         return state
 
-    def input_matrix(self, data: InteractionData) -> sp.csr_matrix:
-        return data.train
 
     def optimizer(self) -> torch.optim.Optimizer:
         # fused: one kernel per step instead of a loop over parameters (7 % of an ML-1M epoch)
@@ -358,5 +321,3 @@ class DiffRec(nn.Module):
             out_bias=last.bias * last_c1,
         )
 
-    def n_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())

@@ -6,11 +6,11 @@ Released code: github.com/yuanmeng-cpu/HDRM (``model.py``, ``diffusion.py``, ``u
 ``train_ml.py``); the 0.95 / 0.05 output mixing follows the authors' model as ported in
 umsimonchen/TV-Diff (``model/graph/HDRM.py``).
 
-Contract: the shared model contract (see ``pipeline/models/diffrec.py``). The frozen stage-1
+Contract: the shared model contract (``pipeline/models/base.py``). The frozen stage-1
 embeddings come by keyword: ``hyperbolic=`` a :class:`pipeline.hyperbolic.HyperbolicEmbeddings`
 (``load_hyperbolic_embeddings(folder)`` of the HGCF stage's ``user_emb.npy`` / ``item_emb.npy``)
-or a (users, items) pair of arrays, points of the hyperboloid; ``needs_hyperbolic = True`` marks
-the class for the train stage. ``data`` is accepted and not needed.
+or a (users, items) pair of arrays, points of the hyperboloid; ``requires = {"hyperbolic"}`` tells
+the train stage. ``data`` is accepted and not needed.
 
 Model (curvature -1, geoopt's Lorentz maps, :mod:`pipeline.hyperbolic`):
 
@@ -59,7 +59,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -73,12 +72,12 @@ from pipeline.hyperbolic import (
     logmap0,
     pairwise_sqdist,
     projx,
-    sample_pairs,
     sqdist,
 )
 from pipeline.models import checks as c
-from pipeline.models.diffrec import timestep_embedding, xavier_normal_
+from pipeline.models.layers import dropout, sample_pairs, timestep_embedding, xavier_normal_
 from pipeline.models.diffusion import GaussianDiffusion
+from pipeline.models.base import Recommender
 
 ACTIVATIONS = {"relu": F.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
 
@@ -148,11 +147,7 @@ class ConditionalDenoiser(nn.Module):
         return h
 
     def _drop(self, x: torch.Tensor) -> torch.Tensor:
-        """Inverted dropout in training mode (mask from torch.rand, as DiffRec's denoiser here)."""
-        if not self.training or self.dropout == 0.0:
-            return x
-        keep = torch.rand_like(x) >= self.dropout
-        return x * keep / (1.0 - self.dropout)
+        return dropout(x, self.dropout, self.training)
 
 
 def geometric_noise(noise: torch.Tensor, z0: torch.Tensor) -> torch.Tensor:
@@ -172,11 +167,12 @@ def _as_points(value) -> tuple[np.ndarray, np.ndarray]:
     raise TypeError(f"hyperbolic= must be HyperbolicEmbeddings or a (users, items) pair, got {type(value).__name__}")
 
 
-class HDRM(nn.Module):
+class HDRM(Recommender, key="hdrm"):
     Config = HDRMConfig
     display_name = "HDRM"
     family = "diffusion"  # the tables' row group: classic, generative or diffusion
-    needs_hyperbolic = True  # takes hyperbolic=load_hyperbolic_embeddings(<stage-1 folder>)
+    requires = frozenset({"hyperbolic"})  # takes hyperbolic=load_hyperbolic_embeddings(<stage-1 folder>)
+    samples_when_scoring = True  # inference starts from q_sample(..., eps), as released
 
     def __init__(self, config: HDRMConfig, n_users: int, n_items: int, *, data: InteractionData | None = None,
                  hyperbolic=None, **side):
@@ -208,8 +204,6 @@ class HDRM(nn.Module):
         self.item_denoiser = ConditionalDenoiser(size, list(config.dims), config.emb_size, config.dropout, config.act)
 
     # ------------------------------------------------------------------ contract
-    def input_matrix(self, data: InteractionData) -> sp.csr_matrix:
-        return data.train
 
     def optimizer(self) -> torch.optim.Optimizer:
         # the released code has one Adam per denoiser with the same settings: the same updates
@@ -264,8 +258,6 @@ class HDRM(nn.Module):
             out[row] = -sqdist(point.expand(self.n_items, -1), self.item_points)
         return out
 
-    def n_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
     # ------------------------------------------------------------------ internals
     def _q_sample(self, z0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

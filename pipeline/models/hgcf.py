@@ -7,8 +7,8 @@ Deqing Wang, Fuzhen Zhuang. "HDRM: Hyperbolic Diffusion Recommender Model". WWW 
 arXiv:2504.01541 (code: yuanmeng-cpu/HDRM, ``model.py``'s ``LightGCN`` with a ``Hyperboloid``
 manifold; the repository ships no training code for this stage, it loads pre-trained weights).
 
-Contract: the shared model contract (see ``pipeline/models/diffrec.py``); the model needs the
-training graph, so it takes ``data`` by keyword. :func:`pipeline.hyperbolic.train_hyperbolic_embeddings`
+Contract: the shared model contract (``pipeline/models/base.py``); the model needs the
+training graph, so it takes ``data`` by keyword. :func:`pipeline.embeddings.train_hyperbolic`
 trains it with the shared trainer and writes its final embeddings for HDRM.
 
 Model (Lorentz model, curvature -1; every map is geoopt's, see :mod:`pipeline.hyperbolic`):
@@ -22,7 +22,7 @@ Model (Lorentz model, curvature -1; every map is geoopt's, see :mod:`pipeline.hy
   expmap0(sum);
 * score(u, i) = -d^2(u, i), the squared Lorentz distance;
 * loss: every train interaction (u, i) of the batch's users is one pair with one negative j
-  drawn uniformly among u's non-train items (:func:`pipeline.hyperbolic.sample_pairs`);
+  drawn uniformly among u's non-train items (:func:`pipeline.models.layers.sample_pairs`);
   loss = sum over pairs max(0, d^2(u, i) - d^2(u, j) + margin), each d^2 clamped at 50 (HGCF);
 * optimiser: Riemannian SGD with momentum and weight decay (geoopt's ``RiemannianSGD``; HGCF
   and HDRM use their own copy of the same algorithm: weight decay added to the Euclidean
@@ -39,7 +39,7 @@ Differences from the released code, on purpose:
   clamps and loops over users, here all items are scored by one matrix product per batch.
 
 The propagation is the same matrix product on the whole graph at every batch; on the CPU it runs
-through scipy (:class:`pipeline.hyperbolic.SparseOperator`); G is not symmetric, so the backward
+through scipy (:class:`pipeline.models.layers.SparseOperator`); G is not symmetric, so the backward
 pass multiplies by G^T.
 """
 
@@ -48,25 +48,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 import torch
-from torch import nn
 
 from pipeline.data.dataset import InteractionData
 from pipeline.hyperbolic import (
     LORENTZ,
     SQDIST_CLAMP,
-    SparseOperator,
     expmap0,
     geoopt,  # imported there, without geoopt's import-time deprecation warnings
     logmap0,
     pairwise_sqdist,
     projx,
-    row_normalized_adjacency,
-    sample_pairs,
     sqdist,
 )
 from pipeline.models import checks as c
+from pipeline.models.base import Recommender
+from pipeline.models.layers import SparseOperator, row_normalized_adjacency, sample_pairs
 
 
 @dataclass(frozen=True)
@@ -92,7 +89,7 @@ class HGCFConfig:
         return out + c.non_negative(self, "margin") + c.positive(self, "init_scale")
 
 
-class HGCF(nn.Module):
+class HGCF(Recommender, key="hgcf"):
     Config = HGCFConfig
     display_name = "HGCF"
     family = "classic"  # the tables' row group: classic, generative or diffusion
@@ -117,8 +114,6 @@ class HGCF(nn.Module):
         return expmap0(u).detach()
 
     # ------------------------------------------------------------------ contract
-    def input_matrix(self, data: InteractionData) -> sp.csr_matrix:
-        return data.train
 
     def optimizer(self) -> torch.optim.Optimizer:
         return geoopt.optim.RiemannianSGD(
@@ -148,8 +143,6 @@ class HGCF(nn.Module):
         users, items = self.propagate()
         return users.detach().float().cpu().clone(), items.detach().float().cpu().clone()
 
-    def n_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
     # ------------------------------------------------------------------ internals
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:

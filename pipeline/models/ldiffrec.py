@@ -84,8 +84,10 @@ from torch import nn
 
 from pipeline.data.dataset import InteractionData, temporal_weights
 from pipeline.models import checks as c
-from pipeline.models.diffrec import MLPDenoiser, xavier_normal_
+from pipeline.models.diffrec import MLPDenoiser
+from pipeline.models.layers import dropout, xavier_normal_
 from pipeline.models.diffusion import SCHEDULES, GaussianDiffusion
+from pipeline.models.base import Recommender
 
 
 @dataclass(frozen=True)
@@ -192,19 +194,11 @@ def _xavier_zero_bias(layer: nn.Linear) -> None:
     nn.init.zeros_(layer.bias)
 
 
-def _dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Inverted dropout with a ``torch.rand`` mask, as ``MLPDenoiser._drop``."""
-    if not training or p == 0.0:
-        return x
-    keep = torch.rand_like(x) >= p
-    return x * keep / (1.0 - p)
-
-
-class LDiffRec(nn.Module):
+class LDiffRec(Recommender, key="ldiffrec"):
     Config = LDiffRecConfig
     display_name = "L-DiffRec"
     family = "diffusion"  # the tables' row group: classic, generative or diffusion
-    needs_clusters = True  # the train stage passes the item -> cluster array (--clusters)
+    requires = frozenset({"clusters"})  # the train stage passes the item -> cluster array (--clusters)
 
     def __init__(self, config: LDiffRecConfig, n_users: int, n_items: int, *, clusters: np.ndarray | None = None, **side):
         super().__init__()  # other side inputs (data) are not used
@@ -303,8 +297,6 @@ class LDiffRec(nn.Module):
         latent = self.diffusion.reverse(self.denoiser, mu, self.config.sampling_steps)
         return self.decoder(latent)  # decoder units are in original item order
 
-    def n_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
     # ---- pieces ------------------------------------------------------------------------
     def annealing(self, batches_done: int) -> tuple[float, float]:
@@ -323,7 +315,7 @@ class LDiffRec(nn.Module):
 
     def encode(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, logvar), each (batch, latent_size), from original-order rows; dropout in training."""
-        x = _dropout(rows, self.config.ae_dropout, self.training)
+        x = dropout(rows, self.config.ae_dropout, self.training)
         parts = torch.split(x.index_select(1, self.item_order), self.cluster_sizes, dim=1)
         mus, logvars = [], []
         for part, encoder, lat in zip(parts, self.encoders, self.latent_dims):
@@ -350,7 +342,7 @@ class LDiffRec(nn.Module):
         return (loss / pt).mean(), predicted
 
 
-class LTDiffRec(LDiffRec):
+class LTDiffRec(LDiffRec, key="ltdiffrec"):
     """LT-DiffRec: L-DiffRec on T-DiffRec's time-weighted rows (``temporal: true``)."""
 
     Config = LTDiffRecConfig

@@ -6,8 +6,8 @@ arXiv:2002.02126. Released code: github.com/gusye1234/LightGCN-PyTorch (and RecB
 ``recbole/model/general_recommender/lightgcn.py``).
 
 In this project LightGCN is a baseline of DiffRec's tables and the source of the item embeddings
-that L-DiffRec clusters (``pipeline.embeddings``). It follows the shared model contract (see
-``pipeline/models/diffrec.py``); it needs the training graph, so it takes ``data`` by keyword.
+that L-DiffRec clusters (``pipeline.embeddings``). It follows the shared model contract
+(``pipeline/models/base.py``); it needs the training graph, so it takes ``data`` by keyword.
 
 Model: ego embeddings E0 (users and items, N(0, 0.1^2) as in the released code); propagation
 E_{l+1} = A~ E_l with the symmetric-normalised bipartite adjacency A~ = D^-1/2 A D^-1/2,
@@ -39,6 +39,7 @@ from torch import nn
 
 from pipeline.data.dataset import InteractionData
 from pipeline.models import checks as c
+from pipeline.models.base import Recommender
 
 MAX_RESAMPLE_ROUNDS = 20  # rejection rounds for negatives, then a direct draw from the complement
 INIT_STD = 0.1  # LightGCN-PyTorch initialises the embeddings with N(0, 0.1^2)
@@ -112,7 +113,7 @@ class _SymmetricSpMM(torch.autograd.Function):
         return None, None, _spmm(ctx.adj, ctx.adj_cpu, grad)
 
 
-class LightGCN(nn.Module):
+class LightGCN(Recommender, key="lightgcn"):
     Config = LightGCNConfig
     display_name = "LightGCN"
     family = "classic"  # the tables' row group: classic, generative or diffusion
@@ -147,8 +148,6 @@ class LightGCN(nn.Module):
         self._cache: tuple | None = None
 
     # ------------------------------------------------------------------ contract
-    def input_matrix(self, data: InteractionData) -> sp.csr_matrix:
-        return data.train
 
     def optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
@@ -183,8 +182,6 @@ class LightGCN(nn.Module):
         finally:
             self.train(was_training)
 
-    def n_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
     # ------------------------------------------------------------------ internals
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:

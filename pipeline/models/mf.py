@@ -50,7 +50,7 @@ class MFConfig:
         return LightGCNConfig(**dataclasses.asdict(self), n_layers=0).problems()
 
 
-class MF(LightGCN):
+class MF(LightGCN, key="mf"):
     Config = MFConfig
     display_name = "MF"
     family = "classic"  # the tables' row group: classic, generative or diffusion

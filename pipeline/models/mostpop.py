@@ -10,11 +10,11 @@ user. The train matrix is binary (``load_interactions``), so the score is an exa
 (float32 is exact up to 2^24). The evaluator masks the user's own train (and, for test, valid)
 items as for every model; ties are broken by ``torch.topk`` as for every model.
 
-It follows the shared model contract (see ``pipeline/models/diffrec.py``) with one addition:
-``trainable = False``. There is nothing to fit, so the shared trainer evaluates it once, as
+It follows the shared model contract (``pipeline/models/base.py``) and declares
+``trainable = False`` and ``deterministic = True``. There is nothing to fit, so the shared trainer evaluates it once, as
 epoch 0, and writes the usual run folder (``metrics.json`` with best_epoch = epochs_trained = 0,
 ``history.csv`` with that one row, ``per_user.parquet``, ``model.pt`` holding the popularity
-buffer). ``optimizer()`` returns None and ``loss()`` raises. Its Config has no hyperparameters.
+buffer); it defines no loss and its ``optimizer()`` is the contract's None. Its Config has no hyperparameters.
 Differences from RecBole's Pop: none in the ranking (RecBole counts train interactions, too).
 """
 
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 import torch
-from torch import nn
 
 from pipeline.data.dataset import InteractionData
+from pipeline.models.base import Recommender
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class MostPopConfig:
         return []
 
 
-class MostPop(nn.Module):
+class MostPop(Recommender, key="mostpop"):
     Config = MostPopConfig
     display_name = "MostPop"
     family = "classic"  # the tables' row group: classic, generative or diffusion
@@ -61,19 +61,8 @@ class MostPop(nn.Module):
         # persistent: model.pt carries the popularity it ranked by
         self.register_buffer("popularity", torch.from_numpy(counts.astype(np.float32)))
 
-    def input_matrix(self, data: InteractionData) -> sp.csr_matrix:
-        return data.train
-
-    def optimizer(self) -> None:
-        """Nothing to optimise (``trainable = False``: the trainer never asks)."""
-        return None
-
-    def loss(self, rows: torch.Tensor, users: np.ndarray | None = None) -> torch.Tensor:
-        raise RuntimeError("MostPop has no parameters and no training loss (trainable = False)")
 
     @torch.no_grad()
     def scores(self, rows: torch.Tensor | None, users: np.ndarray) -> torch.Tensor:
         return self.popularity.unsqueeze(0).expand(len(users), self.n_items).clone()
 
-    def n_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())

@@ -28,15 +28,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.data.dataset import InteractionData
 from pipeline.models import checks as c
-from pipeline.models.diffrec import xavier_normal_
-from pipeline.models.ldiffrec import _dropout
+from pipeline.models.layers import dropout, xavier_normal_
+from pipeline.models.base import Recommender
 
 
 
@@ -82,7 +80,7 @@ def multinomial_nll(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return -(F.log_softmax(logits, dim=1) * target).sum(1).mean()
 
 
-class MultiDAE(nn.Module):
+class MultiDAE(Recommender, key="multidae"):
     Config = MultiDAEConfig
     display_name = "MultiDAE"
     family = "generative"  # the tables' row group: classic, generative or diffusion
@@ -96,8 +94,6 @@ class MultiDAE(nn.Module):
         self.layers = dense_stack(widths)
 
     # ---- the model contract ------------------------------------------------------------
-    def input_matrix(self, data: InteractionData) -> sp.csr_matrix:
-        return data.train
 
     def optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.config.lr)
@@ -109,13 +105,11 @@ class MultiDAE(nn.Module):
     def scores(self, rows: torch.Tensor, users: np.ndarray | None = None) -> torch.Tensor:
         return self.forward(rows)
 
-    def n_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
     # ---- pieces ------------------------------------------------------------------------
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
         """Logits (batch, n_items) of a batch of rows; input dropout only in training mode."""
-        h = _dropout(F.normalize(rows, dim=1), self.config.dropout, self.training)
+        h = dropout(F.normalize(rows, dim=1), self.config.dropout, self.training)
         return run_stack(self.layers, h)
 
     def l2_penalty(self) -> torch.Tensor:

@@ -57,7 +57,7 @@ class MultiDAEPPConfig(MultiDAEConfig):
         return out
 
 
-class MultiDAEPP(MultiDAE):
+class MultiDAEPP(MultiDAE, key="multidaepp"):
     Config = MultiDAEPPConfig
     display_name = "MultiDAE++"
     family = "generative"  # the tables' row group: classic, generative or diffusion

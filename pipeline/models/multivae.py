@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.models.ldiffrec import _dropout
+from pipeline.models.layers import dropout
 from pipeline.models.multidae import MultiDAE, MultiDAEConfig, dense_stack, multinomial_nll, run_stack
 
 
@@ -53,7 +53,7 @@ class MultiVAEConfig(MultiDAEConfig):
         return out
 
 
-class MultiVAE(MultiDAE):
+class MultiVAE(MultiDAE, key="multivae"):
     Config = MultiVAEConfig
     display_name = "MultiVAE"
     family = "generative"  # the tables' row group: classic, generative or diffusion
@@ -89,7 +89,7 @@ class MultiVAE(MultiDAE):
 
     def encode(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, logvar), each (batch, latent); input dropout only in training mode."""
-        h = run_stack(self.encoder, _dropout(F.normalize(rows, dim=1), self.config.dropout, self.training))
+        h = run_stack(self.encoder, dropout(F.normalize(rows, dim=1), self.config.dropout, self.training))
         return h[:, : self.latent], h[:, self.latent :]
 
     def kl_weight(self, batches_done: int) -> float:

@@ -32,7 +32,7 @@ class TDiffRecConfig(DiffRecConfig):
         return out
 
 
-class TDiffRec(DiffRec):
+class TDiffRec(DiffRec, key="tdiffrec"):
     Config = TDiffRecConfig
     display_name = "T-DiffRec"
     family = "diffusion"  # the tables' row group: classic, generative or diffusion

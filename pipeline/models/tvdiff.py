@@ -5,7 +5,7 @@ KDD 2026. arXiv:2511.20122. Released code: github.com/umsimonchen/TV-Diff
 (``model/graph/TV_Diff.py``: ``AnisotropicNN``, ``TV_Diff_Encoder``; ``util/sampler.py``;
 ``conf/TV_Diff.conf``), inside a SELFRec-style framework.
 
-Contract: the shared model contract (see ``pipeline/models/diffrec.py``); the item view needs the
+Contract: the shared model contract (``pipeline/models/base.py``); the item view needs the
 training graph, so the model takes ``data`` by keyword.
 
 What is implemented (the project's reference description, ``../shared/reference/README.md``):
@@ -18,7 +18,7 @@ What is implemented (the project's reference description, ``../shared/reference/
   Linear(sinusoidal(t, emb_size)); item tower h_i = tanh(R~^T W_user) (then tanh(h W) per further
   layer) with R~ = D_u^-1/2 R D_i^-1/2 the normalised user-item graph (zero-degree rows and
   columns stay 0) and W_user a free |U| x d_0 matrix; prediction x^ = h_u h_i^T. R~ stays sparse
-  (:class:`pipeline.hyperbolic.SparseOperator`: scipy on the CPU, torch sparse CSR elsewhere);
+  (:class:`pipeline.models.layers.SparseOperator`: scipy on the CPU, torch sparse CSR elsewhere);
 * the free-energy loss = energy - temp x entropy term: per user the MSE to x_0 over items, minus
   ``temp`` times a likelihood term divided by |I|:
   ``bce``: sum_{i in P(u)} log sigma(x^_ui) + sum_{j in N(u)} log sigma(-x^_uj), |N(u)| = |P(u)|
@@ -74,10 +74,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.data.dataset import InteractionData
-from pipeline.hyperbolic import SparseOperator
 from pipeline.models import checks as c
-from pipeline.models.diffrec import timestep_embedding
+from pipeline.models.layers import SparseOperator, dropout, timestep_embedding
 from pipeline.models.diffusion import GaussianDiffusion
+from pipeline.models.base import Recommender
 
 LOSS_TYPES = ("bce", "bpr", "nll")
 BPR_EPS = 1e-5  # the released log(10e-6 + sigmoid(pos - neg))
@@ -243,15 +243,11 @@ class AnisotropicDenoiser(nn.Module):
         return h_u @ item_h.T
 
     def _drop(self, x: torch.Tensor) -> torch.Tensor:
-        """Inverted dropout in training mode (mask from torch.rand, as DiffRec's denoiser here)."""
-        if not self.training or self.dropout == 0.0:
-            return x
-        keep = torch.rand_like(x) >= self.dropout
-        return x * keep / (1.0 - self.dropout)
+        return dropout(x, self.dropout, self.training)
 
 
 # ---------------------------------------------------------------------------- model
-class TVDiff(nn.Module):
+class TVDiff(Recommender, key="tvdiff"):
     Config = TVDiffConfig
     display_name = "TV-Diff"
     family = "diffusion"  # the tables' row group: classic, generative or diffusion
@@ -276,8 +272,6 @@ class TVDiff(nn.Module):
         self._cache: tuple | None = None
 
     # ------------------------------------------------------------------ contract
-    def input_matrix(self, data: InteractionData) -> sp.csr_matrix:
-        return data.train
 
     def optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.denoiser.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
@@ -356,8 +350,6 @@ class TVDiff(nn.Module):
             coef_x *= c2f
         return coef_x * rows + hidden_sum @ item_h.T
 
-    def n_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
     # ------------------------------------------------------------------ internals
     def _folded_cached(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -46,15 +46,23 @@ EVAL_SPLITS = ("valid", "test")
 REFERENCE_VARIANT = "diffrec"
 
 
+def _model_class(model: str, params: dict[str, Any] | None):
+    """The registered class of a variant (``models.<variant>.class``, else the variant's name);
+    None for a name no model registered."""
+    from pipeline.models import MODELS  # local import: models import torch
+
+    return MODELS.get(((params or {}).get("models", {}).get(model) or {}).get("class", model))
+
+
 def display_name(model: str, params: dict[str, Any] | None = None) -> str:
     """A variant's row name: ``models.<variant>.display``, else its class's ``display_name``,
     else its params.yaml key."""
     from pipeline.config import display_names
-    from pipeline.models import MODELS  # local import: models import torch
 
     if params is not None and model in params.get("models", {}):
         return display_names(params, model)[0]
-    return getattr(MODELS.get(model), "display_name", None) or model
+    cls = _model_class(model, params)
+    return cls.display_name if cls else model
 
 
 def paper_name(model: str, params: dict[str, Any]) -> str:
@@ -66,21 +74,16 @@ def paper_name(model: str, params: dict[str, Any]) -> str:
     return display_name(model)
 
 
-def _model_trait(model: str, params: dict[str, Any] | None, trait: str, default: Any) -> Any:
-    from pipeline.models import MODELS  # local import: models import torch
-
-    cls_name = ((params or {}).get("models", {}).get(model) or {}).get("class", model)
-    return getattr(MODELS.get(cls_name), trait, default)
-
-
 def family(model: str, params: dict[str, Any] | None = None) -> str:
     """A variant's row group in the tables: its class's ``family`` (classic, generative, diffusion)."""
-    return _model_trait(model, params, "family", "other")
+    cls = _model_class(model, params)
+    return cls.family if cls else "other"
 
 
 def deterministic(model: str, params: dict[str, Any] | None = None) -> bool:
     """Whether a variant's class says every seed gives the same result (the tables show one run)."""
-    return bool(_model_trait(model, params, "deterministic", False))
+    cls = _model_class(model, params)
+    return bool(cls and cls.deterministic)
 
 
 def run_variants(params: dict[str, Any]) -> list[str]:

@@ -147,7 +147,7 @@ def train_run(
     device = resolve_device(training.device)
     model.to(device)
     cfg = model.config
-    trainable = getattr(model, "trainable", True)  # False: nothing to fit (MostPop), evaluated once
+    trainable = model.trainable  # False: nothing to fit (MostPop), evaluated once
     optimizer = model.optimizer() if trainable else None
     matrix = model.input_matrix(data)
     evaluator = Evaluator(data, evaluation.topk, evaluation.batch_size)

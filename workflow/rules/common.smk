@@ -46,12 +46,13 @@ EMBEDDINGS = config["embeddings"]["sources"]
 
 
 def needs_clusters(variant):
-    return bool(getattr(model_class(config, variant), "needs_clusters", False))
+    """Latent models run on the item clusters of their embeddings (the model's ``requires``)."""
+    return "clusters" in model_class(config, variant).requires
 
 
 def needs_hyperbolic(variant):
-    """HDRM runs on the embed-hyperbolic stage's user and item points."""
-    return bool(getattr(model_class(config, variant), "needs_hyperbolic", False))
+    """HDRM runs on the embed-hyperbolic stage's user and item points (the model's ``requires``)."""
+    return "hyperbolic" in model_class(config, variant).requires
 
 
 def is_tuned(variant):

@@ -1,0 +1,88 @@
+"""The model contract: what every model of the pipeline declares and does.
+
+A model is a ``Recommender`` subclass in its own file under ``pipeline/models/``, registered by
+the name params.yaml uses for it (``class DiffRec(Recommender, key="diffrec")``); the package
+imports every module, so writing the file is what registers the model.
+
+Declared on the class (read without building a model):
+    ``Config``          dataclass of its hyperparameters; ``problems()`` lists invalid values
+    ``display_name``    the name the papers and the tables use
+    ``family``          the tables' row group: "classic", "generative" or "diffusion"
+    ``requires``        side inputs its runs need besides the split: "clusters" (item -> cluster
+                        array of its item embeddings), "hyperbolic" (HDRM's stage-1 points)
+    ``trainable``       False: nothing to fit, the trainer evaluates it once (epoch 0)
+    ``deterministic``   True: every seed gives the same result (the tables show one run)
+    ``samples_when_scoring``  True: ``scores`` draws from torch's RNG (as the released
+                        inference does); scores are then a function of the state and the RNG
+
+Built as ``Model(config, n_users, n_items, *, data=None, clusters=None, hyperbolic=None)``
+(side inputs by keyword; a model ignores those it does not use), it provides:
+    ``input_matrix(data)``   the CSR whose rows are its training and inference input (default:
+                             the train matrix)
+    ``loss(rows, users)``    scalar training loss of one batch of dense input rows (trainable
+                             models only)
+    ``scores(rows, users)``  full-ranking scores (batch, n_items), higher ranks first; called in
+                             ``eval()`` mode, where dropout is off and, unless the class says
+                             ``samples_when_scoring``, nothing is drawn from the RNG
+    ``optimizer()``          the optimizer over its trainable parameters (trainable models)
+    ``n_parameters()``       the parameter count the tables report (default: every parameter)
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+FAMILIES = ("classic", "generative", "diffusion")
+SIDE_INPUTS = ("clusters", "hyperbolic")
+
+
+class Recommender(nn.Module):
+    Config: ClassVar[type]
+    display_name: ClassVar[str]
+    family: ClassVar[str]
+    requires: ClassVar[frozenset[str]] = frozenset()
+    trainable: ClassVar[bool] = True
+    deterministic: ClassVar[bool] = False
+    samples_when_scoring: ClassVar[bool] = False
+
+    registry: ClassVar[dict[str, type[Recommender]]] = {}
+    key: ClassVar[str]
+
+    def __init_subclass__(cls, key: str | None = None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if key is None:
+            return
+        if key in Recommender.registry:
+            raise TypeError(f"model name {key!r} is taken by {Recommender.registry[key].__qualname__}")
+        missing = [a for a in ("Config", "display_name", "family") if not hasattr(cls, a)]
+        if missing:
+            raise TypeError(f"{cls.__qualname__} (model {key!r}) does not declare {missing}")
+        if cls.family not in FAMILIES:
+            raise TypeError(f"{cls.__qualname__}.family is {cls.family!r}; allowed: {list(FAMILIES)}")
+        unknown = sorted(set(cls.requires) - set(SIDE_INPUTS))
+        if unknown:
+            raise TypeError(f"{cls.__qualname__}.requires names unknown side inputs {unknown}; allowed: {list(SIDE_INPUTS)}")
+        cls.key = key
+        Recommender.registry[key] = cls
+
+    def input_matrix(self, data) -> sp.csr_matrix:
+        return data.train
+
+    def loss(self, rows: torch.Tensor, users: np.ndarray | None = None) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} has no training loss (trainable = {self.trainable})")
+
+    def scores(self, rows: torch.Tensor | None, users: np.ndarray) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} does not define scores()")
+
+    def optimizer(self) -> torch.optim.Optimizer | None:
+        if self.trainable:
+            raise NotImplementedError(f"{type(self).__name__} is trainable but does not define optimizer()")
+        return None
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,156 @@
+"""The model contract (``pipeline/models/base.py``), checked on every registered model.
+
+Each model is built with the hyperparameters params.yaml gives its first variant on ML-1M clean,
+on the planted dataset of ``planted.py`` (3 user groups, each using its own block of items), with
+made-up side inputs where it needs them (clusters: items dealt round-robin; hyperbolic: points of the
+hyperboloid placed near their group's centre, as a trained stage 1 would place them). A model added under ``pipeline/models/`` is checked here without
+editing this file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.config import load_params, model_config
+from pipeline.data.dataset import dense_rows, load_interactions
+from pipeline.models import MODELS
+from pipeline.models.base import FAMILIES, SIDE_INPUTS, Recommender
+from pipeline.training.trainer import set_determinism
+from planted import write_planted
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = load_params(ROOT / "params.yaml")
+SPLIT = "ml-1m_clean"
+N_USERS, N_ITEMS, GROUPS = 60, 39, 3
+STEPS = 100  # full-batch optimizer steps of the learning check
+
+
+def variant_of(key: str) -> str:
+    """The first params.yaml variant whose class is ``key``."""
+    return next(v for v, block in PARAMS["models"].items() if block.get("class", v) == key)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return load_interactions(write_planted(tmp_path_factory.mktemp("planted"), N_USERS, N_ITEMS, GROUPS))
+
+
+def side_inputs(cls, config, data, seed: int = 0) -> dict:
+    side = {"data": data}
+    if "clusters" in cls.requires:
+        side["clusters"] = np.arange(data.n_items) % config.n_clusters
+    if "hyperbolic" in cls.requires:
+        # stage-1 points as a trained stage 1 gives them: a user near its group's items
+        rng = np.random.default_rng(seed)
+        centres = rng.normal(size=(GROUPS, 16))
+
+        def points(groups: np.ndarray) -> np.ndarray:
+            v = 0.5 * centres[groups % GROUPS] + rng.normal(scale=0.2, size=(len(groups), 16))
+            r = np.linalg.norm(v, axis=1, keepdims=True)
+            return np.hstack([np.cosh(r), np.sinh(r) * v / r])
+
+        users, items = np.arange(data.n_users), np.arange(data.n_items)
+        side["hyperbolic"] = (points(users % GROUPS), points(items // (N_ITEMS // GROUPS)))
+    return side
+
+
+def build(key: str, data, seed: int = 1) -> Recommender:
+    cls = MODELS[key]
+    config = model_config(PARAMS, variant_of(key), SPLIT)
+    set_determinism(seed, 1)
+    return cls(config, data.n_users, data.n_items, **side_inputs(cls, config, data))
+
+
+def batch(model: Recommender, data) -> tuple[torch.Tensor, np.ndarray]:
+    users = np.arange(data.n_users)
+    return dense_rows(model.input_matrix(data), users), users
+
+
+@pytest.mark.parametrize("key", sorted(MODELS))
+def test_declares_the_contract(key):
+    cls = MODELS[key]
+    assert issubclass(cls, Recommender) and cls.key == key and Recommender.registry[key] is cls
+    assert dataclasses.is_dataclass(cls.Config) and callable(cls.Config.problems)
+    assert isinstance(cls.display_name, str) and cls.display_name
+    assert cls.family in FAMILIES and set(cls.requires) <= set(SIDE_INPUTS)
+    assert cls.scores is not Recommender.scores
+    if cls.trainable:
+        assert cls.loss is not Recommender.loss and cls.optimizer is not Recommender.optimizer
+    assert any(block.get("class", v) == key for v, block in PARAMS["models"].items()), f"no params.yaml block uses {key}"
+
+
+def test_registration_refuses_a_taken_name_and_a_missing_declaration():
+    with pytest.raises(TypeError, match="is taken"):
+        class Again(Recommender, key="diffrec"):
+            Config, display_name, family = MODELS["diffrec"].Config, "x", "diffusion"
+    with pytest.raises(TypeError, match=r"does not declare \['family'\]"):
+        class NoFamily(Recommender, key="no-family"):
+            Config, display_name = MODELS["diffrec"].Config, "x"
+    assert "no-family" not in Recommender.registry
+
+
+@pytest.mark.parametrize("key", sorted(MODELS))
+def test_scores_shape_and_determinism_at_evaluation(key, data):
+    model = build(key, data).eval()
+    rows, users = batch(model, data)
+    torch.manual_seed(10)
+    first = model.scores(rows, users)
+    assert first.shape == (data.n_users, data.n_items) and first.dtype == torch.float32
+    assert torch.isfinite(first).all()
+    torch.manual_seed(10)
+    assert torch.equal(model.scores(rows, users), first), "the same state and RNG must give the same scores"
+    if not model.samples_when_scoring:
+        torch.manual_seed(11)  # another RNG state: dropout is off, nothing is drawn
+        assert torch.equal(model.scores(rows, users), first), "eval-mode scores depend on the RNG"
+
+
+@pytest.mark.parametrize("key", sorted(MODELS))
+def test_state_dict_round_trip(key, data):
+    model = build(key, data, seed=1).eval()
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    other = build(key, data, seed=2).eval()
+    other.load_state_dict(torch.load(buffer, weights_only=True))
+    rows, users = batch(model, data)
+    torch.manual_seed(3)
+    expected = model.scores(rows, users)
+    torch.manual_seed(3)
+    assert torch.equal(other.scores(rows, users), expected)
+    assert other.n_parameters() == model.n_parameters() == sum(p.numel() for p in model.parameters())
+
+
+def in_group_share(scores: torch.Tensor, k: int = 5) -> float:
+    """Share of each user's top-k items that lie in the user's planted item block (chance: 1/3)."""
+    block = N_ITEMS // GROUPS
+    top = scores.topk(k, dim=1).indices.numpy()
+    group = (np.arange(N_USERS) % GROUPS)[:, None]
+    return float(((top // block) == group).mean())
+
+
+@pytest.mark.parametrize("key", sorted(k for k in MODELS if MODELS[k].trainable))
+def test_learns_the_planted_structure(key, data):
+    """After full-batch steps on the train rows, the training loss has fallen and each user's top
+    items come mostly from its own group's block."""
+    model = build(key, data)
+    optimizer = model.optimizer()
+    rows, users = batch(model, data)
+    torch.manual_seed(0)
+    losses = []
+    for _ in range(STEPS):
+        model.train()
+        optimizer.zero_grad()
+        loss = model.loss(rows, users)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-10:]) < np.mean(losses[:10])
+    model.eval()
+    with torch.no_grad():
+        assert in_group_share(model.scores(rows, users)) > 0.6
