@@ -32,8 +32,8 @@ rule all:
         rules.aggregate.output,
         # item clusters of every split and embedding source (dvc.yaml builds them all too)
         expand("data/clusters/{split}/{source}/clusters.parquet", split=list(config["splits"]), source=EMBEDDINGS),
-        # HDRM's stage-1 hyperbolic embeddings of every split in experiments.splits (as in dvc.yaml)
-        expand(f"{HYPERBOLIC_DIR}/user_emb.npy", split=config["experiments"]["splits"]),
+        # HDRM's stage-1 hyperbolic embeddings where a model needs them (as in dvc.yaml)
+        expand(f"{HYPERBOLIC_DIR}/user_emb.npy", split=HYPERBOLIC_SPLITS),
         # the synthetic presets listed in synthetic.build
         expand("data/raw/synthetic-{name}", name=SYNTHETIC_BUILD),
     default_target: True

@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.config import HYPERBOLIC_MODEL, display_names, load_params, planned_runs, run_threads  # noqa: E402
+from pipeline.config import HYPERBOLIC_MODEL, display_names, load_params, planned_runs, run_threads, tune_runs  # noqa: E402
 
 
 def collect(params: dict) -> list[dict]:
@@ -45,7 +45,7 @@ def collect(params: dict) -> list[dict]:
         row["trained"].append(m["epochs_trained"])
     # the embedding stages: LightGCN (the latent models' clusters) and HGCF (HDRM's stage 1, a
     # cost HDRM pays on top of its own runs), one run per split with embeddings.seed
-    for split in params["experiments"]["splits"]:
+    for split in dict.fromkeys(split for split, _, _ in planned_runs(params)):
         for variant in ("lightgcn", HYPERBOLIC_MODEL):
             run = ROOT / "data" / "embeddings" / split / variant / "metrics.json"
             timing = ROOT / "logs" / "timing" / f"{split}_{variant}-embeddings.json"
@@ -96,7 +96,7 @@ def render_tuning(params: dict) -> str:
         "# Hyperparameter grids of the tuned baselines",
         "",
         "Written by `python benchmarks/training_time.py` from `runs/<split>/<variant>/tuning/grid.csv` (the tune "
-        f"stage's output). Each point trained with seed {params['experiments']['seeds'][0]}; selected = highest validation "
+        f"stage's output). Each point trained with seed {', '.join(str(s) for s in sorted({s for _, _, s in tune_runs(params)}))}; selected = highest validation "
         f"{metric} (first point on ties); test {metric} is shown for information only and played no part.",
         "",
         f"| split | model | setting | best epoch | valid {metric} | test {metric} | selected |",

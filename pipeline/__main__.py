@@ -72,7 +72,7 @@ def cmd_train(args, params):
 def cmd_tune(args, params):
     from pipeline.tuning import main
 
-    main(params, args.split, args.model, args.data, args.out, args.clusters)
+    main(params, args.split, args.model, args.seed, args.data, args.out, args.clusters)
 
 
 def cmd_embed(args, params):
@@ -109,6 +109,12 @@ def cmd_significance(args, params):
     from pipeline.reporting.aggregate import significance_main
 
     significance_main(params, args.runs, args.out)
+
+
+def cmd_dvc_yaml(args, params):
+    from pipeline.dvcfile import main
+
+    main(params, args.out)
 
 
 def cmd_verify(args, params):
@@ -155,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tune", help="train a variant's hyperparameter grid (first seed), select on validation")
     p.add_argument("--split", required=True)
     p.add_argument("--model", required=True)
+    p.add_argument("--seed", type=int, required=True, help="the seed the grid is trained with (the first seed the plan runs)")
     p.add_argument("--data", required=True)
     p.add_argument("--clusters", help="data/clusters/<split> (latent models)")
     p.add_argument("--out", required=True)
@@ -203,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inputs", action="store_true", help="only print the input files the runs need (targets for the DAG runner)")
     p.add_argument("--reuse", action="store_true", help="compare retrainings already finished in --work instead of training again")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("dvc-yaml", help="render dvc.yaml from params.yaml (the run plan) for DVC")
+    p.add_argument("--out", default="dvc.yaml")
+    p.set_defaults(func=cmd_dvc_yaml)
 
     for p in sub.choices.values():
         p.add_argument("--log", help="also write the stage's output to this file")

@@ -116,7 +116,11 @@ def _load_schema() -> dict:
 
 
 def _dotted(path) -> str:
-    return ".".join(str(x) for x in path) or "<root>"
+    """A JSON-schema error path as the dotted key: ``experiments[0].seeds``."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "<root>"
 
 
 def check_schema(params: dict) -> None:
@@ -175,35 +179,16 @@ def check_semantics(params: dict) -> None:
             if "embeddings" not in block:
                 raise ConfigError(f"models.{variant}", f"latent model variants name their item embeddings; add embeddings: one of {params['embeddings']['sources']}")
             _require_member(f"models.{variant}.embeddings", block["embeddings"], params["embeddings"]["sources"])
-    exp = params["experiments"]
-    for key in ("splits", "temporal_splits"):
-        for i, split in enumerate(exp[key]):
-            _require_member(f"experiments.{key}[{i}]", split, params["splits"])
-            is_temporal = params["splits"][split]["setting"] == "temporal"
-            if is_temporal != (key == "temporal_splits"):
-                raise ConfigError(f"experiments.{key}[{i}]", f"split {split!r} (setting {params['splits'][split]['setting']}) belongs in "
-                                  f"experiments.{'temporal_splits' if is_temporal else 'splits'}")
-    for _, models_key in RUN_GROUPS:
-        latent = models_key.endswith("latent_models")
-        hyperbolic = models_key == "hyperbolic_models"
-        for i, variant in enumerate(exp.get(models_key, [])):
-            _require_member(f"experiments.{models_key}[{i}]", variant, params["models"])
-            if ("hyperbolic" in model_class(params, variant).requires) != hyperbolic:
-                raise ConfigError(f"experiments.{models_key}[{i}]", f"{variant!r} {'does not need' if hyperbolic else 'needs'} the "
-                                  f"stage-1 hyperbolic embeddings (models.{HYPERBOLIC_MODEL}); list it under experiments."
-                                  f"{'models' if hyperbolic else 'hyperbolic_models'}")
-            if ("clusters" in model_class(params, variant).requires) != latent:
-                raise ConfigError(f"experiments.{models_key}[{i}]", f"{variant!r} {'does not need' if latent else 'needs'} item clusters; list it under "
-                                  f"experiments.{models_key.replace('latent_', '') if latent else models_key.replace('models', 'latent_models')}")
-            if models_key == "few_seed_models" and variant in exp.get("models", []):
-                raise ConfigError(f"experiments.{models_key}[{i}]", f"{variant!r} is also in experiments.models; list it in one of them")
-            tuned = models_key == "tuned_models"
-            if tuned != bool(params["models"][variant].get("grid")):
-                raise ConfigError(f"experiments.{models_key}[{i}]",
-                                  f"{variant!r} has a hyperparameter grid (models.{variant}.grid): list it under experiments.tuned_models"
-                                  if not tuned else f"{variant!r} has no grid to tune: add models.{variant}.grid or list it under experiments.models")
-    if exp.get("few_seed_models") and not exp.get("few_seeds"):
-        raise ConfigError("experiments.few_seeds", "experiments.few_seed_models is not empty: give the seeds they run, e.g. [1]")
+    seen: dict[tuple[str, str, int], int] = {}
+    for b, block in enumerate(params["experiments"]):
+        for key, known in (("splits", params["splits"]), ("models", params["models"])):
+            for i, name in enumerate(block[key]):
+                _require_member(f"experiments[{b}].{key}[{i}]", name, known)
+        for run in itertools.product(block["splits"], block["models"], block["seeds"]):
+            if run in seen:
+                raise ConfigError(f"experiments[{b}]", f"the run {run} is also planned by experiments[{seen[run]}]; "
+                                  "list each (split, model, seed) once")
+            seen[run] = b
     overlap = sorted(set(params["sources"]) & set(params["more_sources"]))
     if overlap:
         raise ConfigError(f"more_sources.{overlap[0]}", "is also in sources; keep each source in one block")
@@ -225,10 +210,11 @@ def check_semantics(params: dict) -> None:
     if "lightgcn" in params["embeddings"]["sources"]:
         for split in params["splits"]:
             _check_run_config(params, "lightgcn", split)
-    if HYPERBOLIC_MODEL not in params["models"]:
+    stage1 = hyperbolic_splits(params)
+    if stage1 and HYPERBOLIC_MODEL not in params["models"]:
         raise ConfigError("models", f"models.{HYPERBOLIC_MODEL} is missing: the embed-hyperbolic stage (HDRM's stage 1) "
-                          f"trains it on every split of experiments.splits")
-    for split in exp["splits"]:
+                          f"trains it on the splits of the models that need its points ({stage1})")
+    for split in stage1:
         _check_run_config(params, HYPERBOLIC_MODEL, split)
 
 
@@ -246,42 +232,46 @@ def _check_run_config(params: dict, model: str, split: str, tuned: dict[str, Any
                           f"training.eval_every <= {key}")
 
 
-# HDRM's stage 1: the model block the embed-hyperbolic stage trains on every split of
-# experiments.splits (data/embeddings/<split>/hgcf), read by the hyperbolic_models' runs
+# HDRM's stage 1: the model block the embed-hyperbolic stage trains on every split where a model
+# that requires its points runs (data/embeddings/<split>/hgcf)
 HYPERBOLIC_MODEL = "hgcf"
 HYPERBOLIC_DIR = "data/embeddings/{split}/" + HYPERBOLIC_MODEL
 
-# (splits key, model-variants key) of each run group in `experiments`; tuned_models (the baselines)
-# first run their grid (the tune stage), then every seed with the configuration it selected;
-# few_seed_models run with experiments.few_seeds instead of experiments.seeds (variants too slow
-# for every seed on the machine at hand)
-RUN_GROUPS = (
-    ("splits", "models"),
-    ("splits", "tuned_models"),
-    ("splits", "latent_models"),
-    ("splits", "hyperbolic_models"),
-    ("splits", "few_seed_models"),
-    ("temporal_splits", "temporal_models"),
-    ("temporal_splits", "temporal_latent_models"),
-)
-
-
-def group_seeds(params: dict, models_key: str) -> list[int]:
-    """The seeds a run group trains: experiments.few_seeds for few_seed_models, else experiments.seeds."""
-    exp = params["experiments"]
-    return [int(s) for s in (exp.get("few_seeds", []) if models_key == "few_seed_models" else exp["seeds"])]
-
 
 def planned_runs(params: dict) -> list[tuple[str, str, int]]:
-    """Every (split, model variant, seed) the DAG trains, in a fixed order."""
-    exp = params["experiments"]
-    runs = []
-    for splits_key, models_key in RUN_GROUPS:
-        for split in exp.get(splits_key, []):
-            for variant in exp.get(models_key, []):
-                for seed in group_seeds(params, models_key):
-                    runs.append((split, variant, seed))
-    return runs
+    """Every (split, model variant, seed) the DAG trains: the product of each ``experiments``
+    block's splits, models and seeds, block by block, in the order they are written. What else a
+    run needs (a tune stage, item clusters, HDRM's stage-1 points) follows from the variant."""
+    return [
+        (split, variant, int(seed))
+        for block in params["experiments"]
+        for split in block["splits"]
+        for variant in block["models"]
+        for seed in block["seeds"]
+    ]
+
+
+def is_tuned(params: dict, variant: str) -> bool:
+    """Variants with a hyperparameter grid (``models.<variant>.grid``) run the tune stage first."""
+    return bool(params["models"][variant].get("grid"))
+
+
+def tune_runs(params: dict) -> list[tuple[str, str, int]]:
+    """(split, variant, seed) of every tune stage: each tuned variant on each split it runs on,
+    with the first seed planned for it there (the grid is trained with that seed)."""
+    first: dict[tuple[str, str], int] = {}
+    for split, variant, seed in planned_runs(params):
+        if is_tuned(params, variant):
+            first.setdefault((split, variant), seed)
+    return [(split, variant, seed) for (split, variant), seed in first.items()]
+
+
+def hyperbolic_splits(params: dict) -> list[str]:
+    """The splits the embed-hyperbolic stage (HDRM's stage 1) runs on: those of the planned runs
+    of models that require its points."""
+    return list(dict.fromkeys(
+        split for split, variant, _ in planned_runs(params) if "hyperbolic" in model_class(params, variant).requires
+    ))
 
 
 def run_threads(params: dict, variant: str) -> int:
@@ -317,15 +307,18 @@ def display_names(params: dict, variant: str) -> tuple[str, str]:
 
 
 def model_config(params: dict, model: str, split: str, tuned: dict[str, Any] | None = None):
-    """The model's config dataclass: defaults, then the split's overrides, then ``tuned`` (a grid
-    point: a setting of some of the keys in ``models.<model>.grid``), then checks."""
+    """The model's config dataclass: the Config's own defaults (in the model's file), then
+    ``models.<model>.defaults``, then the split's overrides, then ``tuned`` (a grid point: a
+    setting of some of the keys in ``models.<model>.grid``), then checks."""
     cls = model_class(params, model).Config
     block = params["models"][model]
     tuned = tuned or {}
     split_overrides = (block.get("per_split") or {}).get(split, {})
     overrides = {**split_overrides, **tuned}
-    merged = {**block["defaults"], **overrides}
+    merged = {**(block.get("defaults") or {}), **overrides}
     fields = {f.name for f in dataclasses.fields(cls)}
+    in_code = {f.name for f in dataclasses.fields(cls)
+               if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
 
     def where(key: str) -> str:
         return hyperparameter_key(params, model, split, key, tuned)
@@ -333,7 +326,7 @@ def model_config(params: dict, model: str, split: str, tuned: dict[str, Any] | N
     for key in merged:
         if key not in fields:
             raise ConfigError(where(key), f"unknown hyperparameter; allowed: {sorted(fields)}")
-    missing = sorted(fields - set(merged))
+    missing = sorted(fields - set(merged) - in_code)
     if missing:
         raise ConfigError(f"models.{model}.defaults", f"missing hyperparameters: {missing}")
 

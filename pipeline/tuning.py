@@ -1,8 +1,9 @@
 """The tune stage: a tuned model variant's hyperparameter grid, selected on validation.
 
 For a variant with ``models.<variant>.grid`` (the baselines), every grid point (the product of
-the listed values, on top of the defaults and the split's overrides) is trained with the first
-seed of ``experiments.seeds`` through the shared trainer, exactly like any run: the same
+the listed values, on top of the defaults and the split's overrides) is trained with ``--seed``,
+the first seed the plan runs the variant with on the split (:func:`pipeline.config.tune_runs`),
+through the shared trainer, exactly like any run: the same
 evaluator, early stopping and best-epoch selection. The point with the highest validation
 ``training.select_metric`` wins (the first one listed on ties: the grid's order is part of the
 config). The paper tuned its baselines the same way; test metrics play no part in the choice.
@@ -78,14 +79,14 @@ def reuse_selected_run(selected_path: str | Path, split: str, variant: str, seed
     return read_json(out / "metrics.json")
 
 
-def main(params: dict, split: str, variant: str, data_dir: str, out_dir: str, clusters_dir: str | None = None) -> dict:
+def main(params: dict, split: str, variant: str, seed: int, data_dir: str, out_dir: str, clusters_dir: str | None = None) -> dict:
     points = grid_points(params, variant)
     if not points:
         raise ConfigError(f"models.{variant}", "has no grid to tune (add models.<variant>.grid)")
     out = Path(out_dir)
     data = load_interactions(data_dir)
     clusters = load_clusters(params, variant, clusters_dir, data.n_items)
-    seed = int(params["experiments"]["seeds"][0])
+    seed = int(seed)
     metric = params["training"]["select_metric"]
     results = []
     point_seconds = []  # wall time of each point trained by this process

@@ -100,7 +100,7 @@ def setup(tmp_path):
     params = {
         "splits": SPLITS,
         "training": {"select_metric": "recall@20"},
-        "experiments": {"splits": list(SPLITS), "models": ["diffrec"], "seeds": list(SEEDS)},
+        "experiments": [{"splits": list(SPLITS), "models": ["diffrec"], "seeds": list(SEEDS)}],
         "paper_results": str(paper),
     }
     return params, runs, tmp_path / "results"

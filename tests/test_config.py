@@ -46,7 +46,7 @@ def error_for(tmp_path: Path, base: dict, modify) -> ConfigError:
 def test_real_params_file_passes():
     params = load_params(PARAMS)
     assert params["_path"] == str(PARAMS.resolve())
-    assert params["experiments"]["models"][0] == "diffrec"
+    assert params["experiments"][0]["models"][0] == "diffrec"
     t = training_config(params)
     assert (t.device, t.eval_every, t.patience, t.select_metric) == ("cpu", 5, 20, "recall@20")
     assert evaluation_config(params).topk == (10, 20, 50, 100)
@@ -96,15 +96,15 @@ def test_device_not_allowed(tmp_path, base):
 
 
 def test_unknown_model_in_experiments(tmp_path, base):
-    err = error_for(tmp_path, base, lambda p: p["experiments"].update(models=["diffrec", "multvae"]))
-    assert err.key == "experiments.models[1]"
+    err = error_for(tmp_path, base, lambda p: p["experiments"][0].update(models=["diffrec", "multvae"]))
+    assert err.key == "experiments[0].models[1]"
     allowed = str(sorted(base["models"]))  # the model variants params.yaml defines
     assert "'multvae'" in str(err) and f"allowed values: {allowed}" in str(err)
 
 
 def test_unknown_split_in_experiments(tmp_path, base):
-    err = error_for(tmp_path, base, lambda p: p["experiments"].update(splits=["yelp_clean", "ml-1m_clean"]))
-    assert err.key == "experiments.splits[0]"
+    err = error_for(tmp_path, base, lambda p: p["experiments"][0].update(splits=["yelp_clean", "ml-1m_clean"]))
+    assert err.key == "experiments[0].splits[0]"
     assert "'yelp_clean'" in str(err) and f"allowed values: {sorted(base['splits'])}" in str(err)
 
 
@@ -255,18 +255,15 @@ def test_unknown_synthetic_preset_in_build(tmp_path, base):
     assert err.key == "synthetic.build[1]" and "ml-1m" in str(err)
 
 
-def test_hdrm_belongs_in_hyperbolic_models(tmp_path, base):
-    def move(p):
-        p["experiments"]["hyperbolic_models"].remove("hdrm")
-        p["experiments"]["models"].append("hdrm")
+def test_hdrm_runs_get_the_stage1_splits(base):
+    """The embed-hyperbolic stage runs where a model that requires its points runs, nowhere else."""
+    from pipeline.config import hyperbolic_splits
 
-    err = error_for(tmp_path, base, move)
-    assert err.key.startswith("experiments.models[") and "hyperbolic_models" in str(err)
-
-
-def test_only_hyperbolic_variants_in_hyperbolic_models(tmp_path, base):
-    err = error_for(tmp_path, base, lambda p: p["experiments"]["hyperbolic_models"].append("diffrec"))
-    assert err.key == "experiments.hyperbolic_models[1]" and "experiments.models" in str(err)
+    params = copy.deepcopy(base)
+    assert hyperbolic_splits(params) == ["ml-1m_clean", "ml-1m_noisy"]
+    params["experiments"] = [{"splits": ["ml-1m_noisy"], "models": ["diffrec", "hdrm"], "seeds": [1]},
+                             {"splits": ["ml-1m_clean"], "models": ["diffrec"], "seeds": [1]}]
+    assert hyperbolic_splits(params) == ["ml-1m_noisy"]
 
 
 def test_stage1_model_block_is_required(tmp_path, base):
@@ -279,37 +276,27 @@ def test_stage1_hyperparameters_are_checked(tmp_path, base):
     assert err.key == "models.hgcf.defaults.momentum"
 
 
-def _as_few_seed(params: dict, variant: str, seeds: list[int]) -> None:
-    """Move ``variant`` into experiments.few_seed_models (out of experiments.models), with ``seeds``."""
-    exp = params["experiments"]
-    exp["models"] = [v for v in exp["models"] if v != variant]
-    exp["few_seed_models"] = [v for v in exp.get("few_seed_models", []) if v != variant] + [variant]
-    exp["few_seeds"] = seeds
-
-
-def test_few_seed_models_run_few_seeds(base):
+def test_blocks_plan_their_products_in_order(base):
     from pipeline.config import check_semantics, planned_runs
 
     params = copy.deepcopy(base)
-    _as_few_seed(params, "tvdiff", [2])
+    params["experiments"] = [{"splits": ["ml-1m_clean", "ml-1m_noisy"], "models": ["diffrec"], "seeds": [1, 2]},
+                             {"splits": ["ml-1m_clean"], "models": ["tvdiff"], "seeds": [2]}]
     check_semantics(params)
-    assert {(s, seed) for s, v, seed in planned_runs(params) if v == "tvdiff"} == {
-        (split, 2) for split in params["experiments"]["splits"]
-    }
+    assert planned_runs(params) == [("ml-1m_clean", "diffrec", 1), ("ml-1m_clean", "diffrec", 2),
+                                    ("ml-1m_noisy", "diffrec", 1), ("ml-1m_noisy", "diffrec", 2),
+                                    ("ml-1m_clean", "tvdiff", 2)]
 
 
-def test_few_seed_models_need_seeds(tmp_path, base):
-    err = error_for(tmp_path, base, lambda p: _as_few_seed(p, "tvdiff", []))
-    assert err.key == "experiments.few_seeds"
+def test_a_run_planned_twice_is_refused(tmp_path, base):
+    err = error_for(tmp_path, base, lambda p: p["experiments"].append(
+        {"splits": ["ml-1m_noisy"], "models": ["tvdiff"], "seeds": [3]}))
+    assert err.key == f"experiments[{len(base['experiments'])}]" and "also planned by experiments[0]" in str(err)
 
 
-def test_few_seed_model_also_in_models(tmp_path, base):
-    def both(p):
-        _as_few_seed(p, "tvdiff", [1])
-        p["experiments"]["models"].append("tvdiff")
-
-    err = error_for(tmp_path, base, both)
-    assert err.key.startswith("experiments.few_seed_models[") and "also in experiments.models" in str(err)
+def test_a_block_needs_seeds(tmp_path, base):
+    err = error_for(tmp_path, base, lambda p: p["experiments"][0].update(seeds=[]))
+    assert err.key == "experiments[0].seeds"
 
 
 def test_shared_hyperparameter_checks():

@@ -172,7 +172,7 @@ def aggregated(tmp_path):
     params = {
         "splits": SPLIT,
         "training": {"select_metric": "recall@20"},
-        "experiments": {"seeds": [1, 2], "temporal_splits": list(SPLIT), "temporal_models": ["diffrec", "tdiffrec"]},
+        "experiments": [{"splits": list(SPLIT), "models": ["diffrec", "tdiffrec"], "seeds": [1, 2]}],
         "paper_results": None,
     }
     out = tmp_path / "results"

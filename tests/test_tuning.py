@@ -8,7 +8,7 @@ import json
 import polars as pl
 import pytest
 
-from pipeline.config import ConfigError, check_semantics, grid_points, load_params
+from pipeline.config import ConfigError, check_semantics, grid_points, load_params, tune_runs
 from pipeline.data.dataset import load_interactions
 from pipeline.tuning import RUN_FILES, SELECTED_FILE, main as tune, read_selected, select
 from pipeline.training.fitting import fit
@@ -27,7 +27,6 @@ def params_with_grid(grid: dict) -> dict:
     params["models"]["diffrec"] = {"defaults": {**HYPER, "epochs": 4}, "grid": grid}
     params["training"].update(threads=1, eval_every=2, patience=4, select_metric="recall@10", checkpoint_every=2)
     params["evaluation"].update(topk=[5, 10], batch_size=25)
-    params["experiments"]["seeds"] = [3, 1]
     return params
 
 
@@ -52,7 +51,7 @@ def test_select_takes_the_best_validation_value_and_the_first_on_ties():
 
 def test_grid_errors_name_the_key():
     base = load_params(E2E_PARAMS)
-    tuned = [v for v in base["experiments"].get("tuned_models", [])]
+    tuned = sorted({v for _, v, _ in tune_runs(base)})
     assert tuned, "the e2e params tune at least one baseline"
     variant = tuned[0]
 
@@ -61,16 +60,13 @@ def test_grid_errors_name_the_key():
     with pytest.raises(ConfigError, match=rf"models\.{variant}\.grid\.no_such_knob.*unknown hyperparameter"):
         check_semantics(bad)
 
-    bad = copy.deepcopy(base)
-    bad["experiments"]["models"].append(variant)
-    bad["experiments"]["tuned_models"].remove(variant)
-    with pytest.raises(ConfigError, match="list it under experiments.tuned_models"):
-        check_semantics(bad)
 
-    bad = copy.deepcopy(base)
-    bad["experiments"]["tuned_models"].append("diffrec")
-    with pytest.raises(ConfigError, match="has no grid to tune"):
-        check_semantics(bad)
+def test_a_grid_makes_a_tune_stage_with_the_first_seed_the_variant_runs_with():
+    params = copy.deepcopy(load_params(E2E_PARAMS))
+    params["experiments"] = [{"splits": [SPLIT], "models": ["diffrec", "mf"], "seeds": [3, 1]}]
+    assert tune_runs(params) == [(SPLIT, "mf", 3)]
+    params["models"]["diffrec"]["grid"] = {"lr": [0.1, 0.01]}
+    assert tune_runs(params) == [(SPLIT, "diffrec", 3), (SPLIT, "mf", 3)]
 
 
 def test_tune_selects_on_validation_and_train_uses_the_selection(data_dir, tmp_path, capsys, monkeypatch):
@@ -78,7 +74,7 @@ def test_tune_selects_on_validation_and_train_uses_the_selection(data_dir, tmp_p
     # lr 1e-7 cannot learn in 4 epochs: the grid must pick the working learning rate
     params = params_with_grid({"lr": [1e-7, 0.02]})
     out = tmp_path / "tuning"
-    selected = tune(params, SPLIT, "diffrec", str(data_dir), str(out))
+    selected = tune(params, SPLIT, "diffrec", 3, str(data_dir), str(out))
     assert selected["hyper"] == {"lr": 0.02} and selected["point"] == 1 and selected["seed"] == 3
     grid = pl.read_csv(out / "grid.csv")
     assert grid["point"].to_list() == [0, 1] and grid["selected"].to_list() == [False, True]
@@ -108,11 +104,11 @@ def test_tune_selects_on_validation_and_train_uses_the_selection(data_dir, tmp_p
 
     # a second start keeps every finished point
     capsys.readouterr()
-    assert tune(params, SPLIT, "diffrec", str(data_dir), str(out)) == selected
+    assert tune(params, SPLIT, "diffrec", 3, str(data_dir), str(out)) == selected
     assert capsys.readouterr().out.count("already finished: kept") == 2
     # ... but not a point whose setting changed
     params["models"]["diffrec"]["grid"] = {"lr": [1e-7, 0.03]}
     capsys.readouterr()
-    again = tune(params, SPLIT, "diffrec", str(data_dir), str(out))
+    again = tune(params, SPLIT, "diffrec", 3, str(data_dir), str(out))
     assert capsys.readouterr().out.count("already finished: kept") == 1
     assert again["hyper"] == {"lr": 0.03}

@@ -1,7 +1,17 @@
 # Shared helpers: semantic checks of params, the run list, and the code each stage depends on.
 from glob import glob
 
-from pipeline.config import HYPERBOLIC_DIR, HYPERBOLIC_MODEL, check_semantics, model_class, planned_runs, run_threads
+from pipeline.config import (
+    HYPERBOLIC_DIR,
+    HYPERBOLIC_MODEL,
+    check_semantics,
+    hyperbolic_splits,
+    is_tuned as config_is_tuned,
+    model_class,
+    planned_runs,
+    run_threads,
+    tune_runs,
+)
 from pipeline.supervision import stop_jobs_with_runner
 
 check_semantics(config)
@@ -39,6 +49,8 @@ MEM_MB = {"prepare": 4000, "train": 4000}
 RUNTIME_MIN = {"train": 120, "tune": 480}
 
 RUNS = planned_runs(config)  # (split, model variant, seed)
+TUNE_SEED = {(split, model): seed for split, model, seed in tune_runs(config)}  # the grid's seed
+HYPERBOLIC_SPLITS = hyperbolic_splits(config)  # where HDRM's stage 1 runs
 RUN_DIR = "runs/{split}/{model}/seed{seed}"
 TUNE_DIR = "runs/{split}/{model}/tuning"  # the tune stage's folder (grid runs, grid.csv, selected.json)
 SETTINGS = sorted({config["splits"][split]["setting"] for split, _, _ in RUNS})
@@ -57,4 +69,4 @@ def needs_hyperbolic(variant):
 
 def is_tuned(variant):
     """Variants with a hyperparameter grid (the baselines) run the tune stage first."""
-    return bool(config["models"][variant].get("grid"))
+    return config_is_tuned(config, variant)

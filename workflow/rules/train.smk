@@ -12,7 +12,8 @@ def train_command(w):
 def tune_command(w):
     clusters = f" --clusters data/clusters/{w.split}" if needs_clusters(w.model) else ""
     return (
-        f"python -m pipeline tune --split {w.split} --model {w.model} --data data/prepared/{w.split}{clusters}"
+        f"python -m pipeline tune --split {w.split} --model {w.model} --seed {TUNE_SEED[(w.split, w.model)]}"
+        f" --data data/prepared/{w.split}{clusters}"
         f" --out {TUNE_DIR.format(split=w.split, model=w.model)} --log logs/tune/{w.split}/{w.model}.log"
     )
 
@@ -42,7 +43,7 @@ rule tune:
         hyper=lambda w: config["models"][w.model],
         training=config["training"],
         evaluation=config["evaluation"],
-        seed=config["experiments"]["seeds"][0],
+        seed=lambda w: TUNE_SEED[(w.split, w.model)],
         cmd=tune_command,
     log:
         "logs/tune/{split}/{model}.log",
