@@ -107,6 +107,19 @@ def test_averages_over_shared_seeds_only():
     assert (n20["metric"], n20["n_nonzero"], n20["p_value"], n20["statistic"], n20["mark"]) == ("ndcg@20", 0, 1.0, 0.0, "")
 
 
+def test_a_deterministic_model_is_paired_with_the_reference_over_all_its_seeds():
+    # E ran once (seed 1, deterministic); DiffRec's seeds 1, 2 average to 0.2 for every user.
+    rows = []
+    for u in range(5):
+        rows += [("clean", "DiffRec", 1, u, 0.1, 0.1), ("clean", "DiffRec", 2, u, 0.3, 0.1)]
+        rows += [("clean", "E", 1, u, 0.2 + 0.1 * (u + 1), 0.1)]
+    table = sig.significance(_frame(rows), "DiffRec", deterministic={"E"})
+    r20 = table.row(0, named=True)
+    assert (r20["seeds"], r20["mean_reference"], r20["p_value"]) == ("1 2", pytest.approx(0.2), pytest.approx(2 / 32))
+    # not declared deterministic: paired on the shared seed 1 only (DiffRec 0.1 for every user)
+    assert sig.significance(_frame(rows), "DiffRec").row(0, named=True)["mean_reference"] == pytest.approx(0.1)
+
+
 def test_groups_without_reference_or_shared_seeds_are_skipped():
     rows = [("clean", "DiffRec", 1, 0, 0.1, 0.1), ("clean", "X", 2, 0, 0.2, 0.2),  # no shared seed
             ("noisy", "X", 1, 0, 0.2, 0.2), ("noisy", "Y", 1, 0, 0.3, 0.3)]  # no DiffRec in noisy

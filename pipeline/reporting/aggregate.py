@@ -255,6 +255,7 @@ def significance_table(params: dict[str, Any], runs_dir: str | Path) -> pl.DataF
     return sig.significance(
         collect_per_user(params, runs_dir), display_name(REFERENCE_VARIANT, params),
         model_order=model_order, setting_order=setting_order(params),
+        deterministic={display_name(m, params) for m in run_variants(params) if deterministic(m, params)},
     )
 
 

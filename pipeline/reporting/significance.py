@@ -24,7 +24,7 @@ correction for multiple comparisons is applied.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Collection, Sequence
 
 import numpy as np
 import polars as pl
@@ -95,12 +95,15 @@ def significance(
     metrics: Sequence[str] = SIG_METRICS,
     model_order: Sequence[str] = (),
     setting_order: Sequence[str] = (),
+    deterministic: Collection[str] = (),
 ) -> pl.DataFrame:
     """One row per (setting, dataset, model != reference, metric) with the test's result.
 
     ``per_user``: test-split per-user values, columns dataset, setting, model, seed, user and
     one column per metric of ``metrics``. (dataset, setting) groups without the reference
-    model, and models sharing no seed with it, get no rows. Rows are sorted by setting
+    model, and models sharing no seed with it, get no rows. A ``deterministic`` model's runs are
+    the same whatever the seed, so it is paired with the reference averaged over all the
+    reference's seeds (``seeds`` then lists those). Rows are sorted by setting
     (``setting_order`` first), dataset, model (``model_order`` first) and metric (``metrics``
     order). The columns are :data:`COLUMNS`.
     """
@@ -114,10 +117,11 @@ def significance(
         ref_seeds = set(ref["seed"].to_list())
         for model in sorted(set(group["model"].to_list()) - {reference}):
             other = group.filter(pl.col("model") == model)
-            seeds = sorted(ref_seeds & set(other["seed"].to_list()))
+            own = sorted(set(other["seed"].to_list()))
+            seeds = sorted(ref_seeds) if model in deterministic else sorted(ref_seeds & set(own))
             if not seeds:
                 continue
-            a = _seed_average(other, seeds, metrics)
+            a = _seed_average(other, own if model in deterministic else seeds, metrics)
             b = _seed_average(ref, seeds, metrics)
             if a["user"].to_list() != b["user"].to_list():
                 raise ValueError(
