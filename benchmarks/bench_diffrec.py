@@ -28,7 +28,7 @@ from statistics import median
 
 import torch
 
-from pipeline.allocator import keep_freed_memory
+from pipeline.allocator import keep_freed_memory_if_asked
 from pipeline.config import evaluation_config, load_params, source_config, split_config, training_config
 from pipeline.data.dataset import dense_rows, load_interactions
 from pipeline.evaluation.evaluator import Evaluator
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=5, help="timed evaluation passes after training")
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), help="default: training.device of params.yaml")
     args = parser.parse_args()
-    keep_freed_memory()  # as `python -m pipeline` does (pipeline/allocator.py)
+    keep_freed_memory_if_asked()  # as `python -m pipeline` does (pipeline/allocator.py)
 
     start = time.perf_counter()
     params = load_params()

@@ -53,8 +53,8 @@ from pipeline.config import load_params, evaluation_config, training_config
 from pipeline.data.dataset import load_interactions, dense_rows
 from pipeline.evaluation.evaluator import Evaluator
 from pipeline.training.fitting import build_model, load_clusters, load_hyperbolic
-from pipeline.allocator import keep_freed_memory
-keep_freed_memory()  # as `python -m pipeline` does
+from pipeline.allocator import keep_freed_memory_if_asked
+keep_freed_memory_if_asked()  # as `python -m pipeline` does
 params = load_params()
 data = load_interactions({data!r})
 side = {{"data": data}}

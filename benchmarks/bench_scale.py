@@ -43,7 +43,7 @@ import scipy.sparse as sp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.allocator import keep_freed_memory  # noqa: E402
+from pipeline.allocator import keep_freed_memory_if_asked  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
 
 SCALES = ("ml-1m", "yelp", "amazon-book")
@@ -185,7 +185,7 @@ def main() -> None:
     parser.add_argument("--data", default="real", choices=("real", "synthetic"))
     parser.add_argument("--one", nargs=3, metavar=("SCALE", "MODEL", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    keep_freed_memory()  # as `python -m pipeline` does (pipeline/allocator.py)
+    keep_freed_memory_if_asked()  # as `python -m pipeline` does (pipeline/allocator.py)
 
     if args.one:
         scale, model, folder = args.one

@@ -263,7 +263,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from pipeline.allocator import keep_freed_memory
+    from pipeline.allocator import keep_freed_memory_if_asked
 
-    keep_freed_memory()  # a process setting, so here and not in main() (pipeline/allocator.py)
+    keep_freed_memory_if_asked()  # a process setting, so here and not in main() (pipeline/allocator.py)
     sys.exit(main())

@@ -69,3 +69,13 @@ def test_evaluation_passes_stop_page_faulting():
 def test_the_users_own_tunables_win():
     flags, _ = run_passes("set", 0, {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1048576"})
     assert flags == "False False"
+
+
+def test_it_is_opt_in(monkeypatch):
+    """``python -m pipeline`` leaves glibc alone unless PIPELINE_KEEP_FREED_MEMORY=1."""
+    code = "from pipeline.allocator import keep_freed_memory_if_asked; print(keep_freed_memory_if_asked())"
+    env = {k: v for k, v in os.environ.items() if k != "PIPELINE_KEEP_FREED_MEMORY"}
+    run = lambda extra: subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True,  # noqa: E731
+                                       text=True, check=True).stdout.strip()
+    assert run({}) == "False"
+    assert run({"PIPELINE_KEEP_FREED_MEMORY": "1"}) == "True"
