@@ -520,9 +520,11 @@ def setting_table(
     for d in datasets:
         for m in models:
             if deterministic[d, m] and any((d, m, k) in cell for k in table_metrics):
-                seeds = runs.filter(pl.col("setting") == setting, pl.col("dataset") == d, pl.col("model") == m)["seed"]
-                notes.append(f"{m} is deterministic: its runs with seeds {_join(sorted(seeds.to_list()))} gave "
-                             "identical values, shown as one run (n = 1).")
+                seeds = sorted(runs.filter(pl.col("setting") == setting, pl.col("dataset") == d,
+                                           pl.col("model") == m)["seed"].to_list())
+                notes.append(f"{m} is deterministic: one run (seed {seeds[0]})." if len(seeds) == 1 else
+                             f"{m} is deterministic: its runs with seeds {_join(seeds)} gave identical values, "
+                             "shown as one run (n = 1).")
     notes.append("Published numbers and the authors' code beside ours: `results/tables/reproduction.md`.")
     notes.append(_provenance(runs, [setting]))
     return Table(
