@@ -40,7 +40,7 @@ class _Flow(dict):
 
 
 class _Dumper(yaml.SafeDumper):
-    pass
+    """PyYAML's safe dumper, writing :class:`_Flow` mappings on one line."""
 
 
 _Dumper.add_representer(_Flow, lambda dumper, data: dumper.represent_mapping("tag:yaml.org,2002:map", data, flow_style=True))

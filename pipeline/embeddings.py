@@ -36,25 +36,33 @@ def write_embeddings(path: str | Path, embeddings: np.ndarray) -> None:
         np.save(fh, array, allow_pickle=False)
 
 
-def train_lightgcn(params: dict, split: str, data_dir: str, out_dir: str) -> dict:
-    """Train LightGCN on ``data_dir`` (seed ``params['embeddings']['seed']``) into ``out_dir``;
-    writes the run folder of the shared trainer plus ``item_emb.npy``; returns the metrics."""
-    seed = int(params["embeddings"]["seed"])
+def _train_best(params: dict, split: str, variant: str, seed: int, data_dir: str, out_dir: str, stage: str):
+    """Train ``models.<variant>`` on ``data_dir`` with the shared trainer into ``out_dir`` and load
+    its best state; returns (model, metrics, tag of its log lines)."""
     out = Path(out_dir)
-    data = load_interactions(data_dir)
-    tag = f"{split} lightgcn-embeddings seed {seed}"
-    timing_path = Path("logs") / "timing" / f"{split}_lightgcn-embeddings.json"
-    model, metrics = fit(params, split, MODEL_NAME, seed, data, out, tag, timing_path)
-    best = load_checkpoint(out / "model.pt", made_by="embed")
-    model.load_state_dict(best["model"])
-    embeddings = model.item_embeddings().numpy()
-    write_embeddings(out / EMBEDDINGS_FILE, embeddings)
+    tag = f"{split} {variant}-embeddings seed {seed}"
+    timing_path = Path("logs") / "timing" / f"{split}_{variant}-embeddings.json"
+    model, metrics = fit(params, split, variant, seed, load_interactions(data_dir), out, tag, timing_path)
+    model.load_state_dict(load_checkpoint(out / "model.pt", made_by=stage)["model"])
+    return model, metrics, tag
+
+
+def _report(params: dict, tag: str, metrics: dict, wrote: str) -> None:
     k = params["training"]["select_metric"]
     print(
         f"[{tag}] best epoch {metrics['best_epoch']}: valid {k} {metrics['valid'][k]:.4f}, test {k} "
-        f"{metrics['test'][k]:.4f}; wrote {out / EMBEDDINGS_FILE} {embeddings.shape}",
+        f"{metrics['test'][k]:.4f}; wrote {wrote}",
         flush=True,
     )
+
+
+def train_lightgcn(params: dict, split: str, data_dir: str, out_dir: str) -> dict:
+    """Train LightGCN on ``data_dir`` (seed ``params['embeddings']['seed']``) into ``out_dir``;
+    writes the run folder of the shared trainer plus ``item_emb.npy``; returns the metrics."""
+    model, metrics, tag = _train_best(params, split, MODEL_NAME, int(params["embeddings"]["seed"]), data_dir, out_dir, "embed")
+    embeddings = model.item_embeddings().numpy()
+    write_embeddings(Path(out_dir) / EMBEDDINGS_FILE, embeddings)
+    _report(params, tag, metrics, f"{Path(out_dir) / EMBEDDINGS_FILE} {embeddings.shape}")
     return metrics
 
 
@@ -87,20 +95,11 @@ def train_hyperbolic(params: dict, split: str, data_dir: str, out_dir: str, seed
     ``params['embeddings']['seed']``) into ``out_dir``; writes the run folder plus the best
     state's ``user_emb.npy`` and ``item_emb.npy``; returns the metrics."""
     seed = int(params["embeddings"]["seed"]) if seed is None else int(seed)
-    out = Path(out_dir)
-    data = load_interactions(data_dir)
-    tag = f"{split} hgcf-embeddings seed {seed}"
-    timing_path = Path("logs") / "timing" / f"{split}_hgcf-embeddings.json"
-    model, metrics = fit(params, split, HYPERBOLIC_MODEL, seed, data, out, tag, timing_path)
-    best = load_checkpoint(out / "model.pt", made_by="embed-hyperbolic")
-    model.load_state_dict(best["model"])
+    model, metrics, tag = _train_best(params, split, HYPERBOLIC_MODEL, seed, data_dir, out_dir, "embed-hyperbolic")
     users, items = model.final_embeddings()
+    out = Path(out_dir)
     write_embeddings(out / hyperbolic.USER_FILE, users.numpy())
     write_embeddings(out / hyperbolic.ITEM_FILE, items.numpy())
-    k = params["training"]["select_metric"]
-    print(
-        f"[{tag}] best epoch {metrics['best_epoch']}: valid {k} {metrics['valid'][k]:.4f}, test {k} "
-        f"{metrics['test'][k]:.4f}; wrote {out / hyperbolic.USER_FILE} {tuple(users.shape)} and {out / hyperbolic.ITEM_FILE} {tuple(items.shape)}",
-        flush=True,
-    )
+    _report(params, tag, metrics, f"{out / hyperbolic.USER_FILE} {tuple(users.shape)} and "
+            f"{out / hyperbolic.ITEM_FILE} {tuple(items.shape)}")
     return metrics

@@ -79,7 +79,7 @@ def test_declares_the_contract(key):
     assert dataclasses.is_dataclass(cls.Config) and callable(cls.Config.problems)
     assert isinstance(cls.display_name, str) and cls.display_name
     assert cls.family in FAMILIES and set(cls.requires) <= set(SIDE_INPUTS)
-    assert cls.scores is not Recommender.scores
+    assert callable(getattr(cls, "scores", None))
     if cls.trainable:
         assert cls.loss is not Recommender.loss and cls.optimizer is not Recommender.optimizer
     assert any(block.get("class", v) == key for v, block in PARAMS["models"].items()), f"no params.yaml block uses {key}"
@@ -92,7 +92,13 @@ def test_registration_refuses_a_taken_name_and_a_missing_declaration():
     with pytest.raises(TypeError, match=r"does not declare \['family'\]"):
         class NoFamily(Recommender, key="no-family"):
             Config, display_name = MODELS["diffrec"].Config, "x"
-    assert "no-family" not in Recommender.registry
+    with pytest.raises(TypeError, match=r"trainable = True\) does not define \['loss', 'optimizer'\]"):
+        class NoLoss(Recommender, key="no-loss"):
+            Config, display_name, family = MODELS["diffrec"].Config, "x", "classic"
+
+            def scores(self, rows, users):
+                return rows
+    assert "no-family" not in Recommender.registry and "no-loss" not in Recommender.registry
 
 
 @pytest.mark.parametrize("key", sorted(MODELS))

@@ -21,7 +21,7 @@ Built as ``Model(config, n_users, n_items, *, data=None, clusters=None, hyperbol
                              the train matrix)
     ``loss(rows, users)``    scalar training loss of one batch of dense input rows (trainable
                              models only)
-    ``scores(rows, users)``  full-ranking scores (batch, n_items), higher ranks first; called in
+    ``scores(rows, users)``  (required) full-ranking scores (batch, n_items), higher ranks first; called in
                              ``eval()`` mode, where dropout is off and, unless the class says
                              ``samples_when_scoring``, nothing is drawn from the RNG
     ``optimizer()``          the optimizer over its trainable parameters (trainable models)
@@ -67,6 +67,10 @@ class Recommender(nn.Module):
         unknown = sorted(set(cls.requires) - set(SIDE_INPUTS))
         if unknown:
             raise TypeError(f"{cls.__qualname__}.requires names unknown side inputs {unknown}; allowed: {list(SIDE_INPUTS)}")
+        undefined = [m for m in ("scores", *(("loss", "optimizer") if cls.trainable else ()))
+                     if getattr(cls, m, None) is getattr(Recommender, m, None)]
+        if undefined:
+            raise TypeError(f"{cls.__qualname__} (model {key!r}, trainable = {cls.trainable}) does not define {undefined}")
         cls.key = key
         Recommender.registry[key] = cls
 
@@ -74,14 +78,11 @@ class Recommender(nn.Module):
         return data.train
 
     def loss(self, rows: torch.Tensor, users: np.ndarray | None = None) -> torch.Tensor:
-        raise NotImplementedError(f"{type(self).__name__} has no training loss (trainable = {self.trainable})")
-
-    def scores(self, rows: torch.Tensor | None, users: np.ndarray) -> torch.Tensor:
-        raise NotImplementedError(f"{type(self).__name__} does not define scores()")
+        """Only trainable models have one (registration refuses a trainable model without it)."""
+        raise RuntimeError(f"{type(self).__name__} is not trainable: it has no training loss")
 
     def optimizer(self) -> torch.optim.Optimizer | None:
-        if self.trainable:
-            raise NotImplementedError(f"{type(self).__name__} is trainable but does not define optimizer()")
+        """None: nothing to optimise (a trainable model defines its own; registration checks)."""
         return None
 
     def n_parameters(self) -> int:

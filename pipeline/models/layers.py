@@ -61,7 +61,8 @@ def row_normalized_adjacency(train: sp.spmatrix) -> sp.csr_matrix:
     return out
 
 
-def _torch_csr(m: sp.csr_matrix) -> torch.Tensor:
+def to_torch_csr(m: sp.csr_matrix) -> torch.Tensor:
+    """A scipy CSR matrix as a float32 torch sparse CSR tensor (its invariants checked)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         return torch.sparse_csr_tensor(
@@ -69,6 +70,7 @@ def _torch_csr(m: sp.csr_matrix) -> torch.Tensor:
             torch.from_numpy(m.indices.astype(np.int64)),
             torch.from_numpy(m.data.astype(np.float32)),
             size=m.shape,
+            check_invariants=True,
         )
 
 
@@ -96,7 +98,7 @@ class SparseOperator:
             out = m @ x.detach().to(torch.float32).contiguous().numpy()
             return torch.from_numpy(np.ascontiguousarray(out)).to(x.dtype)
         if self.dev is None or self.dev.device != x.device:
-            self.dev, self.dev_t = _torch_csr(self.cpu).to(x.device), _torch_csr(self.cpu_t).to(x.device)
+            self.dev, self.dev_t = to_torch_csr(self.cpu).to(x.device), to_torch_csr(self.cpu_t).to(x.device)
         return ((self.dev_t if transpose else self.dev) @ x.float()).to(x.dtype)
 
     def __matmul__(self, x: torch.Tensor) -> torch.Tensor:

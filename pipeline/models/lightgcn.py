@@ -28,7 +28,6 @@ symmetric, the backward pass of A~ @ X is A~ @ G (a custom autograd function).
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +39,7 @@ from torch import nn
 from pipeline.data.dataset import InteractionData
 from pipeline.models import checks as c
 from pipeline.models.base import Recommender
+from pipeline.models.layers import to_torch_csr
 
 MAX_RESAMPLE_ROUNDS = 20  # rejection rounds for negatives, then a direct draw from the complement
 INIT_STD = 0.1  # LightGCN-PyTorch initialises the embeddings with N(0, 0.1^2)
@@ -78,18 +78,6 @@ def normalized_adjacency(train: sp.spmatrix) -> sp.csr_matrix:
     out = (d @ a @ d).tocsr().astype(np.float32)
     out.sort_indices()
     return out
-
-
-def to_torch_csr(m: sp.csr_matrix) -> torch.Tensor:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return torch.sparse_csr_tensor(
-            torch.from_numpy(m.indptr.astype(np.int64)),
-            torch.from_numpy(m.indices.astype(np.int64)),
-            torch.from_numpy(m.data.astype(np.float32)),
-            size=m.shape,
-            check_invariants=True,
-        )
 
 
 def _spmm(adj: torch.Tensor, adj_cpu: sp.csr_matrix, x: torch.Tensor) -> torch.Tensor:
