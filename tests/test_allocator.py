@@ -56,11 +56,12 @@ def run_passes(mode: str, passes: int, env_extra: dict | None = None) -> tuple[s
 
 
 def test_evaluation_passes_stop_page_faulting():
-    flags, faults = run_passes("set", 7)
+    flags, faults = run_passes("set", 13)
     assert flags == "True True"  # set, and the second call reports it is already set
-    # Warm passes (all but the first) fault 0-2 pages each, except one or two in which the heap
-    # still grows to its high-water mark (3,707 pages, one 1,024 x 3,706 score buffer; or 601),
-    # as late as the fourth pass: hence the median warm pass, not a sum over passes.
+    # Warm passes (all but the first) fault 0-2 pages each, except a few in which the heap still
+    # grows to its high-water mark (3,707 pages, one 1,024 x 3,706 score buffer; or 601-1,802):
+    # up to three of twelve, as late as the eleventh pass (seen in a CI run with six passes: three
+    # growth passes of six put the median at 301). Hence twelve warm passes and their median.
     assert median(faults[1:]) < 100
     _, default_faults = run_passes("default", 7)  # glibc's adaptive trimming
     assert median(default_faults[1:]) > 5_000  # measured: 7,000-14,000 a warm pass
