@@ -425,6 +425,15 @@ def _ranked(values: dict[str, float]) -> dict[str, str]:
     return {key: top.get(v, "") for key, v in values.items()}
 
 
+def _metric_column(data: dict[str, list], col: str, models: Sequence[str], rows: dict[str, dict], text) -> None:
+    """Add metric column ``col`` to a table frame: ``text(model, summary row)`` per model that has a
+    row in ``rows`` (DASH for the others), the best and second mean emphasised, the rows' marks."""
+    emphasis = _ranked({m: r["mean"] for m, r in rows.items()})
+    data[col] = [text(m, rows[m]) if m in rows else DASH for m in models]
+    data[col + EMPHASIS] = [emphasis.get(m, "") for m in models]
+    data[col + MARK] = [(rows[m]["mark"] or "") if m in rows else "" for m in models]
+
+
 def by_family(models: Sequence[str], families: dict[str, str]) -> list[str]:
     """``models`` grouped by family in :data:`FAMILIES` order (unknown last), keeping their order
     within a family."""
@@ -499,11 +508,8 @@ def setting_table(
         members.append(n_col)
         for k in table_metrics:
             col = f"{d}:{k}"
-            present = {m: cell[d, m, k]["mean"] for m in models if (d, m, k) in cell}
-            emphasis = _ranked(present)
-            data[col] = [_mean_std(cell[d, m, k], deterministic[d, m]) if m in present else DASH for m in models]
-            data[col + EMPHASIS] = [emphasis.get(m, "") for m in models]
-            data[col + MARK] = [(cell[d, m, k]["mark"] or "") if m in present else "" for m in models]
+            rows_k = {m: cell[d, m, k] for m in models if (d, m, k) in cell}
+            _metric_column(data, col, models, rows_k, lambda m, r, d=d: _mean_std(r, deterministic[d, m]))
             labels[col] = short_metric_label(k)
             members.append(col)
         columns += members
@@ -623,11 +629,8 @@ def headline_table(summary: pl.DataFrame, settings: Sequence[str], model_order: 
     for s in settings:
         for k in metrics:
             col = f"{s}:{k}"
-            present = {m: cell[s, m, k]["mean"] for m in models if (s, m, k) in cell}
-            emphasis = _ranked(present)
-            data[col] = [fmt_value(present[m]) if m in present else DASH for m in models]
-            data[col + EMPHASIS] = [emphasis.get(m, "") for m in models]
-            data[col + MARK] = [(cell[s, m, k]["mark"] or "") if m in present else "" for m in models]
+            rows_k = {m: cell[s, m, k] for m in models if (s, m, k) in cell}
+            _metric_column(data, col, models, rows_k, lambda m, r: fmt_value(r["mean"]))
     n_seeds = sorted(set(summary.filter(pl.col("model").is_in(models))["n_seeds"].to_list()))
     note = (
         f"Test split, mean over {_join(n_seeds)} seeds; **bold**: best of the column, "
