@@ -1,4 +1,4 @@
-# Diffusion-recommender pipeline: download -> prepare -> item embeddings -> clusters -> train -> aggregate.
+# Diffusion-recommender pipeline: download -> prepare -> embeddings -> clusters -> tune -> train -> aggregate.
 # Thin entry point; the rules live in workflow/rules/. Every rule runs a
 # `python -m pipeline <stage>` command, the same commands dvc.yaml runs.
 
@@ -30,10 +30,6 @@ include: "workflow/rules/synthetic.smk"
 rule all:
     input:
         rules.aggregate.output,
-        # item clusters of every split and embedding source (dvc.yaml builds them all too)
-        expand("data/clusters/{split}/{source}/clusters.parquet", split=list(config["splits"]), source=EMBEDDINGS),
-        # HDRM's stage-1 hyperbolic embeddings where a model needs them (as in dvc.yaml)
-        expand(f"{HYPERBOLIC_DIR}/user_emb.npy", split=HYPERBOLIC_SPLITS),
         # the synthetic presets listed in synthetic.build
         expand("data/raw/synthetic-{name}", name=SYNTHETIC_BUILD),
     default_target: True

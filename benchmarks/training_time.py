@@ -24,12 +24,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.config import HYPERBOLIC_MODEL, display_names, load_params, planned_runs, run_threads, tune_runs  # noqa: E402
+from pipeline.config import display_names, load_params  # noqa: E402
+from pipeline.plan import embed_jobs, run_threads, trained_runs, tune_runs  # noqa: E402
 
 
 def collect(params: dict) -> list[dict]:
     rows: dict[tuple[str, str], dict] = {}
-    for split, variant, seed in planned_runs(params):
+    for split, variant, seed in trained_runs(params):
         run = ROOT / "runs" / split / variant / f"seed{seed}" / "metrics.json"
         timing = ROOT / "logs" / "timing" / f"{split}_{variant}_seed{seed}.json"
         if not run.exists() or not timing.exists():
@@ -45,18 +46,17 @@ def collect(params: dict) -> list[dict]:
         row["trained"].append(m["epochs_trained"])
     # the embedding stages: LightGCN (the latent models' clusters) and HGCF (HDRM's stage 1, a
     # cost HDRM pays on top of its own runs), one run per split with embeddings.seed
-    for split in dict.fromkeys(split for split, _, _ in planned_runs(params)):
-        for variant in ("lightgcn", HYPERBOLIC_MODEL):
-            run = ROOT / "data" / "embeddings" / split / variant / "metrics.json"
-            timing = ROOT / "logs" / "timing" / f"{split}_{variant}-embeddings.json"
-            if not run.exists() or not timing.exists():
-                continue
-            m, t = json.loads(run.read_text()), json.loads(timing.read_text())
-            rows[(split, f"{variant} stage")] = {
-                "split": split, "variant": variant, "label": f"{display_names(params, variant)[0]} (embedding stage)",
-                "epoch": [t["seconds_per_epoch"]], "eval": [t["seconds_per_eval"]], "best": [m["best_epoch"]],
-                "trained": [m["epochs_trained"]], "params": m.get("n_parameters"),
-            }
+    for split, variant in embed_jobs(params):
+        run = ROOT / "data" / "embeddings" / split / variant / "metrics.json"
+        timing = ROOT / "logs" / "timing" / f"{split}_{variant}-embeddings.json"
+        if not run.exists() or not timing.exists():
+            continue
+        m, t = json.loads(run.read_text()), json.loads(timing.read_text())
+        rows[(split, f"{variant} stage")] = {
+            "split": split, "variant": variant, "label": f"{display_names(params, variant)[0]} (embedding stage)",
+            "epoch": [t["seconds_per_epoch"]], "eval": [t["seconds_per_eval"]], "best": [m["best_epoch"]],
+            "trained": [m["epochs_trained"]], "params": m.get("n_parameters"),
+        }
     return list(rows.values())
 
 
@@ -102,7 +102,7 @@ def render_tuning(params: dict) -> str:
         f"| split | model | setting | best epoch | valid {metric} | test {metric} | selected |",
         "|---|---|---|---:|---:|---:|:---:|",
     ]
-    seen = dict.fromkeys((s, v) for s, v, _ in planned_runs(params) if params["models"][v].get("grid"))
+    seen = dict.fromkeys((s, v) for s, v, _ in trained_runs(params) if params["models"][v].get("grid"))
     for split, variant in seen:
         path = ROOT / "runs" / split / variant / "tuning" / "grid.csv"
         if not path.exists():

@@ -76,15 +76,15 @@ def cmd_tune(args, params):
 
 
 def cmd_embed(args, params):
-    from pipeline.embeddings import train_lightgcn
+    from pipeline.embeddings import train_embeddings
 
-    train_lightgcn(params, args.split, args.data, args.out)
+    train_embeddings(params, args.split, args.model, args.data, args.out)
 
 
-def cmd_embed_hyperbolic(args, params):
-    from pipeline.embeddings import train_hyperbolic
+def cmd_check(args, params):
+    from pipeline.config import check_model_configs
 
-    train_hyperbolic(params, args.split, args.data, args.out)
+    print(f"params: {params['_path']} is valid; {check_model_configs(params)} model configs built and checked", flush=True)
 
 
 def cmd_import_embeddings(args, params):
@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--clusters", help="data/clusters/<split> (latent models: L-DiffRec, LT-DiffRec)")
     p.add_argument("--tuned", help="runs/<split>/<model>/tuning/selected.json (variants with a grid)")
-    p.add_argument("--hyperbolic", help="data/embeddings/<split>/hgcf (HDRM: the embed-hyperbolic stage's embeddings)")
+    p.add_argument("--hyperbolic", help="data/embeddings/<split>/hgcf (HDRM: the embed stage's HGCF points)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_train)
 
@@ -167,17 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_tune)
 
-    p = sub.add_parser("embed", help="train LightGCN on a split and write its item embeddings")
+    p = sub.add_parser("embed", help="train an embedding model (lightgcn: item vectors to cluster; hgcf: HDRM's stage-1 points)")
     p.add_argument("--split", required=True)
+    p.add_argument("--model", required=True, help="lightgcn or hgcf (pipeline.plan.EMBED_MODELS)")
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_embed)
-
-    p = sub.add_parser("embed-hyperbolic", help="HDRM's stage 1: train hyperbolic LightGCN (models.hgcf), write user and item points")
-    p.add_argument("--split", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_embed_hyperbolic)
 
     p = sub.add_parser("import-embeddings", help="take the released item_emb.npy of a DiffRec archive")
     p.add_argument("--split", required=True)
@@ -210,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inputs", action="store_true", help="only print the input files the runs need (targets for the DAG runner)")
     p.add_argument("--reuse", action="store_true", help="compare retrainings already finished in --work instead of training again")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("check", help="validate the params file and build every planned model config (imports the models)")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("dvc-yaml", help="render dvc.yaml from params.yaml (the run plan) for DVC")
     p.add_argument("--out", default="dvc.yaml")

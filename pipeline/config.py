@@ -20,6 +20,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from pipeline import plan
+
 PARAMS_ENV = "PIPELINE_PARAMS"
 MIRROR_ENV = "PIPELINE_MIRROR"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -172,13 +174,14 @@ def check_semantics(params: dict) -> None:
         if name != expected:
             raise ConfigError(f"splits.{name}", f"split names are <dataset>_<setting>; expected {expected!r}")
     for variant, block in params["models"].items():
-        cls = model_class(params, variant)
+        declared = model_declared(params, variant)
         for split in block.get("per_split", {}) or {}:
             _require_member(f"models.{variant}.per_split.{split}", split, params["splits"])
-        if "clusters" in cls.requires:
+        if "clusters" in declared.requires:
+            sources = embedding_sources(params)
             if "embeddings" not in block:
-                raise ConfigError(f"models.{variant}", f"latent model variants name their item embeddings; add embeddings: one of {params['embeddings']['sources']}")
-            _require_member(f"models.{variant}.embeddings", block["embeddings"], params["embeddings"]["sources"])
+                raise ConfigError(f"models.{variant}", f"latent model variants name their item embeddings; add embeddings: one of {sources}")
+            _require_member(f"models.{variant}.embeddings", block["embeddings"], sources)
     seen: dict[tuple[str, str, int], int] = {}
     for b, block in enumerate(params["experiments"]):
         for key, known in (("splits", params["splits"]), ("models", params["models"])):
@@ -203,28 +206,25 @@ def check_semantics(params: dict) -> None:
                           f"patience counts epochs since the last new best (0 before the first evaluation), so "
                           f"every run would stop before epoch {patience}, before its first evaluation at epoch "
                           f"{eval_every}; make training.eval_every < training.patience")
-    for split, variant, _ in planned_runs(params):
+    for split, variant in dict.fromkeys((run.split, run.model) for run in plan.trained_runs(params)):
         _check_run_config(params, variant, split)
-        for point in grid_points(params, variant):
+        for point in plan.grid_points(params, variant):
             _check_run_config(params, variant, split, point)
-    if "lightgcn" in params["embeddings"]["sources"]:
-        for split in params["splits"]:
-            _check_run_config(params, "lightgcn", split)
-    stage1 = hyperbolic_splits(params)
-    if stage1 and HYPERBOLIC_MODEL not in params["models"]:
-        raise ConfigError("models", f"models.{HYPERBOLIC_MODEL} is missing: the embed-hyperbolic stage (HDRM's stage 1) "
-                          f"trains it on the splits of the models that need its points ({stage1})")
-    for split in stage1:
-        _check_run_config(params, HYPERBOLIC_MODEL, split)
+    for split, model in plan.embed_jobs(params):
+        if model not in params["models"]:
+            raise ConfigError("models", f"models.{model} is missing: the embed stage trains it on {split!r} "
+                              "for the models that read its embeddings")
+        _check_run_config(params, model, split)
 
 
 def _check_run_config(params: dict, model: str, split: str, tuned: dict[str, Any] | None = None) -> None:
-    """The model's config checks (:func:`model_config`), and that the run reaches an evaluation:
-    the trainer evaluates at the epochs divisible by training.eval_every, up to the model's
-    ``epochs`` (a model without ``epochs`` trains nothing and is evaluated once)."""
-    cfg = model_config(params, model, split, tuned)
+    """The run's hyperparameters by name and type (:func:`hyperparameters`), and that the run
+    reaches an evaluation: the trainer evaluates at the epochs divisible by
+    training.eval_every, up to the model's ``epochs`` (a model without ``epochs`` trains nothing
+    and is evaluated once)."""
+    merged = hyperparameters(params, model, split, tuned)
     eval_every = params["training"]["eval_every"]
-    epochs = getattr(cfg, "epochs", None)
+    epochs = merged.get("epochs", model_declared(params, model).defaults.get("epochs"))
     if epochs is not None and eval_every > epochs:
         key = hyperparameter_key(params, model, split, "epochs", tuned)
         raise ConfigError("training.eval_every", f"{eval_every} is more than {key} ({epochs}): the run of {model!r} "
@@ -232,115 +232,85 @@ def _check_run_config(params: dict, model: str, split: str, tuned: dict[str, Any
                           f"training.eval_every <= {key}")
 
 
-# HDRM's stage 1: the model block the embed-hyperbolic stage trains on every split where a model
-# that requires its points runs (data/embeddings/<split>/hgcf)
-HYPERBOLIC_MODEL = "hgcf"
-HYPERBOLIC_DIR = "data/embeddings/{split}/" + HYPERBOLIC_MODEL
+def embedding_sources(params: dict) -> list[str]:
+    """What ``models.<v>.embeddings`` may name: an embedding model the embed stage trains (with a
+    ``models`` block), or "released" (the authors' item_emb.npy in the split's raw archive)."""
+    return sorted({*(m for m in plan.EMBED_MODELS if m in params["models"]), plan.RELEASED})
 
 
-def planned_runs(params: dict) -> list[tuple[str, str, int]]:
-    """Every (split, model variant, seed) the DAG trains: the product of each ``experiments``
-    block's splits, models and seeds, block by block, in the order they are written. What else a
-    run needs (a tune stage, item clusters, HDRM's stage-1 points) follows from the variant."""
-    return [
-        (split, variant, int(seed))
-        for block in params["experiments"]
-        for split in block["splits"]
-        for variant in block["models"]
-        for seed in block["seeds"]
-    ]
-
-
-def is_tuned(params: dict, variant: str) -> bool:
-    """Variants with a hyperparameter grid (``models.<variant>.grid``) run the tune stage first."""
-    return bool(params["models"][variant].get("grid"))
-
-
-def tune_runs(params: dict) -> list[tuple[str, str, int]]:
-    """(split, variant, seed) of every tune stage: each tuned variant on each split it runs on,
-    with the first seed planned for it there (the grid is trained with that seed)."""
-    first: dict[tuple[str, str], int] = {}
-    for split, variant, seed in planned_runs(params):
-        if is_tuned(params, variant):
-            first.setdefault((split, variant), seed)
-    return [(split, variant, seed) for (split, variant), seed in first.items()]
-
-
-def hyperbolic_splits(params: dict) -> list[str]:
-    """The splits the embed-hyperbolic stage (HDRM's stage 1) runs on: those of the planned runs
-    of models that require its points."""
-    return list(dict.fromkeys(
-        split for split, variant, _ in planned_runs(params) if "hyperbolic" in model_class(params, variant).requires
-    ))
-
-
-def run_threads(params: dict, variant: str) -> int:
-    """CPU threads of a variant's runs: ``models.<variant>.threads`` where set (small models run
-    better as parallel one-thread jobs), else ``training.threads``. The engines schedule with it."""
-    return int(params["models"][variant].get("threads", params["training"]["threads"]))
-
-
-def grid_points(params: dict, variant: str) -> list[dict[str, Any]]:
-    """The hyperparameter settings a tuned variant tries (``models.<variant>.grid``: key -> list
-    of values; the product in the order the keys are written); [] for a variant without a grid."""
-    grid = params["models"][variant].get("grid") or {}
-    if not grid:
-        return []
-    keys = list(grid)
-    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
-
-
-def model_class(params: dict, variant: str):
-    """The class behind a model variant (``models.<variant>.class``, default the variant name)."""
-    from pipeline.models import MODELS
+def model_declared(params: dict, variant: str):
+    """What the class behind a variant declares (``models.<variant>.class``, default the variant
+    name), read from its file without importing it (:mod:`pipeline.models.declared`)."""
+    from pipeline.models.declared import declared_models
 
     _require_member("models", variant, params["models"])
     name = params["models"][variant].get("class", variant)
-    _require_member(f"models.{variant}.class" if "class" in params["models"][variant] else f"models.{variant}", name, MODELS)
-    return MODELS[name]
+    known = declared_models()
+    _require_member(f"models.{variant}.class" if "class" in params["models"][variant] else f"models.{variant}", name, known)
+    return known[name]
+
+
+def model_class(params: dict, variant: str):
+    """The class behind a model variant (imports the model modules, and with them torch)."""
+    from pipeline.models import MODELS
+
+    return MODELS[model_declared(params, variant).key]
 
 
 def display_names(params: dict, variant: str) -> tuple[str, str]:
     """(row name in the tables, model name in the paper) of a variant."""
-    cls = model_class(params, variant)
-    return params["models"][variant].get("display", cls.display_name), cls.display_name
+    name = model_declared(params, variant).display_name
+    return params["models"][variant].get("display", name), name
+
+
+def hyperparameters(params: dict, model: str, split: str, tuned: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The hyperparameters params.yaml sets for a run, checked by name and type against the
+    model's Config as its file declares it (no torch): ``models.<model>.defaults``, then the
+    split's overrides, then ``tuned`` (a grid point: a setting of some of the keys in
+    ``models.<model>.grid``). The Config's own defaults (in the model's file) fill the rest."""
+    declared = model_declared(params, model)
+    block = params["models"][model]
+    tuned = tuned or {}
+    merged = {**(block.get("defaults") or {}), **((block.get("per_split") or {}).get(split) or {}), **tuned}
+    for key, value in merged.items():
+        where = hyperparameter_key(params, model, split, key, tuned)
+        if key not in declared.fields:
+            raise ConfigError(where, f"unknown hyperparameter; allowed: {sorted(declared.fields)}")
+        problem = _type_problem(declared.fields[key], value)
+        if problem:
+            raise ConfigError(where, problem)
+    return merged
 
 
 def model_config(params: dict, model: str, split: str, tuned: dict[str, Any] | None = None):
-    """The model's config dataclass: the Config's own defaults (in the model's file), then
-    ``models.<model>.defaults``, then the split's overrides, then ``tuned`` (a grid point: a
-    setting of some of the keys in ``models.<model>.grid``), then checks."""
+    """The model's config dataclass: :func:`hyperparameters` over the Config's own defaults (in
+    the model's file), then the Config's value checks (``problems()``). Imports the model."""
+    merged = hyperparameters(params, model, split, tuned)
     cls = model_class(params, model).Config
-    block = params["models"][model]
-    tuned = tuned or {}
-    split_overrides = (block.get("per_split") or {}).get(split, {})
-    overrides = {**split_overrides, **tuned}
-    merged = {**(block.get("defaults") or {}), **overrides}
-    fields = {f.name for f in dataclasses.fields(cls)}
     in_code = {f.name for f in dataclasses.fields(cls)
                if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
-
-    def where(key: str) -> str:
-        return hyperparameter_key(params, model, split, key, tuned)
-
-    for key in merged:
-        if key not in fields:
-            raise ConfigError(where(key), f"unknown hyperparameter; allowed: {sorted(fields)}")
-    missing = sorted(fields - set(merged) - in_code)
+    missing = sorted({f.name for f in dataclasses.fields(cls)} - set(merged) - in_code)
     if missing:
         raise ConfigError(f"models.{model}.defaults", f"missing hyperparameters: {missing}")
-
-    hints = typing.get_type_hints(cls)
-    for key, value in merged.items():
-        problem = _type_problem(hints[key], value)
-        if problem:
-            raise ConfigError(where(key), problem)
     cfg = cls(**merged)
+    overrides = {**((params["models"][model].get("per_split") or {}).get(split) or {}), **(tuned or {})}
     for keys, message in cfg.problems():
         keys = (keys,) if isinstance(keys, str) else tuple(keys)
         blamed = next((k for k in keys if k in overrides), keys[0])  # the override that broke it
-        raise ConfigError(where(blamed), message)
+        raise ConfigError(hyperparameter_key(params, model, split, blamed, tuned), message)
     return cfg
+
+
+def check_model_configs(params: dict) -> int:
+    """Build every planned job's model config (value checks included; imports the models): what
+    ``python -m pipeline check`` adds to the torch-free validation. Returns how many."""
+    pairs = list(dict.fromkeys((r.split, r.model) for r in plan.trained_runs(params)))
+    jobs = [(split, variant, None) for split, variant in pairs]
+    jobs += [(split, variant, point) for split, variant in pairs for point in plan.grid_points(params, variant)]
+    jobs += [(split, model, None) for split, model in plan.embed_jobs(params)]
+    for split, variant, point in jobs:
+        model_config(params, variant, split, point)
+    return len(jobs)
 
 
 def hyperparameter_key(params: dict, model: str, split: str, key: str, tuned: dict[str, Any] | None = None) -> str:
@@ -353,8 +323,14 @@ def hyperparameter_key(params: dict, model: str, split: str, key: str, tuned: di
     return f"models.{model}.defaults.{key}"
 
 
+_TYPES = {"bool": bool, "int": int, "float": float, "str": str, "list": list, "tuple": list}
+
+
 def _type_problem(annotation, value) -> str | None:
-    """A message when ``value`` does not fit the dataclass field type (bool is not a number)."""
+    """A message when ``value`` does not fit the dataclass field type (bool is not a number);
+    ``annotation`` is the type or its text as the file writes it (``list[int]`` is a list)."""
+    if isinstance(annotation, str):
+        annotation = _TYPES.get(annotation.split("[")[0].strip(), annotation)
     if annotation is bool:
         ok, want = isinstance(value, bool), "true or false"
     elif annotation is int:

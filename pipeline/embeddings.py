@@ -1,15 +1,15 @@
-"""The embedding stages: the item vectors L-DiffRec clusters, and HDRM's stage-1 points.
+"""The embed and import-embeddings stages: the item vectors L-DiffRec clusters, and HDRM's
+stage-1 points.
 
-Two ways to get ``item_emb.npy`` (float32, (n_items, emb_size)):
-
-* :func:`train_lightgcn` trains LightGCN (``pipeline.models.lightgcn``) on the split's train
-  interactions with the shared training loop (early stopping on valid recall@20) and writes the
-  final propagated item embeddings of the best state;
+* :func:`train_embeddings` (the embed stage, ``python -m pipeline embed --model M``) trains an
+  embedding model (``pipeline.plan.EMBED_MODELS``) on the split's train interactions with the
+  shared trainer (early stopping on validation) and writes its best state's final user and item
+  embeddings, ``user_emb.npy`` and ``item_emb.npy`` (float32, its ``final_embeddings()``):
+  LightGCN's (``models.lightgcn``) propagated vectors, whose items the cluster stage clusters;
+  HGCF's (``models.hgcf``, HDRM's stage 1) points of the hyperboloid, which HDRM reads
+  (:func:`pipeline.hyperbolic.load_hyperbolic_embeddings`);
 * :func:`import_released` copies the authors' released ``item_emb.npy`` (a pre-trained LightGCN,
-  64-d) after checking it fits the prepared split;
-* :func:`train_hyperbolic` (the embed-hyperbolic stage) trains HGCF (``models.hgcf``) and writes
-  the best state's user and item points of the hyperboloid (``user_emb.npy``, ``item_emb.npy``),
-  which HDRM reads (:func:`pipeline.hyperbolic.load_hyperbolic_embeddings`).
+  64-d) after checking it fits the prepared split.
 """
 
 from __future__ import annotations
@@ -19,14 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import hyperbolic
-from pipeline.config import HYPERBOLIC_MODEL
+from pipeline.plan import EMBED_FILES, EMBED_MODELS
 from pipeline.data.dataset import load_interactions
 from pipeline.io import atomic_path, read_json
 from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.fitting import fit
 
 EMBEDDINGS_FILE = "item_emb.npy"
-MODEL_NAME = "lightgcn"
 
 
 def write_embeddings(path: str | Path, embeddings: np.ndarray) -> None:
@@ -56,16 +55,6 @@ def _report(params: dict, tag: str, metrics: dict, wrote: str) -> None:
     )
 
 
-def train_lightgcn(params: dict, split: str, data_dir: str, out_dir: str) -> dict:
-    """Train LightGCN on ``data_dir`` (seed ``params['embeddings']['seed']``) into ``out_dir``;
-    writes the run folder of the shared trainer plus ``item_emb.npy``; returns the metrics."""
-    model, metrics, tag = _train_best(params, split, MODEL_NAME, int(params["embeddings"]["seed"]), data_dir, out_dir, "embed")
-    embeddings = model.item_embeddings().numpy()
-    write_embeddings(Path(out_dir) / EMBEDDINGS_FILE, embeddings)
-    _report(params, tag, metrics, f"{Path(out_dir) / EMBEDDINGS_FILE} {embeddings.shape}")
-    return metrics
-
-
 def import_released(raw_dir: str, data_dir: str, out_dir: str) -> None:
     """Copy the one ``item_emb.npy`` found under ``raw_dir`` to ``out_dir`` as float32, after
     checking that it is a 2-D float array with one row per item of the prepared split."""
@@ -90,16 +79,17 @@ def import_released(raw_dir: str, data_dir: str, out_dir: str) -> None:
     print(f"[embeddings] imported {source} {array.shape} {array.dtype} -> {Path(out_dir) / EMBEDDINGS_FILE}", flush=True)
 
 
-def train_hyperbolic(params: dict, split: str, data_dir: str, out_dir: str, seed: int | None = None) -> dict:
-    """Train HGCF (``models.hgcf``) on ``data_dir`` with the shared trainer (seed ``seed``, default
-    ``params['embeddings']['seed']``) into ``out_dir``; writes the run folder plus the best
-    state's ``user_emb.npy`` and ``item_emb.npy``; returns the metrics."""
+def train_embeddings(params: dict, split: str, model_name: str, data_dir: str, out_dir: str, seed: int | None = None) -> dict:
+    """Train the embedding model ``models.<model_name>`` on ``data_dir`` with the shared trainer
+    (seed ``seed``, default ``params['embeddings']['seed']``) into ``out_dir``; writes the run
+    folder plus its embedding files; returns the metrics."""
+    if model_name not in EMBED_MODELS:
+        raise ValueError(f"the embed stage trains the embedding models {list(EMBED_MODELS)}, not {model_name!r}")
     seed = int(params["embeddings"]["seed"]) if seed is None else int(seed)
-    model, metrics, tag = _train_best(params, split, HYPERBOLIC_MODEL, seed, data_dir, out_dir, "embed-hyperbolic")
-    users, items = model.final_embeddings()
+    model, metrics, tag = _train_best(params, split, model_name, seed, data_dir, out_dir, "embed")
+    arrays = dict(zip(EMBED_FILES, model.final_embeddings()))
     out = Path(out_dir)
-    write_embeddings(out / hyperbolic.USER_FILE, users.numpy())
-    write_embeddings(out / hyperbolic.ITEM_FILE, items.numpy())
-    _report(params, tag, metrics, f"{out / hyperbolic.USER_FILE} {tuple(users.shape)} and "
-            f"{out / hyperbolic.ITEM_FILE} {tuple(items.shape)}")
+    for name, array in arrays.items():
+        write_embeddings(out / name, array.numpy())
+    _report(params, tag, metrics, " and ".join(f"{out / name} {tuple(a.shape)}" for name, a in arrays.items()))
     return metrics

@@ -2,7 +2,7 @@
 
 For a variant with ``models.<variant>.grid`` (the baselines), every grid point (the product of
 the listed values, on top of the defaults and the split's overrides) is trained with ``--seed``,
-the first seed the plan runs the variant with on the split (:func:`pipeline.config.tune_runs`),
+the first seed the plan runs the variant with on the split (:func:`pipeline.plan.tune_runs`),
 through the shared trainer, exactly like any run: the same
 evaluator, early stopping and best-epoch selection. The point with the highest validation
 ``training.select_metric`` wins (the first one listed on ties: the grid's order is part of the
@@ -34,7 +34,8 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.config import ConfigError, grid_points
+from pipeline.config import ConfigError
+from pipeline.plan import grid_points
 from pipeline.data.dataset import load_interactions
 from pipeline.io import atomic_path, read_json, write_json
 from pipeline.training.fitting import fit, load_clusters

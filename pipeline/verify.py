@@ -23,7 +23,7 @@ import platform
 import re
 from pathlib import Path
 
-from pipeline.config import HYPERBOLIC_DIR, model_class
+from pipeline import plan
 from pipeline.io import write_json
 
 RUN_PATTERN = re.compile(r"(?:^|/)runs/(?P<split>[^/]+)/(?P<model>[^/]+)/seed(?P<seed>\d+)/?$")
@@ -37,13 +37,14 @@ def parse_run(path: str) -> tuple[str, str, int]:
 
 
 def run_inputs(params: dict, split: str, model: str) -> dict[str, str | None]:
-    """The files a (split, model) run reads besides params: what the train stage's command passes."""
-    cls = model_class(params, model)
+    """The files a (split, model) run reads besides params: what the train stage's command passes
+    (:mod:`pipeline.plan`)."""
+    clusters = plan.clusters_of(params, split, model)
     return {
         "data": f"data/prepared/{split}",
-        "clusters": f"data/clusters/{split}" if "clusters" in cls.requires else None,
-        "tuned": f"runs/{split}/{model}/tuning/selected.json" if params["models"][model].get("grid") else None,
-        "hyperbolic": HYPERBOLIC_DIR.format(split=split) if "hyperbolic" in cls.requires else None,
+        "clusters": clusters[0] if clusters else None,
+        "tuned": f"{plan.TUNE_DIR.format(split=split, model=model)}/selected.json" if plan.is_tuned(params, model) else None,
+        "hyperbolic": plan.stage1_of(params, split, model),
     }
 
 
@@ -51,16 +52,8 @@ def input_targets(params: dict, runs: list[str]) -> list[str]:
     """Files the DAG runner must build before :func:`main` can retrain ``runs``."""
     targets = []
     for run in runs:
-        split, model, _ = parse_run(run)
-        inputs = run_inputs(params, split, model)
-        targets.append(f"{inputs['data']}/interactions.parquet")
-        if inputs["clusters"]:
-            source = params["models"][model]["embeddings"]
-            targets.append(f"{inputs['clusters']}/{source}/clusters.parquet")
-        if inputs["tuned"]:
-            targets.append(str(Path(inputs["tuned"]).parent))  # the tune stage's output folder
-        if inputs["hyperbolic"]:
-            targets.append(f"{inputs['hyperbolic']}/user_emb.npy")
+        split, model, seed = parse_run(run)
+        targets += plan.train_inputs(params, plan.Run(split, model, seed))
     return list(dict.fromkeys(targets))
 
 

@@ -1,8 +1,10 @@
 """The model contract: what every model of the pipeline declares and does.
 
 A model is a ``Recommender`` subclass in its own file under ``pipeline/models/``, registered by
-the name params.yaml uses for it (``class DiffRec(Recommender, key="diffrec")``); the package
-imports every module, so writing the file is what registers the model.
+the name params.yaml uses for it (``class DiffRec(Recommender, key="diffrec")``); writing the
+file is what registers the model. The declarations below are literals in the class body:
+planning and validation read them from the file without importing it
+(``pipeline/models/declared.py``), so they need no torch.
 
 Declared on the class (read without building a model):
     ``Config``          dataclass of its hyperparameters; ``problems()`` lists invalid values
@@ -14,6 +16,9 @@ Declared on the class (read without building a model):
     ``deterministic``   True: every seed gives the same result (the tables show one run)
     ``samples_when_scoring``  True: ``scores`` draws from torch's RNG (as the released
                         inference does); scores are then a function of the state and the RNG
+    ``uses_time_order`` True: its input depends on the order of a user's interactions (the
+                        ``order`` column); False: a temporal split, whose rows equal its clean
+                        split's, gives it the clean split's result, so the plan reuses that run
 
 Built as ``Model(config, n_users, n_items, *, data=None, clusters=None, hyperbolic=None)``
 (side inputs by keyword; a model ignores those it does not use), it provides:
@@ -49,6 +54,7 @@ class Recommender(nn.Module):
     trainable: ClassVar[bool] = True
     deterministic: ClassVar[bool] = False
     samples_when_scoring: ClassVar[bool] = False
+    uses_time_order: ClassVar[bool] = False
 
     registry: ClassVar[dict[str, type[Recommender]]] = {}
     key: ClassVar[str]

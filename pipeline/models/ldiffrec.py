@@ -348,3 +348,4 @@ class LTDiffRec(LDiffRec, key="ltdiffrec"):
     Config = LTDiffRecConfig
     display_name = "LT-DiffRec"
     family = "diffusion"  # the tables' row group: classic, generative or diffusion
+    uses_time_order = True  # time-weighted rows

@@ -161,12 +161,14 @@ class LightGCN(Recommender, key="lightgcn"):
         return user_final[idx] @ item_final.T
 
     @torch.no_grad()
-    def item_embeddings(self) -> torch.Tensor:
-        """The final (propagated, layer-mean) item embeddings, (n_items, emb_size) float32 on the CPU."""
+    def final_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The final (propagated, layer-mean) embeddings in eval mode, (users (U, d), items (I, d))
+        float32 on the CPU: the embed stage's output, whose items the cluster stage clusters."""
         was_training = self.training
         self.eval()
         try:
-            return self.propagate()[1].detach().float().cpu().clone()
+            users, items = self.propagate()
+            return users.detach().float().cpu().clone(), items.detach().float().cpu().clone()
         finally:
             self.train(was_training)
 

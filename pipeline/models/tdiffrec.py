@@ -36,6 +36,7 @@ class TDiffRec(DiffRec, key="tdiffrec"):
     Config = TDiffRecConfig
     display_name = "T-DiffRec"
     family = "diffusion"  # the tables' row group: classic, generative or diffusion
+    uses_time_order = True  # time-weighted rows
 
     def input_matrix(self, data: InteractionData) -> sp.csr_matrix:
         return temporal_weights(data.train_rank, self.config.w_min, self.config.w_max)

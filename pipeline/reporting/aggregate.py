@@ -1,8 +1,10 @@
 """Aggregate stage: ``python -m pipeline aggregate --runs runs --out results [--efficiency results/efficiency.json]``.
 
-Collects, for exactly the runs that the ``experiments`` groups name
-(:func:`pipeline.config.planned_runs`; other folders under ``runs/`` are ignored, a missing
-one is an error), ``<runs>/<split>/<model variant>/seed<seed>/`` ``metrics.json``,
+Collects, for exactly the runs that the ``experiments`` blocks name
+(:func:`pipeline.plan.table_runs`; other folders under ``runs/`` are ignored, a missing
+one is an error), from the folder of the run trained for each (:func:`pipeline.plan.trained_run`:
+a temporal run of a model that ignores the time order is its clean twin's),
+``<runs>/<split>/<model variant>/seed<seed>/`` ``metrics.json``,
 ``history.csv`` and ``per_user.parquet``, reads the reference numbers (``paper_results``) and,
 optionally, the efficiency benchmark's JSON, and writes, atomically and byte-for-byte
 deterministically:
@@ -36,6 +38,7 @@ from typing import Any
 
 import polars as pl
 
+from pipeline import plan
 from pipeline.io import read_json, write_bytes, write_text
 from pipeline.reporting import significance as sig
 from pipeline.reporting import tables
@@ -47,11 +50,11 @@ REFERENCE_VARIANT = "diffrec"
 
 
 def _model_class(model: str, params: dict[str, Any] | None):
-    """The registered class of a variant (``models.<variant>.class``, else the variant's name);
+    """What the class of a variant declares (``models.<variant>.class``, else the variant's name);
     None for a name no model registered."""
-    from pipeline.models import MODELS  # local import: models import torch
+    from pipeline.models.declared import declared_models  # read from the files: no torch
 
-    return MODELS.get(((params or {}).get("models", {}).get(model) or {}).get("class", model))
+    return declared_models().get(((params or {}).get("models", {}).get(model) or {}).get("class", model))
 
 
 def display_name(model: str, params: dict[str, Any] | None = None) -> str:
@@ -88,24 +91,22 @@ def deterministic(model: str, params: dict[str, Any] | None = None) -> bool:
 
 def run_variants(params: dict[str, Any]) -> list[str]:
     """Model variants in the order the experiments name them."""
-    from pipeline.config import planned_runs
-
-    return list(dict.fromkeys(model for _, model, _ in planned_runs(params)))
+    return list(dict.fromkeys(run.model for run in plan.table_runs(params)))
 
 
 def run_path(runs_dir: str | Path, split: str, model: str, seed: int, name: str = "metrics.json") -> Path:
     return Path(runs_dir) / split / model / f"seed{seed}" / name
 
 
-def _require(params: dict[str, Any], runs_dir: str | Path, name: str, hint: str) -> list[tuple[str, str, int]]:
-    """The planned runs; an error naming every one that lacks ``name``."""
-    from pipeline.config import planned_runs
-
-    expected = planned_runs(params)
-    missing = [str(run_path(runs_dir, *key, name)) for key in expected if not run_path(runs_dir, *key, name).is_file()]
+def _require(params: dict[str, Any], runs_dir: str | Path, name: str, hint: str) -> list[tuple[plan.Run, plan.Run]]:
+    """(table run, the run trained for it) of every run the tables show; an error naming every
+    trained run that lacks ``name``."""
+    expected = [(run, plan.trained_run(params, run)) for run in plan.table_runs(params)]
+    paths = dict.fromkeys(run_path(runs_dir, *trained, name) for _, trained in expected)
+    missing = [str(path) for path in paths if not path.is_file()]
     if missing:
         raise FileNotFoundError(
-            f"aggregate: {len(missing)} of {len(expected)} run(s) missing {name}: " + ", ".join(missing) + f" ({hint})"
+            f"aggregate: {len(missing)} of {len(paths)} run(s) missing {name}: " + ", ".join(missing) + f" ({hint})"
         )
     return expected
 
@@ -130,15 +131,15 @@ def collect_runs(params: dict[str, Any], runs_dir: str | Path) -> tuple[pl.DataF
         raise ValueError(f"aggregate: models {sorted(names)} share the display name(s) {clash}")
 
     run_rows, metric_rows = [], []
-    for split, model, seed in expected:
-        path = run_path(runs_dir, split, model, seed)
+    for (split, model, seed), trained in expected:
+        path = run_path(runs_dir, *trained)
         record = read_json(path)
         absent = [k for k in REQUIRED_KEYS if k not in record]
         if absent:
             raise ValueError(f"aggregate: {path} lacks key(s) {absent}")
         found = (record["split"], record["model"], int(record["seed"]))
-        if found != (split, model, seed):
-            raise ValueError(f"aggregate: {path} holds the run {found}, expected {(split, model, seed)}")
+        if found != tuple(trained):
+            raise ValueError(f"aggregate: {path} holds the run {found}, expected {tuple(trained)}")
         cfg = params["splits"][split]
         ident = {"dataset": cfg["dataset"], "setting": cfg["setting"], "model": names[model], "seed": seed}
         run_rows.append(
@@ -169,8 +170,8 @@ def collect_per_user(params: dict[str, Any], runs_dir: str | Path, metrics=sig.S
         "per-user tables are DVC outputs, not in git: `dvc pull` them, or train the runs",
     )
     frames = []
-    for split, model, seed in expected:
-        path = run_path(runs_dir, split, model, seed, "per_user.parquet")
+    for (split, model, seed), trained in expected:
+        path = run_path(runs_dir, *trained, "per_user.parquet")
         table = pl.read_parquet(path)
         absent = [c for c in ("user", "split", *metrics) if c not in table.columns]
         if absent:
@@ -195,8 +196,8 @@ def collect_history(params: dict[str, Any], runs_dir: str | Path, metric: str) -
     expected = _require(params, runs_dir, "history.csv", "train them first, or change experiments in params")
     column = f"valid_{metric}"
     frames = []
-    for split, model, seed in expected:
-        path = run_path(runs_dir, split, model, seed, "history.csv")
+    for (split, model, seed), trained in expected:
+        path = run_path(runs_dir, *trained, "history.csv")
         table = pl.read_csv(path, infer_schema=False)
         if "epoch" not in table.columns or column not in table.columns:
             raise ValueError(f"aggregate: {path} lacks the column(s) epoch / {column}")
@@ -242,9 +243,7 @@ def load_reference(path: str | Path | None) -> pl.DataFrame:
 
 def setting_order(params: dict[str, Any]) -> list[str]:
     """The settings of the planned runs, in the tables' order."""
-    from pipeline.config import planned_runs
-
-    present = {params["splits"][split]["setting"] for split, _, _ in planned_runs(params)}
+    present = {params["splits"][run.split]["setting"] for run in plan.table_runs(params)}
     return [s for s in tables.SETTINGS if s in present] + sorted(present - set(tables.SETTINGS))
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import HYPERBOLIC_DIR, evaluation_config, model_class, model_config, run_threads, training_config
+from pipeline.config import evaluation_config, model_class, model_config, training_config
+from pipeline.plan import EMBED_DIR, HYPERBOLIC_MODEL, run_threads
 from pipeline.io import read_parquet
 from pipeline.training.trainer import set_determinism, train_run
 
@@ -40,7 +41,7 @@ def load_clusters(params: dict, variant: str, clusters_dir: str | None, n_items:
 
 
 def load_hyperbolic(params: dict, variant: str, hyperbolic_dir: str | None, n_users: int, n_items: int):
-    """HDRM's stage-1 embeddings (the embed-hyperbolic stage's folder) for a variant that needs
+    """HDRM's stage-1 embeddings (the embed stage's HGCF folder) for a variant that needs
     them, else None."""
     if "hyperbolic" not in model_class(params, variant).requires:
         if hyperbolic_dir:
@@ -48,7 +49,7 @@ def load_hyperbolic(params: dict, variant: str, hyperbolic_dir: str | None, n_us
         return None
     if not hyperbolic_dir:
         raise ValueError(f"model variant {variant!r} needs the stage-1 hyperbolic embeddings: pass "
-                         f"--hyperbolic {HYPERBOLIC_DIR.format(split='<split>')}")
+                         f"--hyperbolic {EMBED_DIR.format(split='<split>', model=HYPERBOLIC_MODEL)}")
     from pipeline.hyperbolic import load_hyperbolic_embeddings
 
     return load_hyperbolic_embeddings(hyperbolic_dir, n_users, n_items)

@@ -1,55 +1,25 @@
 rule embed:
+    # an embedding model of the plan: LightGCN (item vectors the cluster jobs read) or HGCF (HDRM's
+    # stage-1 points); see pipeline/embeddings.py
     input:
-        table="data/prepared/{split}/interactions.parquet",
-        stats="data/prepared/{split}/stats.json",
+        inputs=[f"data/prepared/{{split}}/{name}" for name in ("interactions.parquet", "stats.json")],
         code=CODE["embed"],
     output:
-        embeddings="data/embeddings/{split}/lightgcn/item_emb.npy",
-        metrics="data/embeddings/{split}/lightgcn/metrics.json",
-        history="data/embeddings/{split}/lightgcn/history.csv",
-        per_user="data/embeddings/{split}/lightgcn/per_user.parquet",
-        model="data/embeddings/{split}/lightgcn/model.pt",
+        **{name.split(".")[0]: f"{plan.EMBED_DIR}/{name}" for name in (*plan.EMBED_FILES, *plan.RUN_FILES)},
     params:
-        hyper=config["models"]["lightgcn"],
-        seed=config["embeddings"]["seed"],
+        read=lambda w: dotted(plan.embed_params(config, w.split, w.model)),
+        cmd=lambda w: plan.embed_command(w.split, w.model),
     log:
-        "logs/embed/{split}.log",
-    threads: config["training"]["threads"]
+        "logs/embed/{split}/{model}.log",
+    wildcard_constraints:
+        model="|".join(plan.EMBED_MODELS),
+    threads: lambda w: plan.run_threads(config, w.model)
     resources:
         mem_mb=MEM_MB["train"],
         gpu=GPUS,
         runtime=RUNTIME_MIN["train"],
     shell:
-        "python -m pipeline embed --split {wildcards.split} --data data/prepared/{wildcards.split}"
-        " --out data/embeddings/{wildcards.split}/lightgcn --log {log}"
-
-
-rule embed_hyperbolic:
-    # HDRM's stage 1: hyperbolic LightGCN (models.hgcf) -> user and item points (pipeline/hyperbolic.py)
-    input:
-        table="data/prepared/{split}/interactions.parquet",
-        stats="data/prepared/{split}/stats.json",
-        code=CODE["embed_hyperbolic"],
-    output:
-        user_emb=f"{HYPERBOLIC_DIR}/user_emb.npy",
-        item_emb=f"{HYPERBOLIC_DIR}/item_emb.npy",
-        metrics=f"{HYPERBOLIC_DIR}/metrics.json",
-        history=f"{HYPERBOLIC_DIR}/history.csv",
-        per_user=f"{HYPERBOLIC_DIR}/per_user.parquet",
-        model=f"{HYPERBOLIC_DIR}/model.pt",
-    params:
-        hyper=config["models"][HYPERBOLIC_MODEL],
-        seed=config["embeddings"]["seed"],
-    log:
-        "logs/embed_hyperbolic/{split}.log",
-    threads: lambda w: run_threads(config, HYPERBOLIC_MODEL)
-    resources:
-        mem_mb=MEM_MB["train"],
-        gpu=GPUS,
-        runtime=RUNTIME_MIN["train"],
-    shell:
-        "python -m pipeline embed-hyperbolic --split {wildcards.split} --data data/prepared/{wildcards.split}"
-        " --out data/embeddings/{wildcards.split}/hgcf --log {log}"
+        "{params.cmd}"
 
 
 rule import_embeddings:

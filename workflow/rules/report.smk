@@ -63,7 +63,7 @@ rule significance:
     # the only step that reads the per-user tables (DVC outputs); its CSV is committed beside the
     # runs' metrics, so a fresh clone regenerates results/ from git alone (`make results`)
     input:
-        per_user=[f"runs/{split}/{model}/seed{seed}/per_user.parquet" for split, model, seed in RUNS],
+        per_user=[f"{plan.RUN_DIR.format(**run._asdict())}/per_user.parquet" for run in RUNS],
         code=CODE["aggregate"],
     output:
         significance="runs/significance.csv",
@@ -83,8 +83,8 @@ rule significance:
 
 rule aggregate:
     input:
-        metrics=[f"runs/{split}/{model}/seed{seed}/metrics.json" for split, model, seed in RUNS],
-        history=[f"runs/{split}/{model}/seed{seed}/history.csv" for split, model, seed in RUNS],
+        metrics=[f"{plan.RUN_DIR.format(**run._asdict())}/metrics.json" for run in RUNS],
+        history=[f"{plan.RUN_DIR.format(**run._asdict())}/history.csv" for run in RUNS],
         significance="runs/significance.csv",
         paper=local(config["paper_results"]),  # in the repository (the job's image), not in storage
         efficiency=[local(f) for f in EFFICIENCY],

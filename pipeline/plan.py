@@ -1,0 +1,246 @@
+"""The run plan: every job of the DAG, derived from params.yaml and what each model declares.
+
+Both engines take their jobs, commands, inputs and parameter dependencies from here: the
+Snakemake rules (``workflow/rules/*.smk``) and the renderer of dvc.yaml (``pipeline/dvcfile.py``).
+It reads the models' declarations from their files (``pipeline/models/declared.py``), so
+planning imports no torch. It assumes params that passed ``pipeline.config.check_semantics``.
+
+What follows from what:
+    ``experiments``  blocks of ``{splits, models, seeds}``: the runs the tables show
+                     (:func:`table_runs`), each split x model variant x seed of a block
+    reuse            a temporal split holds the same rows as its clean twin (same dataset, source
+                     and format: ``pipeline/data/prepare.py``), in time order. A model that does
+                     not declare ``uses_time_order`` gets the same result on both, so its temporal
+                     run is the clean split's run (:func:`trained_run`), trained once; the same
+                     holds for the item embeddings and clusters a temporal run reads
+    tuning           a variant with ``grid`` runs the tune stage first, on each split it trains
+                     on, with the first seed planned for it there (:func:`tune_runs`)
+    clusters         a variant whose class ``requires`` "clusters" reads k-means clusters of
+                     ``models.<v>.embeddings``: a trained embedding model (the embed stage) or
+                     "released" (the import-embeddings stage) (:func:`cluster_jobs`)
+    stage-1 points   a variant whose class ``requires`` "hyperbolic" reads the embed stage's
+                     ``models.hgcf`` points on its split (:func:`embed_jobs`)
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, NamedTuple
+
+from pipeline.models.declared import Declared, declared_models
+
+RELEASED = "released"  # embeddings source: the authors' item_emb.npy, imported from the raw archive
+HYPERBOLIC_MODEL = "hgcf"  # the embedding model whose points a "hyperbolic" model reads (HDRM's stage 1)
+RUN_DIR = "runs/{split}/{model}/seed{seed}"
+TUNE_DIR = "runs/{split}/{model}/tuning"
+EMBED_DIR = "data/embeddings/{split}/{model}"
+CLUSTER_DIR = "data/clusters/{split}"  # one folder per embeddings source inside
+PREPARED = ("data/prepared/{split}/interactions.parquet", "data/prepared/{split}/stats.json")
+EMBED_MODELS = ("lightgcn", HYPERBOLIC_MODEL)  # the models the embed stage trains
+EMBED_FILES = ("user_emb.npy", "item_emb.npy")  # what it writes besides the trainer's run folder
+RUN_FILES = ("model.pt", "per_user.parquet", "history.csv", "metrics.json")
+
+
+class Run(NamedTuple):
+    split: str
+    model: str  # a variant of params.yaml's models
+    seed: int
+
+
+def declared(params: dict, variant: str) -> Declared:
+    """The declarations of a variant's class (``models.<variant>.class``, default the variant)."""
+    return declared_models()[params["models"].get(variant, {}).get("class", variant)]
+
+
+def requires(params: dict, variant: str) -> frozenset[str]:
+    return declared(params, variant).requires
+
+
+def table_runs(params: dict) -> list[Run]:
+    """Every (split, variant, seed) the tables show: the product of each ``experiments`` block's
+    splits, models and seeds, block by block, in the order they are written."""
+    return [
+        Run(split, variant, int(seed))
+        for block in params["experiments"]
+        for split, variant, seed in itertools.product(block["splits"], block["models"], block["seeds"])
+    ]
+
+
+def clean_twin(params: dict, split: str) -> str | None:
+    """The clean split whose rows a temporal split repeats (same dataset, source and format),
+    or None."""
+    cfg = params["splits"][split]
+    if cfg["setting"] != "temporal":
+        return None
+    for name, other in params["splits"].items():
+        if other["setting"] == "clean" and all(other[k] == cfg[k] for k in ("dataset", "source", "format")):
+            return name
+    return None
+
+
+def rows_split(params: dict, split: str, model: str | None) -> str:
+    """The split whose job stands for ``model`` on ``split``: the clean twin of a temporal split
+    when the model (a variant, or an embedding model; None: order-free input such as clusters of
+    embeddings) ignores the time order, else the split itself."""
+    twin = clean_twin(params, split)
+    if twin is None or (model is not None and declared(params, model).uses_time_order):
+        return split
+    return twin
+
+
+def trained_run(params: dict, run: Run) -> Run:
+    """The run that is trained for a table run (itself, or the same seed on the clean twin)."""
+    return Run(rows_split(params, run.split, run.model), run.model, run.seed)
+
+
+def trained_runs(params: dict) -> list[Run]:
+    """The runs the DAG trains: the table runs with reused ones counted once."""
+    return list(dict.fromkeys(trained_run(params, run) for run in table_runs(params)))
+
+
+def is_tuned(params: dict, variant: str) -> bool:
+    """Variants with a hyperparameter grid (``models.<variant>.grid``) run the tune stage first."""
+    return bool(params["models"][variant].get("grid"))
+
+
+def grid_points(params: dict, variant: str) -> list[dict[str, Any]]:
+    """The settings a tuned variant tries (``models.<variant>.grid``: key -> list of values; the
+    product in the order the keys are written); [] for a variant without a grid."""
+    grid = params["models"][variant].get("grid") or {}
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))] if keys else []
+
+
+def tune_runs(params: dict) -> list[Run]:
+    """Every tune stage: each tuned variant on each split it trains on, with the first seed
+    planned for it there (the grid is trained with that seed)."""
+    first: dict[tuple[str, str], int] = {}
+    for split, variant, seed in trained_runs(params):
+        if is_tuned(params, variant):
+            first.setdefault((split, variant), seed)
+    return [Run(split, variant, seed) for (split, variant), seed in first.items()]
+
+
+def run_threads(params: dict, variant: str) -> int:
+    """CPU threads of a variant's jobs: ``models.<variant>.threads`` where set (small models run
+    better as parallel one-thread jobs), else ``training.threads``."""
+    return int(params["models"][variant].get("threads", params["training"]["threads"]))
+
+
+def clusters_of(params: dict, split: str, variant: str) -> tuple[str, str] | None:
+    """(cluster folder, embeddings source) a variant's run on ``split`` reads: the clusters are
+    ``<folder>/<source>/clusters.parquet``. None: the variant needs no clusters."""
+    if "clusters" not in requires(params, variant):
+        return None
+    source = params["models"][variant]["embeddings"]
+    return CLUSTER_DIR.format(split=rows_split(params, split, None if source == RELEASED else source)), source
+
+
+def stage1_of(params: dict, split: str, variant: str) -> str | None:
+    """The stage-1 folder (HGCF points) a variant's run on ``split`` reads (None: not needed)."""
+    if "hyperbolic" not in requires(params, variant):
+        return None
+    return EMBED_DIR.format(split=rows_split(params, split, HYPERBOLIC_MODEL), model=HYPERBOLIC_MODEL)
+
+
+def _jobs_needed(params: dict) -> list[tuple[str, str]]:
+    """(split, variant) of every train and tune job."""
+    return list(dict.fromkeys((run.split, run.model) for run in trained_runs(params)))
+
+
+def cluster_jobs(params: dict) -> list[tuple[str, str]]:
+    """(split, embeddings source) of every cluster job: those the latent runs read."""
+    out = []
+    for split, variant in _jobs_needed(params):
+        found = clusters_of(params, split, variant)
+        if found:
+            out.append((found[0].split("/")[-1], found[1]))
+    return list(dict.fromkeys(out))
+
+
+def embed_jobs(params: dict) -> list[tuple[str, str]]:
+    """(split, embedding model) of every embed job: the item embeddings the cluster jobs read
+    and the stage-1 points HDRM's runs read."""
+    out = [(split, source) for split, source in cluster_jobs(params) if source != RELEASED]
+    for split, variant in _jobs_needed(params):
+        folder = stage1_of(params, split, variant)
+        if folder:
+            out.append((folder.split("/")[2], HYPERBOLIC_MODEL))
+    return list(dict.fromkeys(out))
+
+
+def import_jobs(params: dict) -> list[str]:
+    """Splits whose released item embeddings are imported (the clusters of "released")."""
+    return list(dict.fromkeys(split for split, source in cluster_jobs(params) if source == RELEASED))
+
+
+def prepared_splits(params: dict) -> list[str]:
+    """Splits the jobs read, in plan order."""
+    out = [run.split for run in trained_runs(params)] + [split for split, _ in embed_jobs(params)] + import_jobs(params)
+    return list(dict.fromkeys(out))
+
+
+def model_params(params: dict, split: str, variant: str) -> list[str]:
+    """The dotted params keys a train or tune job of ``variant`` on ``split`` reads: the class,
+    the variant's defaults, the split's overrides, its grid and embeddings where present, its
+    thread count (results depend on it), and the training and evaluation blocks. Not ``display``
+    (a table label) or another split's overrides."""
+    block = params["models"][variant]
+    keys = [f"models.{variant}.{k}" for k in ("class", "defaults", "grid", "embeddings", "threads") if k in block]
+    if split in (block.get("per_split") or {}):
+        keys.append(f"models.{variant}.per_split.{split}")
+    if "threads" not in block:
+        keys.append("training.threads")
+    training = [f"training.{k}" for k in params["training"] if k != "threads"]
+    return keys + training + ["evaluation"]
+
+
+def embed_params(params: dict, split: str, model: str) -> list[str]:
+    return model_params(params, split, model) + ["embeddings.seed"]
+
+
+def train_command(params: dict, run: Run) -> str:
+    split, model, seed = run
+    args = [f"--split {split} --model {model} --seed {seed} --data data/prepared/{split}"]
+    clusters, stage1 = clusters_of(params, split, model), stage1_of(params, split, model)
+    if clusters:
+        args.append(f"--clusters {clusters[0]}")
+    if is_tuned(params, model):
+        args.append(f"--tuned {TUNE_DIR.format(split=split, model=model)}/selected.json")
+    if stage1:
+        args.append(f"--hyperbolic {stage1}")
+    return (f"python -m pipeline train {' '.join(args)} --out {RUN_DIR.format(**run._asdict())}"
+            f" --log logs/train/{split}/{model}/seed{seed}.log")
+
+
+def tune_command(params: dict, run: Run) -> str:
+    split, model, seed = run
+    clusters = clusters_of(params, split, model)
+    return (f"python -m pipeline tune --split {split} --model {model} --seed {seed} --data data/prepared/{split}"
+            + (f" --clusters {clusters[0]}" if clusters else "")
+            + f" --out {TUNE_DIR.format(split=split, model=model)} --log logs/tune/{split}/{model}.log")
+
+
+def embed_command(split: str, model: str) -> str:
+    return (f"python -m pipeline embed --split {split} --model {model} --data data/prepared/{split}"
+            f" --out {EMBED_DIR.format(split=split, model=model)} --log logs/embed/{split}/{model}.log")
+
+
+def train_inputs(params: dict, run: Run) -> list[str]:
+    """Files and folders a train job reads besides code: the prepared split, the clusters, the
+    tune stage's folder, the stage-1 points."""
+    split, model, _ = run
+    out = [p.format(split=split) for p in PREPARED]
+    clusters, stage1 = clusters_of(params, split, model), stage1_of(params, split, model)
+    if clusters:
+        out.append(f"{clusters[0]}/{clusters[1]}/clusters.parquet")
+    if is_tuned(params, model):
+        out.append(TUNE_DIR.format(split=split, model=model))
+    if stage1:
+        out += [f"{stage1}/{f}" for f in EMBED_FILES]
+    return out
+
+
+def tune_inputs(params: dict, run: Run) -> list[str]:
+    clusters = clusters_of(params, run.split, run.model)
+    return [p.format(split=run.split) for p in PREPARED] + ([f"{clusters[0]}/{clusters[1]}/clusters.parquet"] if clusters else [])
