@@ -32,7 +32,7 @@ from pipeline.allocator import keep_freed_memory_if_asked
 from pipeline.config import evaluation_config, load_params, source_config, split_config, training_config
 from pipeline.data.dataset import dense_rows, load_interactions
 from pipeline.evaluation.evaluator import Evaluator
-from pipeline.models.linear import linear
+from pipeline.models.fast.linear import linear
 from pipeline.training.run import build_model
 from pipeline.training.trainer import resolve_device, train_run
 
@@ -119,7 +119,7 @@ def main() -> None:
     if device.type == "cuda":
         print(f"  peak GPU memory:                          {torch.cuda.max_memory_allocated(device) / 2**20:7.1f} MB")
     print(f"  arithmetic floor at this machine's measured fp32 matrix-product rate ({floor['gflops']:.0f} GFLOP/s "
-          f"through pipeline.models.linear; torch.mm: {floor['gflops_torch']:.0f} GFLOP/s; on {device}):")
+          f"through pipeline.models.fast.linear; torch.mm: {floor['gflops_torch']:.0f} GFLOP/s; on {device}):")
     print(f"    epoch {floor['epoch_gflop']:.0f} GFLOP -> {floor['epoch_s']:.2f} s; evaluation pass {floor['eval_gflop']:.0f} GFLOP "
           f"({floor['steps']} reverse steps, folded) -> {floor['eval_s']:.2f} s; "
           f"whole run -> {floor['run_s']:.1f} s of matrix products alone")
