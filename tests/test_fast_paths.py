@@ -368,3 +368,59 @@ def test_a_model_that_has_scored_can_be_copied_and_pickled():
         assert twin.denoiser not in F._PLANS
         assert torch.equal(twin.scores(rows), before)
     assert model.denoiser in F._PLANS  # the original keeps its own
+
+
+# --------------------------------------------------------------------------------------------
+# the switch from params.yaml
+
+
+def test_training_fast_in_params_sets_the_switch():
+    """params.yaml's training.fast: true (the committed results' setting); build_model applies
+    it, and the trainer applies its TrainingConfig's; a missing key means on."""
+    from pipeline.config import load_params, training_config
+    from pipeline.training.fitting import build_model
+
+    params = load_params("params.yaml")
+    assert params["training"]["fast"] is True and training_config(params).fast is True
+    try:
+        params["training"]["fast"] = False
+        build_model(params, "diffrec", "ml-1m_clean", 1, 10, 20)
+        assert not fast.enabled()
+        del params["training"]["fast"]
+        build_model(params, "diffrec", "ml-1m_clean", 1, 10, 20)
+        assert fast.enabled()
+    finally:
+        fast.set_enabled(True)
+        torch.set_num_threads(1)  # build_model set the run's threads
+
+
+def test_the_fingerprint_names_the_switch_only_when_off(tmp_path):
+    """A run with the default speed-ups keeps the fingerprint (and model.pt bytes) it had before the
+    switch existed; one without them is fingerprinted apart (its checkpoints are not resumed by
+    the other, whose float rounding differs)."""
+    import dataclasses
+
+    from pipeline.config import EvaluationConfig, TrainingConfig
+    from pipeline.data.dataset import InteractionData
+    from pipeline.training.checkpoint import fingerprint
+    from pipeline.training.trainer import train_run
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    m = lambda p: sp.csr_matrix((rng.random((12, 20)) < p).astype(np.float32))  # noqa: E731
+    data = InteractionData(12, 20, m(0.3), m(0.1), m(0.1), m(0.3))
+    on = TrainingConfig(device="cpu", threads=1, eval_every=1, patience=5, select_metric="recall@10", checkpoint_every=1)
+    evaluation = EvaluationConfig(topk=(10,), batch_size=8)
+    identity = {"model": "diffrec", "split": "x", "seed": 1}
+    prints = {}
+    for training in (on, dataclasses.replace(on, fast=False)):
+        torch.manual_seed(0)
+        model = DiffRec(config(steps=5, epochs=1, noise_scale=0.1, noise_min=0.01, noise_max=0.1), 12, 20)
+        out = tmp_path / str(training.fast)
+        train_run(model, data, training, evaluation, out, identity, 1, tag="t", timing_path=out / "timing.json")
+        prints[training.fast] = torch.load(out / "model.pt", weights_only=True)["fingerprint"]
+        assert fast.enabled() == training.fast
+    fast.set_enabled(True)
+    old = {k: v for k, v in dataclasses.asdict(on).items() if k != "fast"}
+    assert prints[True] == fingerprint({**identity, "training": old, "evaluation": dataclasses.asdict(evaluation)})
+    assert prints[False] != prints[True]
