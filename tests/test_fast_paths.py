@@ -101,6 +101,28 @@ def test_the_switch_is_on_by_default_and_restored():
     assert fast.enabled()
 
 
+def test_switched_off_nothing_of_the_fast_module_runs(monkeypatch):
+    """Off, training and scoring are the model file's own code: every entry point of the fast
+    module fails if called."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("fast path called with the switch off")
+
+    for name in ("mlp", "folded_scores", "inference_plan", "fast_tanh_", "sparse_rows_matmul"):
+        monkeypatch.setattr(F, name, refuse)
+    for cls in (F.FirstLayer, F.Linear):
+        monkeypatch.setattr(cls, "apply", refuse)
+    torch.manual_seed(0)
+    model = DiffRec(config(steps=5), 10, 20)
+    rows = (torch.rand(10, 20) < 0.3).float()
+    with fast.switched(False):
+        model.train()
+        model.loss(rows).backward()
+        assert model.eval().scores(rows).shape == (10, 20)
+    with pytest.raises(AssertionError, match="switch off"):
+        model.scores(rows)  # on: the fast module
+
+
 def test_the_state_dict_is_the_same_with_either_path():
     torch.manual_seed(0)
     on = DiffRec(config(steps=5), 10, 20).state_dict()
