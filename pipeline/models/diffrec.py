@@ -14,7 +14,7 @@ This file is the readable model, in the order of the paper and the released code
   sinusoidal(t))] with tanh between layers and Xavier-normal weights; dims [200, 600] means
   items+emb -> 600 -> 200 -> 600 -> items (:class:`MLPDenoiser`);
 * loss: ``GaussianDiffusion.training_loss``, the per-user MSE between the denoiser's predicted
-  x0 and the row, SNR-reweighted, divided by the timestep's sampling probability (Eq. 11-14);
+  x0 and the row, SNR-reweighted, divided by the timestep's sampling probability;
 * ``scores``: all T reverse steps from the (unnoised, for sampling_steps 0) train row, each
   taking the posterior mean with the predicted x0 and no sampling noise
   (``GaussianDiffusion.reverse``, the release's ``p_sample``); the items are ranked by the result.
@@ -26,8 +26,9 @@ Where this differs from the released code, on purpose:
 * the input dropout draws its mask with ``torch.rand`` instead of ``bernoulli_``
   (``layers.dropout``: the same distribution, another random stream);
 * the optimizer is AdamW over the denoiser's parameters with torch's fused kernel (one kernel per
-  step instead of a loop over parameters; the same update);
-* boolean flags are real booleans (the release parses ``--reweight`` and ``--norm`` from strings).
+  step instead of a loop over parameters; the same update up to float rounding);
+* boolean flags are real booleans (the release parses them with ``type=bool``, so ``--reweight=0``
+  means true).
 
 Speed: with the switch of ``pipeline/models/fast`` on (params.yaml ``training.fast``, the default,
 with which the committed results were made) the denoiser's products run through oneDNN and
@@ -167,4 +168,4 @@ class DiffRec(Recommender, key="diffrec"):
             folded = fast_diffrec.folded_scores(self.denoiser, self.diffusion, rows, self.config.sampling_steps)
             if folded is not None:
                 return folded
-        return self.diffusion.reverse(self.denoiser, rows, self.config.sampling_steps)
+        return self.diffusion.reverse(self.denoiser, rows, self.config.sampling_steps)  # the authors' loop
