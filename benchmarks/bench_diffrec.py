@@ -32,8 +32,9 @@ from pipeline.allocator import keep_freed_memory_if_asked
 from pipeline.config import evaluation_config, load_params, source_config, split_config, training_config
 from pipeline.data.dataset import dense_rows, load_interactions
 from pipeline.evaluation.evaluator import Evaluator
-from pipeline.models.linear import linear
-from pipeline.training.run import build_model
+from pipeline.models import fast as speedups
+from pipeline.models.fast.linear import linear
+from pipeline.training.fitting import build_model
 from pipeline.training.trainer import resolve_device, train_run
 
 
@@ -88,11 +89,12 @@ def main() -> None:
 
         timing = json.loads((tmp / "timing.json").read_text())
 
-        # one pass of the authors' loop (T denoiser calls per user), same model, same users
+        # one pass of the authors' loop (T denoiser calls per user: the readable model, training.fast off), same model, same users
         model.eval()
         evaluator = Evaluator(data, evaluation.topk, evaluation.batch_size)
         t_ref = time.perf_counter()
-        reference = evaluator.evaluate(on_device(model.scores_reference, data, device))
+        with speedups.switched(False):
+            reference = evaluator.evaluate(on_device(model.scores, data, device))
         ref_seconds = time.perf_counter() - t_ref
         score = on_device(model.scores, data, device)
         fast, both = timed_passes(evaluator, score, ("valid", "test"), args.passes)
@@ -119,7 +121,7 @@ def main() -> None:
     if device.type == "cuda":
         print(f"  peak GPU memory:                          {torch.cuda.max_memory_allocated(device) / 2**20:7.1f} MB")
     print(f"  arithmetic floor at this machine's measured fp32 matrix-product rate ({floor['gflops']:.0f} GFLOP/s "
-          f"through pipeline.models.linear; torch.mm: {floor['gflops_torch']:.0f} GFLOP/s; on {device}):")
+          f"through pipeline.models.fast.linear; torch.mm: {floor['gflops_torch']:.0f} GFLOP/s; on {device}):")
     print(f"    epoch {floor['epoch_gflop']:.0f} GFLOP -> {floor['epoch_s']:.2f} s; evaluation pass {floor['eval_gflop']:.0f} GFLOP "
           f"({floor['steps']} reverse steps, folded) -> {floor['eval_s']:.2f} s; "
           f"whole run -> {floor['run_s']:.1f} s of matrix products alone")

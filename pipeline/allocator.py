@@ -12,6 +12,10 @@ threshold at 256 MiB keeps those pages in the process (``tests/test_allocator.py
 page faults of a pass). The price: up to 256 MiB of freed memory may stay with the process instead of going back to the
 system.
 
+Opt-in (``$PIPELINE_KEEP_FREED_MEMORY``), and apart from the models' speed switch
+(``training.fast``, ``pipeline/models/fast``): that switch is a parameter of how the models
+compute; this is a process-wide C-library setting that changes no result.
+
 A no-op where the C library is not glibc (``mallopt`` missing) and where ``GLIBC_TUNABLES``
 already sets either threshold (the user's own choice wins).
 """

@@ -72,6 +72,7 @@ class TrainingConfig:
     patience: int
     select_metric: str
     checkpoint_every: int
+    fast: bool = True  # the CPU speed-ups of pipeline/models/fast (same results up to float rounding)
 
 
 @dataclass(frozen=True)

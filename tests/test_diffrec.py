@@ -1,5 +1,5 @@
-"""DiffRec: noise schedule, folded inference vs the reference loop, training loss, importance
-sampling, and T-DiffRec's temporal weights."""
+"""DiffRec: noise schedule, the reverse loop, training loss, importance sampling, and T-DiffRec's
+temporal weights (the fast paths against this readable model: tests/test_fast_paths.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from torch import nn
 
 from pipeline.data.dataset import load_interactions, temporal_weights
 from pipeline.data.prepare import CANONICAL_SCHEMA
-from pipeline.models.diffrec import DiffRec, DiffRecConfig, FirstLayer, fast_tanh_, sparse_rows_matmul
+from pipeline.models.diffrec import DiffRec, DiffRecConfig
 from pipeline.models.diffusion import BETA_FIXED_VALUE, GaussianDiffusion, betas_for
 
 
@@ -100,57 +100,7 @@ def test_linear_var_max_beta_cap_and_linear_schedule():
 
 
 # --------------------------------------------------------------------------------------------
-# (b) folded inference == the authors' loop
-
-
-SCORE_CASES = {
-    "ml1m-clean-like": dict(),
-    "ml1m-noisy-like": dict(steps=5, noise_scale=0.5, noise_min=0.001, noise_max=0.01),
-    "one-layer": dict(dims=[12], steps=5, noise_scale=0.01, noise_min=0.001, noise_max=0.01),
-    "noise-scale-0": dict(noise_scale=0.0, steps=10),
-    "noise-scale-0-one-layer": dict(dims=[12], noise_scale=0.0, steps=5),
-    "no-beta-fix-linear": dict(beta_fixed=False, schedule="linear", steps=6, noise_scale=0.1, noise_min=0.01, noise_max=0.1),
-    "odd-emb": dict(emb_size=7, steps=3, noise_scale=0.1, noise_min=0.01, noise_max=0.1),
-}
-
-
-@pytest.mark.parametrize("overrides", SCORE_CASES.values(), ids=SCORE_CASES.keys())
-def test_folded_scores_equal_reference(overrides):
-    torch.manual_seed(0)
-    model = DiffRec(config(**overrides), n_users=40, n_items=50)
-    # a few training steps so the weights are not just the initialisation
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    rows = (torch.rand(40, 50) < 0.2).float()
-    model.train()
-    for _ in range(5):
-        opt.zero_grad()
-        model.loss(rows).backward()
-        opt.step()
-    model.eval()
-    test_rows = (torch.rand(32, 50) < 0.2).float()
-    folded = model.scores(test_rows)
-    reference = model.scores_reference(test_rows)
-    assert folded.shape == (32, 50) and folded.dtype == torch.float32
-    assert reference.std() > 0.05  # not a degenerate output
-    assert (folded - reference).abs().max().item() < 1e-5
-    # deterministic in eval mode (no dropout, no noise with sampling_steps = 0)
-    assert torch.equal(model.scores(test_rows), folded)
-    assert torch.equal(model.scores_reference(test_rows), reference)
-
-
-def test_folded_scores_with_sampling_steps():
-    """sampling_steps > 0 noises the start point; with the same RNG state both paths agree."""
-    torch.manual_seed(0)
-    model = DiffRec(config(steps=5, sampling_steps=3, noise_scale=0.1, noise_min=0.01, noise_max=0.1), 20, 50)
-    model.eval()
-    rows = (torch.rand(16, 50) < 0.2).float()
-    torch.manual_seed(11)
-    folded = model.scores(rows)
-    torch.manual_seed(11)
-    reference = model.scores_reference(rows)
-    assert (folded - reference).abs().max().item() < 1e-5
-    torch.manual_seed(12)
-    assert not torch.equal(model.scores(rows), folded)  # the noise matters
+# (b) the reverse loop
 
 
 def test_reference_loop_by_hand_with_identity_denoiser():
@@ -371,124 +321,3 @@ def test_temporal_weights_follow_train_time_order(tmp_path):
     np.testing.assert_array_equal(w.indices, data.train.indices)
     np.testing.assert_array_equal(w.indptr, data.train.indptr)
     assert data.train_rank.toarray()[3].tolist() == [6, 5, 4, 3, 2, 1]
-
-
-# --------------------------------------------------------------------------------------------
-# (f) the speed-ups: each equals the plain computation it replaces
-
-
-def test_first_layer_equals_linear_when_x_needs_a_gradient():
-    """L-DiffRec's case (x = the encoder's latent): nn.Linear over [x, emb] with every gradient,
-    up to float rounding (oneDNN's products instead of MKL's)."""
-    torch.manual_seed(0)
-    x, emb = torch.randn(16, 300, requires_grad=True), torch.randn(16, 4, requires_grad=True)
-    layer = nn.Linear(304, 120)
-    grad = torch.randn(16, 120)
-    layer(torch.cat([x, emb], dim=-1)).backward(grad)
-    expected = [t.grad.clone() for t in (x, emb, layer.weight, layer.bias)]
-    for t in (x, emb, layer.weight, layer.bias):
-        t.grad = None
-    out = FirstLayer.apply(x, emb, layer.weight, layer.bias)
-    torch.testing.assert_close(out, layer(torch.cat([x, emb], dim=-1)), rtol=1e-5, atol=1e-5)
-    out.backward(grad)
-    for got, want in zip((x.grad, emb.grad, layer.weight.grad, layer.bias.grad), expected):
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-
-
-def test_first_layer_skips_the_gradient_of_x_and_keeps_the_others():
-    """DiffRec's case (x = the noised data row, no gradient): weight, bias and emb gradients
-    those of nn.Linear up to float rounding, none for x."""
-    torch.manual_seed(0)
-    x, emb = torch.randn(16, 300), torch.randn(16, 4, requires_grad=True)
-    layer = nn.Linear(304, 120)
-    grad = torch.randn(16, 120)
-    layer(torch.cat([x, emb], dim=-1)).backward(grad)
-    expected = [t.grad.clone() for t in (emb, layer.weight, layer.bias)]
-    for t in (emb, layer.weight, layer.bias):
-        t.grad = None
-    FirstLayer.apply(x, emb, layer.weight, layer.bias).backward(grad)
-    assert x.grad is None
-    for got, want in zip((emb.grad, layer.weight.grad, layer.bias.grad), expected):
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-
-
-def test_fast_tanh_is_in_place_and_within_one_ulp():
-    x = torch.linspace(-12, 12, 10_001)
-    want = torch.tanh(x.double()).float()
-    got = fast_tanh_(x.clone())
-    ulp = torch.finfo(torch.float32).eps * want.abs().clamp(min=torch.finfo(torch.float32).tiny)
-    assert ((got - want).abs() <= ulp).all()
-    y = torch.randn(6, 8)
-    assert fast_tanh_(y) is y
-    strided = torch.randn(8, 6).T  # not contiguous: torch's kernel
-    assert torch.equal(fast_tanh_(strided.clone()), torch.tanh(strided))
-
-
-def test_sparse_rows_matmul_equals_the_dense_product():
-    torch.manual_seed(0)
-    rows = (torch.rand(9, 40) < 0.2).float() * torch.rand(9, 40)  # weighted, like T-DiffRec's rows
-    rows[3] = 0.0  # a user with no train item
-    weight_t = torch.randn(40, 7)
-    torch.testing.assert_close(sparse_rows_matmul(rows, weight_t), rows @ weight_t, rtol=1e-5, atol=1e-6)
-    assert torch.equal(sparse_rows_matmul(rows, weight_t)[3], torch.zeros(7))
-
-
-def test_folded_scores_follow_parameter_updates():
-    """Scores after a fused AdamW step (which leaves the tensors' version counters alone) and
-    after loading a state use the new weights."""
-    torch.manual_seed(0)
-    model = DiffRec(config(steps=5, noise_scale=0.1, noise_min=0.01, noise_max=0.1), n_users=20, n_items=30)
-    rows = (torch.rand(20, 30) < 0.3).float()
-    model.eval()
-    before = model.scores(rows)
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    opt = model.optimizer()  # fused AdamW, as in training
-    model.train()
-    opt.zero_grad()
-    model.loss(rows).backward()
-    opt.step()
-    model.eval()
-    after = model.scores(rows)
-    assert not torch.allclose(after, before)
-    assert (after - model.scores_reference(rows)).abs().max().item() < 1e-5
-    model.load_state_dict(state)
-    assert torch.equal(model.scores(rows), before)
-
-
-def test_inference_plan_is_reused_until_any_weight_changes():
-    """The folded operands are made once per set of weights: kept while every parameter is bit for
-    bit unchanged, remade after any change, even one that leaves version counters alone."""
-    torch.manual_seed(0)
-    model = DiffRec(config(steps=5, noise_scale=0.1, noise_min=0.01, noise_max=0.1), n_users=20, n_items=30)
-    model.eval()
-    rows = (torch.rand(20, 30) < 0.3).float()
-    first = model._inference_plan(20)
-    assert not any(t.requires_grad for t in (first.w_in_t, first.last_pre_bias, first.out_bias, *[s.pre_bias for s in first.steps]))
-    assert model._inference_plan(7) is first
-    before = model.scores(rows)
-    assert model._inference_plan(20) is first
-    weight = model.denoiser.out_layers[-1].weight
-    saved = weight.detach().clone()
-    version = weight._version
-    weight.data.view(-1)[0] += 1.0  # through .data: the version counter stays
-    assert weight._version == version
-    assert model._inference_plan(20) is not first
-    assert (model.scores(rows) - model.scores_reference(rows)).abs().max().item() < 1e-5
-    weight.data.copy_(saved)
-    assert torch.equal(model.scores(rows), before)
-
-
-def test_a_model_that_has_scored_can_be_copied_and_pickled():
-    """The cached inference operands (oneDNN-packed, not copyable) stay out of copies."""
-    import copy
-    import pickle
-
-    torch.manual_seed(0)
-    model = DiffRec(config(steps=5, noise_scale=0.1, noise_min=0.01, noise_max=0.1), n_users=20, n_items=30)
-    model.eval()
-    rows = (torch.rand(20, 30) < 0.3).float()
-    before = model.scores(rows)
-    for twin in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
-        assert twin._plan_cache is None
-        assert torch.equal(twin.scores(rows), before)
-    assert model._plan_cache is not None  # the original keeps its own

@@ -1,4 +1,4 @@
-"""pipeline.models.linear: oneDNN's float32 products equal torch's up to float rounding, are
+"""pipeline.models.fast.linear: oneDNN's float32 products equal torch's up to float rounding, are
 strict float32 (no bfloat16 shortcut), deterministic, and fall back to torch where they cannot run."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.models import linear as L
+from pipeline.models.fast import linear as L
 
 
 def operands(rows=64, width=700, out=50, seed=0):

@@ -4,20 +4,37 @@ Reference: Wenjie Wang, Yiyan Xu, Fuli Feng, Xinyu Lin, Xiangnan He, Tat-Seng Ch
 "Diffusion Recommender Model". SIGIR 2023. arXiv:2304.04971.
 Released code: github.com/YiyanXu/DiffRec (``DNN`` and ``GaussianDiffusion``).
 
-The contract every model implements: ``pipeline/models/base.py`` (``Recommender``).
+The contract every model implements: ``pipeline/models/base.py`` (``Recommender``). The Gaussian
+diffusion (schedule, x0-prediction loss, importance sampling of timesteps, the reverse loop) is
+``pipeline/models/diffusion.py``, shared with T-DiffRec and the latent variants.
 
-Denoiser: MLP over [dropout(x_t), Linear(sinusoidal(t))] with tanh between layers, Xavier-normal
-weights; dims [200, 600] means items+emb -> 600 -> 200 -> 600 -> items.
+This file is the readable model, in the order of the paper and the released code:
 
-Inference (``scores``) runs the T reverse steps exactly as the reference, but algebraically
-folded: the posterior mean is linear in x_t and the denoiser's first and last layers are linear,
-so x_t never has to be materialised in item space. We keep z_t = W_in x_t (first-layer width);
-the last step (t = 0) has posterior coefficient c2 = 0, so the result is that step's prediction,
-projected to items once. The result equals the reference loop up to float rounding (see
-``scores_reference`` and its test) at about one sixth of the arithmetic for ML-1M.
+* denoiser (the release's ``DNN`` with time_type "cat"): an MLP over [dropout(x_t), Linear(
+  sinusoidal(t))] with tanh between layers and Xavier-normal weights; dims [200, 600] means
+  items+emb -> 600 -> 200 -> 600 -> items (:class:`MLPDenoiser`);
+* loss: ``GaussianDiffusion.training_loss``, the per-user MSE between the denoiser's predicted
+  x0 and the row, SNR-reweighted, divided by the timestep's sampling probability;
+* ``scores``: all T reverse steps from the (unnoised, for sampling_steps 0) train row, each
+  taking the posterior mean with the predicted x0 and no sampling noise
+  (``GaussianDiffusion.reverse``, the release's ``p_sample``); the items are ranked by the result.
 
-The denoiser's dense products, in training and inference, go through ``pipeline.models.linear``
-(oneDNN's float32 kernels on the CPU, about twice torch's default rate on this project's machine).
+Where this differs from the released code, on purpose:
+
+* x0-prediction only (``mean_type`` "x0", the setting of every released result) and the "cat"
+  time embedding only;
+* the input dropout draws its mask with ``torch.rand`` instead of ``bernoulli_``
+  (``layers.dropout``: the same distribution, another random stream);
+* the optimizer is AdamW over the denoiser's parameters with torch's fused kernel (one kernel per
+  step instead of a loop over parameters; the same update up to float rounding);
+* boolean flags are real booleans (the release parses them with ``type=bool``, so ``--reweight=0``
+  means true).
+
+Speed: with the switch of ``pipeline/models/fast`` on (params.yaml ``training.fast``, the default,
+with which the committed results were made) the denoiser's products run through oneDNN and
+``scores`` runs the same T steps algebraically folded (``pipeline/models/fast/diffrec.py``). The
+results agree with this file's computation up to float32 rounding (``tests/test_fast_paths.py``);
+the model and its state dict are the same either way.
 """
 
 from __future__ import annotations
@@ -30,8 +47,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.models import checks as c
+from pipeline.models import fast
 from pipeline.models.diffusion import SCHEDULES, GaussianDiffusion
-from pipeline.models.linear import Linear, linear, linear_add, linear_tanh, pack
+from pipeline.models.fast import diffrec as fast_diffrec
 from pipeline.models.base import Recommender
 from pipeline.models.layers import dropout, timestep_embedding, xavier_normal_
 
@@ -80,57 +98,8 @@ class DiffRecConfig:
         return out + c.unit_interval(self, "uniform_prob")
 
 
-def fast_tanh_(x: torch.Tensor) -> torch.Tensor:
-    """In-place tanh; on the CPU through NumPy's SIMD kernel, several times faster than torch's
-    there and as accurate (within 1 ulp)."""
-    if x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous():
-        np.tanh(x.numpy(), out=x.numpy())
-        return x
-    return x.tanh_()
-
-
-def sparse_rows_matmul(rows: torch.Tensor, weight_t: torch.Tensor) -> torch.Tensor:
-    """``rows @ weight_t`` for sparse (mostly zero) dense rows, summing only the nonzero
-    entries' weight rows (an embedding bag): a third of the dense product's time on ML-1M."""
-    r, c = rows.nonzero(as_tuple=True)
-    offsets = torch.searchsorted(r, torch.arange(rows.shape[0], device=rows.device))
-    return F.embedding_bag(c, weight_t, offsets, mode="sum", per_sample_weights=rows[r, c])
-
-
-class FirstLayer(torch.autograd.Function):
-    """The denoiser's first layer, ``Linear`` over ``[x, emb]``, skipping work autograd would do.
-
-    When ``x`` needs no gradient (DiffRec: x is the noised data row) autograd would still compute
-    the gradient of the whole concatenated input, batch x (items + emb), as costly as the layer
-    itself, because ``emb`` needs one; here only the ``emb`` columns are computed (about 12 % of
-    an ML-1M epoch). When ``x`` needs one (L-DiffRec: x is the encoder's latent) the whole input
-    gradient is computed. Products through ``linear`` (oneDNN on the CPU).
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, emb: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        h = torch.cat([x, emb], dim=-1)
-        ctx.save_for_backward(h, weight)
-        ctx.n_x = x.shape[1]
-        return linear(h, weight, bias)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        h, weight = ctx.saved_tensors
-        n_x = ctx.n_x
-        grad_x = grad_emb = None
-        if ctx.needs_input_grad[0]:
-            grad_h = linear(grad, weight.t())
-            grad_x, grad_emb = grad_h[:, :n_x], grad_h[:, n_x:]
-        elif ctx.needs_input_grad[1]:
-            grad_emb = grad.mm(weight[:, n_x:])  # (batch, emb): tiny; a strided slice slows oneDNN
-        grad_weight = linear(grad.t(), h.t()) if ctx.needs_input_grad[2] else None
-        grad_bias = grad.sum(0) if ctx.needs_input_grad[3] else None
-        return grad_x, grad_emb, grad_weight, grad_bias
-
-
 class MLPDenoiser(nn.Module):
-    """DiffRec's DNN with time_type 'cat'."""
+    """DiffRec's DNN with time_type 'cat': predicts x0 from x_t and the timestep t."""
 
     def __init__(self, n_items: int, dims: list[int], emb_size: int, dropout: float, norm: bool):
         super().__init__()
@@ -147,53 +116,20 @@ class MLPDenoiser(nn.Module):
             xavier_normal_(layer)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        emb = self.emb_layer(timestep_embedding(t, self.emb_size))
+        emb = self.emb_layer(timestep_embedding(t, self.emb_size).to(self.emb_layer.weight.dtype))  # float64 too
         if self.norm:
             x = F.normalize(x)
-        first = self.in_layers[0]
-        h = torch.tanh(FirstLayer.apply(self._drop(x), emb, first.weight, first.bias))
-        for layer in self.in_layers[1:]:
-            h = torch.tanh(Linear.apply(h, layer.weight, layer.bias))
+        x = dropout(x, self.dropout, self.training)
+        if fast.enabled():
+            return fast_diffrec.mlp(x, emb, self.in_layers, self.out_layers)
+        h = torch.cat([x, emb], dim=-1)
+        for layer in self.in_layers:
+            h = torch.tanh(layer(h))
         for i, layer in enumerate(self.out_layers):
-            h = Linear.apply(h, layer.weight, layer.bias)
+            h = layer(h)
             if i != len(self.out_layers) - 1:
                 h = torch.tanh(h)
         return h
-
-    def _drop(self, x: torch.Tensor) -> torch.Tensor:
-        return dropout(x, self.dropout, self.training)
-
-
-def _same_values(saved: list[torch.Tensor], current: list[torch.Tensor]) -> bool:
-    """Whether ``current`` are bit for bit the tensors ``saved`` (same shapes, dtypes, devices)."""
-    return len(saved) == len(current) and all(
-        a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b)
-        for a, b in zip(saved, current)
-    )
-
-
-@dataclass
-class _Step:
-    """One reverse step of the folded inference: y <- [y +] h(scale * y + pre_bias) weight^T."""
-
-    pre_bias: torch.Tensor  # (h0,) added to scale * y: time term and the folded output bias
-    scale: float
-    weight: torch.Tensor  # (h0, h0) W_in W_out times the step's coefficient, packed
-    accumulate: bool  # False where c2 = 0: the step's result replaces y
-
-
-@dataclass
-class _InferencePlan:
-    """The eval-mode operands of ``DiffRec.scores`` (``DiffRec._make_plan``)."""
-
-    w_in_t: torch.Tensor  # (items, h0) first layer, for the sparse first projection
-    steps: list[_Step]  # t = T-1 .. 1
-    hidden: list[tuple[torch.Tensor, torch.Tensor]]  # hidden layers (packed weight, bias)
-    last_pre_bias: torch.Tensor
-    last_scale: float
-    last_c1: float
-    w_out: torch.Tensor  # (items, h_last) packed
-    out_bias: torch.Tensor  # b_out * c1 of the last step
 
 
 class DiffRec(Recommender, key="diffrec"):
@@ -217,18 +153,8 @@ class DiffRec(Recommender, key="diffrec"):
             uniform_prob=config.uniform_prob,
         )
         self.denoiser = MLPDenoiser(n_items, list(config.dims), config.emb_size, config.dropout, config.norm)
-        self._plan_cache: tuple[list[torch.Tensor], _InferencePlan | None] | None = None
-
-    def __getstate__(self) -> dict:
-        """Copies and pickles leave the inference cache out (oneDNN's packed weights cannot be
-        copied; the copy makes its own when it scores)."""
-        state = dict(super().__getstate__())
-        state["_plan_cache"] = None
-        return state
-
 
     def optimizer(self) -> torch.optim.Optimizer:
-        # fused: one kernel per step instead of a loop over parameters (7 % of an ML-1M epoch)
         return torch.optim.AdamW(
             self.denoiser.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay, fused=True
         )
@@ -237,87 +163,9 @@ class DiffRec(Recommender, key="diffrec"):
         return self.diffusion.training_loss(self.denoiser, rows, self.config.reweight)
 
     @torch.no_grad()
-    def scores_reference(self, rows: torch.Tensor, users: np.ndarray | None = None) -> torch.Tensor:
-        return self.diffusion.reverse(self.denoiser, rows, self.config.sampling_steps)
-
-    @torch.no_grad()
     def scores(self, rows: torch.Tensor, users: np.ndarray | None = None) -> torch.Tensor:
-        if self.config.norm or self.training:
-            return self.scores_reference(rows, users)
-        plan = self._inference_plan(rows.shape[0])
-        if plan is None:  # not a DDPM posterior (there alpha-bar before t = 0 is 1, so c2 = 0)
-            return self.scores_reference(rows, users)
-        x0 = self.diffusion.start_point(rows, self.config.sampling_steps)
-        y = sparse_rows_matmul(x0, plan.w_in_t) if self.config.sampling_steps == 0 else x0 @ plan.w_in_t
-        for step in plan.steps:
-            h = self._hidden(torch.add(step.pre_bias, y, alpha=step.scale), plan.hidden)
-            y = linear_add(h, step.weight, y) if step.accumulate else linear(h, step.weight)
-        # last step (t = 0): c2 = 0, so the result is c1 x0_pred, the denoiser's output
-        h = self._hidden(torch.add(plan.last_pre_bias, y, alpha=plan.last_scale), plan.hidden)
-        return linear(h.mul_(plan.last_c1), plan.w_out, plan.out_bias)
-
-    @staticmethod
-    def _hidden(first: torch.Tensor, hidden_layers) -> torch.Tensor:
-        """The denoiser's hidden activations from its first layer's pre-activation (in place)."""
-        h = fast_tanh_(first)
-        for weight, bias in hidden_layers:
-            h = linear_tanh(h, weight, bias)
-        return h
-
-    @torch.no_grad()
-    def _inference_plan(self, rows: int) -> _InferencePlan | None:
-        """The eval-mode operands of ``scores``, made once and reused while the denoiser's weights
-        stay bit-for-bit those they were made from (the evaluation scores users in chunks; an
-        optimizer step or ``load_state_dict`` changes the weights; fused AdamW leaves the tensors'
-        version counters alone, so the check compares values: about 2 % of a chunk on ML-1M)."""
-        weights = list(self.denoiser.parameters())
-        if self._plan_cache is not None and _same_values(self._plan_cache[0], weights):
-            return self._plan_cache[1]
-        self._plan_cache = None  # frees the old operands before the new ones are made (peak memory)
-        plan = self._make_plan(rows)
-        self._plan_cache = ([w.detach().clone() for w in weights], plan)
-        return plan
-
-    def _make_plan(self, rows: int) -> _InferencePlan | None:
-        """Fold the reverse loop (see the module docstring) into per-step operands.
-
-        x_t = a x0 + W_out H + coef_fold b_out for some a and H. Its first-layer image W_in x_t,
-        less the bias part coef_fold W_in b_out (added to the step's time term W_emb emb(t) + b_in
-        instead of to every row), is kept as scale * y: a step's update c2 z + c1 W_in W_out h is
-        then one product added to y (``linear_add``), with c1 and scale (the product of the c2 so far) in
-        the step's weight. Weights are packed for oneDNN (``pack``; values unchanged)."""
-        den = self.denoiser
-        first, last = den.in_layers[0], den.out_layers[-1]
-        w_in, w_emb = first.weight[:, : self.n_items], first.weight[:, self.n_items :]
-        coefficients = []
-        for t, c1, c2 in self.diffusion.reverse_coefficients():
-            t_vec = torch.full((1,), t, dtype=torch.long, device=w_in.device)
-            time_term = (den.emb_layer(timestep_embedding(t_vec, den.emb_size)) @ w_emb.T + first.bias)[0]
-            coefficients.append((time_term, float(np.float32(c1)), float(np.float32(c2))))  # float32, as the reference
-        *earlier, (last_term, last_c1, last_c2) = coefficients
-        if last_c2 != 0.0:
-            return None
-        fold, fold_bias = linear(w_in, last.weight.T), w_in @ last.bias
-        steps = []
-        scale, coef_fold = 1.0, 0.0
-        for time_term, c1, c2 in earlier:
-            pre_bias, pre_scale = time_term + coef_fold * fold_bias, scale
-            if c2 == 0.0:  # (noise_scale 0: every step) the past drops out
-                weight, accumulate, scale = fold, False, c1
-            else:
-                scale *= c2
-                weight, accumulate = fold * (c1 / scale), True
-            steps.append(_Step(pre_bias, pre_scale, pack(weight, rows), accumulate))
-            coef_fold = c2 * coef_fold + c1
-        hidden = [(pack(layer.weight, rows), layer.bias) for layer in [*den.in_layers[1:], *den.out_layers[:-1]]]
-        return _InferencePlan(
-            w_in_t=w_in.T.contiguous(),
-            steps=steps,
-            hidden=hidden,
-            last_pre_bias=last_term + coef_fold * fold_bias,
-            last_scale=scale,
-            last_c1=last_c1,
-            w_out=pack(last.weight, rows),
-            out_bias=last.bias * last_c1,
-        )
-
+        if fast.enabled():  # the same T steps, folded (pipeline/models/fast/diffrec.py)
+            folded = fast_diffrec.folded_scores(self.denoiser, self.diffusion, rows, self.config.sampling_steps)
+            if folded is not None:
+                return folded
+        return self.diffusion.reverse(self.denoiser, rows, self.config.sampling_steps)  # the authors' loop

@@ -15,14 +15,17 @@ import numpy as np
 from pipeline.config import evaluation_config, model_class, model_config, training_config
 from pipeline.plan import EMBED_DIR, HYPERBOLIC_MODEL, run_threads
 from pipeline.io import read_parquet
+from pipeline.models import fast
 from pipeline.training.trainer import set_determinism, train_run
 
 
 def build_model(params: dict, model_name: str, split: str, seed: int, n_users: int, n_items: int, tuned: dict | None = None, **side):
-    """Seeded model construction. ``tuned``: a grid point's setting (see pipeline.tuning). ``side``:
-    optional inputs a model may take by keyword, ``data`` (the InteractionData, for graph models)
-    and ``clusters`` (item -> cluster array)."""
+    """Seeded model construction, with the speed-ups of ``pipeline/models/fast`` switched on or off
+    for the process as ``training.fast`` says. ``tuned``: a grid point's setting (see
+    pipeline.tuning). ``side``: optional inputs a model may take by keyword, ``data`` (the
+    InteractionData, for graph models) and ``clusters`` (item -> cluster array)."""
     cfg = model_config(params, model_name, split, tuned)
+    fast.set_enabled(params["training"].get("fast", True))  # the speed-ups' one switch (pipeline/models/fast)
     set_determinism(seed, run_threads(params, model_name))  # initial weights depend on the seed
     return model_class(params, model_name)(cfg, n_users, n_items, **side)
 

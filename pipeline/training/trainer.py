@@ -42,6 +42,7 @@ from pipeline.config import EvaluationConfig, TrainingConfig
 from pipeline.data.dataset import InteractionData, dense_rows
 from pipeline.evaluation.evaluator import Evaluator
 from pipeline.io import atomic_path, write_json
+from pipeline.models import fast
 from pipeline.training.checkpoint import CheckpointMismatch, CorruptCheckpoint, fingerprint, load_checkpoint, save_checkpoint
 
 RESUME_FILE = "resume.pt"
@@ -144,6 +145,7 @@ def train_run(
     for stale in run_dir.glob(".*.tmp"):  # temporaries of writes interrupted by a kill
         stale.unlink()
     set_determinism(seed, training.threads)
+    fast.set_enabled(training.fast)  # the speed-ups' one switch (pipeline/models/fast)
     device = resolve_device(training.device)
     model.to(device)
     cfg = model.config
@@ -152,7 +154,10 @@ def train_run(
     matrix = model.input_matrix(data)
     evaluator = Evaluator(data, evaluation.topk, evaluation.batch_size)
     select = training.select_metric
-    fp = fingerprint({**identity, "training": dataclasses.asdict(training), "evaluation": dataclasses.asdict(evaluation)})
+    settings = dataclasses.asdict(training)
+    if settings["fast"]:  # the default speed-ups: fingerprinted as before the switch existed (the committed model.pt files)
+        del settings["fast"]
+    fp = fingerprint({**identity, "training": settings, "evaluation": dataclasses.asdict(evaluation)})
     state = RunState()
     resume_path = run_dir / RESUME_FILE
     if resume_path.exists():

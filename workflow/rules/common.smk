@@ -21,7 +21,7 @@ def code(*patterns):
     return [local(f) for f in sorted(f for p in patterns for f in glob(p))]
 
 
-TRAIN_CODE = ("pipeline/data/dataset.py", "pipeline/models/*.py", "pipeline/training/*.py", "pipeline/evaluation/*.py",
+TRAIN_CODE = ("pipeline/data/dataset.py", "pipeline/models/*.py", "pipeline/models/fast/*.py", "pipeline/training/*.py", "pipeline/evaluation/*.py",
               "pipeline/tuning.py", "pipeline/hyperbolic.py")
 CODE = {
     "download": code("pipeline/data/download.py"),

@@ -1,4 +1,5 @@
-"""Dense float32 layers through oneDNN on the CPU: the diffusion denoisers' matrix products.
+"""Dense float32 layers through oneDNN on the CPU: the DiffRec denoiser's matrix products on the
+fast path (``pipeline/models/fast``: used only while its switch is on).
 
 torch sends a CPU float32 ``mm``/``addmm``/``F.linear`` to MKL, which on AMD cores runs at
 about its AVX2 speed, while oneDNN's AVX-512 kernels, shipped with torch as

@@ -1,0 +1,448 @@
+"""The speed-ups of pipeline/models/fast against the readable model files: with the switch on and
+off, DiffRec's (and so T-DiffRec's and L-DiffRec's) training loss, gradients and scores agree up
+to float32 rounding, the ranking of a planted example is the same, and each trick equals the
+plain computation it replaces.
+
+Tolerances. float32 rounds each operation to a relative 2^-24 (half of ``EPS``). A dot product of
+length n computed in another order (oneDNN's blocking instead of MKL's, or the folded loop's
+reassociated products) differs by at most n * EPS * sum|a_i b_i| and in practice, the rounding
+errors being independent, by about sqrt(n) * EPS times that sum (Higham and Mary, "A new
+approach to probabilistic rounding error analysis", SIAM J. Sci. Comput. 2019); tanh is
+1-Lipschitz and the posterior mean a convex-like combination (c1 + c2 <= about 1), so neither
+amplifies it. Hence each path is held to ``bound(n, scale) = 2 sqrt(n) EPS scale`` of the float64
+result, n the longest dot product of the model and ``scale`` the largest magnitude of the
+quantity compared, and the two paths to twice that. Nothing is fitted to a machine's rounding:
+the same bounds hold with oneDNN and ATen restricted to AVX2 kernels
+(ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2), where both paths round differently.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pipeline.models import fast
+from pipeline.models.diffrec import DiffRec, DiffRecConfig
+from pipeline.models.fast import diffrec as F
+from pipeline.models.ldiffrec import LDiffRec, LDiffRecConfig
+
+EPS = torch.finfo(torch.float32).eps
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread is fastest and immune to a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def config(**overrides) -> DiffRecConfig:
+    values = dict(lr=1e-3, weight_decay=0.0, batch_size=16, epochs=10, dims=[8, 16], emb_size=10, dropout=0.5, norm=False,
+                  mean_type="x0", schedule="linear-var", steps=40, noise_scale=0.005, noise_min=0.005, noise_max=0.01,
+                  max_beta=0.999, beta_fixed=True, reweight=True, sampling_steps=0, history_num_per_term=10, uniform_prob=0.001)
+    values.update(overrides)
+    return DiffRecConfig(**values)
+
+
+def bound(n: int, scale: float) -> float:
+    """The rounding a float32 path may carry (see the module docstring)."""
+    return 2 * math.sqrt(n) * EPS * scale
+
+
+def longest_dot(model: DiffRec, batch: int = 0) -> int:
+    """The longest dot product of the denoiser (widest layer input; a weight gradient sums over the batch)."""
+    return max([batch] + [layer.in_features for layer in model.denoiser.modules() if isinstance(layer, nn.Linear)])
+
+
+def trained(cfg: DiffRecConfig, n_users: int = 40, n_items: int = 50) -> DiffRec:
+    """A model a few optimizer steps from its initialisation (weights no longer the init's)."""
+    torch.manual_seed(0)
+    model = DiffRec(cfg, n_users=n_users, n_items=n_items)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    rows = (torch.rand(n_users, n_items) < 0.2).float()
+    model.train()
+    for _ in range(5):
+        opt.zero_grad()
+        model.loss(rows).backward()
+        opt.step()
+    return model.eval()
+
+
+def readable(fn, *args):
+    with fast.switched(False):
+        return fn(*args)
+
+
+def float64_scores(model: DiffRec, rows: torch.Tensor) -> torch.Tensor:
+    """The readable reverse loop in float64, on a copy of the model's weights."""
+    twin = copy.deepcopy(model).double()
+    return readable(twin.scores, rows.double())
+
+
+# --------------------------------------------------------------------------------------------
+# the switch
+
+
+def test_the_switch_is_on_by_default_and_restored():
+    assert fast.enabled()
+    with fast.switched(False):
+        assert not fast.enabled()
+        with fast.switched(True):
+            assert fast.enabled()
+        assert not fast.enabled()
+    assert fast.enabled()
+
+
+def test_switched_off_nothing_of_the_fast_module_runs(monkeypatch):
+    """Off, training and scoring are the model file's own code: every entry point of the fast
+    module fails if called."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("fast path called with the switch off")
+
+    for name in ("mlp", "folded_scores", "inference_plan", "fast_tanh_", "sparse_rows_matmul"):
+        monkeypatch.setattr(F, name, refuse)
+    for cls in (F.FirstLayer, F.Linear):
+        monkeypatch.setattr(cls, "apply", refuse)
+    torch.manual_seed(0)
+    model = DiffRec(config(steps=5), 10, 20)
+    rows = (torch.rand(10, 20) < 0.3).float()
+    with fast.switched(False):
+        model.train()
+        model.loss(rows).backward()
+        assert model.eval().scores(rows).shape == (10, 20)
+    with pytest.raises(AssertionError, match="switch off"):
+        model.scores(rows)  # on: the fast module
+
+
+def test_the_state_dict_is_the_same_with_either_path():
+    torch.manual_seed(0)
+    on = DiffRec(config(steps=5), 10, 20).state_dict()
+    torch.manual_seed(0)
+    off = readable(DiffRec, config(steps=5), 10, 20).state_dict()
+    assert list(on) == list(off) and all(torch.equal(on[k], off[k]) for k in on)
+
+
+# --------------------------------------------------------------------------------------------
+# scores: folded + oneDNN against the readable loop, both against float64
+
+
+SCORE_CASES = {
+    "ml1m-clean-like": dict(),
+    "ml1m-noisy-like": dict(steps=5, noise_scale=0.5, noise_min=0.001, noise_max=0.01),
+    "one-layer": dict(dims=[12], steps=5, noise_scale=0.01, noise_min=0.001, noise_max=0.01),
+    "noise-scale-0": dict(noise_scale=0.0, steps=10),
+    "noise-scale-0-one-layer": dict(dims=[12], noise_scale=0.0, steps=5),
+    "no-beta-fix-linear": dict(beta_fixed=False, schedule="linear", steps=6, noise_scale=0.1, noise_min=0.01, noise_max=0.1),
+    "odd-emb": dict(emb_size=7, steps=3, noise_scale=0.1, noise_min=0.01, noise_max=0.1),
+    "norm (not folded)": dict(norm=True, steps=5, noise_scale=0.1, noise_min=0.01, noise_max=0.1),
+}
+
+
+@pytest.mark.parametrize("overrides", SCORE_CASES.values(), ids=SCORE_CASES.keys())
+def test_scores_of_both_paths_agree(overrides):
+    model = trained(config(**overrides))
+    rows = (torch.rand(32, 50) < 0.2).float()
+    quick, plain, exact = model.scores(rows), readable(model.scores, rows), float64_scores(model, rows)
+    assert quick.shape == plain.shape == (32, 50) and quick.dtype == plain.dtype == torch.float32
+    scale = exact.abs().max().item()
+    assert exact.std() > 0.05  # not a degenerate output
+    tol = bound(longest_dot(model), scale)
+    assert (quick.double() - exact).abs().max().item() <= tol
+    assert (plain.double() - exact).abs().max().item() <= tol
+    assert (quick - plain).abs().max().item() <= 2 * tol
+    # deterministic in eval mode (no dropout, no noise with sampling_steps = 0)
+    assert torch.equal(model.scores(rows), quick)
+    assert torch.equal(readable(model.scores, rows), plain)
+
+
+def test_scores_agree_at_ml1m_width():
+    """[200, 600] over 1,000 items: long dot products, the bound grows with sqrt(n)."""
+    model = trained(config(dims=[200, 600], steps=10), n_users=40, n_items=1000)
+    rows = (torch.rand(16, 1000) < 0.05).float()
+    exact = float64_scores(model, rows)
+    tol = bound(longest_dot(model), exact.abs().max().item())
+    assert (model.scores(rows).double() - exact).abs().max().item() <= tol
+    assert (readable(model.scores, rows).double() - exact).abs().max().item() <= tol
+
+
+def test_scores_with_sampling_steps_agree():
+    """sampling_steps > 0 noises the start point; with the same RNG state both paths agree."""
+    torch.manual_seed(0)
+    model = DiffRec(config(steps=5, sampling_steps=3, noise_scale=0.1, noise_min=0.01, noise_max=0.1), 20, 50).eval()
+    rows = (torch.rand(16, 50) < 0.2).float()
+    torch.manual_seed(11)
+    quick = model.scores(rows)
+    torch.manual_seed(11)
+    plain = readable(model.scores, rows)
+    assert (quick - plain).abs().max().item() <= 2 * bound(longest_dot(model), plain.abs().max().item())
+    torch.manual_seed(12)
+    assert not torch.equal(model.scores(rows), quick)  # the noise matters
+
+
+def test_the_planted_ranking_is_the_same_exactly():
+    """Users of three item blocks: both paths rank the same top 10 items in the same order, and
+    the margins are wider than the bound, so this holds on any CPU, not by luck."""
+    block, groups = 10, 3
+    g = torch.Generator().manual_seed(0)
+    rows = torch.zeros(60, block * groups)
+    for u in range(60):
+        k = u % groups
+        rows[u, k * block : (k + 1) * block] = (torch.rand(block, generator=g) < 0.7).float()
+    torch.manual_seed(0)
+    model = DiffRec(config(dims=[16], emb_size=4, steps=5, noise_scale=0.1, noise_min=0.01, noise_max=0.1, dropout=0.0), 60, 30)
+    opt = model.optimizer()
+    model.train()
+    for _ in range(300):
+        opt.zero_grad()
+        model.loss(rows).backward()
+        opt.step()
+    model.eval()
+    quick, plain = model.scores(rows), readable(model.scores, rows)
+    top = plain.topk(11, dim=1)
+    gaps = (top.values[:, :-1] - top.values[:, 1:]).min().item()  # between any two neighbours of the top 11
+    assert gaps > 2 * 2 * bound(longest_dot(model), plain.abs().max().item())  # wider than both paths' rounding
+    assert torch.equal(quick.topk(10, dim=1).indices, top.indices[:, :10])
+    # and the model learnt the blocks: each user's top 10 is its own block
+    blocks = torch.arange(60) % groups
+    assert ((top.indices[:, :10] // block) == blocks[:, None]).float().mean() > 0.95
+
+
+# --------------------------------------------------------------------------------------------
+# training: one batch's loss and gradients
+
+
+def loss_and_grads(model: nn.Module, rows: torch.Tensor, seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Loss and gradients of one batch; the seed fixes the timesteps, noise and dropout mask."""
+    model = copy.deepcopy(model).train()  # the importance-sampling history is recorded on a copy
+    torch.manual_seed(seed)
+    loss = model.loss(rows)
+    loss.backward()
+    return loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("overrides", [dict(), dict(dims=[200, 600], steps=10), dict(norm=True, noise_scale=0.1)],
+                         ids=["small", "ml1m-width", "norm"])
+def test_loss_and_gradients_of_both_paths_agree(overrides):
+    n_items = 600 if overrides.get("dims") == [200, 600] else 50
+    torch.manual_seed(0)
+    model = DiffRec(config(**overrides), 64, n_items)
+    rows = (torch.rand(64, n_items) < 0.2).float()
+    quick_loss, quick = loss_and_grads(model, rows, seed=3)
+    plain_loss, plain = readable(loss_and_grads, model, rows, 3)
+    n = longest_dot(model, batch=64)
+    assert abs(quick_loss.item() - plain_loss.item()) <= 2 * bound(n, plain_loss.item())
+    assert set(quick) == set(plain) == {n for n, _ in model.named_parameters()}
+    for name in plain:
+        scale = plain[name].abs().max().item()
+        assert (quick[name] - plain[name]).abs().max().item() <= 2 * bound(n, scale), name
+
+
+def test_ldiffrec_loss_and_gradients_of_both_paths_agree():
+    """L-DiffRec shares the denoiser; there its input (the latent) needs a gradient too."""
+    cfg = LDiffRecConfig(lr_ae=1e-3, lr_denoiser=1e-3, weight_decay=0.0, batch_size=16, epochs=10, n_clusters=2, latent_size=20,
+                         ae_dropout=0.1, emb_size=10, dims=[30], denoiser_dropout=0.5, mean_type="x0", schedule="linear-var",
+                         steps=10, noise_scale=0.1, noise_min=0.001, noise_max=0.02, max_beta=0.999, beta_fixed=False, reweight=True,
+                         sampling_steps=0, history_num_per_term=2, uniform_prob=0.001, lamda=0.03, lamda_floor=0.005,
+                         lamda_anneal_epochs=5, kl_weight_max=0.3, kl_anneal_batches=3, temporal=False, w_min=0.1, w_max=1.0)
+    torch.manual_seed(0)
+    model = LDiffRec(cfg, 64, 80, clusters=np.arange(80) % 2)
+    rows = (torch.rand(64, 80) < 0.2).float()
+    quick_loss, quick = loss_and_grads(model, rows, seed=3)
+    plain_loss, plain = readable(loss_and_grads, model, rows, 3)
+    n = max(64, 80)
+    assert abs(quick_loss.item() - plain_loss.item()) <= 2 * bound(n, abs(plain_loss.item()))
+    assert set(quick) == set(plain)
+    for name in plain:
+        assert (quick[name] - plain[name]).abs().max().item() <= 2 * bound(n, plain[name].abs().max().item()), name
+    model.eval()
+    scores = model.scores(rows)
+    assert (scores - readable(model.scores, rows)).abs().max().item() <= 2 * bound(n, scores.abs().max().item())
+
+
+# --------------------------------------------------------------------------------------------
+# each trick against the plain computation it replaces
+
+
+def test_first_layer_equals_linear_when_x_needs_a_gradient():
+    """L-DiffRec's case (x = the encoder's latent): nn.Linear over [x, emb] with every gradient,
+    up to float rounding (oneDNN's products instead of MKL's)."""
+    torch.manual_seed(0)
+    x, emb = torch.randn(16, 300, requires_grad=True), torch.randn(16, 4, requires_grad=True)
+    layer = nn.Linear(304, 120)
+    grad = torch.randn(16, 120)
+    layer(torch.cat([x, emb], dim=-1)).backward(grad)
+    expected = [t.grad.clone() for t in (x, emb, layer.weight, layer.bias)]
+    for t in (x, emb, layer.weight, layer.bias):
+        t.grad = None
+    out = F.FirstLayer.apply(x, emb, layer.weight, layer.bias)
+    torch.testing.assert_close(out, layer(torch.cat([x, emb], dim=-1)), rtol=1e-5, atol=1e-5)
+    out.backward(grad)
+    for got, want in zip((x.grad, emb.grad, layer.weight.grad, layer.bias.grad), expected):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_first_layer_skips_the_gradient_of_x_and_keeps_the_others():
+    """DiffRec's case (x = the noised data row, no gradient): weight, bias and emb gradients
+    those of nn.Linear up to float rounding, none for x."""
+    torch.manual_seed(0)
+    x, emb = torch.randn(16, 300), torch.randn(16, 4, requires_grad=True)
+    layer = nn.Linear(304, 120)
+    grad = torch.randn(16, 120)
+    layer(torch.cat([x, emb], dim=-1)).backward(grad)
+    expected = [t.grad.clone() for t in (emb, layer.weight, layer.bias)]
+    for t in (emb, layer.weight, layer.bias):
+        t.grad = None
+    F.FirstLayer.apply(x, emb, layer.weight, layer.bias).backward(grad)
+    assert x.grad is None
+    for got, want in zip((emb.grad, layer.weight.grad, layer.bias.grad), expected):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_fast_tanh_is_in_place_and_within_one_ulp():
+    x = torch.linspace(-12, 12, 10_001)
+    want = torch.tanh(x.double()).float()
+    got = F.fast_tanh_(x.clone())
+    ulp = torch.finfo(torch.float32).eps * want.abs().clamp(min=torch.finfo(torch.float32).tiny)
+    assert ((got - want).abs() <= ulp).all()
+    y = torch.randn(6, 8)
+    assert F.fast_tanh_(y) is y
+    strided = torch.randn(8, 6).T  # not contiguous: torch's kernel
+    assert torch.equal(F.fast_tanh_(strided.clone()), torch.tanh(strided))
+
+
+def test_sparse_rows_matmul_equals_the_dense_product():
+    torch.manual_seed(0)
+    rows = (torch.rand(9, 40) < 0.2).float() * torch.rand(9, 40)  # weighted, like T-DiffRec's rows
+    rows[3] = 0.0  # a user with no train item
+    weight_t = torch.randn(40, 7)
+    torch.testing.assert_close(F.sparse_rows_matmul(rows, weight_t), rows @ weight_t, rtol=1e-5, atol=1e-6)
+    assert torch.equal(F.sparse_rows_matmul(rows, weight_t)[3], torch.zeros(7))
+
+
+# --------------------------------------------------------------------------------------------
+# the folded operands' cache
+
+
+def small_model() -> DiffRec:
+    torch.manual_seed(0)
+    return DiffRec(config(steps=5, noise_scale=0.1, noise_min=0.01, noise_max=0.1), n_users=20, n_items=30)
+
+
+def test_folded_scores_follow_parameter_updates():
+    """Scores after a fused AdamW step (which leaves the tensors' version counters alone) and
+    after loading a state use the new weights."""
+    model = small_model()
+    rows = (torch.rand(20, 30) < 0.3).float()
+    model.eval()
+    before = model.scores(rows)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = model.optimizer()  # fused AdamW, as in training
+    model.train()
+    opt.zero_grad()
+    model.loss(rows).backward()
+    opt.step()
+    model.eval()
+    after = model.scores(rows)
+    assert not torch.allclose(after, before)
+    plain = readable(model.scores, rows)
+    assert (after - plain).abs().max().item() <= 2 * bound(longest_dot(model), plain.abs().max().item())
+    model.load_state_dict(state)
+    assert torch.equal(model.scores(rows), before)
+
+
+def test_inference_plan_is_reused_until_any_weight_changes():
+    """The folded operands are made once per set of weights: kept while every parameter is bit for
+    bit unchanged, remade after any change, even one that leaves version counters alone."""
+    model = small_model().eval()
+    rows = (torch.rand(20, 30) < 0.3).float()
+    first = F.inference_plan(model.denoiser, model.diffusion, 20)
+    assert not any(t.requires_grad for t in (first.w_in_t, first.last_pre_bias, first.out_bias, *[s.pre_bias for s in first.steps]))
+    assert F.inference_plan(model.denoiser, model.diffusion, 7) is first
+    before = model.scores(rows)
+    assert F.inference_plan(model.denoiser, model.diffusion, 20) is first
+    weight = model.denoiser.out_layers[-1].weight
+    saved = weight.detach().clone()
+    version = weight._version
+    weight.data.view(-1)[0] += 1.0  # through .data: the version counter stays
+    assert weight._version == version
+    assert F.inference_plan(model.denoiser, model.diffusion, 20) is not first
+    plain = readable(model.scores, rows)
+    assert (model.scores(rows) - plain).abs().max().item() <= 2 * bound(longest_dot(model), plain.abs().max().item())
+    weight.data.copy_(saved)
+    assert torch.equal(model.scores(rows), before)
+
+
+def test_a_model_that_has_scored_can_be_copied_and_pickled():
+    """The cached inference operands (oneDNN-packed, not copyable) stay out of copies."""
+    model = small_model().eval()
+    rows = (torch.rand(20, 30) < 0.3).float()
+    before = model.scores(rows)
+    for twin in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert twin.denoiser not in F._PLANS
+        assert torch.equal(twin.scores(rows), before)
+    assert model.denoiser in F._PLANS  # the original keeps its own
+
+
+# --------------------------------------------------------------------------------------------
+# the switch from params.yaml
+
+
+def test_training_fast_in_params_sets_the_switch():
+    """params.yaml's training.fast: true (the committed results' setting); build_model applies
+    it, and the trainer applies its TrainingConfig's; a missing key means on."""
+    from pipeline.config import load_params, training_config
+    from pipeline.training.fitting import build_model
+
+    params = load_params("params.yaml")
+    assert params["training"]["fast"] is True and training_config(params).fast is True
+    try:
+        params["training"]["fast"] = False
+        build_model(params, "diffrec", "ml-1m_clean", 1, 10, 20)
+        assert not fast.enabled()
+        del params["training"]["fast"]
+        build_model(params, "diffrec", "ml-1m_clean", 1, 10, 20)
+        assert fast.enabled()
+    finally:
+        fast.set_enabled(True)
+        torch.set_num_threads(1)  # build_model set the run's threads
+
+
+def test_the_fingerprint_names_the_switch_only_when_off(tmp_path):
+    """A run with the default speed-ups keeps the fingerprint (and model.pt bytes) it had before the
+    switch existed; one without them is fingerprinted apart (its checkpoints are not resumed by
+    the other, whose float rounding differs)."""
+    import dataclasses
+
+    from pipeline.config import EvaluationConfig, TrainingConfig
+    from pipeline.data.dataset import InteractionData
+    from pipeline.training.checkpoint import fingerprint
+    from pipeline.training.trainer import train_run
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    m = lambda p: sp.csr_matrix((rng.random((12, 20)) < p).astype(np.float32))  # noqa: E731
+    data = InteractionData(12, 20, m(0.3), m(0.1), m(0.1), m(0.3))
+    on = TrainingConfig(device="cpu", threads=1, eval_every=1, patience=5, select_metric="recall@10", checkpoint_every=1)
+    evaluation = EvaluationConfig(topk=(10,), batch_size=8)
+    identity = {"model": "diffrec", "split": "x", "seed": 1}
+    prints = {}
+    for training in (on, dataclasses.replace(on, fast=False)):
+        torch.manual_seed(0)
+        model = DiffRec(config(steps=5, epochs=1, noise_scale=0.1, noise_min=0.01, noise_max=0.1), 12, 20)
+        out = tmp_path / str(training.fast)
+        train_run(model, data, training, evaluation, out, identity, 1, tag="t", timing_path=out / "timing.json")
+        prints[training.fast] = torch.load(out / "model.pt", weights_only=True)["fingerprint"]
+        assert fast.enabled() == training.fast
+    fast.set_enabled(True)
+    old = {k: v for k, v in dataclasses.asdict(on).items() if k != "fast"}
+    assert prints[True] == fingerprint({**identity, "training": old, "evaluation": dataclasses.asdict(evaluation)})
+    assert prints[False] != prints[True]
