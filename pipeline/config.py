@@ -174,6 +174,8 @@ def check_schema(params: dict) -> None:
         raise ConfigError(key, f"{error.instance!r} is not allowed; allowed values: {error.validator_value}")
     if error.validator == "required":
         raise ConfigError(key, error.message)
+    if error.validator in ("anyOf", "not") and "description" in error.schema:
+        raise ConfigError(key, error.schema["description"])  # says what the alternatives are
     raise ConfigError(key, error.message)
 
 
