@@ -61,6 +61,56 @@ Raw ratings (formats ``movielens-dat``, ``recbole``, ``yelp-json``, ``amazon-csv
       which keeps floor(N f) of N. ``order`` is then recomputed per user over all rows sorted by
       (timestamp, item). Ids and n_users/n_items are those of clean.
 
+TV-Diff's given train/test split (formats ``tvdiff-count``, ``tvdiff-time``; see
+    :mod:`pipeline.data.readers`): the authors' own random 80/20 split, read as it is from
+    ``train.txt`` and ``test.txt``; it is given, never regenerated. A (user, item) pair that
+    occurs twice (within a file or in both) is an error naming its lines. Two settings:
+
+    - ``carved`` (ours): every given test row stays in test, untouched (also rows whose user
+      or item has no train row: ``unseen_in_train_handling`` ``"kept"``, as everywhere). A
+      validation part is carved from the given train part, per user: a user with n given train
+      rows gives ``carve_size(n) = 0`` rows if n < ``protocol.valid_min_train``, else
+      max(1, floor(``valid_fraction`` * n)) (the product rounded to 9 decimals first, so
+      0.7 * 10 counts as 7). They are the user's carve_size(n) train rows with the smallest
+      key, key = the first 8 bytes, read as a big-endian unsigned integer, of
+      SHA-256(``"<valid_seed>\\t<raw user id>\\t<raw item id>"`` in UTF-8), ties (never seen)
+      broken by the earlier line. The key depends only on the seed and the pair, not on the
+      row order, a library's random generator or the machine, so the carve is
+      byte-reproducible; another ``valid_seed`` carves other rows of the same sizes. The rest
+      stays in train; selection happens on this validation part.
+    - ``authors`` (the authors' protocol): test rows whose user or whose item has no row in
+      the given train part are dropped (counted: ``test_dropped_rows``, and of them
+      ``test_dropped_rows_user_not_in_train`` / ``test_dropped_rows_item_not_in_train``, a row
+      counting in both when both are missing; ``test_dropped_users_not_in_train`` /
+      ``test_dropped_items_not_in_train`` distinct ids). Train is the given train part, and the
+      **validation part is the kept test part itself**: every kept test row is written twice,
+      once with split ``valid`` and once with ``test``. The authors pick the best epoch on
+      test; a trainer that selects on validation does exactly that here, and the validation
+      metrics of the selected epoch are the numbers of their protocol (label them
+      "test-selected (authors' protocol)"). ``n_interactions`` (and ``density``) count the
+      table's rows, the test rows twice. Caution: an evaluator that masks a user's validation
+      items when ranking for test masks every test item here; read the validation metrics.
+
+    Ids (both settings): the raw user (item) ids of the rows kept, numbered 0..n-1 in their
+    natural order, as in step 4 of the raw protocol (by integer value when every raw id is a
+    canonical decimal integer, as in TV-Diff's files, else by byte order). So ``carved`` also
+    numbers the users and items found only in test; ``authors`` numbers exactly the train
+    ones. ``rating`` is the play count (``tvdiff-count``) and ``timestamp`` null, or
+    ``timestamp`` the unix time (``tvdiff-time``) and ``rating`` null. ``order``: the user's
+    rows sorted by (timestamp, part: train < valid < test, line in its file), i.e. the time
+    order over all parts where there are times (ties, frequent since amazon-beauty's times are
+    whole days: train first), else train rows, then valid, then test, each in file order.
+
+    Statistics added: ``given_train``, ``given_train_users``, ``given_train_items``,
+    ``given_test``, ``given_test_users``, ``given_test_items`` (the files as read), for
+    ``carved`` ``valid_fraction``, ``valid_min_train``, ``valid_seed``, ``valid_carved_users``
+    (users with valid rows) and ``valid_skipped_users`` (users with fewer than
+    ``valid_min_train`` given train rows), for ``authors`` the ``test_dropped_*`` counts, and
+    for both ``selected_on`` (``"valid"`` or ``"test"``), ``selection`` (the label for tables:
+    ``"validation carved from the given train part"`` or ``"test-selected (authors'
+    protocol)"``) and ``valid_is_test``. ``unseen_in_train_handling`` is ``"kept"`` for
+    ``carved`` and ``"dropped from test (authors' protocol)"`` for ``authors``.
+
 Statistics (``stats.json``, every format): dataset, setting, format, n_users, n_items,
 n_interactions, n_train/n_valid/n_test, train_users/valid_users/test_users (users with at least
 one row in the split), valid_items_unseen_in_train / test_items_unseen_in_train (rows whose item
