@@ -28,6 +28,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "params.schema.yaml"
 
 
+# Settings of a split (``splits.*.setting``). TV-Diff's given train/test files (formats
+# tvdiff-*) have two: carved (validation carved from train) and authors (test-selected); the
+# other formats have the first three (pipeline.data.prepare).
+SETTINGS = ("clean", "noisy", "temporal", "carved", "authors")
+GIVEN_SPLIT_SETTINGS = ("carved", "authors")
+GIVEN_SPLIT_FORMATS = ("tvdiff-count", "tvdiff-time")
+
+
 class ConfigError(ValueError):
     """A problem in params.yaml, with the dotted key that causes it."""
 
@@ -37,13 +45,34 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class SourceConfig:
-    name: str
+class SourceFile:
+    """One upstream file of a multi-file source (``sources.<name>.files[i]``)."""
+
     url: str
     mirror: str
-    archive: str
     sha256: str | None = None
     md5: str | None = None
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """A ``sources`` entry: one upstream file (``url``, ``mirror``, checksum, ``archive``) or, with
+    ``files``, several plain files (each with its own url, mirror path and checksum) that the
+    download stage copies side by side into one folder."""
+
+    name: str
+    url: str = ""
+    mirror: str = ""
+    archive: str = "none"
+    sha256: str | None = None
+    md5: str | None = None
+    files: tuple[SourceFile, ...] = ()
+
+    def entries(self) -> tuple[SourceFile, ...]:
+        """The upstream files: ``files``, or the single file of the one-file form."""
+        if self.files:
+            return self.files
+        return (SourceFile(self.url, self.mirror, self.sha256, self.md5),)
 
 
 @dataclass(frozen=True)
@@ -62,6 +91,11 @@ class ProtocolConfig:
     ratios: tuple[float, float, float]
     rounding: str
     noisy_max_fraction: float
+    # the validation rows carved from a given train part (setting ``carved`` of the tvdiff-*
+    # formats; rule in pipeline.data.prepare); optional in params.yaml, these are the defaults
+    valid_fraction: float = 0.1
+    valid_min_train: int = 5
+    valid_seed: int = 1
 
 
 @dataclass(frozen=True)
@@ -143,6 +177,8 @@ def check_schema(params: dict) -> None:
         raise ConfigError(key, f"{error.instance!r} is not allowed; allowed values: {error.validator_value}")
     if error.validator == "required":
         raise ConfigError(key, error.message)
+    if error.validator in ("anyOf", "not") and "description" in error.schema:
+        raise ConfigError(key, error.schema["description"])  # says what the alternatives are
     raise ConfigError(key, error.message)
 
 
@@ -174,6 +210,18 @@ def check_semantics(params: dict) -> None:
         expected = f"{split['dataset']}_{split['setting']}"
         if name != expected:
             raise ConfigError(f"splits.{name}", f"split names are <dataset>_<setting>; expected {expected!r}")
+        given = split["format"] in GIVEN_SPLIT_FORMATS
+        if given != (split["setting"] in GIVEN_SPLIT_SETTINGS):
+            allowed = GIVEN_SPLIT_SETTINGS if given else tuple(s for s in SETTINGS if s not in GIVEN_SPLIT_SETTINGS)
+            raise ConfigError(f"splits.{name}.setting", f"{split['setting']!r} does not go with format "
+                              f"{split['format']!r}; allowed settings for it: {list(allowed)}")
+    for block in ("sources", "more_sources"):
+        for name, entry in (params.get(block) or {}).items():
+            names = [Path(f["mirror"]).name for f in entry.get("files") or ()]
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ConfigError(f"{block}.{name}.files", f"two files would be saved as {twice[0]!r} (the "
+                                  "basename of mirror): the files of a source need distinct basenames")
     for variant, block in params["models"].items():
         declared = model_declared(params, variant)
         for split in block.get("per_split", {}) or {}:
@@ -353,7 +401,9 @@ def _type_problem(annotation, value) -> str | None:
 def source_config(params: dict, name: str) -> SourceConfig:
     known = {**params.get("more_sources", {}), **params["sources"]}
     _require_member("sources", name, known)
-    return SourceConfig(name=name, **known[name])
+    entry = dict(known[name])
+    files = tuple(SourceFile(**f) for f in entry.pop("files", None) or ())
+    return SourceConfig(name=name, files=files, **entry)
 
 
 SYNTHETIC_PREFIX = "synthetic-"  # preset NAME is written to data/raw/synthetic-NAME, usable as a split source

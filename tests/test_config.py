@@ -113,7 +113,37 @@ def test_split_source_not_in_sources(tmp_path, base):
     err = error_for(tmp_path, base, lambda p: p["splits"]["ml-1m_noisy"].update(source="grouplens-ml-1m"))
     assert err.key == "splits.ml-1m_noisy.source"
     assert "'grouplens-ml-1m'" in str(err)
-    assert "['diffrec-ml-1m-clean', 'diffrec-ml-1m-noisy']" in str(err)
+    assert f"allowed values: {sorted(base['sources'])}" in str(err)
+
+
+def test_multi_file_source_is_one_form_or_the_other(tmp_path, base):
+    # a source with `files` takes no url/mirror/checksum/archive of its own
+    err = error_for(tmp_path, base, lambda p: p["sources"]["tvdiff-lastfm"].update(archive="none"))
+    assert err.key == "sources.tvdiff-lastfm" and "no url, mirror, archive" in str(err)
+    # each file needs a checksum
+    err = error_for(tmp_path, base, lambda p: p["sources"]["tvdiff-lastfm"]["files"][1].pop("sha256"))
+    assert err.key == "sources.tvdiff-lastfm.files[1]" and "sha256 or md5" in str(err)
+    # two files of a source may not share a basename (they land in one folder)
+    err = error_for(tmp_path, base, lambda p: p["sources"]["tvdiff-lastfm"]["files"][1].update(
+        mirror="elsewhere/train.txt"))
+    assert err.key == "sources.tvdiff-lastfm.files" and "'train.txt'" in str(err)
+
+
+def test_given_split_settings_go_with_their_formats(tmp_path, base):
+    def carved_diffrec(p):
+        p["splits"]["ml-1m_carved"] = {**p["splits"]["ml-1m_clean"], "setting": "carved"}
+
+    err = error_for(tmp_path, base, carved_diffrec)
+    assert err.key == "splits.ml-1m_carved.setting"
+    assert "['clean', 'noisy', 'temporal']" in str(err)
+
+    def clean_tvdiff(p):
+        p["splits"]["lastfm_clean"] = {**p["splits"]["lastfm_carved"], "setting": "clean"}
+
+    err = error_for(tmp_path, base, clean_tvdiff)
+    assert err.key == "splits.lastfm_clean.setting" and "['carved', 'authors']" in str(err)
+    err = error_for(tmp_path, base, lambda p: p["protocol"].update(valid_fraction=1.0))
+    assert err.key == "protocol.valid_fraction"
 
 
 def test_noise_min_above_noise_max_in_per_split(tmp_path, base):

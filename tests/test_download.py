@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config import SourceConfig
+from pipeline.config import REPO_ROOT, SourceConfig, SourceFile, load_params, source_config
 from pipeline.data import download
 from pipeline.data.download import DownloadError, fetch, main
 
@@ -111,6 +111,18 @@ def test_real_mirror_diffrec_rar(tmp_path, mirror):
     assert json.loads((out / "SOURCE.json").read_text())["files"] == [f"ml-1m_clean/{n}" for n in names]
 
 
+@pytest.mark.parametrize("dataset, n_train, n_test", [("lastfm", 73758, 18440), ("amazon-beauty", 158802, 39700)])
+def test_real_mirror_tvdiff(tmp_path, mirror, dataset, n_train, n_test):
+    if not (mirror / "tvdiff" / dataset / "train.txt").is_file():
+        pytest.skip("no shared dataset mirror on this machine")
+    src = source_config(load_params(REPO_ROOT / "params.yaml"), f"tvdiff-{dataset}")
+    out = tmp_path / "raw" / dataset
+    assert fetch(src, out, mirror) == [out / "test.txt", out / "train.txt"]
+    for name, rows in (("train.txt", n_train), ("test.txt", n_test)):
+        data = (out / name).read_bytes()
+        assert data.count(b"\r\n") == data.count(b"\n") == rows
+
+
 # --- checksum and mirror failures --------------------------------------------------------
 
 
@@ -141,6 +153,84 @@ def test_mirror_missing_file(tmp_path):
     assert str(mirror / "diffrec" / "a.rar") in msg
     assert "https://example.invalid/a.rar" in msg and "PIPELINE_MIRROR" in msg
     assert not out.exists() and leftovers(tmp_path) == []
+
+
+# --- sources of several files -----------------------------------------------------------
+
+TRAIN, TEST = b"1\t2\t5\r\n1\t3\t4\r\n", b"1\t4\t1\r\n"
+
+
+def two_files(tmp_path: Path, test_sha256: str | None = None) -> tuple[Path, SourceConfig]:
+    """A mirror holding a given train/test pair, and the source naming both (sha256 of test.txt
+    replaceable to make it wrong)."""
+    mirror = make_mirror(tmp_path, "tv/ds/train.txt", TRAIN)
+    (mirror / "tv" / "ds" / "test.txt").write_bytes(TEST)
+    files = (
+        SourceFile("https://example.invalid/ds/train.txt", "tv/ds/train.txt", sha256=sha256(TRAIN)),
+        SourceFile("https://example.invalid/ds/test.txt", "tv/ds/test.txt", sha256=test_sha256 or sha256(TEST)),
+    )
+    return mirror, SourceConfig("tv", files=files)
+
+
+def test_multi_file_source_through_mirror(tmp_path):
+    mirror, src = two_files(tmp_path)
+    out = tmp_path / "raw" / "tv"
+    assert fetch(src, out, mirror) == [out / "test.txt", out / "train.txt"]
+    assert (out / "train.txt").read_bytes() == TRAIN and (out / "test.txt").read_bytes() == TEST  # CRLF kept
+    first = (out / "SOURCE.json").read_bytes()
+    assert json.loads(first) == {
+        "name": "tv",
+        "archive": "none",
+        "files": ["test.txt", "train.txt"],
+        "sources": [
+            {"file": "train.txt", "url": "https://example.invalid/ds/train.txt",
+             "checksum": {"algorithm": "sha256", "value": sha256(TRAIN)}},
+            {"file": "test.txt", "url": "https://example.invalid/ds/test.txt",
+             "checksum": {"algorithm": "sha256", "value": sha256(TEST)}},
+        ],
+    }
+    fetch(src, out, mirror)
+    assert (out / "SOURCE.json").read_bytes() == first
+    assert leftovers(out.parent) == []
+
+
+def test_multi_file_checksum_mismatch_leaves_nothing(tmp_path):
+    wrong = "f" * 64
+    mirror, src = two_files(tmp_path, test_sha256=wrong)
+    out = tmp_path / "raw" / "tv"
+    with pytest.raises(DownloadError) as err:
+        fetch(src, out, mirror)
+    msg = str(err.value)
+    assert "source 'tv'" in msg and str(mirror / "tv" / "ds" / "test.txt") in msg
+    assert wrong in msg and sha256(TEST) in msg
+    assert not out.exists() and leftovers(out.parent) == []
+    # an old output folder is kept when the new one fails
+    good = two_files(tmp_path)[1]
+    fetch(good, out, mirror)
+    with pytest.raises(DownloadError):
+        fetch(src, out, mirror)
+    assert sorted(p.name for p in out.iterdir()) == ["SOURCE.json", "test.txt", "train.txt"]
+
+
+def test_multi_file_missing_and_clashing(tmp_path):
+    mirror, src = two_files(tmp_path)
+    (mirror / "tv" / "ds" / "test.txt").unlink()
+    with pytest.raises(DownloadError, match="test.txt not found.*https://example.invalid/ds/test.txt"):
+        fetch(src, tmp_path / "out", mirror)
+    same = SourceConfig("tv", files=(src.files[0], SourceFile("https://example.invalid/x", "other/train.txt", sha256="0" * 64)))
+    with pytest.raises(DownloadError, match="same name"):
+        fetch(same, tmp_path / "out", mirror)
+    assert not (tmp_path / "out").exists()
+
+
+def test_main_multi_file_source(tmp_path, monkeypatch, capsys):
+    mirror, src = two_files(tmp_path)
+    monkeypatch.delenv("PIPELINE_MIRROR", raising=False)
+    files = [{"url": f.url, "mirror": f.mirror, "sha256": f.sha256} for f in src.files]
+    params = {"paths": {"mirror": str(mirror)}, "sources": {"tv": {"files": files}}}
+    out = tmp_path / "out"
+    main(params, "tv", str(out))
+    assert capsys.readouterr().out.splitlines() == [str(out / "test.txt"), str(out / "train.txt")]
 
 
 # --- archives ----------------------------------------------------------------------------

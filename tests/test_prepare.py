@@ -1,4 +1,5 @@
-"""Prepare stage: raw readers, DiffRec's released ML-1M, the raw-ratings protocol, reproducibility."""
+"""Prepare stage: raw readers, DiffRec's released ML-1M, the raw-ratings protocol, reproducibility,
+TV-Diff's given splits (settings carved and authors)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import pytest
 from pipeline.config import ProtocolConfig, SplitConfig
 from pipeline.data import COLUMNS
 from pipeline.data.prepare import main, prepare, split_sizes, split_stats, unseen_stats
-from pipeline.data.prepare import CANONICAL_SCHEMA
-from pipeline.data.readers import RAW_SCHEMA, RawDataError, read_movielens_dat, read_recbole
+from pipeline.data.prepare import CANONICAL_SCHEMA, carve_key, carve_size
+from pipeline.data.readers import GIVEN_SCHEMA, RAW_SCHEMA, RawDataError, read_movielens_dat, read_recbole
+from pipeline.data.readers import read_tvdiff_count, read_tvdiff_time
 
 PROTOCOL = ProtocolConfig(
     rating_threshold=4, k_core=10, ratios=(0.7, 0.2, 0.1), rounding="diffrec", noisy_max_fraction=1.0
@@ -438,3 +440,152 @@ def test_stats_key_order_unchanged(tmp_path):
     stats = prepare(_split("clean", "recbole"), TINY, tmp_path / "raw", tmp_path / "out")
     assert list(stats) == OLD_KEYS + UNSEEN_KEYS
     assert json.loads((tmp_path / "out" / "stats.json").read_text()) == stats
+
+
+# --------------------------------------------------------------------------------------------
+# TV-Diff's given train/test split (formats tvdiff-count / tvdiff-time, settings carved / authors)
+
+# (user, item, value) of train.txt (CRLF) and test.txt (LF). User 1 has 5 train rows, user 2 two
+# (fewer than valid_min_train), user 10 seven; user 3 and items 107, 108 are only in test.
+GIVEN_TRAIN = [
+    ("1", "100", 5), ("1", "101", 3), ("1", "102", 7), ("1", "103", 1), ("1", "104", 2),
+    ("2", "100", 4), ("2", "105", 6),
+    ("10", "101", 1), ("10", "102", 2), ("10", "103", 3), ("10", "104", 4), ("10", "105", 5), ("10", "100", 9),
+    ("10", "106", 8),
+]
+GIVEN_TEST = [("1", "105", 1), ("2", "101", 2), ("10", "107", 3), ("3", "100", 4), ("3", "108", 5)]
+# valid_fraction 0.3, valid_min_train 5: user 1 gives max(1, floor(1.5)) = 1 row, user 10
+# floor(2.1) = 2, user 2 none
+GIVEN = ProtocolConfig(**{**TINY.__dict__, "valid_fraction": 0.3, "valid_min_train": 5, "valid_seed": 1})
+
+
+def _write_given(folder: Path, train=GIVEN_TRAIN, test=GIVEN_TEST) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train.txt").write_bytes("".join(f"{u}\t{i}\t{v}\r\n" for u, i, v in train).encode())
+    (folder / "test.txt").write_bytes("".join(f"{u}\t{i}\t{v}\n" for u, i, v in test).encode())
+    return folder
+
+
+def test_tvdiff_reader_crlf_and_lf(tmp_path):
+    _write_given(tmp_path / "raw")
+    rows = [(u, i, float(v), None, "train", n) for n, (u, i, v) in enumerate(GIVEN_TRAIN, start=1)]
+    rows += [(u, i, float(v), None, "test", n) for n, (u, i, v) in enumerate(GIVEN_TEST, start=1)]
+    expected = pl.DataFrame(rows, schema=GIVEN_SCHEMA, orient="row")
+    assert read_tvdiff_count(tmp_path / "raw").equals(expected)
+    # tvdiff-time: the value is unix seconds (no CR left in the last field of a CRLF line)
+    timed = read_tvdiff_time(tmp_path / "raw")
+    assert timed["timestamp"].to_list() == [v for _, _, v in GIVEN_TRAIN + GIVEN_TEST]
+    assert timed["rating"].null_count() == timed.height
+
+
+def test_tvdiff_reader_malformed_line(tmp_path):
+    raw = _write_given(tmp_path / "raw")
+    (raw / "test.txt").write_bytes(b"1\t105\t1\r\n2\t101\r\n")  # line 2: two fields
+    with pytest.raises(RawDataError) as err:
+        read_tvdiff_count(raw)
+    assert str(raw / "test.txt") in str(err.value) and "line 2" in str(err.value) and "3 fields" in str(err.value)
+    (raw / "test.txt").write_bytes(b"1\t105\t1\r\n2\t101\t2\r\n3\t100\tmany\r\n")  # line 3: not a number
+    with pytest.raises(RawDataError) as err:
+        read_tvdiff_time(raw)
+    assert str(raw / "test.txt") in str(err.value) and "line 3" in str(err.value) and "'many'" in str(err.value)
+    (raw / "test.txt").unlink()
+    with pytest.raises(RawDataError, match="no test.txt"):
+        read_tvdiff_count(raw)
+
+
+# carved, ids: users 1, 2, 3, 10 -> 0..3, items 100..108 -> 0..8 (natural order). Valid: the
+# rows with the smallest carve_key (seed 1): user 1 item 104; user 10 items 102 and 100. order:
+# train rows, then valid, then test, each in file order (the files have no times).
+CARVED = [  # (user, item, split, order, timestamp, rating)
+    (0, 0, "train", 0, None, 5.0), (0, 1, "train", 1, None, 3.0), (0, 2, "train", 2, None, 7.0),
+    (0, 3, "train", 3, None, 1.0), (0, 4, "valid", 4, None, 2.0), (0, 5, "test", 5, None, 1.0),
+    (1, 0, "train", 0, None, 4.0), (1, 5, "train", 1, None, 6.0), (1, 1, "test", 2, None, 2.0),
+    (2, 0, "test", 0, None, 4.0), (2, 8, "test", 1, None, 5.0),
+    (3, 1, "train", 0, None, 1.0), (3, 3, "train", 1, None, 3.0), (3, 4, "train", 2, None, 4.0),
+    (3, 5, "train", 3, None, 5.0), (3, 6, "train", 4, None, 8.0), (3, 2, "valid", 5, None, 2.0),
+    (3, 0, "valid", 6, None, 9.0), (3, 7, "test", 7, None, 3.0),
+]
+
+
+def test_tvdiff_carved(tmp_path):
+    _write_given(tmp_path / "raw")
+    stats = prepare(_split("carved", "tvdiff-count"), GIVEN, tmp_path / "raw", tmp_path / "a")
+    table = _read(tmp_path / "a")
+    _check_canonical(table)
+    assert table.equals(_frame(CARVED))
+    # the rule, independently: the smallest keys of each user's train rows
+    for user, n_valid in (("1", 1), ("10", 2)):
+        items = sorted((i for u, i, _ in GIVEN_TRAIN if u == user), key=lambda i: carve_key(1, user, i))
+        assert sorted(items[:n_valid]) == sorted({"1": ["104"], "10": ["100", "102"]}[user])
+    assert [carve_size(n, 0.3, 5) for n in (2, 4, 5, 7, 10, 100)] == [0, 0, 1, 2, 3, 30]
+    assert carve_size(10, 0.7, 5) == 7  # 0.7 * 10 = 7.000000000000001 in floating point: still 7
+    assert stats == {
+        "dataset": "tiny", "setting": "carved", "format": "tvdiff-count",
+        "n_users": 4, "n_items": 9, "n_interactions": 19,
+        "n_train": 11, "train_users": 3, "n_valid": 3, "valid_users": 2, "valid_items_unseen_in_train": 0,
+        "n_test": 5, "test_users": 4, "test_items_unseen_in_train": 2, "density": 19 / 36,
+        "given_train": 14, "given_train_users": 3, "given_train_items": 7,
+        "given_test": 5, "given_test_users": 4, "given_test_items": 5,
+        "valid_fraction": 0.3, "valid_min_train": 5, "valid_seed": 1, "valid_carved_users": 2, "valid_skipped_users": 1,
+        "selected_on": "valid", "selection": "validation carved from the given train part", "valid_is_test": False,
+        "valid_users_unseen_in_train": 0, "test_users_unseen_in_train": 1,
+        "valid_items_unseen_in_train_distinct": 0, "test_items_unseen_in_train_distinct": 2,
+        "unseen_in_train_handling": "kept",
+    }
+    # deterministic: the same seed writes the same bytes; the test part is the given test file
+    prepare(_split("carved", "tvdiff-count"), GIVEN, tmp_path / "raw", tmp_path / "b")
+    for name in ("interactions.parquet", "stats.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    # another seed carves other rows (user 1: item 100; user 10: items 102 and 104), same sizes
+    other = ProtocolConfig(**{**GIVEN.__dict__, "valid_seed": 2})
+    prepare(_split("carved", "tvdiff-count"), other, tmp_path / "raw", tmp_path / "c")
+    valid = _read(tmp_path / "c").filter(pl.col("split") == "valid").select("user", "item").rows()
+    assert valid == [(0, 0), (3, 2), (3, 4)]
+    tests = [_read(tmp_path / f).filter(pl.col("split") == "test").drop("order") for f in ("a", "c")]
+    assert tests[0].equals(tests[1]) and tests[0].height == len(GIVEN_TEST)
+
+
+def test_tvdiff_authors(tmp_path):
+    _write_given(tmp_path / "raw")
+    stats = prepare(_split("authors", "tvdiff-count"), GIVEN, tmp_path / "raw", tmp_path / "out")
+    table = _read(tmp_path / "out")
+    _check_canonical(table)
+    # dropped: (10, 107) item not in train; (3, 100) user not in train; (3, 108) neither.
+    # ids over the rows kept: users 1, 2, 10 -> 0..2, items 100..106 -> 0..6
+    assert table.filter(pl.col("split") == "test").select("user", "item").rows() == [(0, 5), (1, 1)]
+    valid, test = (table.filter(pl.col("split") == s).drop("split", "order") for s in ("valid", "test"))
+    assert valid.equals(test)  # the validation part is the test part: selection happens on test
+    assert table.filter(pl.col("split") == "train").height == len(GIVEN_TRAIN)
+    assert table.filter(pl.col("user") == 0)["split"].to_list() == ["train"] * 5 + ["valid", "test"]
+    assert {k: stats[k] for k in stats if k.startswith("test_dropped")} == {
+        "test_dropped_rows": 3, "test_dropped_rows_user_not_in_train": 2, "test_dropped_rows_item_not_in_train": 2,
+        "test_dropped_users_not_in_train": 1, "test_dropped_items_not_in_train": 2,
+    }
+    assert (stats["n_users"], stats["n_items"], stats["n_train"], stats["n_valid"], stats["n_test"]) == (3, 7, 14, 2, 2)
+    assert (stats["selected_on"], stats["selection"], stats["valid_is_test"]) == (
+        "test", "test-selected (authors' protocol)", True)
+    assert stats["unseen_in_train_handling"] == "dropped from test (authors' protocol)"
+    assert stats["test_users_unseen_in_train"] == stats["test_items_unseen_in_train_distinct"] == 0
+
+
+def test_tvdiff_time_orders_by_time(tmp_path):
+    # tvdiff-time: a user's order follows the times over all parts (ties: train, valid, test, line)
+    train, test = [("1", "5", 300), ("1", "6", 100), ("2", "7", 50)], [("1", "7", 200), ("1", "8", 100)]
+    _write_given(tmp_path / "raw", train=train, test=test)
+    prepare(_split("authors", "tvdiff-time"), GIVEN, tmp_path / "raw", tmp_path / "out")
+    table = _read(tmp_path / "out")
+    _check_canonical(table)
+    # item 8 is not in train: dropped; items 5, 6, 7 -> 0, 1, 2
+    assert table.filter(pl.col("user") == 0).select("item", "split", "timestamp").rows() == [
+        (1, "train", 100), (2, "valid", 200), (2, "test", 200), (0, "train", 300)]
+
+
+def test_tvdiff_refuses_duplicates_and_other_settings(tmp_path):
+    raw = _write_given(tmp_path / "raw", test=GIVEN_TEST + [("2", "100", 7)])  # (2, 100) is in train, line 6
+    with pytest.raises(ValueError, match=r"train.txt line 6, test.txt line 6"):
+        prepare(_split("carved", "tvdiff-count"), GIVEN, raw, tmp_path / "out")
+    with pytest.raises(ValueError, match="allowed: \\['carved', 'authors'\\]"):
+        prepare(_split("clean", "tvdiff-count"), GIVEN, raw, tmp_path / "out")
+    with pytest.raises(ValueError, match="allowed: \\['clean', 'noisy', 'temporal'\\]"):
+        prepare(_split("carved", "recbole"), GIVEN, raw, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

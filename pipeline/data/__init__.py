@@ -15,6 +15,9 @@ timestamp Int64  unix seconds, null when the source has none
 rating   Float32 the raw rating, null when the source has none
 ======== ======= =============================================================
 
+A (user, item) pair has one row, except in the ``authors`` setting of TV-Diff's given splits,
+whose validation part is the test part itself: each test row is there twice, as valid and as test.
+
 Beside it, ``stats.json`` holds n_users, n_items, per-split counts, what each filter removed and
 the valid/test users and items never seen in train (DVC shows it as metrics; see
 :mod:`pipeline.data.prepare`).

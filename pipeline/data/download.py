@@ -13,6 +13,12 @@ For a source (see :class:`pipeline.config.SourceConfig`) the stage
 4. writes ``SOURCE.json`` (name, url, archive, checksum, the files relative to the output
    folder) beside the data, without timestamps so the output is byte-reproducible.
 
+A multi-file source (``files:``, e.g. a given train/test pair) does steps 1-3 for each of its
+files in the order listed, each with its own url, mirror path and checksum, and copies them
+side by side (each keeps the basename of its ``mirror``; no archives); its ``SOURCE.json``
+holds the name, ``archive: "none"``, ``files`` (the names) and ``sources`` (per file: name,
+url, checksum). Any file that is missing or has the wrong checksum fails the whole source.
+
 Everything is built in a hidden temporary sibling of the output folder, which replaces the
 output folder only once complete: a failure leaves no partial output and no temporary files,
 and simply running the stage again is the way to recover.
@@ -34,7 +40,7 @@ from pathlib import Path, PurePosixPath
 import libarchive
 import libarchive.exception
 
-from pipeline.config import ConfigError, SourceConfig, mirror_dir, source_config
+from pipeline.config import ConfigError, SourceConfig, SourceFile, mirror_dir, source_config
 from pipeline.io import file_digest, write_json
 
 ARCHIVES = ("none", "rar", "zip")
@@ -68,74 +74,112 @@ def fetch(
     With ``mirror=None`` the file is downloaded from ``source.url``; ``retries`` is the number
     of extra attempts after a transient failure (HTTP 5xx, connection error, timeout,
     truncated body), ``timeout`` the socket timeout in seconds. An existing ``out_dir`` is
-    replaced only on success.
+    replaced only on success. A multi-file source (``source.files``) copies each of its files.
     """
     out_dir = Path(out_dir)
     if source.archive not in ARCHIVES:
         raise ConfigError(f"sources.{source.name}.archive", f"{source.archive!r} is not allowed; allowed values: {list(ARCHIVES)}")
-    algorithm, expected = _checksum(source)
+    if source.files and source.archive != "none":
+        raise ConfigError(f"sources.{source.name}.archive", "a source with several files holds plain files only (archive: none)")
+    entries = source.entries()
+    checksums = [_checksum(source, entry) for entry in entries]
+    names = [Path(entry.mirror).name for entry in entries]
+    if len(set(names)) != len(names):
+        raise DownloadError(f"source {source.name!r}: two files would be saved under the same name: {names}")
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    download: Path | None = None
+    downloads: list[Path] = []
     try:
-        if mirror is not None:
-            path = Path(mirror) / source.mirror
-            if not path.is_file():
-                raise DownloadError(
-                    f"source {source.name!r}: mirror file {path} not found (upstream url: {source.url}). "
-                    f"Put the upstream file there, point PIPELINE_MIRROR or paths.mirror at a folder "
-                    f"that holds it, or set PIPELINE_MIRROR='' (or paths.mirror: null) to download it."
-                )
-            where = str(path)
-        else:
-            fd, tmp = tempfile.mkstemp(prefix=f".{out_dir.name}.", suffix=".download", dir=out_dir.parent)
-            os.close(fd)
-            download = path = Path(tmp)
-            _download(source.url, path, retries=retries, timeout=timeout)
-            where = f"{path} (downloaded from {source.url})"
+        files: list[str] = []
+        for entry, (algorithm, expected), name in zip(entries, checksums, names):
+            path = _obtain(source, entry, out_dir, mirror, downloads, retries, timeout)
+            if source.archive == "none":
+                if name == MANIFEST:
+                    raise DownloadError(f"source {source.name!r}: a data file may not be called {MANIFEST}")
+                shutil.copyfile(path, staging / name)
+                files.append(name)
+            else:
+                files = _extract(path, staging, source.name)
 
-        actual = file_digest(path, algorithm)
-        if actual != expected:
-            raise DownloadError(
-                f"source {source.name!r}: {algorithm} mismatch for {where}: "
-                f"expected {expected}, actual {actual}"
-            )
-
-        if source.archive == "none":
-            name = Path(source.mirror).name
-            if name == MANIFEST:
-                raise DownloadError(f"source {source.name!r}: a data file may not be called {MANIFEST}")
-            shutil.copyfile(path, staging / name)
-            files = [name]
-        else:
-            files = _extract(path, staging, source.name)
-
-        write_json(
-            staging / MANIFEST,
-            {
+        if source.files:
+            manifest = {
+                "name": source.name,
+                "archive": source.archive,
+                "files": sorted(files),
+                "sources": [
+                    {"file": name, "url": entry.url, "checksum": {"algorithm": algorithm, "value": expected}}
+                    for entry, (algorithm, expected), name in zip(entries, checksums, names)
+                ],
+            }
+        else:  # the one-file form keeps its manifest as it always was
+            (algorithm, expected), = checksums
+            manifest = {
                 "name": source.name,
                 "url": source.url,
                 "archive": source.archive,
                 "checksum": {"algorithm": algorithm, "value": expected},
                 "files": files,
-            },
-        )
+            }
+        write_json(staging / MANIFEST, manifest)
         _replace_dir(staging, out_dir)
     finally:
-        if download is not None and download.exists():
-            download.unlink()
+        for download in downloads:
+            if download.exists():
+                download.unlink()
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-    return [out_dir / f for f in files]
+    return [out_dir / f for f in sorted(files)]
 
 
-def _checksum(source: SourceConfig) -> tuple[str, str]:
-    """(algorithm, expected lower-case hex digest): sha256 if given, else md5."""
-    if source.sha256:
-        return "sha256", source.sha256.lower()
-    if source.md5:
-        return "md5", source.md5.lower()
+def _obtain(
+    source: SourceConfig,
+    entry: SourceFile,
+    out_dir: Path,
+    mirror: Path | None,
+    downloads: list[Path],
+    retries: int,
+    timeout: float,
+) -> Path:
+    """The verified local copy of one upstream file: the mirror's file, or a download (its
+    temporary path is appended to ``downloads`` for the caller to remove)."""
+    algorithm, expected = _checksum(source, entry)
+    if mirror is not None:
+        path = Path(mirror) / entry.mirror
+        if not path.is_file():
+            raise DownloadError(
+                f"source {source.name!r}: mirror file {path} not found (upstream url: {entry.url}). "
+                f"Put the upstream file there, point PIPELINE_MIRROR or paths.mirror at a folder "
+                f"that holds it, or set PIPELINE_MIRROR='' (or paths.mirror: null) to download it."
+            )
+        where = str(path)
+    else:
+        fd, tmp = tempfile.mkstemp(prefix=f".{out_dir.name}.", suffix=".download", dir=out_dir.parent)
+        os.close(fd)
+        path = Path(tmp)
+        downloads.append(path)
+        _download(entry.url, path, retries=retries, timeout=timeout)
+        where = f"{path} (downloaded from {entry.url})"
+
+    actual = file_digest(path, algorithm)
+    if actual != expected:
+        raise DownloadError(
+            f"source {source.name!r}: {algorithm} mismatch for {where}: "
+            f"expected {expected}, actual {actual}"
+        )
+    return path
+
+
+def _checksum(source: SourceConfig, entry: SourceFile) -> tuple[str, str]:
+    """(algorithm, expected lower-case hex digest) of one file: sha256 if given, else md5."""
+    if entry.sha256:
+        return "sha256", entry.sha256.lower()
+    if entry.md5:
+        return "md5", entry.md5.lower()
+    if source.files:
+        i = source.files.index(entry)
+        raise DownloadError(f"source {source.name!r}: file {entry.mirror!r} has no checksum: set "
+                            f"sources.{source.name}.files[{i}].sha256 or .md5")
     raise DownloadError(f"source {source.name!r} has no checksum: set sources.{source.name}.sha256 or .md5")
 
 

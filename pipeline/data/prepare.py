@@ -61,6 +61,56 @@ Raw ratings (formats ``movielens-dat``, ``recbole``, ``yelp-json``, ``amazon-csv
       which keeps floor(N f) of N. ``order`` is then recomputed per user over all rows sorted by
       (timestamp, item). Ids and n_users/n_items are those of clean.
 
+TV-Diff's given train/test split (formats ``tvdiff-count``, ``tvdiff-time``; see
+    :mod:`pipeline.data.readers`): the authors' own random 80/20 split, read as it is from
+    ``train.txt`` and ``test.txt``; it is given, never regenerated. A (user, item) pair that
+    occurs twice (within a file or in both) is an error naming its lines. Two settings:
+
+    - ``carved`` (ours): every given test row stays in test, untouched (also rows whose user
+      or item has no train row: ``unseen_in_train_handling`` ``"kept"``, as everywhere). A
+      validation part is carved from the given train part, per user: a user with n given train
+      rows gives ``carve_size(n) = 0`` rows if n < ``protocol.valid_min_train``, else
+      max(1, floor(``valid_fraction`` * n)) (the product rounded to 9 decimals first, so
+      0.7 * 10 counts as 7). They are the user's carve_size(n) train rows with the smallest
+      key, key = the first 8 bytes, read as a big-endian unsigned integer, of
+      SHA-256(``"<valid_seed>\\t<raw user id>\\t<raw item id>"`` in UTF-8), ties (never seen)
+      broken by the earlier line. The key depends only on the seed and the pair, not on the
+      row order, a library's random generator or the machine, so the carve is
+      byte-reproducible; another ``valid_seed`` carves other rows of the same sizes. The rest
+      stays in train; selection happens on this validation part.
+    - ``authors`` (the authors' protocol): test rows whose user or whose item has no row in
+      the given train part are dropped (counted: ``test_dropped_rows``, and of them
+      ``test_dropped_rows_user_not_in_train`` / ``test_dropped_rows_item_not_in_train``, a row
+      counting in both when both are missing; ``test_dropped_users_not_in_train`` /
+      ``test_dropped_items_not_in_train`` distinct ids). Train is the given train part, and the
+      **validation part is the kept test part itself**: every kept test row is written twice,
+      once with split ``valid`` and once with ``test``. The authors pick the best epoch on
+      test; a trainer that selects on validation does exactly that here, and the validation
+      metrics of the selected epoch are the numbers of their protocol (label them
+      "test-selected (authors' protocol)"). ``n_interactions`` (and ``density``) count the
+      table's rows, the test rows twice. Caution: an evaluator that masks a user's validation
+      items when ranking for test masks every test item here; read the validation metrics.
+
+    Ids (both settings): the raw user (item) ids of the rows kept, numbered 0..n-1 in their
+    natural order, as in step 4 of the raw protocol (by integer value when every raw id is a
+    canonical decimal integer, as in TV-Diff's files, else by byte order). So ``carved`` also
+    numbers the users and items found only in test; ``authors`` numbers exactly the train
+    ones. ``rating`` is the play count (``tvdiff-count``) and ``timestamp`` null, or
+    ``timestamp`` the unix time (``tvdiff-time``) and ``rating`` null. ``order``: the user's
+    rows sorted by (timestamp, part: train < valid < test, line in its file), i.e. the time
+    order over all parts where there are times (ties, frequent since amazon-beauty's times are
+    whole days: train first), else train rows, then valid, then test, each in file order.
+
+    Statistics added: ``given_train``, ``given_train_users``, ``given_train_items``,
+    ``given_test``, ``given_test_users``, ``given_test_items`` (the files as read), for
+    ``carved`` ``valid_fraction``, ``valid_min_train``, ``valid_seed``, ``valid_carved_users``
+    (users with valid rows) and ``valid_skipped_users`` (users with fewer than
+    ``valid_min_train`` given train rows), for ``authors`` the ``test_dropped_*`` counts, and
+    for both ``selected_on`` (``"valid"`` or ``"test"``), ``selection`` (the label for tables:
+    ``"validation carved from the given train part"`` or ``"test-selected (authors'
+    protocol)"``) and ``valid_is_test``. ``unseen_in_train_handling`` is ``"kept"`` for
+    ``carved`` and ``"dropped from test (authors' protocol)"`` for ``authors``.
+
 Statistics (``stats.json``, every format): dataset, setting, format, n_users, n_items,
 n_interactions, n_train/n_valid/n_test, train_users/valid_users/test_users (users with at least
 one row in the split), valid_items_unseen_in_train / test_items_unseen_in_train (rows whose item
@@ -86,12 +136,20 @@ they are.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
 import polars as pl
 
-from pipeline.config import ProtocolConfig, SplitConfig, protocol_config, split_config
+from pipeline.config import (
+    GIVEN_SPLIT_FORMATS,
+    GIVEN_SPLIT_SETTINGS,
+    ProtocolConfig,
+    SplitConfig,
+    protocol_config,
+    split_config,
+)
 from pipeline.data import COLUMNS
 from pipeline.data.readers import READERS
 from pipeline.io import atomic_path, write_json
@@ -281,6 +339,111 @@ def _prepare_raw(raw: pl.DataFrame, setting: str, protocol: ProtocolConfig, sour
 
 
 # --------------------------------------------------------------------------------------------
+# TV-Diff's given train/test split -> carved / authors
+
+PART_RANK = {"train": 0, "valid": 1, "test": 2}
+SELECTION = {
+    "carved": ("valid", "validation carved from the given train part"),
+    "authors": ("test", "test-selected (authors' protocol)"),
+}
+
+
+def carve_key(seed: int, raw_user: str, raw_item: str) -> int:
+    """The carve's pseudo-random key of a train row: the first 8 bytes, big-endian, of
+    SHA-256(``"<seed>\\t<raw user>\\t<raw item>"`` in UTF-8), an integer in [0, 2**64)."""
+    digest = hashlib.sha256(f"{seed}\t{raw_user}\t{raw_item}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def carve_size(n: int, fraction: float, min_train: int) -> int:
+    """Validation rows carved from a user's n given train rows: 0 if n < min_train, else
+    max(1, floor(fraction n)), the product rounded to 9 decimals first (epsilon-safe)."""
+    if n < min_train:
+        return 0
+    return max(1, math.floor(round(fraction * n, ROUND_DIGITS)))
+
+
+def _carve(train: pl.DataFrame, protocol: ProtocolConfig) -> tuple[pl.DataFrame, dict]:
+    """Mark each user's carve_size rows with the smallest carve_key (ties: earlier line) as valid."""
+    seed = protocol.valid_seed
+    keys = [carve_key(seed, u, i) for u, i in zip(train["raw_user"].to_list(), train["raw_item"].to_list())]
+    rows = train.with_columns(
+        _key=pl.Series(keys, dtype=pl.UInt64), _n=pl.len().over("user").cast(pl.Int64)
+    ).sort("user", "_key", "line", maintain_order=True)
+    sizes = {n: carve_size(n, protocol.valid_fraction, protocol.valid_min_train) for n in rows["_n"].unique().to_list()}
+    n_valid = pl.col("_n").replace_strict(sizes, return_dtype=pl.Int64)
+    rank = pl.int_range(pl.len(), dtype=pl.Int64).over("user")
+    rows = rows.with_columns(split=pl.when(rank < n_valid).then(pl.lit("valid")).otherwise(pl.lit("train")))
+    per_user = rows.group_by("user").agg(_n=pl.col("_n").first(), _v=(pl.col("split") == "valid").sum())
+    stats = {
+        "valid_fraction": protocol.valid_fraction,
+        "valid_min_train": protocol.valid_min_train,
+        "valid_seed": seed,
+        "valid_carved_users": per_user.filter(pl.col("_v") > 0).height,
+        "valid_skipped_users": per_user.filter(pl.col("_n") < protocol.valid_min_train).height,
+    }
+    return rows.drop("_key", "_n"), stats
+
+
+def _prepare_given(raw: pl.DataFrame, setting: str, protocol: ProtocolConfig, source: str) -> tuple[pl.DataFrame, dict]:
+    """TV-Diff's given train/test rows -> canonical rows for ``setting`` (carved or authors)."""
+    pairs = raw.with_columns(_count=pl.len().over("raw_user", "raw_item")).filter(pl.col("_count") > 1)
+    if pairs.height:
+        first = pairs.row(0, named=True)
+        where = pairs.filter((pl.col("raw_user") == first["raw_user"]) & (pl.col("raw_item") == first["raw_item"]))
+        lines = ", ".join(f"{part}.txt line {line}" for part, line in where.select("split", "line").rows())
+        raise ValueError(f"{source}: user {first['raw_user']!r} and item {first['raw_item']!r} occur more than once "
+                         f"in the given split ({lines}); a given split holds each pair once")
+    train, test = raw.filter(pl.col("split") == "train"), raw.filter(pl.col("split") == "test")
+    stats: dict = {
+        "given_train": train.height,
+        "given_train_users": train["raw_user"].n_unique(),
+        "given_train_items": train["raw_item"].n_unique(),
+        "given_test": test.height,
+        "given_test_users": test["raw_user"].n_unique(),
+        "given_test_items": test["raw_item"].n_unique(),
+    }
+    if train.height == 0:
+        raise ValueError(f"{source}: the given train part is empty")
+    if setting == "authors":
+        user_known = pl.col("raw_user").is_in(train["raw_user"].unique().implode())
+        item_known = pl.col("raw_item").is_in(train["raw_item"].unique().implode())
+        dropped = test.filter(~(user_known & item_known))
+        stats.update({
+            "test_dropped_rows": dropped.height,
+            "test_dropped_rows_user_not_in_train": dropped.filter(~user_known).height,
+            "test_dropped_rows_item_not_in_train": dropped.filter(~item_known).height,
+            "test_dropped_users_not_in_train": dropped.filter(~user_known)["raw_user"].n_unique(),
+            "test_dropped_items_not_in_train": dropped.filter(~item_known)["raw_item"].n_unique(),
+        })
+        test = test.filter(user_known & item_known)
+    rows = pl.concat([train, test], how="vertical")
+
+    # ids: natural raw-id order over the rows kept (as step 4 of the raw protocol)
+    rows = rows.with_columns(user_key=_natural_key(rows["raw_user"]), item_key=_natural_key(rows["raw_item"]))
+    users, items = _id_map(rows["user_key"], "user"), _id_map(rows["item_key"], "item")
+    rows = rows.join(users, on="user_key", how="left").join(items, on="item_key", how="left")
+
+    train, test = rows.filter(pl.col("split") == "train"), rows.filter(pl.col("split") == "test")
+    if setting == "carved":
+        train, carve = _carve(train, protocol)
+        stats.update(carve)
+        parts = [train, test]
+    else:  # authors: the validation part is the kept test part itself
+        parts = [train, test.with_columns(split=pl.lit("valid")), test]
+    table = pl.concat(parts, how="vertical").with_columns(
+        _part=pl.col("split").replace_strict(PART_RANK, return_dtype=pl.Int8)
+    )
+    table = table.sort("user", "timestamp", "_part", "line", maintain_order=True).with_columns(
+        order=pl.int_range(pl.len(), dtype=pl.Int32).over("user")
+    )
+    selected_on, label = SELECTION[setting]
+    stats.update({"selected_on": selected_on, "selection": label, "valid_is_test": setting == "authors"})
+    stats["_n_users"], stats["_n_items"] = users.height, items.height
+    return table, stats
+
+
+# --------------------------------------------------------------------------------------------
 # statistics and the stage
 
 
@@ -298,7 +461,7 @@ def split_stats(table: pl.DataFrame, n_users: int, n_items: int) -> dict:
     return stats
 
 
-def unseen_stats(table: pl.DataFrame) -> dict:
+def unseen_stats(table: pl.DataFrame, handling: str | None = None) -> dict:
     """Valid/test users and distinct items that never occur in train, and how they are handled.
 
     The keys are appended at the end of ``stats.json`` (see the module docstring).
@@ -312,24 +475,33 @@ def unseen_stats(table: pl.DataFrame) -> dict:
     for split in ("valid", "test"):
         part = table.filter(pl.col("split") == split)
         stats[f"{split}_items_unseen_in_train_distinct"] = part.filter(~pl.col("item").is_in(train_items))["item"].n_unique()
-    stats["unseen_in_train_handling"] = UNSEEN_HANDLING
+    stats["unseen_in_train_handling"] = handling or UNSEEN_HANDLING
     return stats
 
 
 UNSEEN_HANDLING = "kept"  # rows of unseen users/items stay in valid/test and are evaluated as usual
+# the authors' protocol drops test rows whose user or item is not in train (counted in stats.json)
+DROPPED_HANDLING = "dropped from test (authors' protocol)"
 
 
 def prepare(split: SplitConfig, protocol: ProtocolConfig, raw_dir: Path, out_dir: Path) -> dict:
     """Build ``out_dir/interactions.parquet`` and ``out_dir/stats.json``; returns the stats."""
     if split.format not in READERS:
         raise ValueError(f"unknown format {split.format!r}; allowed: {sorted(READERS)}")
-    if split.setting not in ("clean", "noisy", "temporal"):
-        raise ValueError(f"unknown setting {split.setting!r}; allowed: ['clean', 'noisy', 'temporal']")
+    given = split.format in GIVEN_SPLIT_FORMATS
+    settings = GIVEN_SPLIT_SETTINGS if given else ("clean", "noisy", "temporal")
+    if split.setting not in settings:
+        raise ValueError(f"unknown setting {split.setting!r} for format {split.format!r}; allowed: {list(settings)}")
     raw = READERS[split.format](Path(raw_dir))
     extra: dict = {}
+    handling = None
     if split.format == "diffrec":
         table = raw
         n_users, n_items = int(table["user"].max()) + 1, int(table["item"].max()) + 1
+    elif given:
+        table, extra = _prepare_given(raw, split.setting, protocol, f"{split.name} ({raw_dir})")
+        n_users, n_items = extra.pop("_n_users"), extra.pop("_n_items")
+        handling = DROPPED_HANDLING if split.setting == "authors" else None
     else:
         table, extra = _prepare_raw(raw, split.setting, protocol, f"{split.name} ({raw_dir})")
         n_users, n_items = extra.pop("_n_users"), extra.pop("_n_items")
@@ -341,7 +513,7 @@ def prepare(split: SplitConfig, protocol: ProtocolConfig, raw_dir: Path, out_dir
     stats = {"dataset": split.dataset, "setting": split.setting, "format": split.format}
     stats.update(split_stats(table, n_users, n_items))
     stats.update(extra)
-    stats.update(unseen_stats(table))
+    stats.update(unseen_stats(table, handling))
 
     out_dir = Path(out_dir)
     with atomic_path(out_dir / "interactions.parquet") as tmp:

@@ -11,6 +11,16 @@ the 1-based line number.
     Raw ratings; the result has the columns ``raw_user`` (String), ``raw_item`` (String),
     ``rating`` (Float32, null when the source has none) and ``timestamp`` (Int64, null when the
     source has none), rows in file order. :mod:`pipeline.data.prepare` turns them into splits.
+``tvdiff-count`` and ``tvdiff-time``
+    TV-Diff's given train/test split: ``train.txt`` and ``test.txt`` (exactly one of each,
+    searched recursively), lines ``user<TAB>item<TAB>value``, no header, CRLF or LF line ends
+    (a trailing CR is part of the line end, never of the value). The value is a play count for
+    ``tvdiff-count`` (lastfm; it goes to ``rating``, timestamp null) and unix seconds for
+    ``tvdiff-time`` (amazon-beauty; it goes to ``timestamp``, rating null). The result has the
+    raw columns plus ``split`` (String, ``"train"`` or ``"test"``: the file a row comes from; the
+    split is given, not generated) and ``line`` (Int64, 1-based line in that file), train rows
+    first, each file in file order. :mod:`pipeline.data.prepare` turns them into the settings
+    ``carved`` and ``authors``.
 ``yelp-json``, ``amazon-csv`` and ``amazon-json``
     Raw ratings from the Yelp Open Dataset and the Amazon review data (McAuley et al. 2018),
     with the same result columns. These files reach several GB, so they are read with polars'
@@ -237,6 +247,37 @@ def read_recbole(folder: Path) -> pl.DataFrame:
     return _raw_frame(
         path, frame, position["user_id"], position["item_id"], position.get("rating"), position.get("timestamp")
     )
+
+
+GIVEN_FILES = ("train", "test")  # the parts of a given split, in the order they are read
+GIVEN_SCHEMA = {**RAW_SCHEMA, "split": pl.String, "line": pl.Int64}
+
+
+def _read_given(folder: Path, value: str) -> pl.DataFrame:
+    """TV-Diff's ``train.txt`` and ``test.txt`` (module docstring); ``value`` is the raw column the
+    third field goes to: ``rating`` or ``timestamp``."""
+    parts = []
+    for part in GIVEN_FILES:
+        name = f"{part}.txt"
+        path = _find_one(Path(folder), name)
+        if path is None:
+            raise RawDataError(folder, f"no {name} found (a given split needs train.txt and test.txt)")
+        # splitlines() ends a line at LF, CRLF or a lone CR: no CR is left inside a field
+        frame = _split_fields(path, _read_lines(path), "\t", 3, first_line=1)
+        raw = _raw_frame(path, frame, "f0", "f1", "f2" if value == "rating" else None,
+                         "f2" if value == "timestamp" else None)
+        parts.append(raw.with_columns(split=pl.lit(part, dtype=pl.String), line=frame["line"]))
+    return pl.concat(parts, how="vertical").cast(GIVEN_SCHEMA)
+
+
+def read_tvdiff_count(folder: Path) -> pl.DataFrame:
+    """TV-Diff's given split with play counts (lastfm): the value goes to ``rating``."""
+    return _read_given(folder, "rating")
+
+
+def read_tvdiff_time(folder: Path) -> pl.DataFrame:
+    """TV-Diff's given split with unix times (amazon-beauty): the value goes to ``timestamp``."""
+    return _read_given(folder, "timestamp")
 
 
 # --------------------------------------------------------------------------------------------
@@ -502,5 +543,7 @@ READERS: dict[str, Callable[[Path], pl.DataFrame]] = {
     "yelp-json": read_yelp_json,
     "amazon-csv": read_amazon_csv,
     "amazon-json": read_amazon_json,
+    "tvdiff-count": read_tvdiff_count,
+    "tvdiff-time": read_tvdiff_time,
 }
 """Reader of each ``splits.*.format`` value (the schema's enum lists the same names)."""
