@@ -371,7 +371,8 @@ def test_history_without_the_column_rejected(setup):
 def test_dvc_plots_cover_planned_runs():
     import yaml
 
-    from pipeline.config import load_params, planned_runs
+    from pipeline.config import load_params
+    from pipeline.plan import trained_runs as planned_runs
 
     root = Path(__file__).resolve().parents[1]
     params = load_params(root / "params.yaml")

@@ -48,7 +48,7 @@ def test_unknown_split_is_refused_by_every_stage_that_takes_one(tmp_path, monkey
     monkeypatch.chdir(tmp_path)  # nothing may be written, and surely not into the repository
     stages = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
     with_split = {name: p for name, p in stages.items() if "--split" in p._option_string_actions}
-    assert {"prepare", "train", "tune", "embed", "embed-hyperbolic", "import-embeddings", "cluster"} <= set(with_split)
+    assert {"prepare", "train", "tune", "embed", "import-embeddings", "cluster"} <= set(with_split)
     for name, parser in with_split.items():
         argv = ["--params", str(E2E_PARAMS), name]
         for action in parser._actions:

@@ -286,14 +286,39 @@ def test_unknown_synthetic_preset_in_build(tmp_path, base):
 
 
 def test_hdrm_runs_get_the_stage1_splits(base):
-    """The embed-hyperbolic stage runs where a model that requires its points runs, nowhere else."""
-    from pipeline.config import hyperbolic_splits
+    """The embed stage trains HGCF where a model that requires its points runs, nowhere else."""
+    from pipeline.plan import embed_jobs
 
     params = copy.deepcopy(base)
-    assert hyperbolic_splits(params) == ["ml-1m_clean", "ml-1m_noisy"]
+    assert [s for s, m in embed_jobs(params) if m == "hgcf"] == ["ml-1m_clean", "ml-1m_noisy"]
     params["experiments"] = [{"splits": ["ml-1m_noisy"], "models": ["diffrec", "hdrm"], "seeds": [1]},
                              {"splits": ["ml-1m_clean"], "models": ["diffrec"], "seeds": [1]}]
-    assert hyperbolic_splits(params) == ["ml-1m_noisy"]
+    assert embed_jobs(params) == [("ml-1m_noisy", "hgcf")]  # and no LightGCN: no latent model runs
+
+
+def test_order_free_temporal_runs_reuse_the_clean_twin(base):
+    """The temporal split repeats clean's rows: DiffRec's temporal run is its clean run, trained
+    once; T-DiffRec (uses_time_order) trains on the temporal split; LT-DiffRec reads clean's clusters."""
+    from pipeline.plan import Run, clusters_of, table_runs, trained_run, trained_runs
+
+    params = copy.deepcopy(base)
+    params["experiments"] = [{"splits": ["ml-1m_clean", "ml-1m_temporal"], "models": ["diffrec", "tdiffrec", "ltdiffrec"],
+                              "seeds": [1]}]
+    assert trained_run(params, Run("ml-1m_temporal", "diffrec", 1)) == Run("ml-1m_clean", "diffrec", 1)
+    assert trained_run(params, Run("ml-1m_temporal", "tdiffrec", 1)) == Run("ml-1m_temporal", "tdiffrec", 1)
+    assert len(table_runs(params)) == 6 and len(trained_runs(params)) == 5
+    assert clusters_of(params, "ml-1m_temporal", "ltdiffrec") == ("data/clusters/ml-1m_clean", "lightgcn")
+
+
+def test_planning_and_validation_import_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from pipeline.config import load_params; from pipeline import plan, dvcfile; "
+            "p = load_params(); plan.trained_runs(p); dvcfile.render(p); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "False"
 
 
 def test_stage1_model_block_is_required(tmp_path, base):
@@ -307,7 +332,8 @@ def test_stage1_hyperparameters_are_checked(tmp_path, base):
 
 
 def test_blocks_plan_their_products_in_order(base):
-    from pipeline.config import check_semantics, planned_runs
+    from pipeline.config import check_semantics
+    from pipeline.plan import table_runs as planned_runs
 
     params = copy.deepcopy(base)
     params["experiments"] = [{"splits": ["ml-1m_clean", "ml-1m_noisy"], "models": ["diffrec"], "seeds": [1, 2]},

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.config import load_params, planned_runs
+from pipeline.config import load_params
+from pipeline.plan import trained_runs
 from pipeline.dvcfile import render, stages
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,28 +19,40 @@ def test_committed_dvc_yaml_is_the_render_of_params():
     assert (ROOT / "dvc.yaml").read_text() == rendered, "dvc.yaml is out of date: run `python -m pipeline dvc-yaml`"
 
 
-def test_every_planned_run_has_one_stage_of_its_kind():
+def test_every_trained_run_has_its_stage():
     params = load_params(ROOT / "params.yaml")
     out = stages(params)
-    names = {f"{group}@{key}" for group, stage in out.items() if group.startswith("train") for key in stage["foreach"]}
-    assert len(names) == len(planned_runs(params))
-    assert "train_tuned@ml-1m_clean-mf-1" in names and "train_latent@ml-1m_temporal-ltdiffrec-3" in names
-    assert "train_hyperbolic@ml-1m_noisy-hdrm-2" in names and "train@ml-1m_clean-tvdiff-argsp-3" in names
-    assert list(out["embed_hyperbolic"]["foreach"]) == ["ml-1m_clean", "ml-1m_noisy"]
-    assert out["tune"]["foreach"]["ml-1m_noisy-codigem"] == {"split": "ml-1m_noisy", "model": "codigem", "seed": 1}
+    names = {name for name in out if name.startswith("train-")}
+    assert names == {f"train-{split}-{model}-{seed}" for split, model, seed in trained_runs(params)}
+    assert "train-ml-1m_clean-mf-1" in names and "train-ml-1m_temporal-ltdiffrec-3" in names
+    assert "train-ml-1m_temporal-diffrec-1" not in names  # the clean run stands for it
+    assert [n for n in out if n.startswith("embed-")] == [
+        "embed-ml-1m_clean-lightgcn", "embed-ml-1m_noisy-lightgcn", "embed-ml-1m_clean-hgcf", "embed-ml-1m_noisy-hgcf"]
+    assert "--seed 1 " in out["tune-ml-1m_noisy-codigem"]["cmd"]
 
 
-def test_a_new_kind_of_run_gets_its_own_group():
-    """A latent variant with a grid (a combination no hand-kept group had): tuned on clusters."""
+def test_a_stage_depends_on_exactly_the_params_it_reads():
+    """A table label (display) or another split's override is not a dependency of a run."""
+    params = load_params(ROOT / "params.yaml")
+    out = stages(params)
+    keys = out["train-ml-1m_clean-tvdiff-1"]["params"]
+    assert not any(k.endswith(".display") or "per_split.ml-1m_noisy" in k for k in keys)
+    assert "models.tvdiff.threads" in keys and "training.threads" not in keys
+    assert "models.diffrec.per_split.ml-1m_clean" in out["train-ml-1m_clean-diffrec-1"]["params"]
+
+
+def test_a_latent_variant_with_a_grid_is_tuned_on_its_clusters():
+    """A combination no hand-kept group had: tuned, on clusters."""
     params = copy.deepcopy(load_params(ROOT / "params.yaml"))
     params["models"]["ldiffrec"]["grid"] = {"lr_ae": [0.001, 0.0005]}
     params["experiments"] = [{"splits": ["ml-1m_clean"], "models": ["ldiffrec"], "seeds": [2, 3]}]
     out = stages(params)
-    assert list(out["tune_latent"]["foreach"]) == ["ml-1m_clean-ldiffrec"]
-    assert out["tune_latent"]["foreach"]["ml-1m_clean-ldiffrec"]["seed"] == 2  # the first seed it runs with
-    assert "--clusters data/clusters/${item.split}" in out["tune_latent"]["do"]["cmd"]
-    train = out["train_tuned_latent"]["do"]
+    assert "--seed 2 " in out["tune-ml-1m_clean-ldiffrec"]["cmd"]  # the first seed it runs with
+    assert "--clusters data/clusters/ml-1m_clean" in out["tune-ml-1m_clean-ldiffrec"]["cmd"]
+    train = out["train-ml-1m_clean-ldiffrec-3"]
     assert "--clusters" in train["cmd"] and "--tuned" in train["cmd"]
-    assert "data/clusters/${item.split}" in train["deps"] and "runs/${item.split}/${item.model}/tuning" in train["deps"]
-    assert "embed_hyperbolic" not in out  # no model needs HDRM's stage 1
+    assert "data/clusters/ml-1m_clean/lightgcn/clusters.parquet" in train["deps"]
+    assert "runs/ml-1m_clean/ldiffrec/tuning" in train["deps"]
+    assert not any(name.endswith("-hgcf") for name in out)  # no model needs HDRM's stage 1
+    assert "import_embeddings" not in out  # no variant reads the released embeddings
     assert yaml.safe_load(render(params))["stages"].keys() == out.keys()

@@ -28,7 +28,7 @@ from pipeline.models import MODELS
 from pipeline.models.layers import row_normalized_adjacency, sample_pairs
 from pipeline.models.hdrm import HDRM, HDRMConfig, geometric_noise
 from pipeline.models.hgcf import HGCF, HGCFConfig
-from pipeline.embeddings import train_hyperbolic
+from pipeline.embeddings import train_embeddings
 from pipeline.training.fitting import build_model
 from pipeline.training.trainer import train_run
 from planted import write_planted
@@ -82,7 +82,7 @@ def stage1(data_dir, tmp_path_factory) -> tuple[dict, Path]:
 
     os.chdir(out)  # the timing file goes to ./logs/timing
     try:
-        metrics = train_hyperbolic(params_for(), SPLIT, str(data_dir), str(out / "run"))
+        metrics = train_embeddings(params_for(), SPLIT, "hgcf", str(data_dir), str(out / "run"))
     finally:
         os.chdir(cwd)
     return metrics, out / "run"
@@ -245,7 +245,7 @@ def test_stage1_writes_loadable_embeddings_deterministically(stage1, data, data_
     model.load_state_dict(saved["model"])
     np.testing.assert_array_equal(model.final_embeddings()[1].numpy(), emb.items)
     monkeypatch.chdir(tmp_path)
-    assert train_hyperbolic(params_for(), SPLIT, str(data_dir), str(tmp_path / "again")) == metrics
+    assert train_embeddings(params_for(), SPLIT, "hgcf", str(data_dir), str(tmp_path / "again")) == metrics
     for name in ("user_emb.npy", "item_emb.npy"):
         assert (folder / name).read_bytes() == (tmp_path / "again" / name).read_bytes()
     # a broken artifact is refused

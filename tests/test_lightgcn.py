@@ -1,5 +1,5 @@
 """LightGCN: normalised adjacency, pair sampling, BPR training, ranking quality, and the
-item-embedding stage (``pipeline.embeddings.train_lightgcn``)."""
+item-embedding stage (``pipeline.embeddings.train_embeddings``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 from pipeline.config import EvaluationConfig, TrainingConfig, model_config
 from pipeline.data.dataset import InteractionData, load_interactions
 from planted import write_planted
-from pipeline.embeddings import train_lightgcn
+from pipeline.embeddings import train_embeddings
 from pipeline.models import MODELS
 from pipeline.models.lightgcn import LightGCN, LightGCNConfig, normalized_adjacency
 from pipeline.training.fitting import build_model
@@ -100,7 +100,7 @@ def test_propagation_is_mean_of_layers():
     users, items = model.propagate()
     torch.testing.assert_close(torch.cat([users, items]).detach(), final)
     torch.testing.assert_close(model.scores(None, np.array([1, 0])), final[[1, 0]] @ final[2:].T)
-    torch.testing.assert_close(model.item_embeddings(), final[2:])
+    torch.testing.assert_close(model.final_embeddings()[1], final[2:])
 
 
 def test_sampled_pairs(data):
@@ -195,7 +195,7 @@ def test_train_run_beats_random(data, tmp_path):
 def test_train_lightgcn_writes_embeddings_deterministically(data_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the timing file goes to ./logs/timing
     params = params_for(epochs=10)
-    first = train_lightgcn(params, SPLIT, str(data_dir), str(tmp_path / "a"))
+    first = train_embeddings(params, SPLIT, "lightgcn", str(data_dir), str(tmp_path / "a"))
     emb = np.load(tmp_path / "a" / "item_emb.npy", allow_pickle=False)
     assert emb.shape == (N_ITEMS, HYPER["emb_size"]) and emb.dtype == np.float32
     assert (tmp_path / "logs" / "timing" / f"{SPLIT}_lightgcn-embeddings.json").is_file()
@@ -205,8 +205,8 @@ def test_train_lightgcn_writes_embeddings_deterministically(data_dir, tmp_path, 
     assert saved["epoch"] == first["best_epoch"]
     model = make(load_interactions(data_dir))
     model.load_state_dict(saved["model"])
-    np.testing.assert_array_equal(model.item_embeddings().numpy(), emb)
+    np.testing.assert_array_equal(model.final_embeddings()[1].numpy(), emb)
 
-    second = train_lightgcn(params, SPLIT, str(data_dir), str(tmp_path / "b"))
+    second = train_embeddings(params, SPLIT, "lightgcn", str(data_dir), str(tmp_path / "b"))
     assert second == first
     assert (tmp_path / "a" / "item_emb.npy").read_bytes() == (tmp_path / "b" / "item_emb.npy").read_bytes()

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAINING_RULES = {"train", "embed", "embed_hyperbolic", "tune"}
+TRAINING_RULES = {"train", "embed", "tune"}
 
 
 def planned_jobs(*args: str) -> list[dict]:
@@ -59,15 +59,15 @@ def test_cluster_profile_plans_the_dag_with_gpus_on_training_rules(profile):
 def test_local_default_profile_asks_for_no_gpu():
     """params.yaml trains on the CPU (training.device: cpu): no rule asks for a GPU; each
     training job takes its variant's threads (models.<variant>.threads, else training.threads)."""
-    from pipeline.config import load_params, run_threads
+    from pipeline.config import load_params
+    from pipeline.plan import run_threads
 
     params = load_params(ROOT / "params.yaml")
     jobs = planned_jobs("--cores", "2")
     train = [j for j in jobs if j["rule"] in TRAINING_RULES]
     assert train and all(j["resources"].get("gpu") == "0" for j in train)
     for job in train:
-        # embed trains LightGCN, embed_hyperbolic HDRM's stage 1 (HGCF)
-        variant = job["wildcards"].get("model", "hgcf" if job["rule"] == "embed_hyperbolic" else "lightgcn")
+        variant = job["wildcards"]["model"]  # embed: the embedding model (LightGCN or HGCF)
         assert job["threads"] == run_threads(params, variant), job
     assert {j["threads"] for j in train} == {1, 2}
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import load_params, planned_runs
+from pipeline.config import load_params
+from pipeline.plan import trained_runs as planned_runs
 from pipeline.reporting import significance as sig
 from pipeline.reporting.aggregate import build_outputs, run_path, significance_table
 

@@ -8,7 +8,8 @@ import json
 import polars as pl
 import pytest
 
-from pipeline.config import ConfigError, check_semantics, grid_points, load_params, tune_runs
+from pipeline.config import ConfigError, check_semantics, load_params
+from pipeline.plan import grid_points, tune_runs
 from pipeline.data.dataset import load_interactions
 from pipeline.tuning import RUN_FILES, SELECTED_FILE, main as tune, read_selected, select
 from pipeline.training.fitting import fit
