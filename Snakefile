@@ -4,7 +4,7 @@
 
 from snakemake.utils import min_version, validate
 
-from pipeline.config import params_path, read_yaml
+from pipeline.config import SCHEMA_PATH, params_path, read_yaml
 
 min_version("9.0")
 
@@ -15,7 +15,7 @@ read_yaml(PARAMS)  # a YAML syntax error stops here with its line and column
 configfile: str(PARAMS)
 
 
-validate(config, "workflow/schemas/params.schema.yaml")
+validate(config, str(SCHEMA_PATH))  # pipeline/params.schema.yaml, the schema load_params uses
 
 
 include: "workflow/rules/common.smk"

@@ -1,8 +1,8 @@
 """params.yaml: loading, validation and typed views of its blocks.
 
 Both engines read the same file. Snakemake validates it with the JSON schema in
-``workflow/schemas/params.schema.yaml`` and then calls :func:`check_semantics`; every
-``python -m pipeline`` command calls :func:`load_params`, which does both. Errors name the
+``pipeline/params.schema.yaml`` (package data, next to this module) and then calls
+:func:`check_semantics`; every ``python -m pipeline`` command calls :func:`load_params`, which does both. Errors name the
 offending key and, where there is a closed set, the allowed values.
 """
 
@@ -23,7 +23,7 @@ import yaml
 PARAMS_ENV = "PIPELINE_PARAMS"
 MIRROR_ENV = "PIPELINE_MIRROR"
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "params.schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().with_name("params.schema.yaml")  # shipped as package data
 
 
 class ConfigError(ValueError):
