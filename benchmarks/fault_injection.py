@@ -87,7 +87,7 @@ def write_params(work: Path, mirror: Path, epochs: int, threads: int) -> Path:
         params = yaml.safe_load(fh)
     params["paths"]["mirror"] = str(mirror)
     params["training"].update(eval_every=2, checkpoint_every=1, patience=10, threads=threads)
-    params["models"]["diffrec"]["defaults"]["epochs"] = epochs
+    params["models"]["diffrec"].setdefault("defaults", {})["epochs"] = epochs
     params["paper_results"] = str(REPO / params["paper_results"])
     path = work / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))

@@ -9,6 +9,7 @@ offending key and, where there is a closed set, the allowed values.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
 import math
 import os
@@ -227,7 +228,8 @@ def _check_run_config(params: dict, model: str, split: str, tuned: dict[str, Any
     epochs = getattr(cfg, "epochs", None)
     if epochs is not None and eval_every > epochs:
         key = hyperparameter_key(params, model, split, "epochs", tuned)
-        raise ConfigError("training.eval_every", f"{eval_every} is more than {key} ({epochs}): the run of {model!r} "
+        note = code_default_note(params, model, split, "epochs", tuned)
+        raise ConfigError("training.eval_every", f"{eval_every} is more than {key} ({epochs}{note}): the run of {model!r} "
                           f"on {split!r} would end before its first evaluation at epoch {eval_every}; make "
                           f"training.eval_every <= {key}")
 
@@ -307,9 +309,12 @@ def display_names(params: dict, variant: str) -> tuple[str, str]:
 
 
 def model_config(params: dict, model: str, split: str, tuned: dict[str, Any] | None = None):
-    """The model's config dataclass: the Config's own defaults (in the model's file), then
-    ``models.<model>.defaults``, then the split's overrides, then ``tuned`` (a grid point: a
-    setting of some of the keys in ``models.<model>.grid``), then checks."""
+    """The model's config dataclass: the Config's own defaults (the authors' settings, in the
+    model's file ``pipeline/models/<model>.py``; the shared diffusion ones in
+    ``pipeline/models/diffusion.py``), then ``models.<model>.defaults`` (where a variant differs
+    from its class), then the split's overrides, then ``tuned`` (a grid point: a setting of some
+    of the keys in ``models.<model>.grid``), then checks. An error names the params key the value
+    comes from, or for a code default the key that would override it."""
     cls = model_class(params, model).Config
     block = params["models"][model]
     tuned = tuned or {}
@@ -338,8 +343,9 @@ def model_config(params: dict, model: str, split: str, tuned: dict[str, Any] | N
     cfg = cls(**merged)
     for keys, message in cfg.problems():
         keys = (keys,) if isinstance(keys, str) else tuple(keys)
-        blamed = next((k for k in keys if k in overrides), keys[0])  # the override that broke it
-        raise ConfigError(where(blamed), message)
+        # the override that broke it: a split's or grid point's value, else the variant's defaults
+        blamed = next((k for k in keys if k in overrides), next((k for k in keys if k in merged), keys[0]))
+        raise ConfigError(where(blamed), message + code_default_note(params, model, split, blamed, tuned, override=True))
     return cfg
 
 
@@ -351,6 +357,20 @@ def hyperparameter_key(params: dict, model: str, split: str, key: str, tuned: di
     if key in ((params["models"][model].get("per_split") or {}).get(split) or {}):
         return f"models.{model}.per_split.{split}.{key}"
     return f"models.{model}.defaults.{key}"
+
+
+def code_default_note(params: dict, model: str, split: str, key: str, tuned: dict[str, Any] | None = None,
+                      *, override: bool = False) -> str:
+    """'' when params sets ``key`` for this run; else a note that the value is the default of the
+    model's Config, naming the file that sets it (and with ``override``, the key that would
+    override it)."""
+    block = params["models"][model]
+    if key in (tuned or {}) or key in (block.get("defaults") or {}) or key in ((block.get("per_split") or {}).get(split) or {}):
+        return ""
+    cls = model_class(params, model).Config
+    owner = next((k for k in cls.__mro__ if key in inspect.get_annotations(k)), cls)  # the class that declares it
+    where = owner.__module__.replace(".", "/") + ".py"
+    return f"; the value is the code default in {where}" + (f" (set models.{model}.defaults.{key} to override it)" if override else "")
 
 
 def _type_problem(annotation, value) -> str | None:

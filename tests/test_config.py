@@ -131,7 +131,7 @@ def test_steps_zero(tmp_path, base):
 
 def test_steps_zero_in_defaults(tmp_path, base):
     def modify(p):
-        p["models"]["diffrec"]["defaults"]["steps"] = 0
+        p["models"]["diffrec"].setdefault("defaults", {})["steps"] = 0
         for block in p["models"]["diffrec"]["per_split"].values():
             block.pop("steps", None)  # per-split blocks may be one YAML anchor shared by two splits
 
@@ -146,7 +146,7 @@ def test_ratios_must_sum_to_one(tmp_path, base):
 
 
 def test_unknown_hyperparameter_in_defaults(tmp_path, base):
-    err = error_for(tmp_path, base, lambda p: p["models"]["diffrec"]["defaults"].update(learning_rate=0.1))
+    err = error_for(tmp_path, base, lambda p: p["models"]["diffrec"].setdefault("defaults", {}).update(learning_rate=0.1))
     assert err.key == "models.diffrec.defaults.learning_rate"
     assert "unknown hyperparameter" in str(err)
     for allowed in ("lr", "dims", "steps", "noise_scale", "sampling_steps"):
@@ -164,7 +164,7 @@ def test_hyperparameter_of_wrong_type(tmp_path, base, key, value):
     assert yaml.safe_load("lr: 1e-3")["lr"] == "1e-3"  # the realistic way to get a string here
 
     def modify(p):
-        p["models"]["diffrec"]["defaults"][key] = value
+        p["models"]["diffrec"].setdefault("defaults", {})[key] = value
         for block in p["models"]["diffrec"]["per_split"].values():
             block.pop(key, None)
 
@@ -172,10 +172,39 @@ def test_hyperparameter_of_wrong_type(tmp_path, base, key, value):
     assert err.key == f"models.diffrec.defaults.{key}"
 
 
+def test_defaults_live_in_the_model_configs(base):
+    """params.yaml holds what differs from the code: a variant's own values (tdiffrec's w_min),
+    a split's, a grid point's; everything else is the Config's default."""
+    from pipeline.models.diffusion import DiffusionConfig
+    from pipeline.models.ldiffrec import LDiffRecConfig
+    from pipeline.models.tdiffrec import TDiffRecConfig
+
+    assert "defaults" not in base["models"]["diffrec"]
+    cfg = model_config(base, "tdiffrec", "ml-1m_temporal")
+    assert cfg == TDiffRecConfig(w_min=0.3)  # models.tdiffrec.defaults; the per_split values equal the code's
+    assert model_config(base, "diffrec", "ml-1m_noisy").steps == 5  # per_split
+    assert model_config(base, "diffrec", "ml-1m_noisy", {"steps": 7}).steps == 7  # a grid point
+    assert model_config(base, "ltdiffrec", "ml-1m_temporal").temporal is True  # LT-DiffRec's class default
+    assert DiffusionConfig().noise_max == 0.01 and LDiffRecConfig().noise_max == 0.02  # a model overrides a shared default
+    assert LDiffRecConfig().dims is not LDiffRecConfig().dims  # a fresh list each
+
+
+def test_an_error_about_a_code_default_names_its_file(base):
+    from pipeline.config import code_default_note
+
+    assert code_default_note(base, "diffrec", "ml-1m_clean", "steps") == ""  # set by per_split
+    assert code_default_note(base, "diffrec", "ml-1m_clean", "max_beta", override=True) == (
+        "; the value is the code default in pipeline/models/diffusion.py (set models.diffrec.defaults.max_beta to "
+        "override it)")
+    assert code_default_note(base, "ldiffrec", "ml-1m_clean", "lamda_floor").endswith("pipeline/models/ldiffrec.py")
+    assert code_default_note(base, "tdiffrec", "ml-1m_temporal", "w_min") == ""  # models.tdiffrec.defaults
+    assert code_default_note(base, "diffrec", "ml-1m_clean", "max_beta", {"max_beta": 0.5}) == ""  # a grid point
+
+
 def test_noise_max_override_below_default_noise_min(tmp_path, base):
     def modify(p):
         block = p["models"]["diffrec"]["per_split"]["ml-1m_clean"]
-        del block["noise_min"]  # noise_min = 0.005 from defaults
+        del block["noise_min"]  # noise_min = 0.005, the code default
         block["noise_max"] = 0.001
 
     err = error_for(tmp_path, base, modify)
@@ -201,7 +230,8 @@ def test_eval_every_must_leave_room_for_an_evaluation(tmp_path, base):
     # evaluation never reached: HDRM's 20 epochs end before epoch 30
     err = error_for(tmp_path, base, lambda p: p["training"].update(eval_every=30, patience=100))
     assert str(err) == (
-        "params: key 'training.eval_every': 30 is more than models.hdrm.defaults.epochs (20): the run of 'hdrm' on "
+        "params: key 'training.eval_every': 30 is more than models.hdrm.defaults.epochs (20; the value is the code "
+        "default in pipeline/models/hdrm.py): the run of 'hdrm' on "
         "'ml-1m_clean' would end before its first evaluation at epoch 30; make training.eval_every <= "
         "models.hdrm.defaults.epochs"
     )
@@ -272,7 +302,7 @@ def test_stage1_model_block_is_required(tmp_path, base):
 
 
 def test_stage1_hyperparameters_are_checked(tmp_path, base):
-    err = error_for(tmp_path, base, lambda p: p["models"]["hgcf"]["defaults"].update(momentum=1.5))
+    err = error_for(tmp_path, base, lambda p: p["models"]["hgcf"].setdefault("defaults", {}).update(momentum=1.5))
     assert err.key == "models.hgcf.defaults.momentum"
 
 

@@ -53,7 +53,7 @@ def make_params(path: Path) -> Path:
     params["training"].update(threads=1, eval_every=2, patience=EPOCHS, checkpoint_every=1, select_metric="recall@10")
     params["evaluation"].update(topk=[5, 10], batch_size=500)
     # small batches: many optimizer steps per epoch, so an epoch lasts long enough to kill mid-run
-    params["models"][MODEL]["defaults"].update(
+    params["models"][MODEL].setdefault("defaults", {}).update(
         epochs=EPOCHS, dims=[16], emb_size=4, batch_size=8, lr=0.01, steps=5, noise_scale=0.1, noise_min=0.01, noise_max=0.1
     )
     path.write_text(yaml.safe_dump(params, sort_keys=False))
