@@ -4,17 +4,14 @@
 
 from snakemake.utils import min_version, validate
 
-from pipeline.config import SCHEMA_PATH, params_path, read_yaml
+from pipeline.config import SCHEMA_PATH, params_path, read_params
 
 min_version("9.0")
 
 PARAMS = params_path()  # $PIPELINE_PARAMS (unset or empty: params.yaml), exactly as the stages read it
-read_yaml(PARAMS)  # a YAML syntax error stops here with its line and column
-
-
-configfile: str(PARAMS)
-
-
+# the params as the stages see them: an overlay (`extends:`) resolved onto its base; a YAML syntax
+# error stops here with its file, line and column
+config.update(read_params(PARAMS))
 validate(config, str(SCHEMA_PATH))  # pipeline/params.schema.yaml, the schema load_params uses
 
 

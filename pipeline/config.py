@@ -8,6 +8,7 @@ offending key and, where there is a closed set, the allowed values.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 import itertools
@@ -87,17 +88,63 @@ def params_path(path: str | os.PathLike | None = None) -> Path:
 
 
 def load_params(path: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Read and fully validate the params file; returns the plain dictionary."""
+    """Read (:func:`read_params`: an overlay resolved onto its base) and fully validate the params
+    file; returns the plain dictionary."""
     p = params_path(path)
     if not p.is_file():
         raise FileNotFoundError(f"params file not found: {p} (set {PARAMS_ENV} or run from the repository root)")
-    params = read_yaml(p)
-    if not isinstance(params, dict):
-        raise ConfigError("<root>", f"{p} must hold a mapping, got {type(params).__name__}")
+    params = read_params(p)
     check_schema(params)
     check_semantics(params)
     params["_path"] = str(p.resolve())
     return params
+
+
+EXTENDS_KEY = "extends"
+
+
+def read_params(path: str | os.PathLike) -> dict[str, Any]:
+    """The params file as one mapping, not validated. A file whose top level has
+    ``extends: <base file>`` (a path relative to the file) is an overlay: it is merged onto its
+    base (itself possibly an overlay) as a JSON merge patch (RFC 7396): a mapping merges into the
+    base's mapping key by key, recursively; a list or scalar replaces the base's value; ``null``
+    deletes the base's key. The result has no ``extends`` key; both engines read it (the
+    Snakefile, every stage; ``python -m pipeline resolve-params`` writes it for DVC)."""
+    return _read_params(Path(path), ())
+
+
+def _read_params(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    doc = read_yaml(path)
+    if not isinstance(doc, dict):
+        raise ConfigError("<root>", f"{path} must hold a mapping, got {type(doc).__name__}")
+    if EXTENDS_KEY not in doc:
+        return doc
+    base = doc.pop(EXTENDS_KEY)
+    if not isinstance(base, str) or not base:
+        raise ConfigError(EXTENDS_KEY, f"{path}: must be the path of the params file this one overlays, "
+                          f"relative to {path.parent or '.'}; got {base!r}")
+    base_path = path.parent / base
+    if not base_path.is_file():
+        raise ConfigError(EXTENDS_KEY, f"{path}: the base file {base_path} does not exist")
+    chain = (*chain, path.resolve())
+    if base_path.resolve() in chain:
+        raise ConfigError(EXTENDS_KEY, f"{path}: extends a file that extends it: "
+                          f"{' -> '.join(str(c) for c in (*chain, base_path.resolve()))}")
+    return merge_patch(_read_params(base_path, chain), doc)
+
+
+def merge_patch(base: Any, patch: Any) -> Any:
+    """``patch`` applied to ``base`` as a JSON merge patch (RFC 7396): mappings merge key by key
+    (a ``None`` value deletes the key), anything else replaces. Neither argument is modified."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = copy.deepcopy(base) if isinstance(base, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
 
 
 def read_yaml(path: str | os.PathLike) -> Any:

@@ -359,3 +359,62 @@ def test_shared_hyperparameter_checks():
     assert c.unit_interval(bad, "mix") == [("mix", "must be in [0, 1], got 1.5")]
     assert c.one_of(bad, "act", ["relu", "tanh"]) == [("act", "'gelu' is not allowed; allowed values: ['relu', 'tanh']")]
     assert c.noise_bounds(bad) == [(("noise_min", "noise_max"), "need 0 < noise_min <= noise_max < 1, got 0.02 and 0.01")]
+
+
+# --------------------------------------------------------------------------------------------
+# overlays (extends)
+
+
+def test_merge_patch_merges_mappings_replaces_the_rest_and_null_deletes():
+    from pipeline.config import merge_patch
+
+    base = {"a": {"x": 1, "y": [1, 2], "z": {"k": 1}}, "b": 2, "c": 3}
+    patch = {"a": {"y": [3], "z": {"j": 2}, "w": {"n": None}}, "b": None, "d": {"e": 4}}
+    assert merge_patch(base, patch) == {"a": {"x": 1, "y": [3], "z": {"k": 1, "j": 2}, "w": {}}, "c": 3, "d": {"e": 4}}
+    assert base == {"a": {"x": 1, "y": [1, 2], "z": {"k": 1}}, "b": 2, "c": 3}  # not modified
+
+
+def test_an_overlay_is_resolved_onto_the_file_it_extends(tmp_path, base):
+    from pipeline.config import read_params
+
+    (tmp_path / "conf").mkdir()
+    write_params(tmp_path, copy.deepcopy(base))
+    overlay = tmp_path / "conf" / "small.yaml"
+    overlay.write_text("extends: ../params.yaml\ntraining: {threads: 1}\nmodels: {diffrec: {defaults: {epochs: 6}}, hgcf: {threads: null}}\n")
+    params = load_params(overlay)
+    assert params["training"] == {**base["training"], "threads": 1}
+    assert params["models"]["diffrec"] == {**base["models"]["diffrec"], "defaults": {"epochs": 6}}
+    assert "threads" not in params["models"]["hgcf"] and "extends" not in params
+    assert params["_path"] == str(overlay.resolve())
+    assert read_params(overlay) == {k: v for k, v in params.items() if k != "_path"}
+    assert model_config(params, "diffrec", "ml-1m_noisy").epochs == 6
+
+
+def test_overlay_errors_name_the_extends_key(tmp_path, base):
+    write_params(tmp_path, copy.deepcopy(base))
+    missing = tmp_path / "missing.yaml"
+    missing.write_text("extends: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match="nowhere.yaml does not exist") as err:
+        load_params(missing)
+    assert err.value.key == "extends"
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="extends a file that extends it") as err:
+        load_params(tmp_path / "a.yaml")
+    # a bad value in the overlay is reported like one in a whole file
+    (tmp_path / "bad.yaml").write_text("extends: params.yaml\ntraining: {threads: 0}\n")
+    with pytest.raises(ConfigError) as err:
+        load_params(tmp_path / "bad.yaml")
+    assert err.value.key == "training.threads"
+
+
+def test_e2e_params_resolve_and_the_resolved_file_loads_alike(tmp_path):
+    from pipeline.__main__ import main
+
+    e2e = REPO_ROOT / "tests" / "e2e" / "params.yaml"
+    assert main(["--params", str(e2e), "resolve-params", "--out", str(tmp_path / "params.yaml")]) == 0
+    written = load_params(tmp_path / "params.yaml")
+    resolved = load_params(e2e)
+    assert {k: v for k, v in written.items() if k != "_path"} == {k: v for k, v in resolved.items() if k != "_path"}
+    assert sorted(resolved["splits"]) == ["ml-100k_clean", "ml-100k_noisy", "ml-100k_temporal"]
+    assert "synthetic" not in resolved and resolved["more_sources"] == {}

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import ConfigError, load_params
+from pipeline.config import ConfigError, load_params, read_params
 from planted import write_planted
 from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.trainer import RESUME_FILE
@@ -47,7 +47,7 @@ def make_data(folder: Path) -> Path:
 
 def make_params(path: Path) -> Path:
     """tests/e2e/params.yaml with a tiny DiffRec, a checkpoint every epoch and no early stop."""
-    params = yaml.safe_load(E2E_PARAMS.read_text())
+    params = read_params(E2E_PARAMS)  # the overlay resolved onto params.yaml
     params["paths"]["mirror"] = None  # nothing is downloaded here
     params["paper_results"] = str(ROOT / params["paper_results"])
     params["training"].update(threads=1, eval_every=2, patience=EPOCHS, checkpoint_every=1, select_metric="recall@10")

@@ -8,7 +8,9 @@ export PIPELINE_MIRROR=$(realpath "${PIPELINE_MIRROR:-$repo/../shared/datasets}"
 work=${E2E_DIR:-$(mktemp -d /tmp/pipeline-e2e.XXXXXX)}
 mkdir -p "$work"
 cp -r "$repo/Snakefile" "$repo/workflow" "$repo/pipeline" "$work/"
-cp "$repo/tests/e2e/params.yaml" "$work/params.yaml"
+# the e2e params are an overlay on the repository's params.yaml: written resolved, so that DVC
+# (which reads params.yaml as it is) tracks the values the stages use
+(cd "$repo" && python -m pipeline --params tests/e2e/params.yaml resolve-params --out "$work/params.yaml")
 cd "$work"
 python -m pipeline dvc-yaml  # dvc.yaml for these params, rendered by the same planner
 echo "e2e: running the DAG in $work with mirror $PIPELINE_MIRROR"
