@@ -2,20 +2,23 @@
 # Thin entry point; the rules live in workflow/rules/. Every rule runs a
 # `python -m pipeline <stage>` command, the same commands dvc.yaml runs.
 
-from snakemake.utils import min_version, validate
+import copy
 
-from pipeline.config import params_path, read_yaml
+from snakemake.utils import min_version, update_config, validate
+
+from pipeline.config import SCHEMA_PATH, params_path, read_params
 
 min_version("9.0")
 
 PARAMS = params_path()  # $PIPELINE_PARAMS (unset or empty: params.yaml), exactly as the stages read it
-read_yaml(PARAMS)  # a YAML syntax error stops here with its line and column
-
-
-configfile: str(PARAMS)
-
-
-validate(config, "workflow/schemas/params.schema.yaml")
+# the params as the stages see them: an overlay (`extends:`) resolved onto its base; a YAML syntax
+# error stops here with its file, line and column. Values given on the command line or by a profile
+# (`--config`, e.g. workflow/profiles/slurm's training.device) win over the file, as with `configfile:`.
+COMMAND_LINE = copy.deepcopy(config)
+config.clear()
+config.update(read_params(PARAMS))
+update_config(config, COMMAND_LINE)
+validate(config, str(SCHEMA_PATH))  # pipeline/params.schema.yaml, the schema load_params uses
 
 
 include: "workflow/rules/common.smk"

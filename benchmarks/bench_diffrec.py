@@ -74,7 +74,7 @@ def main() -> None:
         t_load = time.perf_counter()
         data = load_interactions(data_dir)
         load_seconds = time.perf_counter() - t_load
-        params["models"]["diffrec"]["defaults"]["epochs"] = args.epochs
+        params["models"]["diffrec"].setdefault("defaults", {})["epochs"] = args.epochs
         model = build_model(params, "diffrec", "ml-1m_clean", args.seed, data.n_users, data.n_items)
         training = dataclasses.replace(training_config(params), patience=10**9)  # run every epoch
         if args.device:

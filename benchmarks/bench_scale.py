@@ -129,7 +129,7 @@ def hyper(params: dict, model: str, scale: str) -> dict:
     block = params["models"][model]
     split = f"{scale}_clean"
     overrides = (block.get("per_split") or {}).get(split) or AUTHORS_CLEAN[model][scale]
-    return {**block["defaults"], **overrides, "epochs": 1}
+    return {**(block.get("defaults") or {}), **overrides, "epochs": 1}  # the rest: the Config's code defaults
 
 
 def measure(scale: str, model_name: str, folder: Path, device: str) -> dict:

@@ -83,11 +83,12 @@ def prepare_data(params_file: Path, split_name: str, mirror: Path, work: Path) -
 
 def write_params(work: Path, mirror: Path, epochs: int, threads: int) -> Path:
     """tests/e2e/params.yaml with a longer, checkpoint-every-epoch training block."""
-    with open(E2E_PARAMS) as fh:
-        params = yaml.safe_load(fh)
+    from pipeline.config import read_params
+
+    params = read_params(E2E_PARAMS)  # the overlay resolved onto params.yaml
     params["paths"]["mirror"] = str(mirror)
     params["training"].update(eval_every=2, checkpoint_every=1, patience=10, threads=threads)
-    params["models"]["diffrec"]["defaults"]["epochs"] = epochs
+    params["models"]["diffrec"].setdefault("defaults", {})["epochs"] = epochs
     params["paper_results"] = str(REPO / params["paper_results"])
     path = work / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))

@@ -1,14 +1,16 @@
 """params.yaml: loading, validation and typed views of its blocks.
 
 Both engines read the same file. Snakemake validates it with the JSON schema in
-``workflow/schemas/params.schema.yaml`` and then calls :func:`check_semantics`; every
-``python -m pipeline`` command calls :func:`load_params`, which does both. Errors name the
+``pipeline/params.schema.yaml`` (package data, next to this module) and then calls
+:func:`check_semantics`; every ``python -m pipeline`` command calls :func:`load_params`, which does both. Errors name the
 offending key and, where there is a closed set, the allowed values.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import inspect
 import itertools
 import math
 import os
@@ -25,7 +27,7 @@ from pipeline import plan
 PARAMS_ENV = "PIPELINE_PARAMS"
 MIRROR_ENV = "PIPELINE_MIRROR"
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "params.schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().with_name("params.schema.yaml")  # shipped as package data
 
 
 # Settings of a split (``splits.*.setting``). TV-Diff's given train/test files (formats
@@ -123,17 +125,63 @@ def params_path(path: str | os.PathLike | None = None) -> Path:
 
 
 def load_params(path: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Read and fully validate the params file; returns the plain dictionary."""
+    """Read (:func:`read_params`: an overlay resolved onto its base) and fully validate the params
+    file; returns the plain dictionary."""
     p = params_path(path)
     if not p.is_file():
         raise FileNotFoundError(f"params file not found: {p} (set {PARAMS_ENV} or run from the repository root)")
-    params = read_yaml(p)
-    if not isinstance(params, dict):
-        raise ConfigError("<root>", f"{p} must hold a mapping, got {type(params).__name__}")
+    params = read_params(p)
     check_schema(params)
     check_semantics(params)
     params["_path"] = str(p.resolve())
     return params
+
+
+EXTENDS_KEY = "extends"
+
+
+def read_params(path: str | os.PathLike) -> dict[str, Any]:
+    """The params file as one mapping, not validated. A file whose top level has
+    ``extends: <base file>`` (a path relative to the file) is an overlay: it is merged onto its
+    base (itself possibly an overlay) as a JSON merge patch (RFC 7396): a mapping merges into the
+    base's mapping key by key, recursively; a list or scalar replaces the base's value; ``null``
+    deletes the base's key. The result has no ``extends`` key; both engines read it (the
+    Snakefile, every stage; ``python -m pipeline resolve-params`` writes it for DVC)."""
+    return _read_params(Path(path), ())
+
+
+def _read_params(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    doc = read_yaml(path)
+    if not isinstance(doc, dict):
+        raise ConfigError("<root>", f"{path} must hold a mapping, got {type(doc).__name__}")
+    if EXTENDS_KEY not in doc:
+        return doc
+    base = doc.pop(EXTENDS_KEY)
+    if not isinstance(base, str) or not base:
+        raise ConfigError(EXTENDS_KEY, f"{path}: must be the path of the params file this one overlays, "
+                          f"relative to {path.parent or '.'}; got {base!r}")
+    base_path = path.parent / base
+    if not base_path.is_file():
+        raise ConfigError(EXTENDS_KEY, f"{path}: the base file {base_path} does not exist")
+    chain = (*chain, path.resolve())
+    if base_path.resolve() in chain:
+        raise ConfigError(EXTENDS_KEY, f"{path}: extends a file that extends it: "
+                          f"{' -> '.join(str(c) for c in (*chain, base_path.resolve()))}")
+    return merge_patch(_read_params(base_path, chain), doc)
+
+
+def merge_patch(base: Any, patch: Any) -> Any:
+    """``patch`` applied to ``base`` as a JSON merge patch (RFC 7396): mappings merge key by key
+    (a ``None`` value deletes the key), anything else replaces. Neither argument is modified."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = copy.deepcopy(base) if isinstance(base, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
 
 
 def read_yaml(path: str | os.PathLike) -> Any:
@@ -276,7 +324,8 @@ def _check_run_config(params: dict, model: str, split: str, tuned: dict[str, Any
     epochs = merged.get("epochs", model_declared(params, model).defaults.get("epochs"))
     if epochs is not None and eval_every > epochs:
         key = hyperparameter_key(params, model, split, "epochs", tuned)
-        raise ConfigError("training.eval_every", f"{eval_every} is more than {key} ({epochs}): the run of {model!r} "
+        note = code_default_note(params, model, split, "epochs", tuned)
+        raise ConfigError("training.eval_every", f"{eval_every} is more than {key} ({epochs}{note}): the run of {model!r} "
                           f"on {split!r} would end before its first evaluation at epoch {eval_every}; make "
                           f"training.eval_every <= {key}")
 
@@ -332,8 +381,11 @@ def hyperparameters(params: dict, model: str, split: str, tuned: dict[str, Any] 
 
 
 def model_config(params: dict, model: str, split: str, tuned: dict[str, Any] | None = None):
-    """The model's config dataclass: :func:`hyperparameters` over the Config's own defaults (in
-    the model's file), then the Config's value checks (``problems()``). Imports the model."""
+    """The model's config dataclass: :func:`hyperparameters` (checked by name and type) over the
+    Config's own defaults (the authors' settings, in the model's file ``pipeline/models/<model>.py``;
+    the shared diffusion ones in ``pipeline/models/diffusion.py``), then the Config's value checks
+    (``problems()``). Imports the model. An error names the params key the value comes from, or for
+    a code default the key that would override it."""
     merged = hyperparameters(params, model, split, tuned)
     cls = model_class(params, model).Config
     in_code = {f.name for f in dataclasses.fields(cls)
@@ -345,8 +397,10 @@ def model_config(params: dict, model: str, split: str, tuned: dict[str, Any] | N
     overrides = {**((params["models"][model].get("per_split") or {}).get(split) or {}), **(tuned or {})}
     for keys, message in cfg.problems():
         keys = (keys,) if isinstance(keys, str) else tuple(keys)
-        blamed = next((k for k in keys if k in overrides), keys[0])  # the override that broke it
-        raise ConfigError(hyperparameter_key(params, model, split, blamed, tuned), message)
+        # the override that broke it: a split's or grid point's value, else the variant's defaults
+        blamed = next((k for k in keys if k in overrides), next((k for k in keys if k in merged), keys[0]))
+        raise ConfigError(hyperparameter_key(params, model, split, blamed, tuned),
+                          message + code_default_note(params, model, split, blamed, tuned, override=True))
     return cfg
 
 
@@ -370,6 +424,20 @@ def hyperparameter_key(params: dict, model: str, split: str, key: str, tuned: di
     if key in ((params["models"][model].get("per_split") or {}).get(split) or {}):
         return f"models.{model}.per_split.{split}.{key}"
     return f"models.{model}.defaults.{key}"
+
+
+def code_default_note(params: dict, model: str, split: str, key: str, tuned: dict[str, Any] | None = None,
+                      *, override: bool = False) -> str:
+    """'' when params sets ``key`` for this run; else a note that the value is the default of the
+    model's Config, naming the file that sets it (and with ``override``, the key that would
+    override it)."""
+    block = params["models"][model]
+    if key in (tuned or {}) or key in (block.get("defaults") or {}) or key in ((block.get("per_split") or {}).get(split) or {}):
+        return ""
+    cls = model_class(params, model).Config
+    owner = next((k for k in cls.__mro__ if key in inspect.get_annotations(k)), cls)  # the class that declares it
+    where = owner.__module__.replace(".", "/") + ".py"
+    return f"; the value is the code default in {where}" + (f" (set models.{model}.defaults.{key} to override it)" if override else "")
 
 
 _TYPES = {"bool": bool, "int": int, "float": float, "str": str, "list": list, "tuple": list}

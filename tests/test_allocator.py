@@ -33,9 +33,7 @@ def csr(p):
     return sp.random(n_users, n_items, density=p, format="csr", random_state=rng, dtype=np.float32).astype(bool).astype(np.float32)
 train, valid, test = csr(0.02), csr(0.003), csr(0.003)
 data = InteractionData(n_users, n_items, train, valid, test, train)
-cfg = DiffRecConfig(lr=1e-3, weight_decay=0.0, batch_size=400, epochs=1, dims=[200, 600], emb_size=10, dropout=0.5,
-    norm=False, mean_type="x0", schedule="linear-var", steps=5, noise_scale=0.005, noise_min=0.005, noise_max=0.01,
-    max_beta=0.999, beta_fixed=True, reweight=True, sampling_steps=0, history_num_per_term=10, uniform_prob=0.001)
+cfg = DiffRecConfig(epochs=1, steps=5)  # otherwise the ML-1M clean setting (the Config's defaults)
 model = DiffRec(cfg, n_users, n_items).eval()
 evaluator = Evaluator(data, (10, 20, 50, 100), 1024)
 faults = []

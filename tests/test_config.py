@@ -12,6 +12,7 @@ from pipeline.config import (
     MIRROR_ENV,
     REPO_ROOT,
     ConfigError,
+    check_model_configs,
     evaluation_config,
     load_params,
     mirror_dir,
@@ -38,8 +39,8 @@ def write_params(tmp_path: Path, params: dict, name: str = "params.yaml") -> Pat
 def error_for(tmp_path: Path, base: dict, modify) -> ConfigError:
     params = copy.deepcopy(base)
     modify(params)
-    with pytest.raises(ConfigError) as info:
-        load_params(write_params(tmp_path, params))
+    with pytest.raises(ConfigError) as info:  # the torch-free checks, then every planned model config
+        check_model_configs(load_params(write_params(tmp_path, params)))
     return info.value
 
 
@@ -161,7 +162,7 @@ def test_steps_zero(tmp_path, base):
 
 def test_steps_zero_in_defaults(tmp_path, base):
     def modify(p):
-        p["models"]["diffrec"]["defaults"]["steps"] = 0
+        p["models"]["diffrec"].setdefault("defaults", {})["steps"] = 0
         for block in p["models"]["diffrec"]["per_split"].values():
             block.pop("steps", None)  # per-split blocks may be one YAML anchor shared by two splits
 
@@ -176,7 +177,7 @@ def test_ratios_must_sum_to_one(tmp_path, base):
 
 
 def test_unknown_hyperparameter_in_defaults(tmp_path, base):
-    err = error_for(tmp_path, base, lambda p: p["models"]["diffrec"]["defaults"].update(learning_rate=0.1))
+    err = error_for(tmp_path, base, lambda p: p["models"]["diffrec"].setdefault("defaults", {}).update(learning_rate=0.1))
     assert err.key == "models.diffrec.defaults.learning_rate"
     assert "unknown hyperparameter" in str(err)
     for allowed in ("lr", "dims", "steps", "noise_scale", "sampling_steps"):
@@ -194,7 +195,7 @@ def test_hyperparameter_of_wrong_type(tmp_path, base, key, value):
     assert yaml.safe_load("lr: 1e-3")["lr"] == "1e-3"  # the realistic way to get a string here
 
     def modify(p):
-        p["models"]["diffrec"]["defaults"][key] = value
+        p["models"]["diffrec"].setdefault("defaults", {})[key] = value
         for block in p["models"]["diffrec"]["per_split"].values():
             block.pop(key, None)
 
@@ -202,10 +203,39 @@ def test_hyperparameter_of_wrong_type(tmp_path, base, key, value):
     assert err.key == f"models.diffrec.defaults.{key}"
 
 
+def test_defaults_live_in_the_model_configs(base):
+    """params.yaml holds what differs from the code: a variant's own values (tdiffrec's w_min),
+    a split's, a grid point's; everything else is the Config's default."""
+    from pipeline.models.diffusion import DiffusionConfig
+    from pipeline.models.ldiffrec import LDiffRecConfig
+    from pipeline.models.tdiffrec import TDiffRecConfig
+
+    assert "defaults" not in base["models"]["diffrec"]
+    cfg = model_config(base, "tdiffrec", "ml-1m_temporal")
+    assert cfg == TDiffRecConfig(w_min=0.3)  # models.tdiffrec.defaults; the per_split values equal the code's
+    assert model_config(base, "diffrec", "ml-1m_noisy").steps == 5  # per_split
+    assert model_config(base, "diffrec", "ml-1m_noisy", {"steps": 7}).steps == 7  # a grid point
+    assert model_config(base, "ltdiffrec", "ml-1m_temporal").temporal is True  # LT-DiffRec's class default
+    assert DiffusionConfig().noise_max == 0.01 and LDiffRecConfig().noise_max == 0.02  # a model overrides a shared default
+    assert LDiffRecConfig().dims is not LDiffRecConfig().dims  # a fresh list each
+
+
+def test_an_error_about_a_code_default_names_its_file(base):
+    from pipeline.config import code_default_note
+
+    assert code_default_note(base, "diffrec", "ml-1m_clean", "steps") == ""  # set by per_split
+    assert code_default_note(base, "diffrec", "ml-1m_clean", "max_beta", override=True) == (
+        "; the value is the code default in pipeline/models/diffusion.py (set models.diffrec.defaults.max_beta to "
+        "override it)")
+    assert code_default_note(base, "ldiffrec", "ml-1m_clean", "lamda_floor").endswith("pipeline/models/ldiffrec.py")
+    assert code_default_note(base, "tdiffrec", "ml-1m_temporal", "w_min") == ""  # models.tdiffrec.defaults
+    assert code_default_note(base, "diffrec", "ml-1m_clean", "max_beta", {"max_beta": 0.5}) == ""  # a grid point
+
+
 def test_noise_max_override_below_default_noise_min(tmp_path, base):
     def modify(p):
         block = p["models"]["diffrec"]["per_split"]["ml-1m_clean"]
-        del block["noise_min"]  # noise_min = 0.005 from defaults
+        del block["noise_min"]  # noise_min = 0.005, the code default
         block["noise_max"] = 0.001
 
     err = error_for(tmp_path, base, modify)
@@ -231,7 +261,8 @@ def test_eval_every_must_leave_room_for_an_evaluation(tmp_path, base):
     # evaluation never reached: HDRM's 20 epochs end before epoch 30
     err = error_for(tmp_path, base, lambda p: p["training"].update(eval_every=30, patience=100))
     assert str(err) == (
-        "params: key 'training.eval_every': 30 is more than models.hdrm.defaults.epochs (20): the run of 'hdrm' on "
+        "params: key 'training.eval_every': 30 is more than models.hdrm.defaults.epochs (20; the value is the code "
+        "default in pipeline/models/hdrm.py): the run of 'hdrm' on "
         "'ml-1m_clean' would end before its first evaluation at epoch 30; make training.eval_every <= "
         "models.hdrm.defaults.epochs"
     )
@@ -327,7 +358,7 @@ def test_stage1_model_block_is_required(tmp_path, base):
 
 
 def test_stage1_hyperparameters_are_checked(tmp_path, base):
-    err = error_for(tmp_path, base, lambda p: p["models"]["hgcf"]["defaults"].update(momentum=1.5))
+    err = error_for(tmp_path, base, lambda p: p["models"]["hgcf"].setdefault("defaults", {}).update(momentum=1.5))
     assert err.key == "models.hgcf.defaults.momentum"
 
 
@@ -385,3 +416,62 @@ def test_shared_hyperparameter_checks():
     assert c.unit_interval(bad, "mix") == [("mix", "must be in [0, 1], got 1.5")]
     assert c.one_of(bad, "act", ["relu", "tanh"]) == [("act", "'gelu' is not allowed; allowed values: ['relu', 'tanh']")]
     assert c.noise_bounds(bad) == [(("noise_min", "noise_max"), "need 0 < noise_min <= noise_max < 1, got 0.02 and 0.01")]
+
+
+# --------------------------------------------------------------------------------------------
+# overlays (extends)
+
+
+def test_merge_patch_merges_mappings_replaces_the_rest_and_null_deletes():
+    from pipeline.config import merge_patch
+
+    base = {"a": {"x": 1, "y": [1, 2], "z": {"k": 1}}, "b": 2, "c": 3}
+    patch = {"a": {"y": [3], "z": {"j": 2}, "w": {"n": None}}, "b": None, "d": {"e": 4}}
+    assert merge_patch(base, patch) == {"a": {"x": 1, "y": [3], "z": {"k": 1, "j": 2}, "w": {}}, "c": 3, "d": {"e": 4}}
+    assert base == {"a": {"x": 1, "y": [1, 2], "z": {"k": 1}}, "b": 2, "c": 3}  # not modified
+
+
+def test_an_overlay_is_resolved_onto_the_file_it_extends(tmp_path, base):
+    from pipeline.config import read_params
+
+    (tmp_path / "conf").mkdir()
+    write_params(tmp_path, copy.deepcopy(base))
+    overlay = tmp_path / "conf" / "small.yaml"
+    overlay.write_text("extends: ../params.yaml\ntraining: {threads: 1}\nmodels: {diffrec: {defaults: {epochs: 6}}, hgcf: {threads: null}}\n")
+    params = load_params(overlay)
+    assert params["training"] == {**base["training"], "threads": 1}
+    assert params["models"]["diffrec"] == {**base["models"]["diffrec"], "defaults": {"epochs": 6}}
+    assert "threads" not in params["models"]["hgcf"] and "extends" not in params
+    assert params["_path"] == str(overlay.resolve())
+    assert read_params(overlay) == {k: v for k, v in params.items() if k != "_path"}
+    assert model_config(params, "diffrec", "ml-1m_noisy").epochs == 6
+
+
+def test_overlay_errors_name_the_extends_key(tmp_path, base):
+    write_params(tmp_path, copy.deepcopy(base))
+    missing = tmp_path / "missing.yaml"
+    missing.write_text("extends: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match="nowhere.yaml does not exist") as err:
+        load_params(missing)
+    assert err.value.key == "extends"
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="extends a file that extends it") as err:
+        load_params(tmp_path / "a.yaml")
+    # a bad value in the overlay is reported like one in a whole file
+    (tmp_path / "bad.yaml").write_text("extends: params.yaml\ntraining: {threads: 0}\n")
+    with pytest.raises(ConfigError) as err:
+        load_params(tmp_path / "bad.yaml")
+    assert err.value.key == "training.threads"
+
+
+def test_e2e_params_resolve_and_the_resolved_file_loads_alike(tmp_path):
+    from pipeline.__main__ import main
+
+    e2e = REPO_ROOT / "tests" / "e2e" / "params.yaml"
+    assert main(["--params", str(e2e), "resolve-params", "--out", str(tmp_path / "params.yaml")]) == 0
+    written = load_params(tmp_path / "params.yaml")
+    resolved = load_params(e2e)
+    assert {k: v for k, v in written.items() if k != "_path"} == {k: v for k, v in resolved.items() if k != "_path"}
+    assert sorted(resolved["splits"]) == ["ml-100k_clean", "ml-100k_noisy", "ml-100k_temporal"]
+    assert "synthetic" not in resolved and resolved["more_sources"] == {}

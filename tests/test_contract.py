@@ -160,3 +160,20 @@ def test_learns_the_planted_structure(key, data):
     model.eval()
     with torch.no_grad():
         assert in_group_share(model.scores(rows, users)) > 0.6
+
+
+@pytest.mark.parametrize("key", sorted(MODELS))
+def test_declarations_read_from_the_file_equal_the_class(key):
+    """Planning and validation read each model's declarations from its file without importing it
+    (pipeline/models/declared.py): they must be what the imported class says."""
+    import dataclasses
+
+    from pipeline.models.declared import TRAITS, declared_models
+
+    cls, declared = MODELS[key], declared_models()[key]
+    assert {t: getattr(cls, t) for t in TRAITS} == declared.traits
+    assert [f.name for f in dataclasses.fields(cls.Config)] == list(declared.fields)
+    for f in dataclasses.fields(cls.Config):
+        if f.name in declared.defaults:
+            value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            assert (value, type(value)) == (declared.defaults[f.name], type(declared.defaults[f.name])), f.name

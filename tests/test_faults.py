@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import ConfigError, load_params
+from pipeline.config import ConfigError, load_params, read_params
 from planted import write_planted
 from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.trainer import RESUME_FILE
@@ -47,13 +47,13 @@ def make_data(folder: Path) -> Path:
 
 def make_params(path: Path) -> Path:
     """tests/e2e/params.yaml with a tiny DiffRec, a checkpoint every epoch and no early stop."""
-    params = yaml.safe_load(E2E_PARAMS.read_text())
+    params = read_params(E2E_PARAMS)  # the overlay resolved onto params.yaml
     params["paths"]["mirror"] = None  # nothing is downloaded here
     params["paper_results"] = str(ROOT / params["paper_results"])
     params["training"].update(threads=1, eval_every=2, patience=EPOCHS, checkpoint_every=1, select_metric="recall@10")
     params["evaluation"].update(topk=[5, 10], batch_size=500)
     # small batches: many optimizer steps per epoch, so an epoch lasts long enough to kill mid-run
-    params["models"][MODEL]["defaults"].update(
+    params["models"][MODEL].setdefault("defaults", {}).update(
         epochs=EPOCHS, dims=[16], emb_size=4, batch_size=8, lr=0.01, steps=5, noise_scale=0.1, noise_min=0.01, noise_max=0.1
     )
     path.write_text(yaml.safe_dump(params, sort_keys=False))

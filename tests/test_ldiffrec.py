@@ -20,39 +20,10 @@ from pipeline.models.ldiffrec import LDiffRec, LDiffRecConfig, LTDiffRec, LTDiff
 from pipeline.training.fitting import build_model
 from pipeline.training.trainer import RESUME_FILE, train_run
 
-HYPER = dict(
-    lr_ae=1e-2,
-    lr_denoiser=5e-3,
-    weight_decay=0.0,
-    batch_size=16,
-    epochs=10,
-    n_clusters=2,
-    latent_size=16,
-    ae_dropout=0.1,
-    emb_size=4,
-    dims=[16],
-    denoiser_dropout=0.5,
-    mean_type="x0",
-    schedule="linear-var",
-    steps=5,
-    noise_scale=0.1,
-    noise_min=0.01,
-    noise_max=0.1,
-    max_beta=0.999,
-    beta_fixed=False,
-    reweight=True,
-    sampling_steps=0,
-    history_num_per_term=10,
-    uniform_prob=0.001,
-    lamda=0.03,
-    lamda_floor=0.005,
-    lamda_anneal_epochs=500,
-    kl_weight_max=0.3,
-    kl_anneal_batches=200,
-    temporal=False,
-    w_min=0.1,
-    w_max=1.0,
-)
+# a tiny L-DiffRec (2 clusters); the other hyperparameters are LDiffRecConfig's defaults.
+# temporal is explicit: LT-DiffRec's config would default it to true
+HYPER = dict(lr_ae=1e-2, lr_denoiser=5e-3, batch_size=16, epochs=10, latent_size=16, emb_size=4, dims=[16], steps=5,
+             noise_scale=0.1, noise_min=0.01, noise_max=0.1, temporal=False)
 
 
 def config(cls=LDiffRecConfig, **overrides) -> LDiffRecConfig:
@@ -329,11 +300,7 @@ def test_parameter_count_below_diffrec_for_ml1m_shapes():
     decoder = 300 * n_items + n_items
     denoiser = (10 * 10 + 10) + (310 * 300 + 300) + (300 * 300 + 300)
     assert ldiffrec.n_parameters() == encoders + decoder + denoiser == 1_876_920
-    diffrec_cfg = DiffRecConfig(
-        lr=1e-3, weight_decay=0.0, batch_size=400, epochs=1, dims=[200, 600], emb_size=10, dropout=0.5, norm=False,
-        mean_type="x0", schedule="linear-var", steps=40, noise_scale=0.005, noise_min=0.005, noise_max=0.01,
-        max_beta=0.999, beta_fixed=True, reweight=True, sampling_steps=0, history_num_per_term=10, uniform_prob=0.001,
-    )
+    diffrec_cfg = DiffRecConfig(epochs=1)  # the ML-1M clean setting
     diffrec = DiffRec(diffrec_cfg, 5949, n_items)
     assert diffrec.n_parameters() == 3_622_320
     assert ldiffrec.n_parameters() < diffrec.n_parameters()

@@ -16,6 +16,7 @@ from pipeline.config import EvaluationConfig, TrainingConfig
 from pipeline.data.dataset import dense_rows, load_interactions
 from planted import write_planted
 from pipeline.evaluation.evaluator import Evaluator
+from pipeline.models.diffrec import DiffRecConfig
 from pipeline.training.checkpoint import CheckpointMismatch, CorruptCheckpoint, fingerprint, load_checkpoint
 from pipeline.training.fitting import build_model
 from pipeline.training.trainer import CORRUPT_SUFFIX, RESUME_FILE, TrainingDiverged, format_duration, train_run
@@ -28,28 +29,8 @@ TRAINING = TrainingConfig(
 EVALUATION = EvaluationConfig(topk=(5, 10), batch_size=25)
 OUTPUTS = ("metrics.json", "history.csv", "per_user.parquet", "model.pt")
 
-HYPER = dict(
-    lr=2e-2,
-    weight_decay=0.0,
-    batch_size=16,
-    epochs=10,
-    dims=[16],
-    emb_size=4,
-    dropout=0.5,
-    norm=False,
-    mean_type="x0",
-    schedule="linear-var",
-    steps=5,
-    noise_scale=0.1,
-    noise_min=0.01,
-    noise_max=0.1,
-    max_beta=0.999,
-    beta_fixed=True,
-    reweight=True,
-    sampling_steps=0,
-    history_num_per_term=10,
-    uniform_prob=0.001,
-)
+# a tiny DiffRec; the other hyperparameters are DiffRecConfig's defaults
+HYPER = dict(lr=2e-2, batch_size=16, epochs=10, dims=[16], emb_size=4, steps=5, noise_scale=0.1, noise_min=0.01, noise_max=0.1)
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +113,7 @@ def test_model_pt_holds_the_best_state(data, reference_run):
     saved = torch.load(run_dir / "model.pt", weights_only=True)
     assert {"model", "optimizer", "config", "epoch"} <= set(saved)
     assert saved["epoch"] == metrics["best_epoch"]
-    assert saved["config"] == HYPER
+    assert saved["config"] == dataclasses.asdict(DiffRecConfig(**HYPER))
     assert (saved["n_users"], saved["n_items"]) == (N_USERS, N_ITEMS)
     # reloading the best state reproduces the reported metrics exactly
     model = build_model(params_for(), "diffrec", SPLIT, 99, data.n_users, data.n_items)

@@ -45,14 +45,14 @@ LOSSES = ("bce", "mse")
 
 @dataclass(frozen=True)
 class CDAEConfig:
-    lr: float
-    reg_weight: float  # the paper's lambda
-    batch_size: int
-    epochs: int
-    hidden_size: int  # K
-    corruption: float  # drop-out probability q of an input entry
-    hidden_activation: str
-    loss: str  # 'bce' (sigmoid output, logistic loss) or 'mse' (identity output, square loss)
+    lr: float = 0.01
+    reg_weight: float = 0.01  # the paper's lambda
+    batch_size: int = 400
+    epochs: int = 200  # a cap for the 2-core budget (see the baselines' note in params.yaml)
+    hidden_size: int = 200  # K
+    corruption: float = 0.5  # drop-out probability q of an input entry
+    hidden_activation: str = "sigmoid"
+    loss: str = "bce"  # 'bce' (sigmoid output, logistic loss) or 'mse' (identity output, square loss)
 
     def problems(self) -> list[tuple[str | tuple[str, ...], str]]:
         """(key, message) for every impossible value (types are checked before)."""

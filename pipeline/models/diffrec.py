@@ -39,7 +39,7 @@ the model and its state dict are the same either way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -48,34 +48,30 @@ from torch import nn
 
 from pipeline.models import checks as c
 from pipeline.models import fast
-from pipeline.models.diffusion import SCHEDULES, GaussianDiffusion
+from pipeline.models.diffusion import SCHEDULES, DiffusionConfig, GaussianDiffusion
 from pipeline.models.fast import diffrec as fast_diffrec
 from pipeline.models.base import Recommender
 from pipeline.models.layers import dropout, timestep_embedding, xavier_normal_
 
 
 @dataclass(frozen=True)
-class DiffRecConfig:
-    lr: float
-    weight_decay: float
-    batch_size: int
-    epochs: int
-    dims: list
-    emb_size: int
-    dropout: float
-    norm: bool
-    mean_type: str
-    schedule: str
-    steps: int
-    noise_scale: float
-    noise_min: float
-    noise_max: float
-    max_beta: float
-    beta_fixed: bool
-    reweight: bool
-    sampling_steps: int
-    history_num_per_term: int
-    uniform_prob: float
+class _DiffRecHead:
+    """DiffRecConfig's leading fields (see the field-order note in pipeline/models/diffusion.py)."""
+
+    lr: float = 0.001
+    weight_decay: float = 0.0
+    batch_size: int = 400
+    epochs: int = 1000  # the protocol's cap; early stopping (training.patience) ends runs before
+    dims: list = field(default_factory=lambda: [200, 600])  # denoiser hidden dims
+    emb_size: int = 10  # timestep embedding width
+    dropout: float = 0.5  # on the denoiser's x_t
+    norm: bool = False  # L2-normalise the denoiser input
+
+
+@dataclass(frozen=True)
+class DiffRecConfig(DiffusionConfig, _DiffRecHead):
+    """The authors' defaults (DiffRec's ML-1M clean setting); the diffusion fields and their
+    defaults come from :class:`~pipeline.models.diffusion.DiffusionConfig`."""
 
     def problems(self) -> list[tuple[str | tuple[str, ...], str]]:
         """(key or keys involved, message) for every impossible value (types are checked before)."""

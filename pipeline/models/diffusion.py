@@ -17,6 +17,8 @@ samples the same timesteps as an uninterrupted one.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -24,6 +26,46 @@ from torch import nn
 
 BETA_FIXED_VALUE = 1e-5  # DiffRec's beta_1 when beta_fixed is on
 SCHEDULES = ("linear", "linear-var")
+
+
+# ---- the shared hyperparameters, with the authors' defaults --------------------------------
+# The model configs that run this diffusion inherit these fields (DiffRec, T-DiffRec, L-DiffRec,
+# LT-DiffRec: DiffusionConfig; MultiDAE++: NoiseScheduleConfig) and override a default where
+# their authors' differs; params.yaml (models.<variant>.defaults / per_split / grid) overrides
+# them per variant, split or grid point. The values are DiffRec's released ML-1M clean setting.
+#
+# Field order: a dataclass lists its bases' fields first, from the last base to the first, then
+# its own. The order is that of the config saved in every model.pt (dataclasses.asdict), so a
+# model config names its own leading fields in a last base (e.g. DiffRecConfig(DiffusionConfig,
+# _DiffRecHead)) to keep the order it had before these were shared.
+
+
+@dataclass(frozen=True)
+class NoiseScheduleConfig:
+    """The forward process's noise schedule: the arguments of :func:`betas_for`."""
+
+    schedule: str = "linear-var"
+    steps: int = 40  # T
+    noise_scale: float = 0.005
+    noise_min: float = 0.005
+    noise_max: float = 0.01
+    max_beta: float = 0.999
+    beta_fixed: bool = True  # beta_1 = BETA_FIXED_VALUE
+
+
+@dataclass(frozen=True)
+class _MeanType:
+    mean_type: str = "x0"  # what the denoiser predicts (only x0 is implemented)
+
+
+@dataclass(frozen=True)
+class DiffusionConfig(NoiseScheduleConfig, _MeanType):
+    """:class:`GaussianDiffusion`'s hyperparameters: mean_type, the noise schedule, then these."""
+
+    reweight: bool = True  # SNR(t-1) - SNR(t) loss weights
+    sampling_steps: int = 0  # reverse steps at inference (0: score the unnoised row)
+    history_num_per_term: int = 10  # losses kept per timestep for importance sampling
+    uniform_prob: float = 0.001  # u of the (1-u) p + u/T timestep mixture
 
 
 def betas_for(schedule: str, steps: int, scale: float, low: float, high: float, max_beta: float) -> np.ndarray:

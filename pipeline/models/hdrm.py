@@ -56,7 +56,7 @@ Differences from the released code, on purpose:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -84,22 +84,30 @@ ACTIVATIONS = {"relu": F.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
 
 @dataclass(frozen=True)
 class HDRMConfig:
-    lr: float
-    weight_decay: float
-    batch_size: int
-    epochs: int
-    dims: list
-    emb_size: int
-    dropout: float
-    act: str
-    steps: int
-    noise_scale: float
-    noise_min: float
-    noise_max: float
-    alpha: float
-    margin: float
-    mix: float
-    geometric_noise: bool
+    """HDRM's released ML-1M diffusion setting (T 50, scale 1e-5, min 1e-5, max 1e-4, alpha 0.05,
+    margin 0.2, lr 1e-3), sized for 2 CPU cores: the released 512-d embeddings and [200, 1100]
+    denoisers cost about 10 TFLOP per epoch (one pass over ML-1M's 403k train pairs; ~300 s per
+    epoch on 2 cores), so the defaults are 64-d stage-1 embeddings (HGCFConfig) and [200, 600]
+    denoisers (~1.7 TFLOP per epoch), and a run is capped at 20 epochs (4 evaluations): at ~20-40 s
+    per epoch that is what 3 seeds x 2 splits cost on 2 cores. Use the released sizes, no cap, on a
+    GPU (params.yaml: models.hdrm.defaults)."""
+
+    lr: float = 0.001
+    weight_decay: float = 0.0
+    batch_size: int = 300
+    epochs: int = 20
+    dims: list = field(default_factory=lambda: [200, 600])
+    emb_size: int = 10
+    dropout: float = 0.5
+    act: str = "relu"
+    steps: int = 50
+    noise_scale: float = 1.0e-5
+    noise_min: float = 1.0e-5
+    noise_max: float = 1.0e-4
+    alpha: float = 0.05
+    margin: float = 0.2
+    mix: float = 0.05
+    geometric_noise: bool = False
 
     def problems(self) -> list[tuple[str | tuple[str, ...], str]]:
         """(key or keys involved, message) for every impossible value (types are checked before)."""

@@ -68,15 +68,18 @@ from pipeline.models.layers import SparseOperator, row_normalized_adjacency, sam
 
 @dataclass(frozen=True)
 class HGCFConfig:
-    emb_size: int  # ambient coordinates per point (the time coordinate included)
-    n_layers: int
-    lr: float
-    weight_decay: float
-    momentum: float
-    margin: float
-    init_scale: float
-    batch_size: int
-    epochs: int
+    """HDRM's stage 1 (the embed-hyperbolic stage): 3 layers as HDRM's ML-1M script; 64 coordinates
+    instead of the released 512 (see HDRMConfig)."""
+
+    emb_size: int = 64  # ambient coordinates per point (the time coordinate included)
+    n_layers: int = 3
+    lr: float = 0.001
+    weight_decay: float = 0.005
+    momentum: float = 0.95
+    margin: float = 0.1
+    init_scale: float = 0.1
+    batch_size: int = 300
+    epochs: int = 500
 
     def problems(self) -> list[tuple[str | tuple[str, ...], str]]:
         """(key, message) for every impossible value (types are checked before)."""

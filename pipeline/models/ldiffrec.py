@@ -73,7 +73,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -86,43 +86,42 @@ from pipeline.data.dataset import InteractionData, temporal_weights
 from pipeline.models import checks as c
 from pipeline.models.diffrec import MLPDenoiser
 from pipeline.models.layers import dropout, xavier_normal_
-from pipeline.models.diffusion import SCHEDULES, GaussianDiffusion
+from pipeline.models.diffusion import SCHEDULES, DiffusionConfig, GaussianDiffusion
 from pipeline.models.base import Recommender
 
 
 @dataclass(frozen=True)
-class LDiffRecConfig:
-    lr_ae: float  # autoencoder (encoders + decoder) learning rate: the authors' lr1
-    lr_denoiser: float  # denoiser learning rate: lr2
-    weight_decay: float
-    batch_size: int
-    epochs: int
-    n_clusters: int  # must equal the number of distinct ids in ``clusters``
-    latent_size: int  # total latent width (the authors' in_dims [300])
-    ae_dropout: float  # dropout on the encoder input
-    emb_size: int  # time embedding width
-    dims: list  # denoiser hidden dims (mlp_dims)
-    denoiser_dropout: float  # dropout on the denoiser's x_t
-    mean_type: str
-    schedule: str
-    steps: int
-    noise_scale: float
-    noise_min: float
-    noise_max: float
-    max_beta: float
-    beta_fixed: bool
-    reweight: bool
-    sampling_steps: int
-    history_num_per_term: int
-    uniform_prob: float
-    lamda: float  # initial weight of the diffusion loss
-    lamda_floor: float  # its floor (the authors' anneal_cap)
-    lamda_anneal_epochs: int  # anneal_steps (counted in epochs)
-    kl_weight_max: float  # vae_anneal_cap
-    kl_anneal_batches: int  # vae_anneal_steps (counted in batches)
-    temporal: bool  # LT-DiffRec: time-weighted input rows
-    w_min: float  # used only when temporal
-    w_max: float
+class _LDiffRecHead:
+    """LDiffRecConfig's leading fields (see the field-order note in pipeline/models/diffusion.py)."""
+
+    lr_ae: float = 0.001  # autoencoder (encoders + decoder) learning rate: the authors' lr1
+    lr_denoiser: float = 0.0005  # denoiser learning rate: lr2
+    weight_decay: float = 0.0
+    batch_size: int = 400
+    epochs: int = 1000  # the protocol's cap; early stopping (training.patience) ends runs before
+    n_clusters: int = 2  # must equal the number of distinct ids in ``clusters``
+    latent_size: int = 300  # total latent width (the authors' in_dims [300])
+    ae_dropout: float = 0.1  # on the encoder input: the authors' Autoencoder default (0.5: the denoiser's)
+    emb_size: int = 10  # time embedding width
+    dims: list = field(default_factory=lambda: [300])  # denoiser hidden dims (mlp_dims)
+    denoiser_dropout: float = 0.5  # dropout on the denoiser's x_t
+
+
+@dataclass(frozen=True)
+class LDiffRecConfig(DiffusionConfig, _LDiffRecHead):
+    """The authors' defaults (L-DiffRec's ML-1M clean setting); the diffusion fields come from
+    :class:`~pipeline.models.diffusion.DiffusionConfig`, two with L-DiffRec's own default."""
+
+    noise_max: float = 0.02
+    beta_fixed: bool = False
+    lamda: float = 0.03  # initial weight of the diffusion loss
+    lamda_floor: float = 0.005  # its floor (the authors' anneal_cap)
+    lamda_anneal_epochs: int = 500  # anneal_steps (counted in epochs)
+    kl_weight_max: float = 0.3  # vae_anneal_cap
+    kl_anneal_batches: int = 200  # vae_anneal_steps (counted in batches)
+    temporal: bool = False  # LT-DiffRec: time-weighted input rows
+    w_min: float = 0.1  # used only when temporal (the released T-DiffRec's weights)
+    w_max: float = 1.0
 
     # None: either; True/False: the model class requires that value of ``temporal``
     required_temporal: ClassVar[bool | None] = False
@@ -159,6 +158,7 @@ class LDiffRecConfig:
 
 @dataclass(frozen=True)
 class LTDiffRecConfig(LDiffRecConfig):
+    temporal: bool = True  # LT-DiffRec is L-DiffRec on time-weighted rows
     required_temporal: ClassVar[bool | None] = True
 
 

@@ -47,13 +47,13 @@ INIT_STD = 0.1  # LightGCN-PyTorch initialises the embeddings with N(0, 0.1^2)
 
 @dataclass(frozen=True)
 class LightGCNConfig:
-    emb_size: int
-    n_layers: int
-    lr: float
-    weight_decay: float
-    reg_weight: float
-    batch_size: int
-    epochs: int
+    emb_size: int = 64  # the released item_emb.npy is 64-d too
+    n_layers: int = 3
+    lr: float = 0.01  # batches of 256 users (~17k BPR pairs on ML-1M)
+    weight_decay: float = 0.0
+    reg_weight: float = 1.0e-4
+    batch_size: int = 256
+    epochs: int = 1000
 
     def problems(self) -> list[tuple[str | tuple[str, ...], str]]:
         """(key, message) for every impossible value (types are checked before)."""

@@ -36,12 +36,12 @@ from pipeline.models.lightgcn import LightGCN, LightGCNConfig
 
 @dataclass(frozen=True)
 class MFConfig:
-    emb_size: int
-    lr: float
-    weight_decay: float
-    reg_weight: float
-    batch_size: int
-    epochs: int
+    emb_size: int = 64
+    lr: float = 0.01  # from short runs (0.001 learns slowly); params.yaml's grid tries both
+    weight_decay: float = 0.0
+    reg_weight: float = 1.0e-4
+    batch_size: int = 256
+    epochs: int = 200  # a cap for the 2-core budget (see the baselines' note in params.yaml)
 
     n_layers: ClassVar[int] = 0  # BPR-MF = LightGCN without propagation (read by LightGCN's code)
 

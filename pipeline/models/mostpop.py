@@ -32,7 +32,7 @@ from pipeline.models.base import Recommender
 
 @dataclass(frozen=True)
 class MostPopConfig:
-    """No hyperparameters (``defaults: {}`` in params.yaml)."""
+    """No hyperparameters."""
 
     def problems(self) -> list[tuple[str | tuple[str, ...], str]]:
         return []

@@ -25,7 +25,7 @@ distribution); our batches, epochs and early stopping are the project's shared p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -40,12 +40,13 @@ from pipeline.models.base import Recommender
 
 @dataclass(frozen=True)
 class MultiDAEConfig:
-    lr: float
-    reg_weight: float  # the released code's lam: + reg_weight * sum ||W||^2
-    batch_size: int
-    epochs: int
-    dims: list  # [latent, ..., widest]: dims [200, 600] = items -> 600 -> 200 -> 600 -> items
-    dropout: float  # on the L2-normalised input, training only
+    lr: float = 0.001
+    reg_weight: float = 0.0  # the released code's lam: + reg_weight * sum ||W||^2
+    batch_size: int = 500
+    epochs: int = 200  # a cap for the 2-core budget (see the baselines' note in params.yaml)
+    # [latent, ..., widest]: vae_cf's dims [200, 600] = items -> 600 -> 200 -> 600 -> items
+    dims: list = field(default_factory=lambda: [200, 600])
+    dropout: float = 0.5  # on the L2-normalised input, training only
 
     def problems(self) -> list[tuple[str | tuple[str, ...], str]]:
         """(key or keys involved, message) for every impossible value (types are checked before)."""

@@ -31,19 +31,14 @@ import numpy as np
 import torch
 
 from pipeline.models import checks as c
-from pipeline.models.diffusion import SCHEDULES, GaussianDiffusion
+from pipeline.models.diffusion import SCHEDULES, GaussianDiffusion, NoiseScheduleConfig
 from pipeline.models.multidae import MultiDAE, MultiDAEConfig, multinomial_nll
 
 
 @dataclass(frozen=True)
-class MultiDAEPPConfig(MultiDAEConfig):
-    schedule: str
-    steps: int
-    noise_scale: float
-    noise_min: float
-    noise_max: float
-    max_beta: float
-    beta_fixed: bool
+class MultiDAEPPConfig(NoiseScheduleConfig, MultiDAEConfig):
+    """MultiDAE's fields and defaults, then DiffRec's noise schedule and its defaults
+    (:class:`~pipeline.models.diffusion.NoiseScheduleConfig`)."""
 
     def problems(self) -> list[tuple[str | tuple[str, ...], str]]:
         out = super().problems() + c.one_of(self, "schedule", SCHEDULES) + c.counts(self, "steps")

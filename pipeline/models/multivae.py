@@ -41,8 +41,10 @@ from pipeline.models.multidae import MultiDAE, MultiDAEConfig, dense_stack, mult
 
 @dataclass(frozen=True)
 class MultiVAEConfig(MultiDAEConfig):
-    anneal_cap: float  # the KL weight's ceiling (the paper's beta; 0.2 in the released code)
-    total_anneal_steps: int  # batches over which the KL weight rises from 0 to 1 (capped at anneal_cap)
+    anneal_cap: float = 0.2  # the KL weight's ceiling (the paper's beta; 0.2 in the released code)
+    # batches over which the KL weight rises from 0 to 1 (capped at anneal_cap); it counts batches
+    # (12 per epoch on ML-1M): the released 200000 would keep the weight near 0 for a whole run
+    total_anneal_steps: int = 20000
 
     def problems(self) -> list[tuple[str | tuple[str, ...], str]]:
         out = super().problems()

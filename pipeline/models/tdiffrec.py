@@ -22,8 +22,10 @@ from pipeline.models.diffrec import DiffRec, DiffRecConfig
 
 @dataclass(frozen=True)
 class TDiffRecConfig(DiffRecConfig):
-    w_min: float
-    w_max: float
+    # the released T-DiffRec's defaults: weights linspace(w_min, w_max) from the oldest to the
+    # newest interaction (params.yaml's tdiffrec sets the w_min chosen for ML-1M)
+    w_min: float = 0.1
+    w_max: float = 1.0
 
     def problems(self) -> list:
         out = super().problems()
