@@ -42,8 +42,8 @@ def ensure_data(params: dict, data: Path, scratch: Path) -> Path:
     if (data / "interactions.parquet").exists():
         return data
     from pipeline.config import mirror_dir, protocol_config
-    from pipeline.data.download import fetch
-    from pipeline.data.prepare import prepare
+    from pipeline.stages.download import fetch
+    from pipeline.stages.prepare import prepare
 
     split = split_config(params, "ml-1m_clean")
     raw = scratch / "raw"

@@ -66,8 +66,8 @@ def default_mirror() -> Path:
 def prepare_data(params_file: Path, split_name: str, mirror: Path, work: Path) -> Path:
     """fetch + prepare one split of ``params_file`` into ``work/data``; reused when present."""
     from pipeline.config import load_params, mirror_dir, protocol_config, source_config, split_config
-    from pipeline.data.download import fetch
-    from pipeline.data.prepare import prepare
+    from pipeline.stages.download import fetch
+    from pipeline.stages.prepare import prepare
 
     prepared = work / "data" / "prepared" / split_name
     if (prepared / "interactions.parquet").is_file() and (prepared / "stats.json").is_file():

@@ -32,7 +32,7 @@ SCHEMA_PATH = Path(__file__).resolve().with_name("params.schema.yaml")  # shippe
 
 # Settings of a split (``splits.*.setting``). TV-Diff's given train/test files (formats
 # tvdiff-*) have two: carved (validation carved from train) and authors (test-selected); the
-# other formats have the first three (pipeline.data.prepare).
+# other formats have the first three (pipeline.stages.prepare).
 SETTINGS = ("clean", "noisy", "temporal", "carved", "authors")
 GIVEN_SPLIT_SETTINGS = ("carved", "authors")
 GIVEN_SPLIT_FORMATS = ("tvdiff-count", "tvdiff-time")
@@ -94,7 +94,7 @@ class ProtocolConfig:
     rounding: str
     noisy_max_fraction: float
     # the validation rows carved from a given train part (setting ``carved`` of the tvdiff-*
-    # formats; rule in pipeline.data.prepare); optional in params.yaml, these are the defaults
+    # formats; rule in pipeline.stages.prepare); optional in params.yaml, these are the defaults
     valid_fraction: float = 0.1
     valid_min_train: int = 5
     valid_seed: int = 1

@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import polars as pl
 
 # the mode open() asks for when it creates a file; the kernel removes the umask's bits from it
@@ -95,3 +96,10 @@ def file_digest(path: str | os.PathLike, algorithm: str = "sha256", chunk: int =
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def write_embeddings(path: str | Path, embeddings: np.ndarray) -> None:
+    """Atomic ``np.save`` of a float32 array (through a file handle, so no '.npy' is appended)."""
+    array = np.ascontiguousarray(embeddings, dtype=np.float32)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array, allow_pickle=False)

@@ -1,7 +1,7 @@
 """The run plan: every job of the DAG, derived from params.yaml and what each model declares.
 
 Both engines take their jobs, commands, inputs and parameter dependencies from here: the
-Snakemake rules (``workflow/rules/*.smk``) and the renderer of dvc.yaml (``pipeline/dvcfile.py``).
+Snakemake rules (``workflow/rules/*.smk``) and the renderer of dvc.yaml (``pipeline/stages/dvc_yaml.py``).
 It reads the models' declarations from their files (``pipeline/models/declared.py``), so
 planning imports no torch. It assumes params that passed ``pipeline.config.check_semantics``.
 
@@ -9,7 +9,7 @@ What follows from what:
     ``experiments``  blocks of ``{splits, models, seeds}``: the runs the tables show
                      (:func:`table_runs`), each split x model variant x seed of a block
     reuse            a temporal split holds the same rows as its clean twin (same dataset, source
-                     and format: ``pipeline/data/prepare.py``), in time order. A model that does
+                     and format: ``pipeline/stages/prepare.py``), in time order. A model that does
                      not declare ``uses_time_order`` gets the same result on both, so its temporal
                      run is the clean split's run (:func:`trained_run`), trained once; the same
                      holds for the item embeddings and clusters a temporal run reads

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline.data.prepare import CANONICAL_SCHEMA
+from pipeline.stages.prepare import CANONICAL_SCHEMA
 
 
 def write_planted(folder: Path, n_users: int = 60, n_items: int = 40, groups: int = 3, seed: int = 0) -> Path:

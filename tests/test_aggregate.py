@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from pipeline.reporting import aggregate, tables
-from pipeline.reporting.aggregate import main
+from pipeline.stages.aggregate import main
 
 SPLITS = {
     "ml-1m_clean": {"dataset": "ml-1m", "setting": "clean", "source": "test", "format": "diffrec"},

@@ -248,17 +248,17 @@ ALLOWED = {
     ("training/trainer.py", "train_run", "os.replace"): (
         "moves a resume.pt that cannot be loaded aside (resume.pt.corrupt): a rename, not an output"
     ),
-    ("data/download.py", "_download_once", "open(mode='wb')"): (
+    ("stages/download.py", "_download_once", "open(mode='wb')"): (
         "streams into a tempfile.mkstemp '.<out>.*.download' file beside the output folder, "
         "checksummed, copied into the staging folder and removed in fetch()'s finally"
     ),
-    ("data/download.py", "fetch", "shutil.copyfile"): "copies into the tempfile.mkdtemp staging folder",
-    ("data/download.py", "_extract", "open(mode='wb')"): "extracts into the tempfile.mkdtemp staging folder",
-    ("data/download.py", "_replace_dir", "os.replace"): "renames the finished staging folder over the output folder",
+    ("stages/download.py", "fetch", "shutil.copyfile"): "copies into the tempfile.mkdtemp staging folder",
+    ("stages/download.py", "_extract", "open(mode='wb')"): "extracts into the tempfile.mkdtemp staging folder",
+    ("stages/download.py", "_replace_dir", "os.replace"): "renames the finished staging folder over the output folder",
     ("reporting/aggregate.py", "build_outputs", ".to_csv"): (
         "pipeline.reporting.significance.to_csv returns the CSV text; every output is written atomically later"
     ),
-    ("reporting/aggregate.py", "significance_main", ".to_csv"): (
+    ("stages/significance.py", "main", ".to_csv"): (
         "pipeline.reporting.significance.to_csv returns the CSV text, written with write_text (atomic)"
     ),
 }

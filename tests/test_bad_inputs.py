@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 
 from pipeline.__main__ import build_parser, main
-from pipeline.data.prepare import split_stats
+from pipeline.stages.prepare import split_stats
 from planted import write_planted
 
 ROOT = Path(__file__).resolve().parents[1]

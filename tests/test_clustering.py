@@ -1,5 +1,5 @@
-"""Item clustering (``pipeline.clustering``) and the import of the released item embeddings
-(``pipeline.embeddings.import_released``)."""
+"""Item clustering (``pipeline.stages.cluster``) and the import of the released item embeddings
+(``pipeline.stages.import_embeddings.main``)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline.clustering import canonical_labels, cluster_items, main
-from pipeline.embeddings import import_released
+from pipeline.stages.cluster import canonical_labels, cluster_items, main
+from pipeline.stages.import_embeddings import main as import_released
 
 PARAMS = {"clustering": {"n_clusters": 2, "seed": 1, "n_init": 10}}
 

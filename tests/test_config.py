@@ -345,8 +345,9 @@ def test_planning_and_validation_import_no_torch():
     import subprocess
     import sys
 
-    code = ("import sys; from pipeline.config import load_params; from pipeline import plan, dvcfile; "
-            "p = load_params(); plan.trained_runs(p); dvcfile.render(p); print('torch' in sys.modules)")
+    code = ("import sys; from pipeline.config import load_params; from pipeline import plan; "
+            "from pipeline.stages import dvc_yaml; p = load_params(); plan.trained_runs(p); dvc_yaml.render(p); "
+            "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == "False"

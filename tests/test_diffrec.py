@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from pipeline.data.dataset import load_interactions, temporal_weights
-from pipeline.data.prepare import CANONICAL_SCHEMA
+from pipeline.stages.prepare import CANONICAL_SCHEMA
 from pipeline.models.diffrec import DiffRec, DiffRecConfig
 from pipeline.models.diffusion import BETA_FIXED_VALUE, GaussianDiffusion, betas_for
 

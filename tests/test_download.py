@@ -1,4 +1,4 @@
-"""Tests for pipeline.data.download: mirror copies, checksums, archive safety, HTTP retries.
+"""Tests for pipeline.stages.download: mirror copies, checksums, archive safety, HTTP retries.
 
 Everything runs in tmp_path; HTTP tests use a local ThreadingHTTPServer (no internet).
 """
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import REPO_ROOT, SourceConfig, SourceFile, load_params, source_config
-from pipeline.data import download
-from pipeline.data.download import DownloadError, fetch, main
+from pipeline.stages import download
+from pipeline.stages.download import DownloadError, fetch, main
 
 PAYLOAD = b"user_id:token\titem_id:token\n1\t2\n3\t4\n" * 50
 

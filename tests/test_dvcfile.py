@@ -1,4 +1,4 @@
-"""dvc.yaml is rendered from params.yaml by the run planner (pipeline/dvcfile.py)."""
+"""dvc.yaml is rendered from params.yaml by the run planner (pipeline/stages/dvc_yaml.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import yaml
 
 from pipeline.config import load_params
 from pipeline.plan import trained_runs
-from pipeline.dvcfile import render, stages
+from pipeline.stages.dvc_yaml import render, stages
 
 ROOT = Path(__file__).resolve().parents[1]
 

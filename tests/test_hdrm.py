@@ -28,7 +28,7 @@ from pipeline.models import MODELS
 from pipeline.models.layers import row_normalized_adjacency, sample_pairs
 from pipeline.models.hdrm import HDRM, HDRMConfig, geometric_noise
 from pipeline.models.hgcf import HGCF, HGCFConfig
-from pipeline.embeddings import train_embeddings
+from pipeline.stages.embed import main as train_embeddings
 from pipeline.training.fitting import build_model
 from pipeline.training.trainer import train_run
 from planted import write_planted
@@ -350,7 +350,7 @@ def test_hdrm_train_run_beats_random(stage1, data, tmp_path):
 def test_train_stage_reads_the_stage1_folder(stage1, data_dir, tmp_path, monkeypatch):
     """`python -m pipeline train --hyperbolic <folder>`: HDRM needs the folder, other variants refuse it,
     and the run records which stage-1 embeddings it was trained on."""
-    from pipeline.training.run import main as train_main
+    from pipeline.stages.train import main as train_main
 
     monkeypatch.chdir(tmp_path)
     params = {**params_for(), "models": {**params_for()["models"], "hdrm": {"defaults": {**HDRM_HYPER, "epochs": TRAINING.eval_every}}}}

@@ -103,3 +103,28 @@ def test_function_level_imports_count_and_type_checking_ones_do_not():
         "def f():\n    from pipeline.io import read_json\n"
     )
     assert imported(tree, {"pipeline.config", "pipeline.io"}) == {"pipeline.io"}
+
+
+def test_stages_sit_on_top():
+    """A stage module (``pipeline.stages.<command>``) is imported by the CLI and by other tools,
+    never by a library module: the layers run one way, libraries -> stages -> __main__."""
+    graph = import_graph()
+    offenders = sorted(
+        f"{module} imports {target}"
+        for module, targets in graph.items()
+        if not module.startswith("pipeline.stages") and module != "pipeline.__main__"
+        for target in targets
+        if target.startswith("pipeline.stages.")
+    )
+    assert not offenders, offenders
+
+
+def test_every_command_has_its_stage_module():
+    """``python -m pipeline <command>`` runs ``pipeline/stages/<command>.py`` (dashes as underscores)."""
+    import argparse
+
+    from pipeline.__main__ import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    stages = {path.stem for path in (PACKAGE / "stages").glob("*.py") if path.stem != "__init__"}
+    assert {c.replace("-", "_") for c in commands} == stages

@@ -1,5 +1,5 @@
 """LightGCN: normalised adjacency, pair sampling, BPR training, ranking quality, and the
-item-embedding stage (``pipeline.embeddings.train_embeddings``)."""
+item-embedding stage (``pipeline.stages.embed.main``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 from pipeline.config import EvaluationConfig, TrainingConfig, model_config
 from pipeline.data.dataset import InteractionData, load_interactions
 from planted import write_planted
-from pipeline.embeddings import train_embeddings
+from pipeline.stages.embed import main as train_embeddings
 from pipeline.models import MODELS
 from pipeline.models.lightgcn import LightGCN, LightGCNConfig, normalized_adjacency
 from pipeline.training.fitting import build_model

@@ -12,8 +12,8 @@ import pytest
 
 from pipeline.config import ProtocolConfig, SplitConfig
 from pipeline.data import COLUMNS
-from pipeline.data.prepare import main, prepare, split_sizes, split_stats, unseen_stats
-from pipeline.data.prepare import CANONICAL_SCHEMA, carve_key, carve_size
+from pipeline.stages.prepare import main, prepare, split_sizes, split_stats, unseen_stats
+from pipeline.stages.prepare import CANONICAL_SCHEMA, carve_key, carve_size
 from pipeline.data.readers import GIVEN_SCHEMA, RAW_SCHEMA, RawDataError, read_movielens_dat, read_recbole
 from pipeline.data.readers import read_tvdiff_count, read_tvdiff_time
 

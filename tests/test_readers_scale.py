@@ -20,7 +20,7 @@ import yaml
 import pipeline.data.readers as readers
 from pipeline.config import ConfigError, ProtocolConfig, SplitConfig, check_schema, check_semantics
 from pipeline.data import COLUMNS
-from pipeline.data.prepare import CANONICAL_SCHEMA, prepare
+from pipeline.stages.prepare import CANONICAL_SCHEMA, prepare
 from pipeline.data.readers import RAW_SCHEMA, READERS, RawDataError, read_amazon_csv, read_amazon_json, read_yelp_json
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.reporting import significance as sig
 from pipeline.reporting import tables
-from pipeline.reporting.aggregate import main
+from pipeline.stages.aggregate import main
 
 # --------------------------------------------------------------------------------------------
 # The test statistic and p-value

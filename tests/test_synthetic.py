@@ -16,8 +16,9 @@ import scipy.sparse as sp
 import yaml
 
 from pipeline.config import ConfigError, ProtocolConfig, SplitConfig, check_semantics, synthetic_config
-from pipeline.data.prepare import prepare, split_sizes
-from pipeline.data.synthetic import SyntheticSpec, describe, generate, main, synthetic_matrix
+from pipeline.stages.prepare import prepare, split_sizes
+from pipeline.data.synthetic import SyntheticSpec, describe, generate, synthetic_matrix
+from pipeline.stages.synthesize import main
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL = ProtocolConfig(rating_threshold=4, k_core=10, ratios=(0.7, 0.2, 0.1), rounding="diffrec", noisy_max_fraction=1.0)

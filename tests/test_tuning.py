@@ -11,9 +11,10 @@ import pytest
 from pipeline.config import ConfigError, check_semantics, load_params
 from pipeline.plan import grid_points, tune_runs
 from pipeline.data.dataset import load_interactions
-from pipeline.tuning import RUN_FILES, SELECTED_FILE, main as tune, read_selected, select
+from pipeline.stages.tune import main as tune
+from pipeline.training.selection import RUN_FILES, SELECTED_FILE, read_selected, select
 from pipeline.training.fitting import fit
-from pipeline.training.run import main as train
+from pipeline.stages.train import main as train
 from planted import write_planted
 from test_trainer import HYPER, N_ITEMS, N_USERS
 

@@ -1,4 +1,4 @@
-"""pipeline/verify.py: what `make verify` reports about a retrained run."""
+"""pipeline/stages/verify.py: what `make verify` reports about a retrained run."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.verify import compare, parse_run, summary_line
+from pipeline.stages.verify import compare, parse_run, summary_line
 
 METRICS = {"best_epoch": 10, "epochs_trained": 29, "valid": {"recall@20": 0.25, "ndcg@20": 0.125},
            "test": {"recall@20": 0.5, "ndcg@20": 0.375}}
@@ -51,9 +51,9 @@ def test_run_folder_names():
 def test_retrain_runs_the_train_stage_without_copying_the_tuned_run(monkeypatch, tmp_path):
     """A tuned variant's seed-1 run is trained again (the train stage would copy the tune stage's
     run), with the train stage's inputs, and its timing kept out of logs/timing."""
-    from pipeline import verify
+    from pipeline.stages import verify
     from pipeline.config import load_params
-    from pipeline.training import run
+    from pipeline.stages import train as run
 
     calls = []
     monkeypatch.setattr(run, "main", lambda *args, **kwargs: calls.append((args, kwargs)))

@@ -20,7 +20,7 @@ whose validation part is the test part itself: each test row is there twice, as 
 
 Beside it, ``stats.json`` holds n_users, n_items, per-split counts, what each filter removed and
 the valid/test users and items never seen in train (DVC shows it as metrics; see
-:mod:`pipeline.data.prepare`).
+:mod:`pipeline.stages.prepare`).
 """
 
 COLUMNS = ("user", "item", "split", "order", "timestamp", "rating")

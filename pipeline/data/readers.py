@@ -10,7 +10,7 @@ the 1-based line number.
 ``movielens-dat`` and ``recbole``
     Raw ratings; the result has the columns ``raw_user`` (String), ``raw_item`` (String),
     ``rating`` (Float32, null when the source has none) and ``timestamp`` (Int64, null when the
-    source has none), rows in file order. :mod:`pipeline.data.prepare` turns them into splits.
+    source has none), rows in file order. :mod:`pipeline.stages.prepare` turns them into splits.
 ``tvdiff-count`` and ``tvdiff-time``
     TV-Diff's given train/test split: ``train.txt`` and ``test.txt`` (exactly one of each,
     searched recursively), lines ``user<TAB>item<TAB>value``, no header, CRLF or LF line ends
@@ -19,7 +19,7 @@ the 1-based line number.
     ``tvdiff-time`` (amazon-beauty; it goes to ``timestamp``, rating null). The result has the
     raw columns plus ``split`` (String, ``"train"`` or ``"test"``: the file a row comes from; the
     split is given, not generated) and ``line`` (Int64, 1-based line in that file), train rows
-    first, each file in file order. :mod:`pipeline.data.prepare` turns them into the settings
+    first, each file in file order. :mod:`pipeline.stages.prepare` turns them into the settings
     ``carved`` and ``authors``.
 ``yelp-json``, ``amazon-csv`` and ``amazon-json``
     Raw ratings from the Yelp Open Dataset and the Amazon review data (McAuley et al. 2018),
@@ -28,7 +28,7 @@ the 1-based line number.
     never held in memory); gzip-compressed files (``.gz``) are streamed as well. Only when
     something is wrong is the file read a second time, in batches of lines, to name the first
     bad line (see :func:`_locate`). Raw ids stay strings; prepare numbers them (step 4 of
-    :mod:`pipeline.data.prepare`: sorted byte order of the raw id strings).
+    :mod:`pipeline.stages.prepare`: sorted byte order of the raw id strings).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ arXiv:2504.01541 (code: yuanmeng-cpu/HDRM, ``model.py``'s ``LightGCN`` with a ``
 manifold; the repository ships no training code for this stage, it loads pre-trained weights).
 
 Contract: the shared model contract (``pipeline/models/base.py``); the model needs the
-training graph, so it takes ``data`` by keyword. :func:`pipeline.embeddings.train_hyperbolic`
+training graph, so it takes ``data`` by keyword. :func:`pipeline.stages.embed.train_hyperbolic`
 trains it with the shared trainer and writes its final embeddings for HDRM.
 
 Model (Lorentz model, curvature -1; every map is geoopt's, see :mod:`pipeline.hyperbolic`):

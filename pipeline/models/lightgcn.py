@@ -6,7 +6,7 @@ arXiv:2002.02126. Released code: github.com/gusye1234/LightGCN-PyTorch (and RecB
 ``recbole/model/general_recommender/lightgcn.py``).
 
 In this project LightGCN is a baseline of DiffRec's tables and the source of the item embeddings
-that L-DiffRec clusters (``pipeline.embeddings``). It follows the shared model contract
+that L-DiffRec clusters (``pipeline.stages.embed``). It follows the shared model contract
 (``pipeline/models/base.py``); it needs the training graph, so it takes ``data`` by keyword.
 
 Model: ego embeddings E0 (users and items, N(0, 0.1^2) as in the released code); propagation

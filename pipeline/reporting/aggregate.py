@@ -1,4 +1,4 @@
-"""Aggregate stage: ``python -m pipeline aggregate --runs runs --out results [--efficiency results/efficiency.json]``.
+"""What the aggregate stage (``pipeline/stages/aggregate.py``: ``python -m pipeline aggregate --runs runs --out results``) writes.
 
 Collects, for exactly the runs that the ``experiments`` blocks name
 (:func:`pipeline.plan.table_runs`; other folders under ``runs/`` are ignored, a missing
@@ -39,7 +39,7 @@ from typing import Any
 import polars as pl
 
 from pipeline import plan
-from pipeline.io import read_json, write_bytes, write_text
+from pipeline.io import read_json
 from pipeline.reporting import significance as sig
 from pipeline.reporting import tables
 
@@ -258,11 +258,6 @@ def significance_table(params: dict[str, Any], runs_dir: str | Path) -> pl.DataF
     )
 
 
-def significance_main(params: dict[str, Any], runs_dir: str | Path, out: str | Path) -> None:
-    write_text(out, sig.to_csv(significance_table(params, runs_dir)))
-    print(f"wrote {out}", flush=True)
-
-
 def build_outputs(
     params: dict[str, Any],
     runs_dir: str | Path,
@@ -329,20 +324,3 @@ def build_outputs(
     if record is not None:
         outputs[out_dir / "figures" / "efficiency.png"] = figures.efficiency(record)
     return outputs
-
-
-def main(
-    params: dict[str, Any], runs_dir: str | Path, out_dir: str | Path, efficiency: str | Path | None = None,
-    significance: str | Path | None = None,
-) -> None:
-    """``significance``: the significance stage's CSV; without it the tests are run here, from
-    the runs' per-user tables. Either way ``<out>/significance.csv`` is written (with the given
-    CSV, the same text)."""
-    table = sig.from_csv(significance) if significance else None
-    outputs = build_outputs(params, runs_dir, out_dir, efficiency, table)  # everything computed before anything is written
-    for path, content in outputs.items():
-        if isinstance(content, bytes):
-            write_bytes(path, content)
-        else:
-            write_text(path, content)
-        print(f"wrote {path}", flush=True)

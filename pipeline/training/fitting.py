@@ -22,7 +22,7 @@ from pipeline.training.trainer import set_determinism, train_run
 def build_model(params: dict, model_name: str, split: str, seed: int, n_users: int, n_items: int, tuned: dict | None = None, **side):
     """Seeded model construction, with the speed-ups of ``pipeline/models/fast`` switched on or off
     for the process as ``training.fast`` says. ``tuned``: a grid point's setting (see
-    pipeline.tuning). ``side``: optional inputs a model may take by keyword, ``data`` (the
+    pipeline.stages.tune). ``side``: optional inputs a model may take by keyword, ``data`` (the
     InteractionData, for graph models) and ``clusters`` (item -> cluster array)."""
     cfg = model_config(params, model_name, split, tuned)
     fast.set_enabled(params["training"].get("fast", True))  # the speed-ups' one switch (pipeline/models/fast)

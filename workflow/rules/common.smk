@@ -21,17 +21,20 @@ def code(*patterns):
     return [local(f) for f in sorted(f for p in patterns for f in glob(p))]
 
 
-TRAIN_CODE = ("pipeline/data/dataset.py", "pipeline/models/*.py", "pipeline/models/fast/*.py", "pipeline/training/*.py", "pipeline/evaluation/*.py",
-              "pipeline/tuning.py", "pipeline/hyperbolic.py")
+# the libraries a training job runs (its stage module is added per stage)
+TRAIN_CODE = ("pipeline/data/dataset.py", "pipeline/models/*.py", "pipeline/models/fast/*.py", "pipeline/training/*.py",
+              "pipeline/evaluation/*.py", "pipeline/hyperbolic.py")
 CODE = {
-    "download": code("pipeline/data/download.py"),
-    "prepare": code("pipeline/data/readers.py", "pipeline/data/prepare.py"),
-    "embed": code("pipeline/embeddings.py", *TRAIN_CODE),
-    "import_embeddings": code("pipeline/embeddings.py"),
-    "cluster": code("pipeline/clustering.py"),
-    "train": code(*TRAIN_CODE),
-    "tune": code(*TRAIN_CODE),
-    "aggregate": code("pipeline/reporting/*.py"),
+    "download": code("pipeline/stages/download.py"),
+    "prepare": code("pipeline/data/readers.py", "pipeline/stages/prepare.py"),
+    "embed": code("pipeline/stages/embed.py", *TRAIN_CODE),
+    "import_embeddings": code("pipeline/stages/import_embeddings.py"),
+    "cluster": code("pipeline/stages/cluster.py"),
+    "train": code("pipeline/stages/train.py", *TRAIN_CODE),
+    "tune": code("pipeline/stages/tune.py", *TRAIN_CODE),
+    "synthesize": code("pipeline/data/synthetic.py", "pipeline/stages/synthesize.py"),
+    "significance": code("pipeline/reporting/*.py", "pipeline/stages/significance.py"),
+    "aggregate": code("pipeline/reporting/*.py", "pipeline/stages/aggregate.py"),
 }
 
 # Scheduler resources. Every rule declares threads, mem_mb and runtime (minutes); the training

@@ -1,6 +1,6 @@
 rule embed:
     # an embedding model of the plan: LightGCN (item vectors the cluster jobs read) or HGCF (HDRM's
-    # stage-1 points); see pipeline/embeddings.py
+    # stage-1 points); see pipeline/stages/embed.py
     input:
         inputs=[f"data/prepared/{{split}}/{name}" for name in ("interactions.parquet", "stats.json")],
         code=CODE["embed"],

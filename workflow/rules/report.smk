@@ -64,7 +64,7 @@ rule significance:
     # runs' metrics, so a fresh clone regenerates results/ from git alone (`make results`)
     input:
         per_user=[f"{plan.RUN_DIR.format(**run._asdict())}/per_user.parquet" for run in RUNS],
-        code=CODE["aggregate"],
+        code=CODE["significance"],
     output:
         significance="runs/significance.csv",
     params:

@@ -3,7 +3,7 @@
 
 
 rule tune:
-    # a variant's hyperparameter grid on validation (first seed); see pipeline/tuning.py
+    # a variant's hyperparameter grid on validation (first seed); see pipeline/stages/tune.py
     input:
         inputs=lambda w: plan.tune_inputs(config, run_of(w)),
         code=CODE["tune"],

@@ -28,7 +28,6 @@ left; an estimate: each point stops early or at its epoch cap on its own).
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -39,46 +38,8 @@ from pipeline.plan import grid_points
 from pipeline.data.dataset import load_interactions
 from pipeline.io import atomic_path, read_json, write_json
 from pipeline.training.fitting import fit, load_clusters
+from pipeline.training.selection import SELECTED_FILE, select
 from pipeline.training.trainer import format_duration
-
-SELECTED_FILE = "selected.json"
-
-
-def select(points: list[dict], results: list[dict], metric: str) -> int:
-    """Index of the point with the highest validation ``metric`` (the first one on ties)."""
-    values = [r["valid"][metric] for r in results]
-    return max(range(len(points)), key=lambda i: (values[i], -i))
-
-
-def read_selected(path: str | Path) -> dict:
-    """The setting a tune stage selected (``selected.json``'s ``hyper``)."""
-    return dict(read_json(path)["hyper"])
-
-
-RUN_FILES = ("metrics.json", "history.csv", "per_user.parquet", "model.pt")
-
-
-def reuse_selected_run(selected_path: str | Path, split: str, variant: str, seed: int, out_dir: str | Path, timing_path: Path) -> dict | None:
-    """For the seed the grid was trained with, copy the selected point's run folder to ``out_dir``
-    (atomically, file by file) and return its metrics; None for any other seed."""
-    selected = read_json(selected_path)
-    if int(selected["seed"]) != int(seed) or (selected["split"], selected["variant"]) != (split, variant):
-        return None
-    point = Path(selected_path).parent / f"point{selected['point']}"
-    if read_json(point / "hyper.json") != selected["hyper"] or not all((point / f).exists() for f in RUN_FILES):
-        raise FileNotFoundError(f"{point}: the selected grid run is incomplete; run the tune stage again")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in RUN_FILES:
-        with atomic_path(out / name) as tmp:
-            shutil.copyfile(point / name, tmp)
-    timing = Path("logs") / "timing" / f"{split}_{variant}_tune_point{selected['point']}.json"
-    if timing.exists():
-        timing_path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(timing_path) as tmp:
-            shutil.copyfile(timing, tmp)
-    return read_json(out / "metrics.json")
-
 
 def main(params: dict, split: str, variant: str, seed: int, data_dir: str, out_dir: str, clusters_dir: str | None = None) -> dict:
     points = grid_points(params, variant)
@@ -119,7 +80,7 @@ def main(params: dict, split: str, variant: str, seed: int, data_dir: str, out_d
 
     best = select(points, results, metric)
     for i in range(len(points)):
-        if i != best:  # the selected point's run is the first seed's run (pipeline.training.run.main)
+        if i != best:  # the selected point's run is the first seed's run (pipeline.stages.train.main)
             (out / f"point{i}" / "model.pt").unlink(missing_ok=True)
     rows = [
         {"point": i, **{k: str(v) for k, v in point.items()}, "best_epoch": r["best_epoch"],

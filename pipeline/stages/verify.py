@@ -59,7 +59,7 @@ def input_targets(params: dict, runs: list[str]) -> list[str]:
 
 def retrain(params: dict, split: str, model: str, seed: int, out: Path) -> None:
     """The train stage's run, with the train stage's inputs, into ``out`` (never a copy)."""
-    from pipeline.training.run import main as train
+    from pipeline.stages.train import main as train
 
     inputs = run_inputs(params, split, model)
     train(params, split, model, seed, inputs["data"], out, inputs["clusters"], inputs["tuned"], inputs["hyperbolic"],

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pipeline.data.dataset import load_interactions
 from pipeline.training.fitting import fit, load_clusters, load_hyperbolic
-from pipeline.tuning import read_selected, reuse_selected_run
+from pipeline.training.selection import read_selected, reuse_selected_run
 
 
 def main(params: dict, split: str, model_name: str, seed: int, data_dir: str, out_dir: str, clusters_dir: str | None = None,
