@@ -15,7 +15,7 @@ import torch
 
 from pipeline.config import EvaluationConfig, TrainingConfig, model_config
 from pipeline.data.dataset import InteractionData, dense_rows, load_interactions
-from pipeline.hyperbolic import (
+from pipeline.models.lorentz import (
     expmap0,
     load_hyperbolic_embeddings,
     logmap0,

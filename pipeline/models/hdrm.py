@@ -7,12 +7,12 @@ Released code: github.com/yuanmeng-cpu/HDRM (``model.py``, ``diffusion.py``, ``u
 umsimonchen/TV-Diff (``model/graph/HDRM.py``).
 
 Contract: the shared model contract (``pipeline/models/base.py``). The frozen stage-1
-embeddings come by keyword: ``hyperbolic=`` a :class:`pipeline.hyperbolic.HyperbolicEmbeddings`
+embeddings come by keyword: ``hyperbolic=`` a :class:`pipeline.models.lorentz.HyperbolicEmbeddings`
 (``load_hyperbolic_embeddings(folder)`` of the HGCF stage's ``user_emb.npy`` / ``item_emb.npy``)
 or a (users, items) pair of arrays, points of the hyperboloid; ``requires = {"hyperbolic"}`` tells
 the train stage. ``data`` is accepted and not needed.
 
-Model (curvature -1, geoopt's Lorentz maps, :mod:`pipeline.hyperbolic`):
+Model (curvature -1, geoopt's Lorentz maps, :mod:`pipeline.models.lorentz`):
 
 * z_u = logmap0(user point), z_i = logmap0(item point): the stage-1 tangent vectors at the
   origin (the released code's propagated ``light_out``), frozen (non-persistent buffers);
@@ -32,7 +32,7 @@ Model (curvature -1, geoopt's Lorentz maps, :mod:`pipeline.hyperbolic`):
 * inference: x_T = q_sample(mean of the user's train-item z_i, T-1, eps), T reverse posterior-mean
   steps with the item denoiser conditioned on z_u (no sampling noise), then
   (1 - mix) z_u + mix x_0, mapped to the hyperboloid; every item scored by -d^2 in one matrix
-  product per batch of users (:func:`pipeline.hyperbolic.pairwise_sqdist`).
+  product per batch of users (:func:`pipeline.models.lorentz.pairwise_sqdist`).
 
 Differences from the released code, on purpose:
 
@@ -64,7 +64,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.data.dataset import InteractionData
-from pipeline.hyperbolic import (
+from pipeline.models.lorentz import (
     SQDIST_CLAMP,
     HyperbolicEmbeddings,
     check_points,
@@ -188,7 +188,7 @@ class HDRM(Recommender, key="hdrm"):
         if hyperbolic is None:
             raise ValueError(
                 "HDRM needs the stage-1 hyperbolic embeddings: pass "
-                "hyperbolic=pipeline.hyperbolic.load_hyperbolic_embeddings(<folder with user_emb.npy, item_emb.npy>)"
+                "hyperbolic=pipeline.models.lorentz.load_hyperbolic_embeddings(<folder with user_emb.npy, item_emb.npy>)"
             )
         users, items = _as_points(hyperbolic)
         check_points("hyperbolic.users", users, n_users)

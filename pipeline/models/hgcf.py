@@ -8,10 +8,10 @@ arXiv:2504.01541 (code: yuanmeng-cpu/HDRM, ``model.py``'s ``LightGCN`` with a ``
 manifold; the repository ships no training code for this stage, it loads pre-trained weights).
 
 Contract: the shared model contract (``pipeline/models/base.py``); the model needs the
-training graph, so it takes ``data`` by keyword. :func:`pipeline.stages.embed.train_hyperbolic`
+training graph, so it takes ``data`` by keyword. :func:`pipeline.stages.embed.main`
 trains it with the shared trainer and writes its final embeddings for HDRM.
 
-Model (Lorentz model, curvature -1; every map is geoopt's, see :mod:`pipeline.hyperbolic`):
+Model (Lorentz model, curvature -1; every map is geoopt's, see :mod:`pipeline.models.lorentz`):
 
 * ego embeddings: one point of the hyperboloid per user and item (``emb_size`` ambient
   coordinates), initialised as expmap0 of a uniform(-init_scale, init_scale) vector whose time
@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from pipeline.data.dataset import InteractionData
-from pipeline.hyperbolic import (
+from pipeline.models.lorentz import (
     LORENTZ,
     SQDIST_CLAMP,
     expmap0,
@@ -68,7 +68,7 @@ from pipeline.models.layers import SparseOperator, row_normalized_adjacency, sam
 
 @dataclass(frozen=True)
 class HGCFConfig:
-    """HDRM's stage 1 (the embed-hyperbolic stage): 3 layers as HDRM's ML-1M script; 64 coordinates
+    """HDRM's stage 1 (the embed stage, --model hgcf): 3 layers as HDRM's ML-1M script; 64 coordinates
     instead of the released 512 (see HDRMConfig)."""
 
     emb_size: int = 64  # ambient coordinates per point (the time coordinate included)

@@ -28,7 +28,7 @@ HEADER = """\
 """
 
 # the libraries a training job runs (its stage module is added per stage), as in workflow/rules/common.smk
-TRAIN_CODE = ["pipeline/data/dataset.py", "pipeline/models", "pipeline/training", "pipeline/evaluation", "pipeline/hyperbolic.py"]
+TRAIN_CODE = ["pipeline/data/dataset.py", "pipeline/models", "pipeline/training", "pipeline/evaluation"]
 
 
 class _Flow(dict):

@@ -6,7 +6,7 @@
   embeddings, ``user_emb.npy`` and ``item_emb.npy`` (float32, its ``final_embeddings()``):
   LightGCN's (``models.lightgcn``) propagated vectors, whose items the cluster stage clusters;
   HGCF's (``models.hgcf``, HDRM's stage 1) points of the hyperboloid, which HDRM reads
-  (:func:`pipeline.hyperbolic.load_hyperbolic_embeddings`). The authors' released item vectors
+  (:func:`pipeline.models.lorentz.load_hyperbolic_embeddings`). The authors' released item vectors
 come in through the import-embeddings stage (``pipeline/stages/import_embeddings.py``).
 """
 

@@ -13,7 +13,7 @@ def main(params: dict, split: str, model_name: str, seed: int, data_dir: str, ou
          tuned_path: str | None = None, hyperbolic_dir: str | None = None, *, tag: str | None = None,
          timing_path: Path | None = None, reuse_tuned_run: bool = True) -> dict:
     """One run; ``tuned_path``: the tune stage's selected.json, required for variants with a grid;
-    ``hyperbolic_dir``: the embed-hyperbolic stage's folder, required for HDRM.
+    ``hyperbolic_dir``: the embed stage's HGCF folder, required for HDRM.
 
     ``reuse_tuned_run``: the seed the grid was trained with copies the tune stage's run of the
     selected setting (the train stage); off, it is trained again (the verify stage), and ``tag`` /

@@ -53,7 +53,7 @@ def load_hyperbolic(params: dict, variant: str, hyperbolic_dir: str | None, n_us
     if not hyperbolic_dir:
         raise ValueError(f"model variant {variant!r} needs the stage-1 hyperbolic embeddings: pass "
                          f"--hyperbolic {EMBED_DIR.format(split='<split>', model=HYPERBOLIC_MODEL)}")
-    from pipeline.hyperbolic import load_hyperbolic_embeddings
+    from pipeline.models.lorentz import load_hyperbolic_embeddings
 
     return load_hyperbolic_embeddings(hyperbolic_dir, n_users, n_items)
 

@@ -23,7 +23,7 @@ def code(*patterns):
 
 # the libraries a training job runs (its stage module is added per stage)
 TRAIN_CODE = ("pipeline/data/dataset.py", "pipeline/models/*.py", "pipeline/models/fast/*.py", "pipeline/training/*.py",
-              "pipeline/evaluation/*.py", "pipeline/hyperbolic.py")
+              "pipeline/evaluation/*.py")
 CODE = {
     "download": code("pipeline/stages/download.py"),
     "prepare": code("pipeline/data/readers.py", "pipeline/stages/prepare.py"),

@@ -13,8 +13,8 @@ repository loads those pre-trained weights and does not contain the stage's code
   ``item_emb.npy`` (n_items, emb_size), which :func:`load_hyperbolic_embeddings` reads and checks
   for HDRM (``hyperbolic=`` side input);
 * the model, :class:`pipeline.models.hgcf.HGCF` (trained by the shared trainer);
-* the embed-hyperbolic stage, :func:`pipeline.stages.embed.train_hyperbolic`, which trains it on a
-  split and writes the best validation state's points.
+* the embed stage (``python -m pipeline embed --model hgcf``, ``pipeline/stages/embed.py``), which
+  trains it on a split and writes the best validation state's points.
 
 ``emb_size`` counts the ambient coordinates, the time coordinate x_0 included (as in the released
 code, where a 512-d embedding table is a point of the 511-dimensional hyperboloid).
@@ -136,7 +136,7 @@ def check_points(name: str, points: np.ndarray, rows: int | None = None) -> None
 
 def load_hyperbolic_embeddings(folder: str | Path, n_users: int | None = None, n_items: int | None = None) -> HyperbolicEmbeddings:
     """Read ``user_emb.npy`` and ``item_emb.npy`` from ``folder`` (written by
-    :func:`pipeline.stages.embed.train_hyperbolic`), checking shapes, finiteness and the manifold constraint."""
+    :func:`pipeline.stages.embed.main`), checking shapes, finiteness and the manifold constraint."""
     folder = Path(folder)
     users = np.load(folder / USER_FILE, allow_pickle=False)
     items = np.load(folder / ITEM_FILE, allow_pickle=False)
