@@ -24,7 +24,10 @@ What follows from what:
 
 from __future__ import annotations
 
+import ast
+import functools
 import itertools
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from pipeline.models.declared import Declared, declared_models
@@ -39,6 +42,12 @@ PREPARED = ("data/prepared/{split}/interactions.parquet", "data/prepared/{split}
 EMBED_MODELS = ("lightgcn", HYPERBOLIC_MODEL)  # the models the embed stage trains
 EMBED_FILES = ("user_emb.npy", "item_emb.npy")  # what it writes besides the trainer's run folder
 RUN_FILES = ("model.pt", "per_user.parquet", "history.csv", "metrics.json")
+PACKAGE_DIR = Path(__file__).resolve().parent
+# Modules every stage runs whose effect on a result goes through what is tracked anyway (the
+# params a job reads, its command): loading and checking params, planning, file plumbing. They
+# are not code dependencies, so that editing them reruns nothing.
+PLUMBING = ("pipeline.config", "pipeline.plan", "pipeline.models.declared", "pipeline.io", "pipeline.supervision",
+            "pipeline.__main__")
 
 
 class Run(NamedTuple):
@@ -244,3 +253,52 @@ def train_inputs(params: dict, run: Run) -> list[str]:
 def tune_inputs(params: dict, run: Run) -> list[str]:
     clusters = clusters_of(params, run.split, run.model)
     return [p.format(split=run.split) for p in PREPARED] + ([f"{clusters[0]}/{clusters[1]}/clusters.parquet"] if clusters else [])
+
+
+@functools.cache
+def _package_imports() -> dict[str, frozenset[str]]:
+    """Package module -> the package modules its code imports (anywhere in the file)."""
+    files = {}
+    for path in PACKAGE_DIR.rglob("*.py"):
+        parts = path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts
+        files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {}
+    for name, path in files.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names if a.name in files)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "pipeline":
+                for alias in node.names:
+                    candidate = f"{node.module}.{alias.name}"
+                    found.add(candidate if candidate in files else node.module)
+        graph[name] = frozenset(found & set(files)) - {name}
+    return graph
+
+
+def code_files(*roots: str) -> list[str]:
+    """The source files (repository paths) of the package modules ``roots`` import, themselves
+    included, transitively, without :data:`PLUMBING`: what a job's result can depend on. The model
+    registry (``pipeline.models``, which imports every model file when asked for a class) counts
+    as itself, so a run depends on its own model's file and what that imports, not on the others."""
+    graph, seen, todo = _package_imports(), set(), list(roots)
+    while todo:
+        module = todo.pop()
+        if module in seen or module in PLUMBING:
+            continue
+        seen.add(module)
+        todo.extend(graph[module])
+    paths = []
+    for module in seen:
+        path = PACKAGE_DIR.parent.joinpath(*module.split("."))
+        paths.append(path / "__init__.py" if path.is_dir() else path.with_suffix(".py"))
+    return sorted(str(p.relative_to(PACKAGE_DIR.parent)) for p in paths)
+
+
+def job_code(params: dict, stage: str, model: str | None = None) -> list[str]:
+    """The code a job of ``stage`` (a command, ``import-embeddings`` style) runs: its stage module
+    and, for a train, tune or embed job, its model's file, with what they import."""
+    roots = [f"pipeline.stages.{stage.replace('-', '_')}"]
+    if model is not None:
+        roots.append(declared(params, model).module)
+    return code_files(*roots)

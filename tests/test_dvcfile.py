@@ -56,3 +56,15 @@ def test_a_latent_variant_with_a_grid_is_tuned_on_its_clusters():
     assert not any(name.endswith("-hgcf") for name in out)  # no model needs HDRM's stage 1
     assert "import_embeddings" not in out  # no variant reads the released embeddings
     assert yaml.safe_load(render(params))["stages"].keys() == out.keys()
+
+
+def test_a_run_depends_on_its_own_model_file_not_the_others():
+    """Code deps come from the import graph: editing HDRM reruns HDRM's runs only."""
+    out = stages(load_params(ROOT / "params.yaml"))
+    diffrec = out["train-ml-1m_clean-diffrec-1"]["deps"]
+    mostpop = out["train-ml-1m_clean-mostpop-1"]["deps"]
+    assert {"pipeline/models/diffrec.py", "pipeline/models/fast/diffrec.py", "pipeline/stages/train.py",
+            "pipeline/training/trainer.py", "pipeline/evaluation/metrics.py"} <= set(diffrec)
+    assert "pipeline/models/hdrm.py" not in diffrec and "pipeline/models/diffrec.py" not in mostpop
+    assert "pipeline/config.py" not in diffrec  # plumbing: its effect goes through the tracked params
+    assert out["train-ml-1m_clean-ldiffrec-1"]["deps"].count("pipeline/models/diffrec.py") == 1  # L-DiffRec imports it

@@ -27,8 +27,6 @@ HEADER = """\
 # inputs and outputs.
 """
 
-# the libraries a training job runs (its stage module is added per stage), as in workflow/rules/common.smk
-TRAIN_CODE = ["pipeline/data/dataset.py", "pipeline/models", "pipeline/training", "pipeline/evaluation"]
 
 
 class _Flow(dict):
@@ -74,7 +72,7 @@ def stages(params: dict) -> dict[str, Any]:
             "foreach": downloads,
             "do": {
                 "cmd": "python -m pipeline download --source ${item} --out data/raw/${item} --log logs/download/${item}.log",
-                "deps": ["pipeline/stages/download.py"],
+                "deps": plan.job_code(params, "download"),
                 "params": ["sources.${item}"],
                 "outs": ["data/raw/${item}"],
             },
@@ -85,7 +83,7 @@ def stages(params: dict) -> dict[str, Any]:
             "do": {
                 "cmd": "python -m pipeline synthesize --name ${item} --out data/raw/synthetic-${item} "
                        "--log logs/synthesize/${item}.log",
-                "deps": ["pipeline/data/synthetic.py", "pipeline/stages/synthesize.py"],
+                "deps": plan.job_code(params, "synthesize"),
                 "params": ["synthetic.presets.${item}"],
                 "outs": ["data/raw/synthetic-${item}"],
             },
@@ -95,7 +93,7 @@ def stages(params: dict) -> dict[str, Any]:
         "do": {
             "cmd": "python -m pipeline prepare --split ${key} --raw data/raw/${item.source} "
                    "--out data/prepared/${key} --log logs/prepare/${key}.log",
-            "deps": ["data/raw/${item.source}", "pipeline/data/readers.py", "pipeline/stages/prepare.py"],
+            "deps": ["data/raw/${item.source}", *plan.job_code(params, "prepare")],
             "params": ["splits.${key}", "protocol"],
             "outs": ["data/prepared/${key}/interactions.parquet"],
             "metrics": [_uncached("data/prepared/${key}/stats.json")],
@@ -104,7 +102,7 @@ def stages(params: dict) -> dict[str, Any]:
     for split, model in plan.embed_jobs(params):
         folder = plan.EMBED_DIR.format(split=split, model=model)
         stage = _run_stage(plan.embed_command(split, model), [p.format(split=split) for p in plan.PREPARED],
-                           ["pipeline/stages/embed.py", *TRAIN_CODE],
+                           plan.job_code(params, "embed", model),
                            plan.embed_params(params, split, model), folder)
         stage["outs"] = _Line([f"{folder}/{f}" for f in plan.EMBED_FILES] + stage["outs"])
         out[f"embed-{split}-{model}"] = stage
@@ -115,7 +113,7 @@ def stages(params: dict) -> dict[str, Any]:
             "do": {
                 "cmd": "python -m pipeline import-embeddings --split ${key} --raw data/raw/${item.source} "
                        "--data data/prepared/${key} --out data/embeddings/${key}/released --log logs/import_embeddings/${key}.log",
-                "deps": ["data/raw/${item.source}", "data/prepared/${key}/stats.json", "pipeline/stages/import_embeddings.py"],
+                "deps": ["data/raw/${item.source}", "data/prepared/${key}/stats.json", *plan.job_code(params, "import-embeddings")],
                 "outs": ["data/embeddings/${key}/released/item_emb.npy"],
             },
         }
@@ -127,7 +125,7 @@ def stages(params: dict) -> dict[str, Any]:
                 "cmd": "python -m pipeline cluster --split ${item.split} --embeddings "
                        "data/embeddings/${item.split}/${item.source}/item_emb.npy --out data/clusters/${item.split}/${item.source} "
                        "--log logs/cluster/${item.split}_${item.source}.log",
-                "deps": ["data/embeddings/${item.split}/${item.source}/item_emb.npy", "pipeline/stages/cluster.py"],
+                "deps": ["data/embeddings/${item.split}/${item.source}/item_emb.npy", *plan.job_code(params, "cluster")],
                 "params": ["clustering"],
                 "outs": ["data/clusters/${item.split}/${item.source}/clusters.parquet"],
                 "metrics": [_uncached("data/clusters/${item.split}/${item.source}/sizes.json")],
@@ -137,26 +135,26 @@ def stages(params: dict) -> dict[str, Any]:
         folder = plan.TUNE_DIR.format(split=run.split, model=run.model)
         out[f"tune-{run.split}-{run.model}"] = {
             "cmd": plan.tune_command(params, run),
-            "deps": _Line(plan.tune_inputs(params, run) + ["pipeline/stages/tune.py", *TRAIN_CODE]),
+            "deps": _Line(plan.tune_inputs(params, run) + plan.job_code(params, "tune", run.model)),
             "params": _Line(plan.model_params(params, run.split, run.model)),
             "outs": [folder],
         }
     runs = plan.trained_runs(params)
     for run in runs:
         out[f"train-{run.split}-{run.model}-{run.seed}"] = _run_stage(
-            plan.train_command(params, run), plan.train_inputs(params, run), ["pipeline/stages/train.py", *TRAIN_CODE],
+            plan.train_command(params, run), plan.train_inputs(params, run), plan.job_code(params, "train", run.model),
             plan.model_params(params, run.split, run.model), plan.RUN_DIR.format(**run._asdict()))
     run_splits = list(dict.fromkeys(run.split for run in runs))
     out["significance"] = {
         "cmd": "python -m pipeline significance --runs runs --out runs/significance.csv --log logs/significance.log",
-        "deps": [f"runs/{split}" for split in run_splits] + ["pipeline/reporting", "pipeline/stages/significance.py"],
+        "deps": [f"runs/{split}" for split in run_splits] + plan.job_code(params, "significance"),
         "params": ["experiments", "splits", "models"],
         "outs": [_uncached("runs/significance.csv")],
     }
     out["aggregate"] = {
         "cmd": "python -m pipeline aggregate --runs runs --out results --significance runs/significance.csv "
                "--efficiency results/efficiency.json --log logs/aggregate.log",
-        "deps": ["runs", params["paper_results"], "results/efficiency.json", "pipeline/reporting", "pipeline/stages/aggregate.py"],
+        "deps": ["runs", params["paper_results"], "results/efficiency.json", *plan.job_code(params, "aggregate")],
         "params": ["experiments", "splits", "models", "training.select_metric", "paper_results"],
         "outs": [_uncached(f"results/{f}") for f in ("metrics.csv", "runs.csv", "significance.csv", "significance.html", "tables")],
         "metrics": [_uncached("results/metrics.json")],

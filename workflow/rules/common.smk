@@ -1,6 +1,5 @@
 # Shared helpers: semantic checks of params, the run plan (pipeline/plan.py, the same plan
 # dvc.yaml is rendered from), and the code each stage depends on.
-from glob import glob
 
 from pipeline import plan
 from pipeline.config import check_semantics
@@ -14,28 +13,12 @@ onstart:
     shell("python -m pipeline check")
 
 
-def code(*patterns):
-    """Source files a stage depends on (the same set dvc.yaml lists as deps). Marked local():
-    with a storage provider (workflow/profiles/kubernetes) the code is in the job's image, not in
-    storage."""
-    return [local(f) for f in sorted(f for p in patterns for f in glob(p))]
+def code(stage, model=None):
+    """The source files a job runs (pipeline.plan.job_code: its stage module, its model's file and
+    what they import; the same files dvc.yaml lists as deps). Marked local(): with a storage
+    provider (workflow/profiles/kubernetes) the code is in the job's image, not in storage."""
+    return [local(f) for f in plan.job_code(config, stage, model)]
 
-
-# the libraries a training job runs (its stage module is added per stage)
-TRAIN_CODE = ("pipeline/data/dataset.py", "pipeline/models/*.py", "pipeline/models/fast/*.py", "pipeline/training/*.py",
-              "pipeline/evaluation/*.py")
-CODE = {
-    "download": code("pipeline/stages/download.py"),
-    "prepare": code("pipeline/data/readers.py", "pipeline/stages/prepare.py"),
-    "embed": code("pipeline/stages/embed.py", *TRAIN_CODE),
-    "import_embeddings": code("pipeline/stages/import_embeddings.py"),
-    "cluster": code("pipeline/stages/cluster.py"),
-    "train": code("pipeline/stages/train.py", *TRAIN_CODE),
-    "tune": code("pipeline/stages/tune.py", *TRAIN_CODE),
-    "synthesize": code("pipeline/data/synthetic.py", "pipeline/stages/synthesize.py"),
-    "significance": code("pipeline/reporting/*.py", "pipeline/stages/significance.py"),
-    "aggregate": code("pipeline/reporting/*.py", "pipeline/stages/aggregate.py"),
-}
 
 # Scheduler resources. Every rule declares threads, mem_mb and runtime (minutes); the training
 # rules (train, tune, embed) also declare gpu: one GPU when training.device is "cuda" or "auto",

@@ -1,6 +1,6 @@
 rule download:
     input:
-        code=CODE["download"],
+        code=code("download"),
     output:
         directory("data/raw/{source}"),
     params:

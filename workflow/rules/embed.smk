@@ -3,7 +3,7 @@ rule embed:
     # stage-1 points); see pipeline/stages/embed.py
     input:
         inputs=[f"data/prepared/{{split}}/{name}" for name in ("interactions.parquet", "stats.json")],
-        code=CODE["embed"],
+        code=lambda w: code("embed", w.model),
     output:
         **{name.split(".")[0]: f"{plan.EMBED_DIR}/{name}" for name in (*plan.EMBED_FILES, *plan.RUN_FILES)},
     params:
@@ -26,7 +26,7 @@ rule import_embeddings:
     input:
         raw=lambda w: f"data/raw/{config['splits'][w.split]['source']}",
         stats="data/prepared/{split}/stats.json",
-        code=CODE["import_embeddings"],
+        code=code("import-embeddings"),
     output:
         embeddings="data/embeddings/{split}/released/item_emb.npy",
     params:
@@ -45,7 +45,7 @@ rule import_embeddings:
 rule cluster:
     input:
         embeddings="data/embeddings/{split}/{source}/item_emb.npy",
-        code=CODE["cluster"],
+        code=code("cluster"),
     output:
         clusters="data/clusters/{split}/{source}/clusters.parquet",
         sizes="data/clusters/{split}/{source}/sizes.json",

@@ -1,7 +1,7 @@
 rule prepare:
     input:
         raw=lambda w: f"data/raw/{config['splits'][w.split]['source']}",
-        code=CODE["prepare"],
+        code=code("prepare"),
     output:
         table="data/prepared/{split}/interactions.parquet",
         stats="data/prepared/{split}/stats.json",

@@ -64,7 +64,7 @@ rule significance:
     # runs' metrics, so a fresh clone regenerates results/ from git alone (`make results`)
     input:
         per_user=[f"{plan.RUN_DIR.format(**run._asdict())}/per_user.parquet" for run in RUNS],
-        code=CODE["significance"],
+        code=code("significance"),
     output:
         significance="runs/significance.csv",
     params:
@@ -88,7 +88,7 @@ rule aggregate:
         significance="runs/significance.csv",
         paper=local(config["paper_results"]),  # in the repository (the job's image), not in storage
         efficiency=[local(f) for f in EFFICIENCY],
-        code=CODE["aggregate"],
+        code=code("aggregate"),
     output:
         metrics="results/metrics.csv",
         runs="results/runs.csv",

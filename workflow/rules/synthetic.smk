@@ -12,7 +12,7 @@ SYNTHETIC_BUILD = list((config.get("synthetic") or {}).get("build") or [])
 
 rule synthesize:
     input:
-        code=CODE["synthesize"],
+        code=code("synthesize"),
     output:
         directory("data/raw/synthetic-{name}"),
     params:

@@ -6,7 +6,7 @@ rule tune:
     # a variant's hyperparameter grid on validation (first seed); see pipeline/stages/tune.py
     input:
         inputs=lambda w: plan.tune_inputs(config, run_of(w)),
-        code=CODE["tune"],
+        code=lambda w: code("tune", w.model),
     output:
         tuning=directory(plan.TUNE_DIR),
     params:
@@ -26,7 +26,7 @@ rule tune:
 rule train:
     input:
         inputs=lambda w: plan.train_inputs(config, run_of(w)),
-        code=CODE["train"],
+        code=lambda w: code("train", w.model),
     output:
         metrics=f"{plan.RUN_DIR}/metrics.json",
         history=f"{plan.RUN_DIR}/history.csv",
