@@ -18,13 +18,7 @@ from pipeline.models.diffrec import DiffRec, DiffRecConfig
 from pipeline.models.diffusion import BETA_FIXED_VALUE, GaussianDiffusion, betas_for
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is fastest and immune to a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def config(**overrides) -> DiffRecConfig:

@@ -35,19 +35,11 @@ from pipeline.models.ldiffrec import LDiffRec, LDiffRecConfig
 EPS = torch.finfo(torch.float32).eps
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is fastest and immune to a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def config(**overrides) -> DiffRecConfig:
-    values = dict(lr=1e-3, weight_decay=0.0, batch_size=16, epochs=10, dims=[8, 16], emb_size=10, dropout=0.5, norm=False,
-                  mean_type="x0", schedule="linear-var", steps=40, noise_scale=0.005, noise_min=0.005, noise_max=0.01,
-                  max_beta=0.999, beta_fixed=True, reweight=True, sampling_steps=0, history_num_per_term=10, uniform_prob=0.001)
+    values = dict(batch_size=16, epochs=10, dims=[8, 16])  # the rest: DiffRecConfig's defaults (ML-1M clean)
     values.update(overrides)
     return DiffRecConfig(**values)
 
