@@ -255,25 +255,52 @@ def tune_inputs(params: dict, run: Run) -> list[str]:
     return [p.format(split=run.split) for p in PREPARED] + ([f"{clusters[0]}/{clusters[1]}/clusters.parquet"] if clusters else [])
 
 
-@functools.cache
-def _package_imports() -> dict[str, frozenset[str]]:
-    """Package module -> the package modules its code imports (anywhere in the file)."""
+def _type_checking_block(node: ast.AST) -> bool:
+    test = getattr(node, "test", None)
+    return isinstance(node, ast.If) and (
+        (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
+        or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+    )
+
+
+def imported(tree: ast.AST, modules: set[str]) -> set[str]:
+    """The package modules a module's code imports: anywhere in it (function-level imports
+    included), but not under ``if TYPE_CHECKING:`` (annotations only)."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if _type_checking_block(node):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name in modules)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "pipeline":
+            for alias in node.names:
+                candidate = f"{node.module}.{alias.name}"
+                found.add(candidate if candidate in modules else node.module)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return found & modules
+
+
+def module_files() -> dict[str, Path]:
+    """Package module name -> its file (a package's is its ``__init__.py``)."""
     files = {}
     for path in PACKAGE_DIR.rglob("*.py"):
         parts = path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts
         files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
-    graph = {}
-    for name, path in files.items():
-        found = set()
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            if isinstance(node, ast.Import):
-                found.update(a.name for a in node.names if a.name in files)
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "pipeline":
-                for alias in node.names:
-                    candidate = f"{node.module}.{alias.name}"
-                    found.add(candidate if candidate in files else node.module)
-        graph[name] = frozenset(found & set(files)) - {name}
-    return graph
+    return files
+
+
+@functools.cache
+def package_imports() -> dict[str, frozenset[str]]:
+    """The package's import graph: module -> the package modules it imports (:func:`imported`)."""
+    files = module_files()
+    return {name: frozenset(imported(ast.parse(path.read_text(), filename=str(path)), set(files)) - {name})
+            for name, path in files.items()}
 
 
 def code_files(*roots: str) -> list[str]:
@@ -281,7 +308,7 @@ def code_files(*roots: str) -> list[str]:
     included, transitively, without :data:`PLUMBING`: what a job's result can depend on. The model
     registry (``pipeline.models``, which imports every model file when asked for a class) counts
     as itself, so a run depends on its own model's file and what that imports, not on the others."""
-    graph, seen, todo = _package_imports(), set(), list(roots)
+    graph, seen, todo = package_imports(), set(), list(roots)
     while todo:
         module = todo.pop()
         if module in seen or module in PLUMBING:

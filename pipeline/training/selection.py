@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 from pipeline.io import atomic_path, read_json
+from pipeline.plan import RUN_FILES
 
 SELECTED_FILE = "selected.json"
 
@@ -25,9 +26,6 @@ def select(points: list[dict], results: list[dict], metric: str) -> int:
 def read_selected(path: str | Path) -> dict:
     """The setting a tune stage selected (``selected.json``'s ``hyper``)."""
     return dict(read_json(path)["hyper"])
-
-
-RUN_FILES = ("metrics.json", "history.csv", "per_user.parquet", "model.pt")
 
 
 def reuse_selected_run(selected_path: str | Path, split: str, variant: str, seed: int, out_dir: str | Path, timing_path: Path) -> dict | None:
