@@ -303,15 +303,12 @@ def check_semantics(params: dict) -> None:
                           f"patience counts epochs since the last new best (0 before the first evaluation), so "
                           f"every run would stop before epoch {patience}, before its first evaluation at epoch "
                           f"{eval_every}; make training.eval_every < training.patience")
-    for split, variant in dict.fromkeys((run.split, run.model) for run in plan.trained_runs(params)):
-        _check_run_config(params, variant, split)
-        for point in plan.grid_points(params, variant):
-            _check_run_config(params, variant, split, point)
     for split, model in plan.embed_jobs(params):
         if model not in params["models"]:
             raise ConfigError("models", f"models.{model} is missing: the embed stage trains it on {split!r} "
                               "for the models that read its embeddings")
-        _check_run_config(params, model, split)
+    for split, model, point in plan.model_jobs(params):
+        _check_run_config(params, model, split, point)
 
 
 def _check_run_config(params: dict, model: str, split: str, tuned: dict[str, Any] | None = None) -> None:
@@ -407,12 +404,9 @@ def model_config(params: dict, model: str, split: str, tuned: dict[str, Any] | N
 def check_model_configs(params: dict) -> int:
     """Build every planned job's model config (value checks included; imports the models): what
     ``python -m pipeline check`` adds to the torch-free validation. Returns how many."""
-    pairs = list(dict.fromkeys((r.split, r.model) for r in plan.trained_runs(params)))
-    jobs = [(split, variant, None) for split, variant in pairs]
-    jobs += [(split, variant, point) for split, variant in pairs for point in plan.grid_points(params, variant)]
-    jobs += [(split, model, None) for split, model in plan.embed_jobs(params)]
-    for split, variant, point in jobs:
-        model_config(params, variant, split, point)
+    jobs = plan.model_jobs(params)
+    for split, model, point in jobs:
+        model_config(params, model, split, point)
     return len(jobs)
 
 

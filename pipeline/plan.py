@@ -130,6 +130,15 @@ def tune_runs(params: dict) -> list[Run]:
     return [Run(split, variant, seed) for (split, variant), seed in first.items()]
 
 
+def model_jobs(params: dict) -> list[tuple[str, str, dict[str, Any] | None]]:
+    """(split, model, grid point or None) of every model config a job builds: each trained
+    variant on its splits, each grid point of a tuned one, each embed job's model."""
+    pairs = list(dict.fromkeys((run.split, run.model) for run in trained_runs(params)))
+    return ([(split, variant, None) for split, variant in pairs]
+            + [(split, variant, point) for split, variant in pairs for point in grid_points(params, variant)]
+            + [(split, model, None) for split, model in embed_jobs(params)])
+
+
 def run_threads(params: dict, variant: str) -> int:
     """CPU threads of a variant's jobs: ``models.<variant>.threads`` where set (small models run
     better as parallel one-thread jobs), else ``training.threads``."""
