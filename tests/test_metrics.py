@@ -318,3 +318,12 @@ def test_mask_rows_equals_dense_rows_positive():
     assert got.dtype == torch.bool
     assert torch.equal(got, dense_rows(matrix, users) > 0)
     assert got.sum().item() == 4
+
+
+def test_a_split_whose_valid_part_is_its_test_part_still_ranks_test():
+    """TV-Diff's authors' protocol (valid = test, test-selected): the test ranking masks train and
+    only the validation items that are not test positives, so test metrics equal valid metrics."""
+    data = make_data(TRAIN, TEST, TEST, 6)
+    result = Evaluator(data, KS, batch_size=2).evaluate(lambda users: SCORES[users])
+    assert result.means["test"] == result.means["valid"]
+    assert result.means["test"]["recall@3"] > 0

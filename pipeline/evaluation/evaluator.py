@@ -25,7 +25,13 @@ class Evaluator:
         self.data = data
         self.topk = tuple(sorted(topk))
         self.batch_size = batch_size
-        self.train_valid = (data.train + data.valid).tocsr()
+        # test ranks out train and the valid positives that are not test positives too: a split
+        # whose valid part is its test part (TV-Diff's authors' protocol, test-selected) still has
+        # something to rank; with disjoint valid and test (every other split) this is train + valid
+        overlap = data.valid.multiply(data.test)
+        test_exclude = (data.train + data.valid - overlap).tocsr()
+        test_exclude.eliminate_zeros()
+        self.test_exclude = test_exclude
 
     @torch.no_grad()
     def evaluate(self, score_fn: ScoreFn, splits: tuple[str, ...] = ("valid", "test")) -> EvalResult:
@@ -53,5 +59,6 @@ class Evaluator:
         return EvalResult(means=means, per_user=per_user)
 
     def _exclude(self, split: str):
-        """The items ranked out for ``split``: train for valid, train and valid for test."""
-        return self.data.train if split == "valid" else self.train_valid
+        """The items ranked out for ``split``: train for valid; train and valid for test, except
+        valid items that are test positives."""
+        return self.data.train if split == "valid" else self.test_exclude

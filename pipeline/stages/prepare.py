@@ -88,8 +88,8 @@ TV-Diff's given train/test split (formats ``tvdiff-count``, ``tvdiff-time``; see
       test; a trainer that selects on validation does exactly that here, and the validation
       metrics of the selected epoch are the numbers of their protocol (label them
       "test-selected (authors' protocol)"). ``n_interactions`` (and ``density``) count the
-      table's rows, the test rows twice. Caution: an evaluator that masks a user's validation
-      items when ranking for test masks every test item here; read the validation metrics.
+      table's rows, the test rows twice. The evaluator masks, for test, train and the validation
+      items that are not test positives, so the run's test metrics equal its validation ones.
 
     Ids (both settings): the raw user (item) ids of the rows kept, numbered 0..n-1 in their
     natural order, as in step 4 of the raw protocol (by integer value when every raw id is a
