@@ -23,17 +23,27 @@ What is implemented (the project's reference description, ``../shared/reference/
   ``temp`` times a likelihood term divided by |I|:
   ``bce``: sum_{i in P(u)} log sigma(x^_ui) + sum_{j in N(u)} log sigma(-x^_uj), |N(u)| = |P(u)|
   sampled negatives (without replacement); ``nll``: the positive sum only; ``bpr``: one negative
-  per train pair and loss = mean MSE - temp x mean log(1e-5 + sigma(x^_ui - x^_uj)) over pairs
-  (not divided by |I|, as released), the MSE weighted by each user's number of pairs (in the
-  released ``bpr`` mode every pair row carries its user's full row, so a user counts once per pair);
+  per train pair and loss = mean over pairs of the row's MSE - temp x log(1e-5 + sigma(x^_ui -
+  x^_uj)) (not divided by |I|, as released);
+* batches as released: ``bce`` and ``nll`` iterate over users (``batch_size`` users per optimizer
+  step); ``bpr`` (``batching: pairs``, the default) over the train (user, positive) pairs,
+  shuffled, ``batch_size`` pair-rows per step, each row its user's full train row plus the pair's
+  positive, with its own timestep, noise, dropout mask and negative (:meth:`TVDiff.batches`,
+  :meth:`TVDiff.pair_loss`; ML-1M: ~200 steps per epoch). ``batching: users`` keeps the shared
+  trainer's user batches for ``bpr`` too (ML-1M: 3 steps per epoch; the committed ML-1M runs):
+  all pairs of a user share the user's timestep and noise, and the MSE is weighted by each
+  user's number of pairs (same expectation per step);
+* the budget rule: an epoch is one pass over what the form iterates over, so with pair batches
+  one epoch is one released epoch and ``eval_every``, ``patience`` and ``epochs`` count released
+  epochs (with user batches they count passes over the users, ~66x fewer optimizer steps each);
 * negatives: uniform over the user's unobserved items, or AR-GSP (``ar_gsp: true``, below);
 * inference: from the clean train row, T posterior-mean steps with the predicted x_0, no noise,
   dropout off; run algebraically folded like DiffRec here (:meth:`TVDiff.scores`), equal to the
   step-by-step loop (:meth:`TVDiff.scores_reference`) up to float rounding.
 
-AR-GSP (acceptance-rejection Gumbel sampling of negatives), per user of the batch with its
-timestep t: candidates = the top floor(gamma |I|) items of the batch's (detached) predicted
-scores; log-weights log c_i + g_i with c_i the candidate indicator and g_i Gumbel(0, 1) noise,
+AR-GSP (acceptance-rejection Gumbel sampling of negatives), per row of the batch (a user, or a
+pair row of the bpr form) with its timestep t: candidates = the top floor(gamma |I|) items of
+the row's (detached) predicted scores; log-weights log c_i + g_i with c_i the candidate indicator and g_i Gumbel(0, 1) noise,
 at temperature tau_t = exp(-ar_lambda (1 - t/T)); observed (train) items and non-candidates are
 rejected exactly (weight 0; the released code clamps every weight to >= 1e-10, so it can draw
 them); the draw is multinomial with those weights: without replacement for ``bce`` (Gumbel-top-k,
@@ -48,9 +58,11 @@ Differences from the released code, on purpose:
 
 * dropout is off at evaluation (the released ``AnisotropicNN`` is never put in eval mode, so its
   inference keeps dropout 0.5 on the input row);
-* batches are groups of users (the shared trainer) in every loss form; the released ``bpr`` form
-  iterates over 2048-pair batches with one timestep and noise draw per pair, here all pairs of a
-  user share the user's timestep and noise (same expectation);
+* selection and stopping follow the shared trainer: validation (not test) Recall@20 every
+  ``eval_every`` epochs, ``patience`` epochs without a new best (released: test, every epoch,
+  10 epochs); with pair batches both count released epochs (see the budget rule above);
+* ``bpr`` / uniform negatives: one per pair row with ``torch.multinomial`` on torch's global
+  generator (released: Python's ``random.choice`` with rejection of observed items; same law);
 * ``bce`` / uniform negatives: drawn with Gumbel-top-k on torch's global generator instead of
   ``torch.multinomial`` over a dense |U| x |I| probability matrix; a user with more train items
   than unobserved ones gets all unobserved ones (released: an error);
