@@ -18,6 +18,7 @@ from pipeline.data.dataset import InteractionData, dense_rows, load_interactions
 from pipeline.models import MODELS
 from pipeline.models.tvdiff import (
     TVDiff,
+    uniform_negative_per_row,
     TVDiffConfig,
     ar_gsp_log_weights,
     ar_gsp_temperature,
@@ -392,12 +393,66 @@ def test_pair_loss_by_hand(data):
         x_t = model.diffusion.q_sample(rows, t, torch.randn_like(rows))
         out = model.denoiser(x_t, t)
         observed = rows > 0
-        neg = torch.multinomial((~observed).float(), 1, replacement=True).squeeze(1)
-        assert not observed[torch.arange(n), neg].any()
+        neg = torch.randint(0, N_ITEMS, (n,))  # one uniform draw per row, redrawn while observed
+        while observed[torch.arange(n), neg].any():
+            again = observed[torch.arange(n), neg].nonzero().squeeze(1)
+            neg[again] = torch.randint(0, N_ITEMS, (len(again),))
         mse = ((rows - out) ** 2).mean(1)
         diff = out[torch.arange(n), positives] - out[torch.arange(n), neg]
         expected = (mse - 2.0 * torch.log(1e-5 + torch.sigmoid(diff))).mean()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_one_uniform_negative_per_row():
+    """Never an observed item, uniform over the unobserved ones, rows without any get none."""
+    torch.manual_seed(0)
+    observed = torch.rand(6, 10) < 0.5
+    observed[2] = True  # a row with every item observed
+    observed[3] = False
+    observed[4, 1:] = True  # one unobserved item
+    counts = torch.zeros(6, 10)
+    for _ in range(2000):
+        row, item = uniform_negative_per_row(observed)
+        assert row.tolist() == [0, 1, 3, 4, 5]
+        assert not observed[row, item].any()
+        counts[row, item] += 1
+    assert counts[4, 0] == 2000
+    unobserved = ~observed
+    expected = 2000 / unobserved.sum(1, keepdim=True).clamp(min=1)
+    assert ((counts - expected).abs()[unobserved] < 0.25 * expected.expand_as(counts)[unobserved]).all()
+
+
+def test_pair_loss_with_ar_gsp(data, monkeypatch):
+    """AR-GSP on pair rows: one negative per row, drawn among the row's own candidates (top gamma
+    of its predicted scores, never observed); the loss is finite and falls."""
+    import pipeline.models.tvdiff as tvdiff
+
+    drawn = []
+    real = tvdiff.draw_negatives
+
+    def recording(log_weights, counts, replacement):
+        row, item = real(log_weights, counts, replacement)
+        drawn.append((log_weights, counts, row, item))
+        return row, item
+
+    monkeypatch.setattr(tvdiff, "draw_negatives", recording)
+    model = make(data, loss_type="bpr", ar_gsp=True, gamma=0.5, batch_size=128, dropout=0.0)
+    optimizer = model.optimizer()
+    torch.manual_seed(0)
+    losses = []
+    for _ in range(4):
+        for rows, users, positives in model.batches(data.train):
+            optimizer.zero_grad()
+            loss = model.loss(rows, users, positives)
+            assert torch.isfinite(loss)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            log_w, counts, row, item = drawn[-1]
+            assert counts.tolist() == [1] * len(users) and row.tolist() == list(range(len(users)))
+            assert torch.isfinite(log_w[row, item]).all()  # a candidate, not observed
+            assert not (rows[row, item] > 0).any()
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
 
 
 def test_pair_batches_through_the_trainer_and_resume(data, tmp_path):

@@ -61,8 +61,8 @@ Differences from the released code, on purpose:
 * selection and stopping follow the shared trainer: validation (not test) Recall@20 every
   ``eval_every`` epochs, ``patience`` epochs without a new best (released: test, every epoch,
   10 epochs); with pair batches both count released epochs (see the budget rule above);
-* ``bpr`` / uniform negatives: one per pair row with ``torch.multinomial`` on torch's global
-  generator (released: Python's ``random.choice`` with rejection of observed items; same law);
+* ``bpr`` / uniform negatives: one per pair row, a uniform item redrawn while observed, as
+  released, but from torch's global generator (released: Python's ``random.choice``);
 * ``bce`` / uniform negatives: drawn with Gumbel-top-k on torch's global generator instead of
   ``torch.multinomial`` over a dense |U| x |I| probability matrix; a user with more train items
   than unobserved ones gets all unobserved ones (released: an error);
@@ -231,6 +231,20 @@ def ar_gsp_log_weights(scores: torch.Tensor, observed: torch.Tensor, t: torch.Te
     return torch.where(accept, gumbel(scores.shape, scores.device) / tau, -math.inf)
 
 
+def uniform_negative_per_row(observed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, item): one item per row of ``observed`` (B, I), uniform over the row's unobserved
+    items, by rejection as the released pair sampler draws it (a uniform item, redrawn while
+    observed); rows without an unobserved item get none. Rows come out in order."""
+    n_rows, n_items = observed.shape
+    rows = (~observed.all(1)).nonzero().squeeze(1)
+    items = torch.randint(0, n_items, (len(rows),), device=observed.device)
+    todo = observed[rows, items].nonzero().squeeze(1)
+    while len(todo):
+        items[todo] = torch.randint(0, n_items, (len(todo),), device=observed.device)
+        todo = todo[observed[rows[todo], items[todo]]]
+    return rows, items
+
+
 def uniform_log_weights(observed: torch.Tensor) -> torch.Tensor:
     """Uniform over the unobserved items: 0, -inf for observed ones."""
     return torch.where(observed, -math.inf, 0.0)
@@ -391,8 +405,11 @@ class TVDiff(Recommender, key="tvdiff"):
         out = self.denoiser(x_t, t)
         energy = ((x0 - out) ** 2).mean(dim=1).mean()
         observed = x0 > 0
-        log_w = self.negative_log_weights(out.detach(), observed, t)
-        row, neg = draw_negatives(log_w, torch.ones(len(x0), dtype=torch.long, device=x0.device), replacement=True)
+        if cfg.ar_gsp:
+            log_w = self.negative_log_weights(out.detach(), observed, t)
+            row, neg = draw_negatives(log_w, torch.ones(len(x0), dtype=torch.long, device=x0.device), replacement=True)
+        else:  # the same law as a draw from uniform_log_weights, without a (B, I) multinomial
+            row, neg = uniform_negative_per_row(observed)
         if len(row) == 0:  # every row's user has every item
             return energy
         diff = out[row, positives[row]] - out[row, neg]
