@@ -43,16 +43,17 @@ What is implemented (the project's reference description, ``../shared/reference/
 
 AR-GSP (acceptance-rejection Gumbel sampling of negatives), per row of the batch (a user, or a
 pair row of the bpr form) with its timestep t: candidates = the top floor(gamma |I|) items of
-the row's (detached) predicted scores; log-weights log c_i + g_i with c_i the candidate indicator and g_i Gumbel(0, 1) noise,
-at temperature tau_t = exp(-ar_lambda (1 - t/T)); observed (train) items and non-candidates are
-rejected exactly (weight 0; the released code clamps every weight to >= 1e-10, so it can draw
-them); the draw is multinomial with those weights: without replacement for ``bce`` (Gumbel-top-k,
-the same law as ``torch.multinomial(..., replacement=False)``), one per pair for ``bpr``. All of it
-is vectorised over the batch. Note: with the released 0/1 candidate weights every candidate has
-the same log-weight, so the perturbed law is exchangeable and the draw is uniform over the
-unobserved candidates whatever tau_t is; the temperature is implemented as specified and would
-matter for non-uniform weights. A user with fewer unobserved candidates than needed gets only
-those (released: ``torch.multinomial`` would fail or fall back to the 1e-10 weights).
+the row's (detached) predicted scores; log-weights log c_i + g_i with c_i the candidate
+indicator and g_i Gumbel(0, 1) noise, at temperature tau_t = exp(-ar_lambda (1 - t/T)); observed
+(train) items and non-candidates are rejected exactly (weight 0; the released code clamps every
+weight to >= 1e-10, so it can draw them); the draw is multinomial with those weights: without
+replacement for ``bce`` (Gumbel-top-k, the same law as ``torch.multinomial(...,
+replacement=False)``), one per pair for ``bpr``. All of it is vectorised over the batch. Note:
+with the released 0/1 candidate weights every candidate has the same log-weight, so the
+perturbed law is exchangeable and the draw is uniform over the unobserved candidates whatever
+tau_t is; the temperature is implemented as specified and would matter for non-uniform weights.
+A user with fewer unobserved candidates than needed gets only those (released:
+``torch.multinomial`` would fail or fall back to the 1e-10 weights).
 
 Differences from the released code, on purpose:
 
@@ -105,7 +106,7 @@ class TVDiffConfig:
 
     ``batching`` (``bpr`` only; ``bce`` and ``nll`` always iterate over users, as released):
     ``pairs`` = the released batches, ``batch_size`` (user, positive) pair-rows per optimizer step,
-    one epoch = one pass over the train pairs (ML-1M: ~197 steps); ``users`` = the shared trainer's
+    one epoch = one pass over the train pairs (ML-1M: 197 steps clean, 210 noisy); ``users`` = the shared trainer's
     user batches, all pairs of a user in its row's batch with one timestep and noise draw (ML-1M:
     3 steps per epoch; the committed ML-1M runs were trained so)."""
 
@@ -235,7 +236,7 @@ def uniform_negative_per_row(observed: torch.Tensor) -> tuple[torch.Tensor, torc
     """(row, item): one item per row of ``observed`` (B, I), uniform over the row's unobserved
     items, by rejection as the released pair sampler draws it (a uniform item, redrawn while
     observed); rows without an unobserved item get none. Rows come out in order."""
-    n_rows, n_items = observed.shape
+    n_items = observed.shape[1]
     rows = (~observed.all(1)).nonzero().squeeze(1)
     items = torch.randint(0, n_items, (len(rows),), device=observed.device)
     todo = observed[rows, items].nonzero().squeeze(1)
