@@ -113,7 +113,7 @@ class TVDiffConfig:
     lr: float = 0.001
     weight_decay: float = 0.0
     batch_size: int = 2048
-    # a cap; counts released epochs with pair batches (one pass over the train pairs: ML-1M ~200 s
+    # a cap; counts released epochs with pair batches (one pass over the train pairs: ML-1M ~260 s
     # on one core), shared-trainer epochs with user batches (~3.5 s)
     epochs: int = 200
     dims: list = field(default_factory=lambda: [1000])
