@@ -162,6 +162,34 @@ def test_learns_the_planted_structure(key, data):
         assert in_group_share(model.scores(rows, users)) > 0.6
 
 
+def batch_variants():
+    """Every trainable model with its params.yaml config, and TV-Diff's bpr form with each batching."""
+    out = [(k, {}) for k in sorted(MODELS) if MODELS[k].trainable]
+    return out + [("tvdiff", dict(loss_type="bpr", batching="pairs")), ("tvdiff", dict(loss_type="bpr", batching="users"))]
+
+
+@pytest.mark.parametrize("key, overrides", batch_variants(), ids=lambda v: v if isinstance(v, str) else "-".join(map(str, v.values())))
+def test_an_epoch_of_batches_feeds_the_loss(key, overrides, data):
+    """``batches`` (the contract's default or the model's own) yields (rows, users, *extra): dense
+    rows of the input matrix for those users, together covering every user; ``loss(rows, users,
+    *extra)`` of each is a finite scalar."""
+    model = build(key, data)
+    if overrides:
+        model.config = dataclasses.replace(model.config, **overrides)
+    matrix = model.input_matrix(data)
+    model.train()
+    torch.manual_seed(0)
+    seen = []
+    for rows, users, *extra in model.batches(matrix):
+        assert rows.dtype == torch.float32 and rows.shape == (len(users), matrix.shape[1])
+        assert torch.equal(rows, dense_rows(matrix, users))
+        assert len(users) <= model.config.batch_size
+        loss = model.loss(rows, users, *extra)
+        assert loss.dim() == 0 and torch.isfinite(loss)
+        seen.append(users)
+    assert set(np.concatenate(seen).tolist()) >= set(np.flatnonzero(np.diff(matrix.indptr)).tolist())
+
+
 @pytest.mark.parametrize("key", sorted(MODELS))
 def test_declarations_read_from_the_file_equal_the_class(key):
     """Planning and validation read each model's declarations from its file without importing it

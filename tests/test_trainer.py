@@ -19,7 +19,7 @@ from pipeline.evaluation.evaluator import Evaluator
 from pipeline.models.diffrec import DiffRecConfig
 from pipeline.training.checkpoint import CheckpointMismatch, CorruptCheckpoint, fingerprint, load_checkpoint
 from pipeline.training.fitting import build_model
-from pipeline.training.trainer import CORRUPT_SUFFIX, RESUME_FILE, TrainingDiverged, format_duration, train_run
+from pipeline.training.trainer import CORRUPT_SUFFIX, RESUME_FILE, TrainingDiverged, format_duration, set_determinism, train_run
 
 N_USERS, N_ITEMS, GROUPS = 60, 40, 3
 SPLIT = "tiny_clean"
@@ -252,3 +252,56 @@ def test_nan_loss_raises_with_epoch(data, tmp_path):
 def test_huge_lr_diverges(data, tmp_path):
     with pytest.raises(TrainingDiverged, match=r"at epoch \d+, batch \d+"):
         run(data, tmp_path / "huge", lr=1e30)
+
+
+
+@pytest.mark.parametrize("name", ["diffrec", "multivae"])
+def test_default_batches_are_the_old_user_loop(data, tmp_path, name):
+    """The contract's default ``batches`` is the trainer's former loop: the same batches and the same
+    RNG consumption; and train_run's per-batch losses equal those of a copy of the former loop (the
+    evaluations in between draw nothing from the RNG)."""
+    hyper = {"batch_size": 16, "epochs": 2, **({"dims": [16]} if name == "diffrec" else {})}
+    params = {"models": {name: {"defaults": hyper}}, "training": {"threads": 1}}
+    model = build_model(params, name, SPLIT, 1, data.n_users, data.n_items)
+    matrix = model.input_matrix(data)
+    torch.manual_seed(4)
+    new = list(model.batches(matrix))
+    new_rng = torch.get_rng_state()
+    torch.manual_seed(4)
+    order = torch.randperm(data.n_users).numpy()  # the former loop's batches
+    old = [(dense_rows(matrix, order[s : s + 16]), order[s : s + 16]) for s in range(0, data.n_users, 16)]
+    assert torch.equal(torch.get_rng_state(), new_rng)
+    assert len(new) == len(old) == 4
+    for (rows, users), (old_rows, old_users) in zip(new, old):
+        assert torch.equal(rows, old_rows) and np.array_equal(users, old_users)
+
+    losses = []
+    real = model.loss
+
+    def recording(rows, users):
+        value = real(rows, users)
+        losses.append(value.detach().clone())
+        return value
+
+    model.loss = recording
+    identity = {"model": name, "split": SPLIT, "seed": 1, "config": dataclasses.asdict(model.config)}
+    training = dataclasses.replace(TRAINING, eval_every=1, checkpoint_every=1)
+    train_run(model, data, training, EVALUATION, tmp_path / "run", identity, 1)
+
+    again = build_model(params, name, SPLIT, 1, data.n_users, data.n_items)
+    set_determinism(1, TRAINING.threads)
+    optimizer = again.optimizer()
+    old_losses = []
+    for _epoch in range(2):  # the trainer's former loop, verbatim (less the evaluations)
+        again.train()
+        order = torch.randperm(data.n_users).numpy()
+        for start in range(0, data.n_users, 16):
+            users = order[start : start + 16]
+            rows = dense_rows(matrix, users)
+            optimizer.zero_grad()
+            loss = again.loss(rows, users)
+            loss.backward()
+            optimizer.step()
+            old_losses.append(loss.detach().clone())
+    assert len(losses) == 8
+    assert torch.equal(torch.stack(losses), torch.stack(old_losses))

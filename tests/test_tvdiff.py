@@ -18,6 +18,7 @@ from pipeline.data.dataset import InteractionData, dense_rows, load_interactions
 from pipeline.models import MODELS
 from pipeline.models.tvdiff import (
     TVDiff,
+    uniform_negative_per_row,
     TVDiffConfig,
     ar_gsp_log_weights,
     ar_gsp_temperature,
@@ -279,3 +280,197 @@ def test_train_run_beats_random(data, tmp_path):
     again = TVDiff(config(epochs=30, ar_gsp=True), N_USERS, N_ITEMS, data=data)
     assert train_run(again, data, TRAINING, EVALUATION, tmp_path / "run2", identity, 1) == metrics
     assert (Path(tmp_path / "run" / "history.csv").read_bytes() == Path(tmp_path / "run2" / "history.csv").read_bytes())
+
+
+# --------------------------------------------------------------------------------------------
+# batches: the released (user, positive) pair batches of the bpr form
+
+
+def pair_set(matrix: sp.csr_matrix) -> list[tuple[int, int]]:
+    coo = matrix.tocoo()
+    return sorted(zip(coo.row.tolist(), coo.col.tolist()))
+
+
+def test_batching_setting_is_checked():
+    assert TVDiffConfig().batching == "pairs" and TVDiffConfig().loss_type == "bpr"  # the released default
+    assert [k for k, _ in TVDiffConfig(batching="items").problems()] == ["batching"]
+
+
+@pytest.mark.parametrize("batch_size", [16, 7, 1000])
+def test_pair_batches_visit_every_pair_once(data, batch_size):
+    model = make(data, loss_type="bpr", batching="pairs", batch_size=batch_size)
+    assert model.pair_batches
+    n_pairs = data.train.nnz
+    torch.manual_seed(3)
+    batches = list(model.batches(data.train))
+    sizes = [len(users) for _, users, _ in batches]
+    assert sizes == [batch_size] * (n_pairs // batch_size) + ([n_pairs % batch_size] if n_pairs % batch_size else [])
+    seen = []
+    for rows, users, positives in batches:
+        assert rows.shape == (len(users), N_ITEMS) and positives.dtype == torch.long
+        assert torch.equal(rows, dense_rows(data.train, users))  # each row is its user's full train row
+        assert (rows[torch.arange(len(users)), positives] > 0).all()  # ... and holds the pair's positive
+        seen += zip(users.tolist(), positives.tolist())
+    assert sorted(seen) == pair_set(data.train)  # every (user, positive) pair exactly once
+    # shuffled: another epoch gives another order over the same pairs
+    again = [p for _, users, positives in model.batches(data.train) for p in zip(users.tolist(), positives.tolist())]
+    assert again != seen and sorted(again) == sorted(seen)
+
+
+@pytest.mark.parametrize("overrides", [dict(loss_type="bpr", batching="users"), dict(loss_type="bce"), dict(loss_type="nll")],
+                         ids=["bpr-users", "bce", "nll"])
+def test_user_forms_iterate_over_users(data, overrides):
+    """bce and nll always iterate over users (as released), bpr with batching users too."""
+    model = make(data, batch_size=16, **overrides)
+    assert not model.pair_batches
+    batches = list(model.batches(data.train))
+    assert [len(b) for b in batches] == [2] * len(batches)  # (rows, users): no positives
+    assert sorted(np.concatenate([users for _, users in batches]).tolist()) == list(range(N_USERS))
+
+
+class Recorder:
+    """Records what the denoiser is given: its timesteps and dropped-out inputs."""
+
+    def __init__(self, model: TVDiff):
+        self.t, self.dropped = [], []
+        forward, drop = model.denoiser.forward, model.denoiser._drop
+
+        def recording_forward(x_t, t, item_h=None):
+            self.t.append(t.clone())
+            return forward(x_t, t, item_h)
+
+        def recording_drop(x):
+            out = drop(x)
+            self.dropped.append(out.detach().clone())
+            return out
+
+        model.denoiser.forward, model.denoiser._drop = recording_forward, recording_drop
+
+
+def test_pair_rows_draw_their_own_timestep_noise_and_dropout(data):
+    """20 pair rows of one user (identical x_0): timesteps, noisy rows and dropout masks differ."""
+    model = make(data, loss_type="bpr", steps=5, noise_scale=0.5, noise_min=0.01, noise_max=0.1, dropout=0.5)
+    model.train()
+    user = 0
+    positives = torch.from_numpy(data.train[user].indices.astype(np.int64))
+    users = np.full(20, user)
+    rows = dense_rows(data.train, users)
+    record = Recorder(model)
+    torch.manual_seed(0)
+    loss = model.loss(rows, users, positives.repeat(4)[:20])
+    assert torch.isfinite(loss)
+    (t,), (dropped,) = record.t, record.dropped
+    assert len(t.unique()) > 1  # per-row timesteps
+    assert len({tuple(r.tolist()) for r in (dropped != 0)}) > 1  # per-row dropout masks
+    # the noisy rows (before dropout) differ even between rows with the same timestep
+    same_t = (t == t[0]).nonzero().squeeze(1)
+    assert len(same_t) > 1
+    torch.manual_seed(0)
+    tt = torch.randint(0, 5, (20,))
+    x_t = model.diffusion.q_sample(rows, tt, torch.randn_like(rows))
+    assert torch.equal(tt, t)
+    assert not torch.equal(x_t[same_t[0]], x_t[same_t[1]])
+
+
+def test_pair_loss_by_hand(data):
+    """The released bpr free energy of pair rows: mean over rows of MSE - temp log(1e-5 + sigma(pos - neg)),
+    one uniform negative per row among the user's unobserved items."""
+    model = make(data, loss_type="bpr", temp=2.0, noise_scale=0.05, noise_min=0.001, noise_max=0.01, dropout=0.0)
+    torch.manual_seed(2)
+    rows, users, positives = next(iter(model.batches(data.train)))
+    n = len(users)
+    torch.manual_seed(7)
+    loss = model.loss(rows, users, positives)
+    with torch.no_grad():
+        torch.manual_seed(7)
+        t = torch.randint(0, 5, (n,))
+        x_t = model.diffusion.q_sample(rows, t, torch.randn_like(rows))
+        out = model.denoiser(x_t, t)
+        observed = rows > 0
+        neg = torch.randint(0, N_ITEMS, (n,))  # one uniform draw per row, redrawn while observed
+        while observed[torch.arange(n), neg].any():
+            again = observed[torch.arange(n), neg].nonzero().squeeze(1)
+            neg[again] = torch.randint(0, N_ITEMS, (len(again),))
+        mse = ((rows - out) ** 2).mean(1)
+        diff = out[torch.arange(n), positives] - out[torch.arange(n), neg]
+        expected = (mse - 2.0 * torch.log(1e-5 + torch.sigmoid(diff))).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_one_uniform_negative_per_row():
+    """Never an observed item, uniform over the unobserved ones, rows without any get none."""
+    torch.manual_seed(0)
+    observed = torch.rand(6, 10) < 0.5
+    observed[2] = True  # a row with every item observed
+    observed[3] = False
+    observed[4, 1:] = True  # one unobserved item
+    counts = torch.zeros(6, 10)
+    for _ in range(2000):
+        row, item = uniform_negative_per_row(observed)
+        assert row.tolist() == [0, 1, 3, 4, 5]
+        assert not observed[row, item].any()
+        counts[row, item] += 1
+    assert counts[4, 0] == 2000
+    unobserved = ~observed
+    expected = 2000 / unobserved.sum(1, keepdim=True).clamp(min=1)
+    assert ((counts - expected).abs()[unobserved] < 0.25 * expected.expand_as(counts)[unobserved]).all()
+
+
+def test_pair_loss_with_ar_gsp(data, monkeypatch):
+    """AR-GSP on pair rows: one negative per row, drawn among the row's own candidates (top gamma
+    of its predicted scores, never observed); the loss is finite and falls."""
+    import pipeline.models.tvdiff as tvdiff
+
+    drawn = []
+    real = tvdiff.draw_negatives
+
+    def recording(log_weights, counts, replacement):
+        row, item = real(log_weights, counts, replacement)
+        drawn.append((log_weights, counts, row, item))
+        return row, item
+
+    monkeypatch.setattr(tvdiff, "draw_negatives", recording)
+    model = make(data, loss_type="bpr", ar_gsp=True, gamma=0.5, batch_size=128, dropout=0.0)
+    optimizer = model.optimizer()
+    torch.manual_seed(0)
+    losses = []
+    for _ in range(4):
+        for rows, users, positives in model.batches(data.train):
+            optimizer.zero_grad()
+            loss = model.loss(rows, users, positives)
+            assert torch.isfinite(loss)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            log_w, counts, row, item = drawn[-1]
+            assert counts.tolist() == [1] * len(users) and row.tolist() == list(range(len(users)))
+            assert torch.isfinite(log_w[row, item]).all()  # a candidate, not observed
+            assert not (rows[row, item] > 0).any()
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+
+
+def test_pair_batches_through_the_trainer_and_resume(data, tmp_path):
+    """The trainer takes one step per pair batch (loss falls, beats random) and a run killed after
+    an epoch's checkpoint and resumed ends with the same outputs as an uninterrupted one."""
+    training = dataclasses.replace(TRAINING, eval_every=2, checkpoint_every=2, patience=8)
+
+    def run(run_dir, stop_after_epoch=None):
+        torch.manual_seed(1)
+        model = TVDiff(config(loss_type="bpr", batching="pairs", batch_size=64, epochs=8), N_USERS, N_ITEMS, data=data)
+        steps = []
+        loss = model.loss
+        model.loss = lambda *args: steps.append(len(args[0])) or loss(*args)
+        identity = {"model": "tvdiff", "split": SPLIT, "seed": 1, "config": dataclasses.asdict(model.config)}
+        metrics = train_run(model, data, training, EVALUATION, run_dir, identity, 1, stop_after_epoch=stop_after_epoch)
+        return metrics, steps
+
+    metrics, steps = run(tmp_path / "whole")
+    per_epoch = -(-data.train.nnz // 64)
+    assert len(steps) == 8 * per_epoch and sum(steps) == 8 * data.train.nnz  # one step per 64 pair-rows
+    assert metrics["test"]["recall@20"] > random_recall(data, 20) + 0.2
+    assert run(tmp_path / "killed", stop_after_epoch=4)[0] == {}
+    resumed, steps = run(tmp_path / "killed")
+    assert len(steps) == 4 * per_epoch  # epochs 5-8 only
+    assert resumed == metrics
+    for name in ("metrics.json", "history.csv", "per_user.parquet", "model.pt"):
+        assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name

@@ -24,8 +24,14 @@ Built as ``Model(config, n_users, n_items, *, data=None, clusters=None, hyperbol
 (side inputs by keyword; a model ignores those it does not use), it provides:
     ``input_matrix(data)``   the CSR whose rows are its training and inference input (default:
                              the train matrix)
-    ``loss(rows, users)``    scalar training loss of one batch of dense input rows (trainable
-                             models only)
+    ``batches(matrix)``      what one training epoch iterates over: tuples (rows, users, *extra)
+                             of dense input rows, their users and anything else the model's
+                             ``loss`` takes; the trainer moves the tensors to the device and calls
+                             ``loss(rows, users, *extra)`` once per tuple, one optimizer step each.
+                             Default: every user once, shuffled by ``torch.randperm`` on torch's
+                             global generator, in batches of ``config.batch_size`` users (TV-Diff's
+                             ``bpr`` form overrides it with (user, positive) pair batches)
+    ``loss(rows, users, *extra)``  scalar training loss of one batch (trainable models only)
     ``scores(rows, users)``  (required) full-ranking scores (batch, n_items), higher ranks first; called in
                              ``eval()`` mode, where dropout is off and, unless the class says
                              ``samples_when_scoring``, nothing is drawn from the RNG
@@ -35,12 +41,14 @@ Built as ``Model(config, n_users, n_items, *, data=None, clusters=None, hyperbol
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Iterator
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import nn
+
+from pipeline.data.dataset import dense_rows
 
 FAMILIES = ("classic", "generative", "diffusion")
 SIDE_INPUTS = ("clusters", "hyperbolic")
@@ -82,6 +90,17 @@ class Recommender(nn.Module):
 
     def input_matrix(self, data) -> sp.csr_matrix:
         return data.train
+
+    def batches(self, matrix: sp.csr_matrix, generator: torch.Generator | None = None) -> Iterator[tuple]:
+        """One epoch's training batches: (dense rows, users) of every user (row of ``matrix``)
+        once, in the order of ``torch.randperm`` (``generator``: torch's global one when None), in
+        batches of ``config.batch_size`` users, the last one smaller. Lazy: each batch is made
+        dense when it is reached."""
+        order = torch.randperm(matrix.shape[0], generator=generator).numpy()
+        size = self.config.batch_size
+        for start in range(0, len(order), size):
+            users = order[start : start + size]
+            yield dense_rows(matrix, users), users
 
     def loss(self, rows: torch.Tensor, users: np.ndarray | None = None) -> torch.Tensor:
         """Only trainable models have one (registration refuses a trainable model without it)."""

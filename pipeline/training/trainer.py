@@ -1,7 +1,9 @@
 """The training loop shared by every model: the reference DiffRec protocol.
 
 * seeded (torch's global generator drives shuffling, timesteps, noise and dropout);
-* shuffled mini-batches of user rows, made dense one batch at a time;
+* one optimizer step per batch of the model's ``batches`` (default: shuffled mini-batches of
+  user rows, made dense one batch at a time; TV-Diff's ``bpr`` form: batches of (user,
+  positive) pairs, as released), so an epoch is one pass over what the model iterates over;
 * evaluate valid and test every ``eval_every`` epochs; keep the state with the best validation
   ``select_metric``; stop when ``patience`` epochs pass without a new best (checked at the start
   of an epoch, as the reference does); report the test metrics of the best validation epoch;
@@ -183,7 +185,8 @@ def train_run(
     if not trainable:
         return _evaluate_untrained(model, data, evaluator, score, select, run_dir, identity, fp, tag, resume_path, timing_path)
 
-    n_users = data.n_users
+    if matrix.shape[0] != data.n_users:
+        raise ValueError(f"{tag}: the input matrix has {matrix.shape[0]} rows for {data.n_users} users")
     train_seconds, eval_seconds = [], []
     start_epoch = state.epoch + 1
     for epoch in range(start_epoch, cfg.epochs + 1):
@@ -192,13 +195,12 @@ def train_run(
             break
         model.train()
         t0 = time.perf_counter()
-        order = torch.randperm(n_users).numpy()
         total, batches = 0.0, 0
-        for b, start in enumerate(range(0, n_users, cfg.batch_size)):
-            users = order[start : start + cfg.batch_size]
-            rows = dense_rows(matrix, users).to(device)
+        for b, (rows, users, *extra) in enumerate(model.batches(matrix)):
+            rows = rows.to(device)
+            extra = [x.to(device) if isinstance(x, torch.Tensor) else x for x in extra]
             optimizer.zero_grad()
-            loss = model.loss(rows, users)
+            loss = model.loss(rows, users, *extra)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"{tag}: loss is {loss.item()} at epoch {epoch}, batch {b}; stopping (try a lower lr)")
             loss.backward()
