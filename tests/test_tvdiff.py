@@ -15,7 +15,7 @@ import torch
 
 from pipeline.config import EvaluationConfig, TrainingConfig, model_config
 from pipeline.data.dataset import InteractionData, dense_rows, load_interactions
-from pipeline.models import MODELS
+from pipeline.models import MODELS, fast
 from pipeline.models.tvdiff import (
     TVDiff,
     uniform_negative_per_row,
@@ -252,19 +252,21 @@ def test_folded_scores_equal_reference_and_eval_is_deterministic(data, overrides
         model.loss(rows).backward()
         optimizer.step()
     model.eval()
-    folded = model.scores(rows)
-    reference = model.scores_reference(rows)
+    folded = model.scores(rows)  # the speed switch is on by default: the folded chain
+    with fast.switched(False):
+        reference = model.scores(rows)  # the released step-by-step loop
     assert folded.shape == (N_USERS, N_ITEMS)
     assert reference.std() > 1e-3
     assert (folded - reference).abs().max().item() < 1e-4 * max(1.0, reference.abs().max().item())
     # dropout is off in eval mode: the same scores every time, whatever the RNG does
     torch.manual_seed(123)
     assert torch.equal(model.scores(rows), folded)
-    assert torch.equal(model.scores_reference(rows), reference)
-    # ... and on in train mode (the released inference keeps it on)
+    with fast.switched(False):
+        assert torch.equal(model.scores(rows), reference)
+    # ... and on in train mode (the released inference keeps it on; the loop runs whatever the switch)
     model.train()
     if model.config.dropout > 0:
-        assert not torch.equal(model.scores_reference(rows), reference)
+        assert not torch.equal(model.scores(rows), reference)
 
 
 def test_train_run_beats_random(data, tmp_path):

@@ -38,8 +38,9 @@ What is implemented (the project's reference description, ``../shared/reference/
   epochs (with user batches they count passes over the users, ~66x fewer optimizer steps each);
 * negatives: uniform over the user's unobserved items, or AR-GSP (``ar_gsp: true``, below);
 * inference: from the clean train row, T posterior-mean steps with the predicted x_0, no noise,
-  dropout off; run algebraically folded like DiffRec here (:meth:`TVDiff.scores`), equal to the
-  step-by-step loop (:meth:`TVDiff.scores_reference`) up to float rounding.
+  dropout off (:meth:`TVDiff.scores`, the step-by-step loop); with the speed switch on
+  (``training.fast``, ``pipeline/models/fast/tvdiff.py``) the same chain algebraically folded like
+  DiffRec's, equal up to float rounding.
 
 AR-GSP (acceptance-rejection Gumbel sampling of negatives), per row of the batch (a user, or a
 pair row of the bpr form) with its timestep t: candidates = the top floor(gamma |I|) items of
@@ -89,6 +90,8 @@ from torch import nn
 
 from pipeline.data.dataset import InteractionData, dense_rows
 from pipeline.models import checks as c
+from pipeline.models import fast
+from pipeline.models.fast import tvdiff as fast_tvdiff
 from pipeline.models.layers import SparseOperator, dropout, timestep_embedding
 from pipeline.models.diffusion import GaussianDiffusion
 from pipeline.models.base import Recommender
@@ -321,7 +324,6 @@ class TVDiff(Recommender, key="tvdiff"):
         self.denoiser = AnisotropicDenoiser(
             n_users, n_items, list(config.dims), config.emb_size, config.dropout, normalized_interactions(data.train)
         )
-        self._cache: tuple | None = None
 
     # ------------------------------------------------------------------ contract
 
@@ -424,43 +426,12 @@ class TVDiff(Recommender, key="tvdiff"):
         return uniform_log_weights(observed)
 
     @torch.no_grad()
-    def scores_reference(self, rows: torch.Tensor, users: np.ndarray | None = None) -> torch.Tensor:
-        """The released inference loop (one denoiser call per step), with the current train/eval mode."""
+    def scores(self, rows: torch.Tensor, users: np.ndarray | None = None) -> torch.Tensor:
+        """The released inference: T reverse posterior-mean steps from the clean row, one denoiser
+        call per step, with the current train/eval mode (the released code keeps dropout on). With
+        the speed switch on (``training.fast``) and in eval mode, the same chain folded
+        (``pipeline/models/fast/tvdiff.py``), equal up to float rounding."""
+        if fast.enabled() and not self.training:
+            return fast_tvdiff.folded_scores(self, rows)
         item_h = self.denoiser.item_tower()
         return self.diffusion.reverse(lambda x, t: self.denoiser(x, t, item_h), rows, 0)
-
-    @torch.no_grad()
-    def scores(self, rows: torch.Tensor, users: np.ndarray | None = None) -> torch.Tensor:
-        """T reverse posterior-mean steps from the clean row, folded: the posterior mean is linear
-        in x_t, the user tower's first layer is linear in x_t and the output is linear in the last
-        hidden layer, so the chain runs on z_t = x_t W_0 (d_0 columns) with M = h_i^T W_0, and
-        x_0 = a x_T + (sum of weighted hidden states) h_i^T is formed once (eval mode only)."""
-        if self.training:
-            return self.scores_reference(rows, users)
-        den = self.denoiser
-        item_h, fold = self._folded_cached()
-        z = rows @ den.item_weights[0]
-        hidden_sum = torch.zeros(rows.shape[0], item_h.shape[1], dtype=rows.dtype, device=rows.device)
-        coef_x = 1.0
-        for t, c1, c2 in self.diffusion.reverse_coefficients():
-            t_vec = torch.full((1,), t, dtype=torch.long, device=rows.device)
-            h = den.user_tower(z + den.time_term(t_vec))
-            c1f, c2f = float(np.float32(c1)), float(np.float32(c2))  # the reference applies float32 coefficients
-            z = torch.addmm(z, h, fold, beta=c2f, alpha=c1f)
-            hidden_sum.mul_(c2f).add_(h, alpha=c1f)
-            coef_x *= c2f
-        return coef_x * rows + hidden_sum @ item_h.T
-
-
-    # ------------------------------------------------------------------ internals
-    def _folded_cached(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(h_i = item_tower(), M = h_i^T W_0) without gradients, reused while the weights are
-        unchanged (evaluation scores users in chunks; the optimiser step and load_state_dict bump
-        the tensor versions)."""
-        weights = [*self.denoiser.user_weights, self.denoiser.item_weights[0]]
-        key = tuple((w._version, w.data_ptr(), w.device) for w in weights)
-        if self._cache is None or self._cache[0] != key:
-            with torch.no_grad():
-                item_h = self.denoiser.item_tower()
-                self._cache = (key, (item_h, item_h.T @ self.denoiser.item_weights[0]))
-        return self._cache[1]
