@@ -133,7 +133,7 @@ def tune_runs(params: dict) -> list[Run]:
 def model_jobs(params: dict) -> list[tuple[str, str, dict[str, Any] | None]]:
     """(split, model, grid point or None) of every model config a job builds: each trained
     variant on its splits, each grid point of a tuned one, each embed job's model."""
-    pairs = list(dict.fromkeys((run.split, run.model) for run in trained_runs(params)))
+    pairs = _jobs_needed(params)
     return ([(split, variant, None) for split, variant in pairs]
             + [(split, variant, point) for split, variant in pairs for point in grid_points(params, variant)]
             + [(split, model, None) for split, model in embed_jobs(params)])
