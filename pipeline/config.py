@@ -295,14 +295,20 @@ def check_semantics(params: dict) -> None:
     metric, k = params["training"]["select_metric"].split("@")
     if int(k) not in params["evaluation"]["topk"]:
         raise ConfigError("training.select_metric", f"cut-off {k} is not in evaluation.topk {params['evaluation']['topk']}")
-    eval_every, patience = params["training"]["eval_every"], params["training"]["patience"]
-    if eval_every >= patience:
-        # the trainer stops before epoch e when e - best_epoch >= patience, best_epoch = 0 until the
-        # first evaluation (epoch eval_every): so it stops before epoch `patience`, never evaluating
-        raise ConfigError("training.eval_every", f"{eval_every} is not below training.patience ({patience}): "
-                          f"patience counts epochs since the last new best (0 before the first evaluation), so "
-                          f"every run would stop before epoch {patience}, before its first evaluation at epoch "
-                          f"{eval_every}; make training.eval_every < training.patience")
+    per_split = params["training"].get("per_split") or {}
+    for split in per_split:
+        _require_member("training.per_split", split, params["splits"])
+    for split in [None, *per_split]:
+        schedule = training_settings(params, split)
+        eval_every, patience = schedule["eval_every"], schedule["patience"]
+        where = "training" if split is None else f"training.per_split.{split}"
+        if eval_every >= patience:
+            # the trainer stops before epoch e when e - best_epoch >= patience, best_epoch = 0 until the
+            # first evaluation (epoch eval_every): so it stops before epoch `patience`, never evaluating
+            raise ConfigError(f"{where}.eval_every", f"{eval_every} is not below {where}.patience ({patience}): "
+                              f"patience counts epochs since the last new best (0 before the first evaluation), so "
+                              f"every run would stop before epoch {patience}, before its first evaluation at epoch "
+                              f"{eval_every}; make {where}.eval_every < {where}.patience")
     for split, model in plan.embed_jobs(params):
         if model not in params["models"]:
             raise ConfigError("models", f"models.{model} is missing: the embed stage trains it on {split!r} "
@@ -317,7 +323,7 @@ def _check_run_config(params: dict, model: str, split: str, tuned: dict[str, Any
     training.eval_every, up to the model's ``epochs`` (a model without ``epochs`` trains nothing
     and is evaluated once)."""
     merged = hyperparameters(params, model, split, tuned)
-    eval_every = params["training"]["eval_every"]
+    eval_every = training_settings(params, split)["eval_every"]
     epochs = merged.get("epochs", model_declared(params, model).defaults.get("epochs"))
     if epochs is not None and eval_every > epochs:
         key = hyperparameter_key(params, model, split, "epochs", tuned)
@@ -517,8 +523,16 @@ def protocol_config(params: dict) -> ProtocolConfig:
     return ProtocolConfig(**{**p, "ratios": tuple(p["ratios"])})
 
 
-def training_config(params: dict) -> TrainingConfig:
-    return TrainingConfig(**params["training"])
+def training_settings(params: dict, split: str | None = None) -> dict[str, Any]:
+    """The ``training`` block as a run on ``split`` reads it: ``training.per_split.<split>`` (a
+    split's own schedule, e.g. the authors' protocol's evaluation every epoch) over the rest."""
+    block = dict(params["training"])
+    per_split = block.pop("per_split", None) or {}
+    return {**block, **per_split.get(split, {})} if split is not None else block
+
+
+def training_config(params: dict, split: str | None = None) -> TrainingConfig:
+    return TrainingConfig(**training_settings(params, split))
 
 
 def evaluation_config(params: dict) -> EvaluationConfig:

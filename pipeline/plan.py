@@ -201,15 +201,18 @@ def prepared_splits(params: dict) -> list[str]:
 def model_params(params: dict, split: str, variant: str) -> list[str]:
     """The dotted params keys a train or tune job of ``variant`` on ``split`` reads: the class,
     the variant's defaults, the split's overrides, its grid and embeddings where present, its
-    thread count (results depend on it), and the training and evaluation blocks. Not ``display``
-    (a table label) or another split's overrides."""
+    thread count (results depend on it), the training block with the split's own schedule
+    (``training.per_split.<split>``) and the evaluation block. Not ``display`` (a table label) or
+    another split's overrides."""
     block = params["models"][variant]
     keys = [f"models.{variant}.{k}" for k in ("class", "defaults", "grid", "embeddings", "threads") if k in block]
     if split in (block.get("per_split") or {}):
         keys.append(f"models.{variant}.per_split.{split}")
     if "threads" not in block:
         keys.append("training.threads")
-    training = [f"training.{k}" for k in params["training"] if k != "threads"]
+    training = [f"training.{k}" for k in params["training"] if k not in ("threads", "per_split")]
+    if split in (params["training"].get("per_split") or {}):
+        training.append(f"training.per_split.{split}")
     return keys + training + ["evaluation"]
 
 

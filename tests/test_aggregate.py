@@ -502,8 +502,8 @@ def test_reproduction_table(setup):
     assert len(rows) == 4  # L-DiffRec (not run) and the yelp row have no row of ours
     assert "Authors' code (2-core CPU), clean ml-1m DiffRec: 159 s wall" in md
     assert "Paper, noisy ml-1m DiffRec: a paper note" in md
-    assert "not compared): clean yelp (1 model)." in md
-    assert "not comparable" not in md  # the own-split row is not a comparable reference
+    # the own-split row is read as the authors' protocol on its data (no run of ours there)
+    assert "not compared): clean yelp (1 model); authors ml-1m (1 model)." in md
     assert "\\multicolumn{3}{c}{R@10}" in (out / "tables" / "reproduction.tex").read_text()
 
 
@@ -516,3 +516,51 @@ def test_headline_table(setup):
     assert rows[0] == ["Model", "clean R@20", "clean N@20", "noisy R@20", "noisy N@20"]
     assert rows[1] == ["DiffRec", "**0.1800**", "**0.1100**", "**0.1200**", "**0.0700**"]
     assert "mean over 2 seeds" in text and not text.startswith("#")
+
+
+def test_own_split_table_puts_the_paper_beside_the_authors_protocol_and_ours_beside_it():
+    """TV-Diff's datasets: the test-selected numbers with the paper's and Δ, then ours; best bold
+    within a dataset; the reference number read from its own-split row."""
+    raw = pl.DataFrame({"source": ["TV-Diff (KDD 2026), figure scripts"] * 2, "setting": ["own-split"] * 2,
+                        "dataset": ["lastfm"] * 2, "model": ["TV-Diff"] * 2, "metric": ["recall@20", "ndcg@20"],
+                        "value": [0.30, 0.25], "note": ["", ""]})
+    reference = tables.reference_table(raw)
+    assert reference["setting"].to_list() == ["authors", "authors"] and reference["kind"].to_list() == ["paper"] * 2
+    data = [
+        {"setting": s, "dataset": "lastfm", "model": m, "metric": k, "n_seeds": 3, "n_distinct": 3,
+         "mean": mean, "std": 0.01, "mark": mark}
+        for s, m, k, mean, mark in [
+            ("authors", "TV-Diff", "recall@20", 0.27, "*"), ("authors", "TV-Diff", "ndcg@20", 0.25, ""),
+            ("authors", "DiffRec", "recall@20", 0.26, ""), ("authors", "DiffRec", "ndcg@20", 0.26, ""),
+            ("carved", "TV-Diff", "recall@20", 0.24, ""), ("carved", "TV-Diff", "ndcg@20", 0.23, "**"),
+            ("carved", "DiffRec", "recall@20", 0.25, ""), ("carved", "DiffRec", "ndcg@20", 0.24, ""),
+        ]
+    ]
+    metrics = pl.DataFrame([{**r, "seed": 1, "split": "test", "value": r["mean"]} for r in data]).select(tables.METRICS_COLUMNS)
+    summary = tables.summarize(metrics, reference, model_order=["DiffRec", "TV-Diff"], table_metrics=("recall@20", "ndcg@20"))
+    marks = {(r["setting"], r["model"], r["metric"]): r["mark"] for r in data}
+    summary = summary.with_columns(pl.Series("mark", [marks[r] for r in summary.select("setting", "model", "metric").rows()]))
+    runs = pl.DataFrame({"split_name": ["lastfm_authors", "lastfm_carved"], "setting": ["authors", "carved"],
+                         "dataset": ["lastfm"] * 2, "model": ["TV-Diff"] * 2, "seed": [1, 1]})
+    table = tables.own_split_table(summary, runs, "recall@20", {"DiffRec": "diffusion", "TV-Diff": "diffusion"})
+    md = tables.to_markdown(table)
+    rows = _md_rows(md)
+    assert rows[0] == ["Dataset", "Model", "test-selected (authors' protocol) R@20", "test-selected (authors' protocol) N@20",
+                       "Paper R@20", "Paper N@20", "Δ paper R@20", "Δ paper N@20",
+                       "our protocol (validation carved from train, validation-selected) R@20",
+                       "our protocol (validation carved from train, validation-selected) N@20"]
+    assert rows[1] == ["lastfm", "DiffRec", "<ins>0.2600</ins>", "**0.2600**", "–", "–", "–", "–",
+                       "**0.2500**", "**0.2400**"]
+    assert rows[2] == ["", "TV-Diff", "**0.2700**\\*", "<ins>0.2500</ins>", "0.3000", "0.2500",
+                       "-10.0%", "+0.0%", "<ins>0.2400</ins>", "<ins>0.2300</ins>\\*\\*"]
+    assert "best test recall@20 (test-selected, the authors' protocol" in md
+
+
+def test_a_test_selected_setting_says_so():
+    summary = _summary([("DiffRec", "recall@20", 1, 1, 0.2, None, "")]).with_columns(pl.lit("authors").alias("setting"))
+    runs = pl.DataFrame({"split_name": ["x_authors"], "setting": ["authors"], "dataset": ["ml-1m"], "model": ["DiffRec"],
+                         "seed": [1]})
+    md = tables.to_markdown(tables.setting_table(summary, runs, "authors", "recall@20", {}, table_metrics=("recall@20",)))
+    assert md.startswith("# Results: TV-Diff's datasets, test-selected (authors' protocol)")
+    assert "Test split at the epoch with the best test recall@20 (test-selected" in md
+    assert "best validation" not in md

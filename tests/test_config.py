@@ -19,6 +19,7 @@ from pipeline.config import (
     model_config,
     training_config,
 )
+from pipeline import plan
 
 PARAMS = REPO_ROOT / "params.yaml"
 
@@ -258,6 +259,23 @@ def test_eval_every_must_leave_room_for_an_evaluation(tmp_path, base):
     one_epoch_of_room = copy.deepcopy(base)
     one_epoch_of_room["training"].update(eval_every=19, patience=20)
     load_params(write_params(tmp_path, one_epoch_of_room))
+
+
+def test_a_split_schedule_is_checked_and_read_for_that_split_only(tmp_path, base):
+    """training.per_split.<split> overrides the schedule of that split's runs (the authors' protocol
+    evaluates every epoch): checked like the block, for a defined split only."""
+    err = error_for(tmp_path, base, lambda p: p["training"].update(per_split={"ml-1m_clean": {"eval_every": 10, "patience": 10}}))
+    assert err.key == "training.per_split.ml-1m_clean.eval_every"
+    err = error_for(tmp_path, base, lambda p: p["training"].update(per_split={"nowhere": {"patience": 10}}))
+    assert err.key == "training.per_split" and "nowhere" in str(err)
+    ok = copy.deepcopy(base)
+    ok["training"]["per_split"] = {"ml-1m_clean": {"eval_every": 1, "patience": 10}}
+    params = load_params(write_params(tmp_path, ok))
+    assert (training_config(params, "ml-1m_clean").eval_every, training_config(params, "ml-1m_clean").patience) == (1, 10)
+    assert training_config(params, "ml-1m_noisy") == training_config(params)
+    assert training_config(params).eval_every == base["training"]["eval_every"]
+    assert "training.per_split.ml-1m_clean" in plan.model_params(params, "ml-1m_clean", "diffrec")
+    assert not any("per_split" in k for k in plan.model_params(params, "ml-1m_noisy", "diffrec") if k.startswith("training"))
     # evaluation never reached: HDRM's 20 epochs end before epoch 30
     err = error_for(tmp_path, base, lambda p: p["training"].update(eval_every=30, patience=100))
     assert str(err) == (

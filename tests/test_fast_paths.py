@@ -438,3 +438,65 @@ def test_the_fingerprint_names_the_switch_only_when_off(tmp_path):
     old = {k: v for k, v in dataclasses.asdict(on).items() if k != "fast"}
     assert prints[True] == fingerprint({**identity, "training": old, "evaluation": dataclasses.asdict(evaluation)})
     assert prints[False] != prints[True]
+
+
+# --------------------------------------------------------------------------------------------
+# TV-Diff's pair loss (pipeline/models/fast/tvdiff.py): the squared error through the Gram matrix
+
+
+def tvdiff_pair_batch(ar_gsp: bool, dtype: torch.dtype):
+    """A TV-Diff in training mode (dropout and noise on) with a pair batch of 48 rows of 30 users'
+    train rows over 70 items, in ``dtype``."""
+    import scipy.sparse as sp
+
+    from pipeline.data.dataset import InteractionData, dense_rows
+    from pipeline.models.tvdiff import TVDiff, TVDiffConfig
+
+    rng = np.random.default_rng(0)
+    train = sp.csr_matrix((rng.random((30, 70)) < 0.15).astype(np.float32))
+    empty = sp.csr_matrix((30, 70), dtype=np.float32)
+    data = InteractionData(30, 70, train, empty, empty, train)
+    cfg = TVDiffConfig(batch_size=48, dims=[24, 16], emb_size=8, steps=5, noise_scale=0.5, noise_min=0.01, noise_max=0.1,
+                       temp=2.0, ar_gsp=ar_gsp, gamma=0.3)
+    torch.manual_seed(0)
+    model = TVDiff(cfg, 30, 70, data=data).to(dtype).train()
+    torch.manual_seed(1)
+    rows, users, positives = next(iter(model.batches(data.train)))
+    return model, rows.to(dtype), users, positives
+
+
+def pair_loss_and_grads(model, rows, users, positives):
+    model.zero_grad()
+    torch.manual_seed(5)  # the same timesteps, noise, dropout masks and negatives on both paths
+    loss = model.loss(rows, users, positives)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("ar_gsp", [False, True], ids=["uniform", "ar-gsp"])
+def test_tvdiff_pair_loss_of_both_paths_is_the_same_function(ar_gsp):
+    """In float64 (rounding out of the way) the Gram-matrix loss and its gradients equal the
+    readable loss's: the same draws, the same algebra."""
+    model, rows, users, positives = tvdiff_pair_batch(ar_gsp, torch.float64)
+    quick_loss, quick = pair_loss_and_grads(model, rows, users, positives)
+    plain_loss, plain = readable(pair_loss_and_grads, model, rows, users, positives)
+    assert quick_loss.item() == pytest.approx(plain_loss.item(), rel=1e-12)
+    assert set(quick) == set(plain) and len(plain) == len(list(model.parameters()))
+    for name in plain:
+        torch.testing.assert_close(quick[name], plain[name], rtol=1e-10, atol=1e-12 * plain[name].abs().max().item())
+
+
+def test_tvdiff_pair_loss_of_both_paths_agree_in_float32():
+    """In float32: the expanded squared error sum_i x^_i^2 - 2 x_0i x^_i + x_0i^2 adds terms up to
+    the size of sum_i x^_i^2 + x_0i^2 over a sum of |I| d^2 products, so the loss is held to
+    bound(|I| d, that size / |I|) twice over; the gradients to bound(|I| d, their largest entry)."""
+    model, rows, users, positives = tvdiff_pair_batch(False, torch.float32)
+    quick_loss, quick = pair_loss_and_grads(model, rows, users, positives)
+    plain_loss, plain = readable(pair_loss_and_grads, model, rows, users, positives)
+    with torch.no_grad():
+        out = model.denoiser(rows, torch.zeros(len(rows), dtype=torch.long))
+    n = rows.shape[1] * model.config.dims[0]
+    size = ((out ** 2).sum(1) + (rows ** 2).sum(1)).max().item() / rows.shape[1] + abs(plain_loss.item())
+    assert abs(quick_loss.item() - plain_loss.item()) <= 2 * bound(n, size)
+    for name in plain:
+        assert (quick[name] - plain[name]).abs().max().item() <= 2 * bound(n, plain[name].abs().max().item()), name

@@ -276,7 +276,7 @@ class AnisotropicDenoiser(nn.Module):
         self.graph_t = SparseOperator(graph.T.tocsr())  # R~^T (items x users), not state
 
     def time_term(self, t: torch.Tensor) -> torch.Tensor:
-        emb = self.emb_layer(timestep_embedding(t, self.emb_size).to(self.time_weight.device))
+        emb = self.emb_layer(timestep_embedding(t, self.emb_size).to(self.time_weight))
         return emb @ self.time_weight
 
     def item_tower(self) -> torch.Tensor:
@@ -397,7 +397,11 @@ class TVDiff(Recommender, key="tvdiff"):
     def pair_loss(self, rows: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
         """The released bpr free energy of a batch of pair rows: per row its own timestep, noise
         and dropout draw, one negative (uniform over the row's unobserved items, or AR-GSP's with
-        the row's timestep); loss = mean over rows of MSE - temp x log(1e-5 + sigma(x^_pos - x^_neg))."""
+        the row's timestep); loss = mean over rows of MSE - temp x log(1e-5 + sigma(x^_pos - x^_neg)).
+        With the speed switch on (``training.fast``), the same loss without the B x |I| prediction
+        (``pipeline/models/fast/tvdiff.py``), equal up to float rounding."""
+        if fast.enabled():
+            return fast_tvdiff.pair_loss(self, rows, positives)
         cfg = self.config
         if cfg.loss_type != "bpr":
             raise ValueError(f"TV-Diff: pair batches are the bpr form's, not {cfg.loss_type!r}'s")

@@ -37,10 +37,25 @@ from pipeline.reporting import significance as sig
 
 # The paper's metrics, in the paper's column order.
 TABLE_METRICS: tuple[str, ...] = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
-# Settings whose reference numbers are comparable with our splits.
-SETTINGS: tuple[str, ...] = ("clean", "noisy", "temporal")
+# Settings whose reference numbers are comparable with our splits, in the tables' order: DiffRec's
+# ML-1M settings, then TV-Diff's own splits under our protocol (carved) and the authors' (authors).
+SETTINGS: tuple[str, ...] = ("clean", "noisy", "temporal", "carved", "authors")
+# The README's headline table: DiffRec's ML-1M settings.
+HEADLINE_SETTINGS: tuple[str, ...] = ("clean", "noisy", "temporal")
+# What a setting's table says it shows (default: "<setting> setting").
+SETTING_TITLES = {
+    "carved": "TV-Diff's datasets, our protocol (validation carved from train, validation-selected)",
+    "authors": "TV-Diff's datasets, test-selected (authors' protocol)",
+}
+# Settings whose validation part is their test part: the best epoch is the best test epoch.
+TEST_SELECTED = ("authors",)
 # Reference sources are recognised by the start of their `source` field.
 PAPER_PREFIX = "DiffRec (SIGIR 2023)"
+# Papers that report on their own splits (reference setting "own-split"): the setting of ours
+# that reproduces that protocol on the same files. TV-Diff: its random 80/20 splits, the best test
+# epoch kept = our `authors` setting.
+OWN_SPLIT = "own-split"
+OWN_SPLIT_PAPERS = {"TV-Diff (KDD 2026)": "authors"}
 AUTHORS_CODE_PREFIX = "official DiffRec code"
 KIND_LABELS = {"paper": "Paper", "authors_code": "Authors' code (2-core CPU)"}
 
@@ -111,21 +126,26 @@ def reference_table(raw: pl.DataFrame) -> pl.DataFrame:
     ``raw`` has the CSV's columns (source, setting, dataset, model, metric, value, note). Rows
     whose source starts with :data:`PAPER_PREFIX` are the paper's numbers (kind ``paper``),
     :data:`AUTHORS_CODE_PREFIX` the authors' code measured on our kind of machine (kind
-    ``authors_code``). Other sources, and settings outside :data:`SETTINGS` (e.g. TV-Diff's
-    ``own-split``), are not comparable and are dropped. Two rows for one cell are an error.
+    ``authors_code``). A paper of :data:`OWN_SPLIT_PAPERS` is a paper too; its ``own-split`` rows
+    take the setting of ours that reproduces its protocol. Other sources, and settings outside
+    :data:`SETTINGS`, are not comparable and are dropped. Two rows for one cell are an error.
     """
     missing = sorted(set(REFERENCE_COLUMNS) - {"kind"} - set(raw.columns))
     if missing:
         raise ValueError(f"paper results: missing columns {missing}; expected {list(REFERENCE_COLUMNS[1:])}")
     source = pl.col("source").fill_null("")
+    own_split = pl.lit(None, dtype=pl.String)
+    for prefix, setting in OWN_SPLIT_PAPERS.items():
+        own_split = pl.when(source.str.starts_with(prefix)).then(pl.lit(setting)).otherwise(own_split)
     table = (
         raw.with_columns(
-            pl.when(source.str.starts_with(PAPER_PREFIX))
+            pl.when(source.str.starts_with(PAPER_PREFIX) | own_split.is_not_null())
             .then(pl.lit("paper"))
             .when(source.str.starts_with(AUTHORS_CODE_PREFIX))
             .then(pl.lit("authors_code"))
             .otherwise(pl.lit(None, dtype=pl.String))
             .alias("kind"),
+            pl.when(pl.col("setting") == OWN_SPLIT).then(own_split).otherwise(pl.col("setting")).alias("setting"),
             pl.col("value").cast(pl.Float64),
             pl.col("note").cast(pl.String).fill_null(""),
         )
@@ -469,6 +489,18 @@ def significance_legend(
     )
 
 
+def setting_title(setting: str) -> str:
+    return SETTING_TITLES.get(setting, f"{setting} setting")
+
+
+def selection_note(setting: str, select_metric: str) -> str:
+    """Which epoch a setting's numbers come from."""
+    if setting in TEST_SELECTED:
+        return (f"Test split at the epoch with the best test {select_metric} (test-selected, the authors' protocol: "
+                "their split has no validation part)")
+    return f"Test split at the epoch with the best validation {select_metric}"
+
+
 def setting_table(
     summary: pl.DataFrame,
     runs: pl.DataFrame,
@@ -517,7 +549,7 @@ def setting_table(
         spanners.append((d, tuple(members)))
 
     notes = [
-        f"Test split at the epoch with the best validation {select_metric}: mean ± sample standard deviation over "
+        f"{selection_note(setting, select_metric)}: mean ± sample standard deviation over "
         "n seeds. **Bold**: best of the column; <ins>underlined</ins>: second best.",
     ]
     for d in datasets:
@@ -534,7 +566,7 @@ def setting_table(
     notes.append("Published numbers and the authors' code beside ours: `results/tables/reproduction.md`.")
     notes.append(_provenance(runs, [setting]))
     return Table(
-        id=setting, title=f"Results: {setting} setting", frame=pl.DataFrame(data), columns=tuple(columns),
+        id=setting, title=f"Results: {setting_title(setting)}", frame=pl.DataFrame(data), columns=tuple(columns),
         labels=labels, stub="Model", group="Group", spanners=tuple(spanners), notes=tuple(notes), right=tuple(right),
     )
 
@@ -582,6 +614,7 @@ def reproduction_table(
         f"**Ours**: test split at the epoch with the best validation {select_metric}, mean over seeds "
         "(the setting tables give ± std and n). **Δ** = ours / reference − 1.",
     ]
+    notes += [f"{s} rows: {selection_note(s, select_metric).lower()}." for s in settings if s in TEST_SELECTED]
     for kind in ("paper", "authors_code"):
         sources = sorted(set(used.filter(pl.col("kind") == kind)["source"].to_list()))
         if sources:
@@ -612,6 +645,71 @@ def reproduction_table(
 
 
 HEADLINE_METRICS: tuple[str, ...] = ("recall@20", "ndcg@20")
+
+
+# The own-split table's protocols: the authors' (beside the paper's numbers), then ours.
+OWN_SPLIT_SETTINGS: tuple[str, str] = ("authors", "carved")
+
+
+def has_own_split_table(settings: Collection[str]) -> bool:
+    """Whether ``results/tables/tvdiff.*`` is written: both protocols ran."""
+    return set(OWN_SPLIT_SETTINGS) <= set(settings)
+
+
+def own_split_table(summary: pl.DataFrame, runs: pl.DataFrame, select_metric: str, families: dict[str, str],
+                    deterministic: Collection[str] = (), settings: Sequence[str] = OWN_SPLIT_SETTINGS,
+                    metrics: Sequence[str] = HEADLINE_METRICS, reference_model: str = "DiffRec") -> Table:
+    """TV-Diff's datasets, both protocols side by side: per dataset (row group) and model, the test
+    mean ± std under the authors' protocol (test-selected), the paper's number and Δ = ours / paper
+    − 1 where the paper has one, and the mean ± std under our protocol (validation-selected).
+    Bold / underlined: best / second of the column within a dataset; marks: paired Wilcoxon against
+    ``reference_model`` under that protocol. ``results/tables/tvdiff.md``."""
+    rows = summary.filter(pl.col("setting").is_in(list(settings)))
+    cell = {(r["setting"], r["dataset"], r["model"], r["metric"]): r for r in rows.iter_rows(named=True)}
+    datasets = sorted(set(rows["dataset"].to_list()))
+    columns = [f"{s}:{k}" for s in settings[:1] for k in metrics] + [f"paper:{k}" for k in metrics] \
+        + [f"delta:{k}" for k in metrics] + [f"{s}:{k}" for s in settings[1:] for k in metrics]
+    data: dict[str, list] = {"_group": [], "_stub": []}
+    for c in columns:
+        data[c], data[c + EMPHASIS], data[c + MARK] = [], [], []
+    for d in datasets:
+        models = by_family(list(dict.fromkeys(rows.filter(pl.col("dataset") == d)["model"].to_list())), families)
+        emphasis = {(s, k): _ranked({m: cell[s, d, m, k]["mean"] for m in models if (s, d, m, k) in cell})
+                    for s in settings for k in metrics}
+        for m in models:
+            data["_group"].append(d)
+            data["_stub"].append(m)
+            for s in settings:
+                for k in metrics:
+                    r = cell.get((s, d, m, k))
+                    data[f"{s}:{k}"].append(DASH if r is None else _mean_std(r, m in deterministic))
+                    data[f"{s}:{k}" + EMPHASIS].append(emphasis[s, k].get(m, ""))
+                    data[f"{s}:{k}" + MARK].append("" if r is None else r["mark"] or "")
+            for k in metrics:
+                r = cell.get((settings[0], d, m, k))
+                for part, text in (("paper", fmt_value(r["paper"]) if r else DASH),
+                                   ("delta", fmt_rel(r["rel_diff_paper"]) if r else DASH)):
+                    data[f"{part}:{k}"].append(text)
+                    data[f"{part}:{k}" + EMPHASIS].append("")
+                    data[f"{part}:{k}" + MARK].append("")
+    labels = {c: short_metric_label(c.split(":")[1]) for c in columns}
+    heads = {"paper": "Paper", "delta": "Δ paper", **{s: setting_title(s).split(", ", 1)[-1] for s in settings}}
+    spanners = tuple((heads[p], tuple(c for c in columns if c.startswith(p + ":"))) for p in
+                     [settings[0], "paper", "delta", *settings[1:]])
+    notes = [
+        f"Test split, mean ± sample standard deviation over seeds: {selection_note(settings[0], select_metric).lower()}; "
+        f"{selection_note(settings[1], select_metric).lower()} (validation carved from the given train part, test untouched). "
+        "**Bold**: best of the column within a dataset; <ins>underlined</ins>: second best. **Paper**: the authors' "
+        "headline number on the same files (their figure scripts); **Δ** = ours / paper − 1.",
+        f"{md_stars(sig.legend_levels())}: two-sided Wilcoxon signed-rank test against {reference_model} over the test "
+        "users under the same protocol (R@20 and N@20; p-values in `results/significance.csv`).",
+        _provenance(runs, settings),
+    ]
+    return Table(
+        id="tvdiff", title="TV-Diff's datasets: the authors' protocol beside ours", frame=pl.DataFrame(data),
+        columns=tuple(columns), labels=labels, stub="Model", group="Dataset", spanners=spanners, notes=tuple(notes),
+        right=tuple(columns),
+    )
 
 
 def headline_table(summary: pl.DataFrame, settings: Sequence[str], model_order: Sequence[str],

@@ -80,7 +80,7 @@ def fit(params: dict, split: str, model_name: str, seed: int, data, out_dir, tag
     identity = {"model": model_name, "split": split, "seed": seed, "config": dataclasses.asdict(model.config)}
     if hyperbolic is not None:  # a checkpoint made on other stage-1 embeddings is not resumed
         identity["hyperbolic"] = hashlib.sha256(hyperbolic.users.tobytes() + hyperbolic.items.tobytes()).hexdigest()
-    training = dataclasses.replace(training_config(params), threads=run_threads(params, model_name))
+    training = dataclasses.replace(training_config(params, split), threads=run_threads(params, model_name))
     metrics = train_run(
         model, data, training, evaluation_config(params), out_dir, identity, seed, tag=tag,
         timing_path=timing_path,

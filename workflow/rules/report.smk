@@ -3,6 +3,8 @@
 # captions in workflow/report/ (paths relative to this file).
 import os
 
+from pipeline.reporting.tables import has_own_split_table
+
 report: "../report/workflow.rst"
 
 
@@ -102,6 +104,7 @@ rule aggregate:
         ),
         tables=expand("results/tables/{setting}.{ext}", setting=SETTINGS, ext=["md", "csv", "tex"]),
         reproduction=expand("results/tables/reproduction.{ext}", ext=["md", "tex"]),
+        own_split=expand("results/tables/tvdiff.{ext}", ext=["md", "tex", "html"]) if has_own_split_table(SETTINGS) else [],
         headline="results/tables/headline.md",
         html=report_tables(),
         figures=report_figures(),

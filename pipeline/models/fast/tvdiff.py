@@ -1,4 +1,18 @@
-"""TV-Diff's inference, folded (the speed switch's path for ``pipeline.models.tvdiff.TVDiff.scores``).
+"""TV-Diff's speed-ups (the speed switch's paths): the folded inference of
+``pipeline.models.tvdiff.TVDiff.scores`` and the pair-batch loss of ``TVDiff.pair_loss``.
+
+The pair loss. A pair batch has B rows of its users' full train rows (B = 2,048, |I| up to
+17,503 on lastfm), and the readable loss forms the B x |I| prediction x^ = h_u h_i^T, then its
+squared error to x_0: three B x d x |I| products (forward, and the gradients of h_u and h_i),
+the largest part of a step. The bpr free energy needs x^ at two entries per row only, and the
+squared error expands: sum_i (x_0 - x^)_i^2 = h_u G h_u^T - 2 h_u . (x_0 h_i) + |x_0|^2 with
+G = h_i^T h_i (d x d, formed once per batch). x_0 h_i is a sum over the row's train items (an
+embedding bag), x^ at the positive and negative a row-wise dot product. Cost: one |I| x d x d
+product for G and one for its gradient, instead of three B x d x |I| ones (|I| d^2 < B d |I|
+when d < B), and no B x |I| prediction or gradient in memory. The random draws (timesteps,
+noise, dropout mask, negatives) are the readable loss's, in its order; the two agree up to
+float rounding (``tests/test_fast_paths.py``). AR-GSP needs every row's scores for its
+candidates: there the prediction is formed without a gradient.
 
 The released inference runs T reverse posterior-mean steps from the clean row, each a full
 denoiser call in item space. In eval mode the chain is linear where it matters: the posterior
@@ -18,6 +32,8 @@ import weakref
 import numpy as np
 import torch
 from torch import nn
+
+from pipeline.models.fast.diffrec import sparse_rows_matmul
 
 _CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (weight versions, (h_i, M))
 
@@ -53,3 +69,59 @@ def folded_scores(model: nn.Module, rows: torch.Tensor) -> torch.Tensor:
         hidden_sum.mul_(c2f).add_(h, alpha=c1f)
         coef_x *= c2f
     return coef_x * rows + hidden_sum @ item_h.T
+
+
+class Gram(torch.autograd.Function):
+    """G = H^T H with the gradient H (dG + dG^T): one product backward (autograd's generic
+    rule for a product takes two)."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(h)
+        return h.T @ h
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (h,) = ctx.saved_tensors
+        return h @ (grad + grad.T)
+
+
+def pair_loss(model: nn.Module, rows: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """``TVDiff.pair_loss`` (the bpr free energy of a pair batch) without the B x |I|
+    prediction: the squared error through G = h_i^T h_i, x^ at the positives and negatives by
+    row-wise dot products (see the module docstring). Same draws as the readable loss."""
+    from pipeline.models import tvdiff  # the model module imports this one
+
+    cfg, den, diffusion = model.config, model.denoiser, model.diffusion
+    if cfg.loss_type != "bpr":
+        raise ValueError(f"TV-Diff: pair batches are the bpr form's, not {cfg.loss_type!r}'s")
+    x0 = rows
+    t = torch.randint(0, cfg.steps, (x0.shape[0],), device=x0.device)
+    x_t = torch.randn_like(x0)  # the noise, turned into x_t (then its dropout) in place
+    if cfg.noise_scale != 0.0:
+        a = diffusion.sqrt_alphas_cumprod[t].float().unsqueeze(1)
+        b = diffusion.sqrt_one_minus_alphas_cumprod[t].float().unsqueeze(1)
+        x_t.mul_(b).add_(a * x0)
+    else:
+        x_t = x0.clone()
+    item_h = den.item_tower()
+    if den.training and den.dropout > 0.0:
+        keep = torch.rand_like(x_t) >= den.dropout
+        x_t.mul_(keep).div_(1.0 - den.dropout)
+    h_u = den.user_tower(x_t @ den.item_weights[0] + den.time_term(t))
+    del x_t
+    gram = Gram.apply(item_h)
+    squares = ((h_u @ gram) * h_u).sum(1)  # sum_i x^_i^2
+    cross = (h_u * sparse_rows_matmul(x0, item_h)).sum(1)  # sum_i x_0i x^_i
+    energy = ((squares - 2.0 * cross + (x0 * x0).sum(1)) / x0.shape[1]).mean()
+    observed = x0 > 0
+    if cfg.ar_gsp:
+        with torch.no_grad():
+            log_w = model.negative_log_weights(h_u @ item_h.T, observed, t)
+        row, neg = tvdiff.draw_negatives(log_w, torch.ones(len(x0), dtype=torch.long, device=x0.device), replacement=True)
+    else:
+        row, neg = tvdiff.uniform_negative_per_row(observed)
+    if len(row) == 0:  # every row's user has every item
+        return energy
+    diff = (h_u[row] * (item_h[positives[row]] - item_h[neg])).sum(1)
+    return energy - cfg.temp * torch.log(tvdiff.BPR_EPS + torch.sigmoid(diff)).mean()
