@@ -392,7 +392,7 @@ class TVDiff(Recommender, key="tvdiff"):
         if len(pair_row) == 0:
             return energy
         diff = out[pair_row, pos] - out[row, neg]
-        return energy - cfg.temp * torch.log(BPR_EPS + torch.sigmoid(diff)).mean()
+        return energy - cfg.temp * self.bpr_likelihood(diff)
 
     def pair_loss(self, rows: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
         """The released bpr free energy of a batch of pair rows: per row its own timestep, noise
@@ -412,15 +412,25 @@ class TVDiff(Recommender, key="tvdiff"):
         out = self.denoiser(x_t, t)
         energy = ((x0 - out) ** 2).mean(dim=1).mean()
         observed = x0 > 0
-        if cfg.ar_gsp:
-            log_w = self.negative_log_weights(out.detach(), observed, t)
-            row, neg = draw_negatives(log_w, torch.ones(len(x0), dtype=torch.long, device=x0.device), replacement=True)
-        else:  # the same law as a draw from uniform_log_weights, without a (B, I) multinomial
-            row, neg = uniform_negative_per_row(observed)
+        row, neg = self.pair_negatives(out.detach() if cfg.ar_gsp else None, observed, t)
         if len(row) == 0:  # every row's user has every item
             return energy
         diff = out[row, positives[row]] - out[row, neg]
-        return energy - cfg.temp * torch.log(BPR_EPS + torch.sigmoid(diff)).mean()
+        return energy - cfg.temp * self.bpr_likelihood(diff)
+
+    @staticmethod
+    def bpr_likelihood(diff: torch.Tensor) -> torch.Tensor:
+        """The released bpr term: the mean over pairs of log(1e-5 + sigma(x^_pos - x^_neg))."""
+        return torch.log(BPR_EPS + torch.sigmoid(diff)).mean()
+
+    def pair_negatives(self, scores: torch.Tensor | None, observed: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row, item): one negative per pair row, AR-GSP's among the row's candidates (from its
+        detached predicted ``scores``, needed only then) or uniform over its unobserved items (the
+        same law as a draw from uniform_log_weights, without a (B, I) multinomial)."""
+        if self.config.ar_gsp:
+            log_w = self.negative_log_weights(scores, observed, t)
+            return draw_negatives(log_w, torch.ones(len(observed), dtype=torch.long, device=observed.device), replacement=True)
+        return uniform_negative_per_row(observed)
 
     def negative_log_weights(self, scores: torch.Tensor, observed: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Log-weights of the negative draw: AR-GSP's or uniform over unobserved items."""

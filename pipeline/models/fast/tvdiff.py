@@ -90,8 +90,6 @@ def pair_loss(model: nn.Module, rows: torch.Tensor, positives: torch.Tensor) -> 
     """``TVDiff.pair_loss`` (the bpr free energy of a pair batch) without the B x |I|
     prediction: the squared error through G = h_i^T h_i, x^ at the positives and negatives by
     row-wise dot products (see the module docstring). Same draws as the readable loss."""
-    from pipeline.models import tvdiff  # the model module imports this one
-
     cfg, den, diffusion = model.config, model.denoiser, model.diffusion
     if cfg.loss_type != "bpr":
         raise ValueError(f"TV-Diff: pair batches are the bpr form's, not {cfg.loss_type!r}'s")
@@ -115,13 +113,11 @@ def pair_loss(model: nn.Module, rows: torch.Tensor, positives: torch.Tensor) -> 
     cross = (h_u * sparse_rows_matmul(x0, item_h)).sum(1)  # sum_i x_0i x^_i
     energy = ((squares - 2.0 * cross + (x0 * x0).sum(1)) / x0.shape[1]).mean()
     observed = x0 > 0
-    if cfg.ar_gsp:
-        with torch.no_grad():
-            log_w = model.negative_log_weights(h_u @ item_h.T, observed, t)
-        row, neg = tvdiff.draw_negatives(log_w, torch.ones(len(x0), dtype=torch.long, device=x0.device), replacement=True)
-    else:
-        row, neg = tvdiff.uniform_negative_per_row(observed)
+    with torch.no_grad():
+        scores = h_u @ item_h.T if cfg.ar_gsp else None  # AR-GSP's candidates
+    row, neg = model.pair_negatives(scores, observed, t)
+    del scores
     if len(row) == 0:  # every row's user has every item
         return energy
     diff = (h_u[row] * (item_h[positives[row]] - item_h[neg])).sum(1)
-    return energy - cfg.temp * torch.log(tvdiff.BPR_EPS + torch.sigmoid(diff)).mean()
+    return energy - cfg.temp * model.bpr_likelihood(diff)
