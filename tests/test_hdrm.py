@@ -25,7 +25,7 @@ from pipeline.models.lorentz import (
     to_tangent0,
 )
 from pipeline.models import MODELS
-from pipeline.models.layers import row_normalized_adjacency, sample_pairs
+from pipeline.models.layers import row_normalized_adjacency, sample_pairs, triple_batches, user_uniform_triples
 from pipeline.models.hdrm import HDRM, HDRMConfig, geometric_noise
 from pipeline.models.hgcf import HGCF, HGCFConfig
 from pipeline.stages.embed import main as train_embeddings
@@ -145,6 +145,52 @@ def test_sample_pairs():
         assert b.tolist() == [0, 0, 2, 2, 2, 2] and pos.tolist() == [0, 2, 0, 1, 2, 3]
         assert (rows[b, neg] == 0).all()
         assert (neg[2:] == 4).all()  # the only free item of row 2
+
+
+def test_user_uniform_triples(monkeypatch):
+    """The released epoch's draw: as many triples as train pairs; a user uniformly among those
+    with a train item and a free item, a positive among its train items, a negative among the
+    others; the same from the same seed; the direct draw after the rejection rounds exact too."""
+    import pipeline.models.layers as layers
+
+    dense = np.zeros((8, 12), dtype=np.float32)
+    dense[0, [1, 3, 4]] = 1.0
+    dense[1, :] = 1.0  # every item: no negative, never drawn
+    dense[3, [0, 2]] = 2.0  # (user 2 has no train item: never drawn)
+    dense[4, :11] = 1.0  # one free item, 11
+    dense[6:, [5, 7]] = 1.0
+    r, c = dense.nonzero()
+    # user 5's only entry is an explicitly stored zero: not a train item
+    matrix = sp.csr_matrix((np.append(dense[r, c], 0.0), (np.append(r, 5), np.append(c, 6))), shape=dense.shape)
+    assert matrix.nnz == len(r) + 1
+    train = dense > 0
+    users, pos, neg = user_uniform_triples(matrix, generator=torch.Generator().manual_seed(0))
+    assert len(users) == len(pos) == len(neg) == train.sum() and users.dtype == pos.dtype == neg.dtype == torch.long
+    again = user_uniform_triples(matrix, generator=torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip((users, pos, neg), again))
+    for rounds in (layers.MAX_RESAMPLE_ROUNDS, 0):  # 0: every negative by the direct draw
+        monkeypatch.setattr(layers, "MAX_RESAMPLE_ROUNDS", rounds)
+        users, pos, neg = user_uniform_triples(matrix, 60_000, generator=torch.Generator().manual_seed(1))
+        assert train[users, pos].all() and not train[users, neg].any()
+        eligible = [0, 3, 4, 6, 7]
+        assert set(users.tolist()) == set(eligible)
+        # uniform over users, a user's train items and its free items: every cell within 6 sd of its mean
+        counts = np.bincount(users.numpy(), minlength=8)[eligible]
+        mean = 60_000 / len(eligible)
+        assert (np.abs(counts - mean) < 6 * np.sqrt(mean)).all(), counts
+        for u in (0, 3):
+            for items, size in ((pos[users == u], train[u].sum()), (neg[users == u], (~train[u]).sum())):
+                n = len(items)
+                hist = np.bincount(items.numpy(), minlength=12)
+                hist = hist[hist > 0]
+                assert len(hist) == size and (np.abs(hist - n / size) < 6 * np.sqrt(n / size)).all(), (u, hist)
+        assert (neg[users == 4] == 11).all()
+    # an epoch in batches: width-0 rows, the contract's (rows, users, *extra)
+    batches = list(triple_batches(matrix, 7, generator=torch.Generator().manual_seed(0)))
+    assert [len(b[1]) for b in batches] == [7, 7, 7, 7, train.sum() - 28]
+    rows, users_, positives, negatives = batches[0]
+    assert rows.shape == (7, 0) and isinstance(users_, np.ndarray)
+    assert torch.equal(torch.from_numpy(np.concatenate([b[1] for b in batches])), again[0])
 
 
 # --------------------------------------------------------------------------------------------
