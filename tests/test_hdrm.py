@@ -200,8 +200,11 @@ def test_user_uniform_triples(monkeypatch):
 def test_hgcf_registered_and_config_checks(data):
     assert MODELS["hgcf"] is HGCF and HGCF.display_name == "HGCF"
     assert model_config(params_for(), "hgcf", SPLIT) == HGCFConfig(**HGCF_HYPER)
-    bad = HGCFConfig(**{**HGCF_HYPER, "emb_size": 1, "n_layers": 0, "momentum": 1.0, "margin": -0.1})
-    assert {key for key, _ in bad.problems()} == {"emb_size", "n_layers", "momentum", "margin"}
+    bad = HGCFConfig(**{**HGCF_HYPER, "emb_size": 1, "n_layers": 0, "momentum": 1.0, "margin": -0.1, "sampling": "triples",
+                        "min_epochs": -1})
+    assert {key for key, _ in bad.problems()} == {"emb_size", "n_layers", "momentum", "margin", "sampling", "min_epochs"}
+    # the code defaults are the committed runs' (pair batches of users, no floor under the patience stop)
+    assert (HGCFConfig().sampling, HGCFConfig().min_epochs, HGCFConfig().emb_size) == ("pairs", 0, 64)
     with pytest.raises(ValueError, match="needs the training graph"):
         HGCF(HGCFConfig(**HGCF_HYPER), N_USERS, N_ITEMS)
 
@@ -259,6 +262,58 @@ def assert_on_hyperboloid(points: torch.Tensor) -> None:
     error = (minkowski_norm2(x) + 1.0).abs()
     bound = 3 * torch.finfo(torch.float32).eps * scale
     assert (error <= bound).all(), f"off the hyperboloid: worst error/bound {(error / bound).max().item():.2f}"
+
+
+def test_hgcf_triples_are_the_pair_loss_of_the_same_triples(data):
+    """``loss(rows, users, positives, negatives)`` (the released triples) is the pair form's loss
+    when given the pairs and negatives the pair form draws: one loss, two ways to pick triples."""
+    model = build_model(params_for(), "hgcf", SPLIT, 1, N_USERS, N_ITEMS, data=data)
+    users = np.arange(N_USERS)
+    rows = dense_rows(data.train, users)
+    torch.manual_seed(3)
+    pair_loss = model.loss(rows, users)
+    torch.manual_seed(3)
+    b, pos, neg = sample_pairs(rows)
+    triple_loss = model.loss(torch.zeros(len(b), 0), users[b.numpy()], pos, neg)
+    assert torch.equal(pair_loss, triple_loss)
+    empty = torch.zeros(0, dtype=torch.long)
+    zero = model.loss(torch.zeros(0, 0), users[:0], empty, empty)
+    zero.backward()
+    assert zero.item() == 0.0
+
+
+def test_hgcf_released_sampling_trains(data, tmp_path):
+    """sampling: users (the released user-uniform triples, batches of batch_size triples) learns
+    the planted groups through the shared trainer."""
+    params = params_for(sampling="users", batch_size=64, epochs=10)
+    model = build_model(params, "hgcf", SPLIT, 1, N_USERS, N_ITEMS, data=data)
+    batches = list(model.batches(data.train))
+    assert sum(len(b[1]) for b in batches) == data.train.nnz and max(len(b[1]) for b in batches) == 64
+    identity = {"model": "hgcf", "split": SPLIT, "seed": 1, "config": dataclasses.asdict(model.config)}
+    metrics = train_run(model, data, TRAINING, EVALUATION, tmp_path / "run", identity, 1)
+    assert metrics["test"]["recall@20"] > random_recall(data, 20) + 0.2
+
+
+def test_min_epochs_keeps_the_patience_stop_away(data, tmp_path):
+    """A config's min_epochs (HGCF's released rule: not before epoch 30): the trainer's patience
+    does not stop the run before the end of that epoch; without it the run stops as before. A
+    learning rate below float32 resolution keeps the validation metric flat, so the first
+    evaluation stays the best."""
+    training = dataclasses.replace(TRAINING, patience=8)
+    trained = {}
+    for floor in (0, 17):
+        params = params_for(lr=1e-30, epochs=40, min_epochs=floor)
+        model = build_model(params, "hgcf", SPLIT, 1, N_USERS, N_ITEMS, data=data)
+        identity = {"model": "hgcf", "split": SPLIT, "seed": 1, "config": dataclasses.asdict(model.config)}
+        metrics = train_run(model, data, training, EVALUATION, tmp_path / str(floor), identity, 1)
+        assert metrics["best_epoch"] == 5
+        trained[floor] = metrics["epochs_trained"]
+    assert trained == {0: 12, 17: 17}  # stops before epoch best + patience = 13; with the floor, before 18
+    # the epoch line's projection counts the floor
+    from pipeline.training.trainer import _eta
+
+    assert "stops after epoch 12" in _eta(6, 40, 5, training, [1.0], [1.0])
+    assert "stops after epoch 30" in _eta(6, 40, 5, training, [1.0], [1.0], min_epochs=30)
 
 
 def test_hgcf_resumes_exactly_after_a_stop(data, tmp_path):
