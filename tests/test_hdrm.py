@@ -364,8 +364,11 @@ def hdrm_config(**overrides) -> HDRMConfig:
 def test_hdrm_registered_and_config_checks(stage1):
     assert MODELS["hdrm"] is HDRM and HDRM.display_name == "HDRM" and HDRM.requires == {"hyperbolic"}
     assert model_config(params_for(), "hdrm", SPLIT) == HDRMConfig(**HDRM_HYPER)
-    bad = HDRMConfig(**{**HDRM_HYPER, "act": "gelu", "alpha": 1.5, "mix": -0.1, "noise_scale": 0.0})
-    assert {key for key, _ in bad.problems()} == {"act", "alpha", "mix", "noise_scale"}
+    bad = HDRMConfig(**{**HDRM_HYPER, "act": "gelu", "alpha": 1.5, "mix": -0.1, "noise_scale": 0.0, "sampling": "pairs"})
+    assert {key for key, _ in bad.problems()} == {"act", "alpha", "mix", "noise_scale", "sampling"}
+    # the code defaults are the committed runs' (user batches, [200, 600], at most 20 epochs)
+    default = HDRMConfig()
+    assert (default.sampling, default.dims, default.epochs, default.batch_size, default.geometric_noise) == ("users", [200, 600], 20, 300, False)
     with pytest.raises(ValueError, match="stage-1 hyperbolic embeddings"):
         HDRM(hdrm_config(), N_USERS, N_ITEMS)
     emb = load_hyperbolic_embeddings(stage1[1])
@@ -408,18 +411,25 @@ def test_vectorised_scoring_equals_the_per_user_loop(geometric):
     torch.testing.assert_close(fast[2], -torch.arccosh(-inner) ** 2, rtol=1e-9, atol=1e-9)
 
 
-def test_hdrm_loss_falls(stage1, data):
+@pytest.mark.parametrize("sampling", ["users", "triples"])
+def test_hdrm_loss_falls(stage1, data, sampling):
+    """Full-batch steps: all users' train pairs (users), or one epoch's triples as one batch (triples)."""
     emb = load_hyperbolic_embeddings(stage1[1])
     torch.manual_seed(0)
-    model = HDRM(hdrm_config(dropout=0.0, lr=3e-3, alpha=0.5), N_USERS, N_ITEMS, hyperbolic=emb)
+    model = HDRM(hdrm_config(dropout=0.0, lr=3e-3, alpha=0.5, sampling=sampling, batch_size=data.train.nnz), N_USERS, N_ITEMS,
+                 hyperbolic=emb)
     optimizer = model.optimizer()
     assert isinstance(optimizer, torch.optim.Adam)
-    users = np.arange(N_USERS)
-    rows = dense_rows(data.train, users)
+    if sampling == "users":
+        users = np.arange(N_USERS)
+        batch = (dense_rows(data.train, users), users)
+    else:
+        (batch,) = list(model.batches(data.train))
+        assert batch[0].shape == (data.train.nnz, 0)
     losses = []
     for _ in range(40):
         optimizer.zero_grad()
-        loss = model.loss(rows, users)
+        loss = model.loss(*batch)
         assert torch.isfinite(loss)
         loss.backward()
         optimizer.step()
@@ -428,6 +438,30 @@ def test_hdrm_loss_falls(stage1, data):
     # only the denoisers learn: the frozen embeddings are buffers outside the state dict
     assert set(model.state_dict()) >= {"user_denoiser.emb_layer.weight", "item_denoiser.emb_layer.weight"}
     assert not any(k in model.state_dict() for k in ("user_tangent", "item_tangent", "item_points"))
+
+
+def test_hdrm_triples_are_the_pair_loss_of_the_same_triples(stage1, data):
+    """``loss(rows, users, positives, negatives)`` (the released triples) is the user batches'
+    loss when given the pairs and negatives those draw, with the same timesteps, noise and
+    dropout draws after them: one loss, two ways to pick triples."""
+    emb = load_hyperbolic_embeddings(stage1[1])
+    torch.manual_seed(0)
+    model = HDRM(hdrm_config(), N_USERS, N_ITEMS, hyperbolic=emb).train()
+    users = np.arange(N_USERS)
+    rows = dense_rows(data.train, users)
+    torch.manual_seed(3)
+    before = torch.get_rng_state()
+    b, pos, neg = sample_pairs(rows)
+    after = torch.get_rng_state()
+    torch.set_rng_state(before)
+    pair_loss = model.loss(rows, users)
+    torch.set_rng_state(after)
+    triple_loss = model.loss(torch.zeros(len(b), 0), users[b.numpy()], pos, neg)
+    assert torch.equal(pair_loss, triple_loss)
+    empty = torch.zeros(0, dtype=torch.long)
+    zero = model.loss(torch.zeros(0, 0), users[:0], empty, empty)
+    zero.backward()
+    assert zero.item() == 0.0
 
 
 def test_hdrm_train_run_beats_random(stage1, data, tmp_path):
