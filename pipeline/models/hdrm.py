@@ -41,6 +41,11 @@ Model (curvature -1, geoopt's Lorentz maps, :mod:`pipeline.models.lorentz`):
   there are train pairs (the released ``trainDataSize``); the loss sums over the batch's
   triples either way, as the released one does.
 
+With the speed switch on (``training.fast``) the denoisers run through
+``pipeline/models/fast/hdrm.py``: the same computation, bit for bit with ``sampling: users`` (the
+committed runs), and with ``sampling: triples`` up to float rounding of the time embedding's
+gradient (its first layer skips the input gradient nobody needs).
+
 Differences from the released code, on purpose:
 
 * ``sampling: users`` (the default, the committed runs) instead of the released user-uniform
@@ -85,6 +90,8 @@ from pipeline.models.lorentz import (
     sqdist,
 )
 from pipeline.models import checks as c
+from pipeline.models import fast
+from pipeline.models.fast import hdrm as fast_hdrm
 from pipeline.models.layers import dropout, sample_pairs, timestep_embedding, triple_batches, xavier_normal_
 from pipeline.models.diffusion import GaussianDiffusion
 from pipeline.models.base import Recommender
@@ -166,6 +173,7 @@ class ConditionalDenoiser(nn.Module):
         self.emb_size = emb_size
         self.dropout = dropout
         self.act = ACTIVATIONS[act]
+        self.act_name = act
         self.emb_layer = nn.Linear(emb_size, emb_size)
         self.in_layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(in_widths[:-1], in_widths[1:]))
         self.out_layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(out_dims[:-1], out_dims[1:]))
@@ -317,6 +325,11 @@ class HDRM(Recommender, key="hdrm"):
 
     # ------------------------------------------------------------------ internals
     def _denoise(self, denoiser: ConditionalDenoiser, z_t: torch.Tensor, cond: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``denoiser(z_t, cond, t)``; with the speed switch on, the same through
+        ``pipeline/models/fast/hdrm.py`` (its first layer without the input gradient only for the
+        triple batches, see its docstring)."""
+        if fast.enabled():
+            return fast_hdrm.denoise(denoiser, z_t, cond, t, narrow_first_layer=self.config.sampling == "triples")
         return denoiser(z_t, cond, t)
 
     def _q_sample(self, z0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
