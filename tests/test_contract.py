@@ -163,31 +163,45 @@ def test_learns_the_planted_structure(key, data):
 
 
 def batch_variants():
-    """Every trainable model with its params.yaml config, and TV-Diff's bpr form with each batching."""
+    """Every trainable model with its params.yaml config, TV-Diff's bpr form with each batching,
+    and the released user-uniform triples of HGCF and HDRM."""
     out = [(k, {}) for k in sorted(MODELS) if MODELS[k].trainable]
-    return out + [("tvdiff", dict(loss_type="bpr", batching="pairs")), ("tvdiff", dict(loss_type="bpr", batching="users"))]
+    return out + [("tvdiff", dict(loss_type="bpr", batching="pairs")), ("tvdiff", dict(loss_type="bpr", batching="users")),
+                  ("hgcf", dict(sampling="users")), ("hdrm", dict(sampling="triples"))]
 
 
 @pytest.mark.parametrize("key, overrides", batch_variants(), ids=lambda v: v if isinstance(v, str) else "-".join(map(str, v.values())))
 def test_an_epoch_of_batches_feeds_the_loss(key, overrides, data):
     """``batches`` (the contract's default or the model's own) yields (rows, users, *extra): dense
-    rows of the input matrix for those users, together covering every user; ``loss(rows, users,
-    *extra)`` of each is a finite scalar."""
+    rows of the input matrix for those users, together covering every user (or, for triple
+    batches, rows of width 0 and the triples' positives and negatives in ``extra``, as many
+    triples as train pairs, users drawn at random); ``loss(rows, users, *extra)`` of each is a
+    finite scalar."""
     model = build(key, data)
     if overrides:
         model.config = dataclasses.replace(model.config, **overrides)
     matrix = model.input_matrix(data)
     model.train()
     torch.manual_seed(0)
-    seen = []
+    seen, triples = [], False
     for rows, users, *extra in model.batches(matrix):
-        assert rows.dtype == torch.float32 and rows.shape == (len(users), matrix.shape[1])
-        assert torch.equal(rows, dense_rows(matrix, users))
+        triples = rows.shape == (len(users), 0)
+        if triples:  # (user, positive, negative) in users and extra
+            positives, negatives = extra
+            assert len(positives) == len(negatives) == len(users)
+            dense = matrix.toarray()
+            assert (dense[users, positives.numpy()] > 0).all() and (dense[users, negatives.numpy()] == 0).all()
+        else:
+            assert rows.dtype == torch.float32 and rows.shape == (len(users), matrix.shape[1])
+            assert torch.equal(rows, dense_rows(matrix, users))
         assert len(users) <= model.config.batch_size
         loss = model.loss(rows, users, *extra)
         assert loss.dim() == 0 and torch.isfinite(loss)
         seen.append(users)
-    assert set(np.concatenate(seen).tolist()) >= set(np.flatnonzero(np.diff(matrix.indptr)).tolist())
+    if triples:
+        assert sum(len(u) for u in seen) == (matrix > 0).sum()
+    else:
+        assert set(np.concatenate(seen).tolist()) >= set(np.flatnonzero(np.diff(matrix.indptr)).tolist())
 
 
 @pytest.mark.parametrize("key", sorted(MODELS))

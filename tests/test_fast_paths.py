@@ -1,7 +1,8 @@
 """The speed-ups of pipeline/models/fast against the readable model files: with the switch on and
 off, DiffRec's (and so T-DiffRec's and L-DiffRec's) training loss, gradients and scores agree up
 to float32 rounding, the ranking of a planted example is the same, and each trick equals the
-plain computation it replaces.
+plain computation it replaces; TV-Diff's pair loss agrees; HDRM's loss, gradients and scores
+agree, bit for bit with its user batches (the committed runs' setting).
 
 Tolerances. float32 rounds each operation to a relative 2^-24 (half of ``EPS``). A dot product of
 length n computed in another order (oneDNN's blocking instead of MKL's, or the folded loop's
@@ -19,6 +20,7 @@ the same bounds hold with oneDNN and ATen restricted to AVX2 kernels
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import pickle
 
@@ -500,3 +502,164 @@ def test_tvdiff_pair_loss_of_both_paths_agree_in_float32():
     assert abs(quick_loss.item() - plain_loss.item()) <= 2 * bound(n, size)
     for name in plain:
         assert (quick[name] - plain[name]).abs().max().item() <= 2 * bound(n, plain[name].abs().max().item()), name
+
+
+# --------------------------------------------------------------------------------------------
+# HDRM's denoisers (pipeline/models/fast/hdrm.py): activations in place everywhere; on the
+# triple batches, a first layer without the input gradient
+
+
+def hdrm_setup(sampling: str, act: str = "relu", size: int = 16, dims=(8, 24), n_users: int = 40, n_items: int = 60,
+               batch_size: int = 10**6, **overrides):
+    """An HDRM on random stage-1 points (``size`` coordinates) and the first training batch of its
+    ``sampling`` (by default the whole epoch in one batch); a short diffusion (T 10) with more
+    noise than ML-1M's unless ``overrides`` say otherwise."""
+    import scipy.sparse as sp
+
+    from pipeline.models.hdrm import HDRM, HDRMConfig
+    from pipeline.models.lorentz import expmap0
+
+    g = torch.Generator().manual_seed(0)
+    users = expmap0(torch.randn(n_users, size, generator=g) * 0.5)
+    items = expmap0(torch.randn(n_items, size, generator=g) * 0.5)
+    train = sp.csr_matrix((np.random.default_rng(0).random((n_users, n_items)) < 0.2).astype(np.float32))
+    values = dict(steps=10, noise_scale=0.1, noise_min=0.01, noise_max=0.1)
+    values.update(overrides)
+    cfg = HDRMConfig(dims=list(dims), act=act, sampling=sampling, batch_size=batch_size, **values)
+    torch.manual_seed(0)
+    model = HDRM(cfg, n_users, n_items, hyperbolic=(users, items))
+    torch.manual_seed(1)
+    return model, next(iter(model.batches(train))), train
+
+
+def hdrm_loss_and_grads(model, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Loss and gradients of one batch; the seed fixes the timesteps, noise and dropout masks."""
+    model.train().zero_grad()
+    torch.manual_seed(5)
+    loss = model.loss(*batch)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def hdrm_scores(model, train) -> torch.Tensor:
+    from pipeline.data.dataset import dense_rows
+
+    users = np.arange(train.shape[0])
+    torch.manual_seed(7)  # inference starts from q_sample(..., eps)
+    return model.eval().scores(dense_rows(train, users), users)
+
+
+def hdrm_longest_dot(model, batch_rows: int) -> int:
+    return max([batch_rows] + [m.in_features for m in model.modules() if isinstance(m, nn.Linear)])
+
+
+def test_hdrm_switched_off_nothing_of_the_fast_module_runs(monkeypatch):
+    from pipeline.models.fast import hdrm as H
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("fast path called with the switch off")
+
+    monkeypatch.setattr(H, "denoise", refuse)
+    monkeypatch.setattr(H.FirstLayer, "apply", refuse)
+    for sampling in ("users", "triples"):
+        model, batch, train = hdrm_setup(sampling)
+        with fast.switched(False):
+            hdrm_loss_and_grads(model, batch)
+            assert hdrm_scores(model, train).shape == train.shape
+        with pytest.raises(AssertionError, match="switch off"):
+            hdrm_loss_and_grads(model, batch)
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh", "sigmoid"])
+def test_hdrm_user_batches_are_the_readable_arithmetic_bit_for_bit(act):
+    """With the user batches (the committed runs' ``sampling: users``) the fast path only runs the
+    activations in place: the same kernels on the same values, so loss, gradients and scores are
+    the readable path's bit for bit, on any CPU."""
+    model, batch, train = hdrm_setup("users", act=act)
+    quick_loss, quick = hdrm_loss_and_grads(model, batch)
+    plain_loss, plain = readable(hdrm_loss_and_grads, model, batch)
+    assert torch.equal(quick_loss, plain_loss)
+    assert set(quick) == set(plain) == {n for n, _ in model.named_parameters()}
+    assert all(torch.equal(quick[n], plain[n]) for n in plain)
+    assert torch.equal(hdrm_scores(model, train), readable(hdrm_scores, model, train))
+
+
+@pytest.mark.parametrize("shape", [dict(), dict(size=64, dims=(200, 600), n_items=100), dict(size=512, dims=(200, 1100), n_items=100)],
+                         ids=["small", "committed-width", "released-width"])
+def test_hdrm_triple_batches_of_both_paths_agree(shape):
+    """With the triple batches the first layer forms only the time embedding's input gradient:
+    the forward pass is the same computation (same loss bit for bit), the gradients agree up to
+    float32 rounding (only the time embedding's layer's gradients take another product); scoring
+    has no gradient, so the scores are the readable ones bit for bit."""
+    model, batch, train = hdrm_setup("triples", **shape)
+    assert batch[0].shape == (train.nnz, 0)
+    quick_loss, quick = hdrm_loss_and_grads(model, batch)
+    plain_loss, plain = readable(hdrm_loss_and_grads, model, batch)
+    assert torch.equal(quick_loss, plain_loss)
+    assert set(quick) == set(plain) == {n for n, _ in model.named_parameters()}
+    n = hdrm_longest_dot(model, len(batch[1]))
+    for name in plain:
+        assert (quick[name] - plain[name]).abs().max().item() <= 2 * bound(n, plain[name].abs().max().item()), name
+    assert torch.equal(hdrm_scores(model, train), readable(hdrm_scores, model, train))
+
+
+@pytest.mark.parametrize("cond_grad", [False, True], ids=["frozen-inputs", "every-input"])
+def test_hdrm_first_layer_equals_linear(cond_grad):
+    """nn.Linear over [x, emb, cond]: the same output; the gradients of what needs one up to
+    float32 rounding, none for x and cond when they need none (HDRM's case: frozen vectors)."""
+    from pipeline.models.fast import hdrm as H
+
+    torch.manual_seed(0)
+    x, emb = torch.randn(64, 33), torch.randn(64, 10, requires_grad=True)
+    cond = torch.randn(64, 33, requires_grad=cond_grad)
+    x.requires_grad_(cond_grad)
+    layer = nn.Linear(76, 120)
+    grad = torch.randn(64, 120)
+    inputs = [t for t in (x, emb, cond, layer.weight, layer.bias) if t.requires_grad]
+    out = layer(torch.cat([x, emb, cond], dim=-1))
+    out.backward(grad)
+    expected = [t.grad.clone() for t in inputs]
+    for t in inputs:
+        t.grad = None
+    got = H.FirstLayer.apply(x, emb, cond, layer.weight, layer.bias)
+    assert torch.equal(got, out.detach())
+    got.backward(grad)
+    if not cond_grad:
+        assert x.grad is None and cond.grad is None
+    n = max(64, 120)
+    for t, want in zip(inputs, expected):
+        assert (t.grad - want).abs().max().item() <= 2 * bound(n, want.abs().max().item())
+
+
+def test_hdrm_three_seeded_steps_with_the_switch_on_are_the_readable_ones():
+    """The committed HDRM runs (``sampling: users``, ``training.fast: true``) were trained before
+    HDRM had a fast path, i.e. by the readable computation: with the switch on, three seeded
+    optimizer steps of the default configuration and the scores after them are that computation's
+    bit for bit, so those runs reproduce. (Checked once by hand against the commit before the fast
+    path, 89a958c, with the same script: bit for bit, under AVX-512 and AVX2 kernels.)"""
+    from pipeline.models.hdrm import HDRMConfig
+
+    cfg = HDRMConfig()
+    assert cfg.sampling == "users"
+    # the code defaults, but 3 batches of 20 users
+    defaults = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)} | dict(batch_size=20)
+
+    def run():
+        model, _, train = hdrm_setup(size=64, n_users=60, n_items=100, **defaults)
+        assert model.config == dataclasses.replace(cfg, batch_size=20)
+        optimizer = model.optimizer()
+        torch.manual_seed(2)
+        losses = []
+        model.train()
+        for rows, users, *extra in model.batches(train):
+            optimizer.zero_grad()
+            loss = model.loss(rows, users, *extra)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.detach())
+        assert len(losses) == 3
+        return torch.stack(losses), model.state_dict(), hdrm_scores(model, train)
+
+    quick, plain = run(), readable(run)
+    assert torch.equal(quick[0], plain[0]) and torch.equal(quick[2], plain[2])
+    assert list(quick[1]) == list(plain[1]) and all(torch.equal(quick[1][k], plain[1][k]) for k in plain[1])

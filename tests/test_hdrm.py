@@ -25,7 +25,7 @@ from pipeline.models.lorentz import (
     to_tangent0,
 )
 from pipeline.models import MODELS
-from pipeline.models.layers import row_normalized_adjacency, sample_pairs
+from pipeline.models.layers import row_normalized_adjacency, sample_pairs, triple_batches, user_uniform_triples
 from pipeline.models.hdrm import HDRM, HDRMConfig, geometric_noise
 from pipeline.models.hgcf import HGCF, HGCFConfig
 from pipeline.stages.embed import main as train_embeddings
@@ -147,6 +147,52 @@ def test_sample_pairs():
         assert (neg[2:] == 4).all()  # the only free item of row 2
 
 
+def test_user_uniform_triples(monkeypatch):
+    """The released epoch's draw: as many triples as train pairs; a user uniformly among those
+    with a train item and a free item, a positive among its train items, a negative among the
+    others; the same from the same seed; the direct draw after the rejection rounds exact too."""
+    import pipeline.models.layers as layers
+
+    dense = np.zeros((8, 12), dtype=np.float32)
+    dense[0, [1, 3, 4]] = 1.0
+    dense[1, :] = 1.0  # every item: no negative, never drawn
+    dense[3, [0, 2]] = 2.0  # (user 2 has no train item: never drawn)
+    dense[4, :11] = 1.0  # one free item, 11
+    dense[6:, [5, 7]] = 1.0
+    r, c = dense.nonzero()
+    # user 5's only entry is an explicitly stored zero: not a train item
+    matrix = sp.csr_matrix((np.append(dense[r, c], 0.0), (np.append(r, 5), np.append(c, 6))), shape=dense.shape)
+    assert matrix.nnz == len(r) + 1
+    train = dense > 0
+    users, pos, neg = user_uniform_triples(matrix, generator=torch.Generator().manual_seed(0))
+    assert len(users) == len(pos) == len(neg) == train.sum() and users.dtype == pos.dtype == neg.dtype == torch.long
+    again = user_uniform_triples(matrix, generator=torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip((users, pos, neg), again))
+    for rounds in (layers.MAX_RESAMPLE_ROUNDS, 0):  # 0: every negative by the direct draw
+        monkeypatch.setattr(layers, "MAX_RESAMPLE_ROUNDS", rounds)
+        users, pos, neg = user_uniform_triples(matrix, 60_000, generator=torch.Generator().manual_seed(1))
+        assert train[users, pos].all() and not train[users, neg].any()
+        eligible = [0, 3, 4, 6, 7]
+        assert set(users.tolist()) == set(eligible)
+        # uniform over users, a user's train items and its free items: every cell within 6 sd of its mean
+        counts = np.bincount(users.numpy(), minlength=8)[eligible]
+        mean = 60_000 / len(eligible)
+        assert (np.abs(counts - mean) < 6 * np.sqrt(mean)).all(), counts
+        for u in (0, 3):
+            for items, size in ((pos[users == u], train[u].sum()), (neg[users == u], (~train[u]).sum())):
+                n = len(items)
+                hist = np.bincount(items.numpy(), minlength=12)
+                hist = hist[hist > 0]
+                assert len(hist) == size and (np.abs(hist - n / size) < 6 * np.sqrt(n / size)).all(), (u, hist)
+        assert (neg[users == 4] == 11).all()
+    # an epoch in batches: width-0 rows, the contract's (rows, users, *extra)
+    batches = list(triple_batches(matrix, 7, generator=torch.Generator().manual_seed(0)))
+    assert [len(b[1]) for b in batches] == [7, 7, 7, 7, train.sum() - 28]
+    rows, users_, positives, negatives = batches[0]
+    assert rows.shape == (7, 0) and isinstance(users_, np.ndarray)
+    assert torch.equal(torch.from_numpy(np.concatenate([b[1] for b in batches])), again[0])
+
+
 # --------------------------------------------------------------------------------------------
 # stage 1: HGCF
 
@@ -154,8 +200,11 @@ def test_sample_pairs():
 def test_hgcf_registered_and_config_checks(data):
     assert MODELS["hgcf"] is HGCF and HGCF.display_name == "HGCF"
     assert model_config(params_for(), "hgcf", SPLIT) == HGCFConfig(**HGCF_HYPER)
-    bad = HGCFConfig(**{**HGCF_HYPER, "emb_size": 1, "n_layers": 0, "momentum": 1.0, "margin": -0.1})
-    assert {key for key, _ in bad.problems()} == {"emb_size", "n_layers", "momentum", "margin"}
+    bad = HGCFConfig(**{**HGCF_HYPER, "emb_size": 1, "n_layers": 0, "momentum": 1.0, "margin": -0.1, "sampling": "triples",
+                        "min_epochs": -1})
+    assert {key for key, _ in bad.problems()} == {"emb_size", "n_layers", "momentum", "margin", "sampling", "min_epochs"}
+    # the code defaults are the committed runs' (pair batches of users, no floor under the patience stop)
+    assert (HGCFConfig().sampling, HGCFConfig().min_epochs, HGCFConfig().emb_size) == ("pairs", 0, 64)
     with pytest.raises(ValueError, match="needs the training graph"):
         HGCF(HGCFConfig(**HGCF_HYPER), N_USERS, N_ITEMS)
 
@@ -215,6 +264,58 @@ def assert_on_hyperboloid(points: torch.Tensor) -> None:
     assert (error <= bound).all(), f"off the hyperboloid: worst error/bound {(error / bound).max().item():.2f}"
 
 
+def test_hgcf_triples_are_the_pair_loss_of_the_same_triples(data):
+    """``loss(rows, users, positives, negatives)`` (the released triples) is the pair form's loss
+    when given the pairs and negatives the pair form draws: one loss, two ways to pick triples."""
+    model = build_model(params_for(), "hgcf", SPLIT, 1, N_USERS, N_ITEMS, data=data)
+    users = np.arange(N_USERS)
+    rows = dense_rows(data.train, users)
+    torch.manual_seed(3)
+    pair_loss = model.loss(rows, users)
+    torch.manual_seed(3)
+    b, pos, neg = sample_pairs(rows)
+    triple_loss = model.loss(torch.zeros(len(b), 0), users[b.numpy()], pos, neg)
+    assert torch.equal(pair_loss, triple_loss)
+    empty = torch.zeros(0, dtype=torch.long)
+    zero = model.loss(torch.zeros(0, 0), users[:0], empty, empty)
+    zero.backward()
+    assert zero.item() == 0.0
+
+
+def test_hgcf_released_sampling_trains(data, tmp_path):
+    """sampling: users (the released user-uniform triples, batches of batch_size triples) learns
+    the planted groups through the shared trainer."""
+    params = params_for(sampling="users", batch_size=64, epochs=10)
+    model = build_model(params, "hgcf", SPLIT, 1, N_USERS, N_ITEMS, data=data)
+    batches = list(model.batches(data.train))
+    assert sum(len(b[1]) for b in batches) == data.train.nnz and max(len(b[1]) for b in batches) == 64
+    identity = {"model": "hgcf", "split": SPLIT, "seed": 1, "config": dataclasses.asdict(model.config)}
+    metrics = train_run(model, data, TRAINING, EVALUATION, tmp_path / "run", identity, 1)
+    assert metrics["test"]["recall@20"] > random_recall(data, 20) + 0.2
+
+
+def test_min_epochs_keeps_the_patience_stop_away(data, tmp_path):
+    """A config's min_epochs (HGCF's released rule: not before epoch 30): the trainer's patience
+    does not stop the run before the end of that epoch; without it the run stops as before. A
+    learning rate below float32 resolution keeps the validation metric flat, so the first
+    evaluation stays the best."""
+    training = dataclasses.replace(TRAINING, patience=8)
+    trained = {}
+    for floor in (0, 17):
+        params = params_for(lr=1e-30, epochs=40, min_epochs=floor)
+        model = build_model(params, "hgcf", SPLIT, 1, N_USERS, N_ITEMS, data=data)
+        identity = {"model": "hgcf", "split": SPLIT, "seed": 1, "config": dataclasses.asdict(model.config)}
+        metrics = train_run(model, data, training, EVALUATION, tmp_path / str(floor), identity, 1)
+        assert metrics["best_epoch"] == 5
+        trained[floor] = metrics["epochs_trained"]
+    assert trained == {0: 12, 17: 17}  # stops before epoch best + patience = 13; with the floor, before 18
+    # the epoch line's projection counts the floor
+    from pipeline.training.trainer import _eta
+
+    assert "stops after epoch 12" in _eta(6, 40, 5, training, [1.0], [1.0])
+    assert "stops after epoch 30" in _eta(6, 40, 5, training, [1.0], [1.0], min_epochs=30)
+
+
 def test_hgcf_resumes_exactly_after_a_stop(data, tmp_path):
     """The Riemannian optimiser's state (momentum) goes through the trainer's checkpoint."""
     identity = {"model": "hgcf", "split": SPLIT, "seed": 1, "config": HGCF_HYPER}
@@ -263,8 +364,11 @@ def hdrm_config(**overrides) -> HDRMConfig:
 def test_hdrm_registered_and_config_checks(stage1):
     assert MODELS["hdrm"] is HDRM and HDRM.display_name == "HDRM" and HDRM.requires == {"hyperbolic"}
     assert model_config(params_for(), "hdrm", SPLIT) == HDRMConfig(**HDRM_HYPER)
-    bad = HDRMConfig(**{**HDRM_HYPER, "act": "gelu", "alpha": 1.5, "mix": -0.1, "noise_scale": 0.0})
-    assert {key for key, _ in bad.problems()} == {"act", "alpha", "mix", "noise_scale"}
+    bad = HDRMConfig(**{**HDRM_HYPER, "act": "gelu", "alpha": 1.5, "mix": -0.1, "noise_scale": 0.0, "sampling": "pairs"})
+    assert {key for key, _ in bad.problems()} == {"act", "alpha", "mix", "noise_scale", "sampling"}
+    # the code defaults are the committed runs' (user batches, [200, 600], at most 20 epochs)
+    default = HDRMConfig()
+    assert (default.sampling, default.dims, default.epochs, default.batch_size, default.geometric_noise) == ("users", [200, 600], 20, 300, False)
     with pytest.raises(ValueError, match="stage-1 hyperbolic embeddings"):
         HDRM(hdrm_config(), N_USERS, N_ITEMS)
     emb = load_hyperbolic_embeddings(stage1[1])
@@ -307,18 +411,25 @@ def test_vectorised_scoring_equals_the_per_user_loop(geometric):
     torch.testing.assert_close(fast[2], -torch.arccosh(-inner) ** 2, rtol=1e-9, atol=1e-9)
 
 
-def test_hdrm_loss_falls(stage1, data):
+@pytest.mark.parametrize("sampling", ["users", "triples"])
+def test_hdrm_loss_falls(stage1, data, sampling):
+    """Full-batch steps: all users' train pairs (users), or one epoch's triples as one batch (triples)."""
     emb = load_hyperbolic_embeddings(stage1[1])
     torch.manual_seed(0)
-    model = HDRM(hdrm_config(dropout=0.0, lr=3e-3, alpha=0.5), N_USERS, N_ITEMS, hyperbolic=emb)
+    model = HDRM(hdrm_config(dropout=0.0, lr=3e-3, alpha=0.5, sampling=sampling, batch_size=data.train.nnz), N_USERS, N_ITEMS,
+                 hyperbolic=emb)
     optimizer = model.optimizer()
     assert isinstance(optimizer, torch.optim.Adam)
-    users = np.arange(N_USERS)
-    rows = dense_rows(data.train, users)
+    if sampling == "users":
+        users = np.arange(N_USERS)
+        batch = (dense_rows(data.train, users), users)
+    else:
+        (batch,) = list(model.batches(data.train))
+        assert batch[0].shape == (data.train.nnz, 0)
     losses = []
     for _ in range(40):
         optimizer.zero_grad()
-        loss = model.loss(rows, users)
+        loss = model.loss(*batch)
         assert torch.isfinite(loss)
         loss.backward()
         optimizer.step()
@@ -327,6 +438,30 @@ def test_hdrm_loss_falls(stage1, data):
     # only the denoisers learn: the frozen embeddings are buffers outside the state dict
     assert set(model.state_dict()) >= {"user_denoiser.emb_layer.weight", "item_denoiser.emb_layer.weight"}
     assert not any(k in model.state_dict() for k in ("user_tangent", "item_tangent", "item_points"))
+
+
+def test_hdrm_triples_are_the_pair_loss_of_the_same_triples(stage1, data):
+    """``loss(rows, users, positives, negatives)`` (the released triples) is the user batches'
+    loss when given the pairs and negatives those draw, with the same timesteps, noise and
+    dropout draws after them: one loss, two ways to pick triples."""
+    emb = load_hyperbolic_embeddings(stage1[1])
+    torch.manual_seed(0)
+    model = HDRM(hdrm_config(), N_USERS, N_ITEMS, hyperbolic=emb).train()
+    users = np.arange(N_USERS)
+    rows = dense_rows(data.train, users)
+    torch.manual_seed(3)
+    before = torch.get_rng_state()
+    b, pos, neg = sample_pairs(rows)
+    after = torch.get_rng_state()
+    torch.set_rng_state(before)
+    pair_loss = model.loss(rows, users)
+    torch.set_rng_state(after)
+    triple_loss = model.loss(torch.zeros(len(b), 0), users[b.numpy()], pos, neg)
+    assert torch.equal(pair_loss, triple_loss)
+    empty = torch.zeros(0, dtype=torch.long)
+    zero = model.loss(torch.zeros(0, 0), users[:0], empty, empty)
+    zero.backward()
+    assert zero.item() == 0.0
 
 
 def test_hdrm_train_run_beats_random(stage1, data, tmp_path):

@@ -30,7 +30,10 @@ Built as ``Model(config, n_users, n_items, *, data=None, clusters=None, hyperbol
                              ``loss(rows, users, *extra)`` once per tuple, one optimizer step each.
                              Default: every user once, shuffled by ``torch.randperm`` on torch's
                              global generator, in batches of ``config.batch_size`` users (TV-Diff's
-                             ``bpr`` form overrides it with (user, positive) pair batches)
+                             ``bpr`` form overrides it with (user, positive) pair batches; HGCF's
+                             ``sampling: users`` and HDRM's ``sampling: triples`` with batches of
+                             user-uniform (user, positive, negative) triples, whose ``rows`` have
+                             width 0: their loss reads the triples in ``extra``, not the rows)
     ``loss(rows, users, *extra)``  scalar training loss of one batch (trainable models only)
     ``scores(rows, users)``  (required) full-ranking scores (batch, n_items), higher ranks first; called in
                              ``eval()`` mode, where dropout is off and, unless the class says

@@ -5,7 +5,9 @@ Hyperbolic Graph Convolution Networks for Collaborative Filtering". WWW 2021 (co
 layer6ai-labs/HGCF). Used as the first stage of Meng Yuan, Yutian Xiao, Wei Chen, Chu Zhao,
 Deqing Wang, Fuzhen Zhuang. "HDRM: Hyperbolic Diffusion Recommender Model". WWW 2025,
 arXiv:2504.01541 (code: yuanmeng-cpu/HDRM, ``model.py``'s ``LightGCN`` with a ``Hyperboloid``
-manifold; the repository ships no training code for this stage, it loads pre-trained weights).
+manifold). The repository's HEAD ships no training code for this stage (``main.py`` loads
+pre-trained weights), but its history does: the stage-1 code was committed and deleted the same
+day (commit 2952fbd, folder ``hdrm/DDRM_LightGCN/``); its recipe is below.
 
 Contract: the shared model contract (``pipeline/models/base.py``); the model needs the
 training graph, so it takes ``data`` by keyword. :func:`pipeline.stages.embed.main`
@@ -21,18 +23,56 @@ Model (Lorentz model, curvature -1; every map is geoopt's, see :mod:`pipeline.mo
   sum_{l=1..L} h_l (layer 0 excluded, as HGCF's ``resSumGCN`` and HDRM do), final point
   expmap0(sum);
 * score(u, i) = -d^2(u, i), the squared Lorentz distance;
-* loss: every train interaction (u, i) of the batch's users is one pair with one negative j
-  drawn uniformly among u's non-train items (:func:`pipeline.models.layers.sample_pairs`);
-  loss = sum over pairs max(0, d^2(u, i) - d^2(u, j) + margin), each d^2 clamped at 50 (HGCF);
+* loss over (user, positive, negative) triples: sum max(0, d^2(u, i) - d^2(u, j) + margin), each
+  d^2 clamped at 50 (HGCF). The triples (``sampling``): ``pairs`` (default) every train
+  interaction (u, i) of the batch's users, with one negative j drawn uniformly among u's
+  non-train items (:func:`pipeline.models.layers.sample_pairs`), batches of ``batch_size`` users
+  (the shared trainer's protocol); ``users`` the released draw, user-uniform triples
+  (:func:`pipeline.models.layers.user_uniform_triples`: a user uniformly, one of its train items,
+  one uniform non-train item), as many per epoch as there are train pairs (the released
+  ``trainDataSize``), in batches of ``batch_size`` triples;
 * optimiser: Riemannian SGD with momentum and weight decay (geoopt's ``RiemannianSGD``; HGCF
   and HDRM use their own copy of the same algorithm: weight decay added to the Euclidean
   gradient, Riemannian gradient, exponential-map step, momentum transported along it).
 
+The authors' recipe (stage-1 code in the HDRM repository's history; reference README, "HDRM as
+released") and how to run it here:
+
+==========================================  =================================  ===================
+released                                    here                               default here
+==========================================  =================================  ===================
+512 coordinates (``--recdim 512``)          ``emb_size: 512``                  64
+3 layers on ML-1M                           ``n_layers``                       3
+Riemannian SGD lr 1e-3, momentum 0.95       ``lr``, ``momentum``               1e-3, 0.95
+weight decay 1e-3                           ``weight_decay: 0.001``            0.005
+user-uniform triples, trainDataSize/epoch   ``sampling: users``                pairs
+batch 20,000 (the ML-1M checkpoint's name   ``batch_size: 20000`` (or 8192;    300 (users)
+says 8,192)                                 triples with ``sampling: users``)
+margin 0.2 in the code, 0.1 in the          ``margin``                         0.1
+checkpoint's name
+up to 1,000 epochs                          ``epochs``                         500
+after epoch 30, stop when 6 evaluations     ``min_epochs: 30``, and the        min_epochs 0
+pass without a better valid Recall@10       trainer's ``training.patience``,
+                                            ``eval_every``, ``select_metric``
+==========================================  =================================  ===================
+
+The stop rule: ``min_epochs`` is this model's (the trainer does not stop a run before the end of
+that epoch); the patience, evaluation period and selection metric are the shared training
+settings of params.yaml (``training``, per split in ``training.per_split``), not per model. The
+trainer stops at the start of the epoch ``patience`` epochs after the best one, so at an
+evaluation every 5 epochs (the release's period is not in the reference notes) the release's
+"6 evaluations without a better value" is ``patience: 31`` (the sixth is at best + 30), and then
+no run stops before epoch 30 anyway; under the pipeline's patience 20 (4 evaluations),
+``min_epochs: 30`` keeps the release's floor. The release selects by ``recall@10``, the pipeline
+by ``recall@20``. The defaults are the committed runs' (64 coordinates, pair batches of 300
+users, weight decay 5e-3, margin 0.1, no floor).
+
 Differences from the released code, on purpose:
 
-* batches are groups of users with all their train pairs (the shared trainer's protocol) instead
-  of trainDataSize random (user, positive, negative) draws per epoch; the loss is the sum over
-  the batch's pairs, as HGCF's;
+* ``sampling: pairs`` (the default) instead of the released triples (``sampling: users``
+  above); the loss is the sum over the batch's triples either way, as HGCF's;
+* user-uniform triples are drawn among users with train items (the released loop draws among
+  all users and skips those without, so its epoch is shorter where such users exist);
 * geoopt's Lorentz maps replace the released hand-written ``Hyperboloid`` ones (same formulas;
   geoopt clamps the Minkowski norm at 1e-4 rather than 1e-15 and evaluates arcosh in float64);
 * evaluation scores are not clamped at 50 (so far items do not tie); the released evaluation
@@ -46,8 +86,10 @@ pass multiplies by G^T.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from pipeline.data.dataset import InteractionData
@@ -63,13 +105,23 @@ from pipeline.models.lorentz import (
 )
 from pipeline.models import checks as c
 from pipeline.models.base import Recommender
-from pipeline.models.layers import SparseOperator, row_normalized_adjacency, sample_pairs
+from pipeline.models.layers import SparseOperator, row_normalized_adjacency, sample_pairs, triple_batches
+
+
+SAMPLINGS = ("pairs", "users")
 
 
 @dataclass(frozen=True)
 class HGCFConfig:
     """HDRM's stage 1 (the embed stage, --model hgcf): 3 layers as HDRM's ML-1M script; 64 coordinates
-    instead of the released 512 (see HDRMConfig)."""
+    instead of the released 512 (see HDRMConfig), the shared trainer's batches of users with all
+    their pairs. The released recipe is in the module docstring (``emb_size: 512``,
+    ``weight_decay: 0.001``, ``sampling: users``, ``batch_size: 20000``, ``min_epochs: 30``).
+
+    ``sampling``: ``pairs`` = every train pair of ``batch_size`` users per batch, one uniform
+    negative each; ``users`` = the released user-uniform triples, as many per epoch as train pairs,
+    ``batch_size`` triples per batch. ``min_epochs``: the trainer does not stop the run (patience)
+    before the end of this epoch (the release: 30)."""
 
     emb_size: int = 64  # ambient coordinates per point (the time coordinate included)
     n_layers: int = 3
@@ -80,6 +132,8 @@ class HGCFConfig:
     init_scale: float = 0.1
     batch_size: int = 300
     epochs: int = 500
+    sampling: str = "pairs"
+    min_epochs: int = 0
 
     def problems(self) -> list[tuple[str | tuple[str, ...], str]]:
         """(key, message) for every impossible value (types are checked before)."""
@@ -89,6 +143,7 @@ class HGCFConfig:
         out += c.positive(self, "lr") + c.non_negative(self, "weight_decay")
         if not 0 <= self.momentum < 1:
             out.append(("momentum", f"must be in [0, 1), got {self.momentum}"))
+        out += c.one_of(self, "sampling", SAMPLINGS) + c.non_negative(self, "min_epochs")
         return out + c.non_negative(self, "margin") + c.positive(self, "init_scale")
 
 
@@ -123,12 +178,31 @@ class HGCF(Recommender, key="hgcf"):
             self.parameters(), lr=self.config.lr, momentum=self.config.momentum, weight_decay=self.config.weight_decay
         )
 
-    def loss(self, rows: torch.Tensor, users: np.ndarray) -> torch.Tensor:
-        b, pos, neg = sample_pairs(rows)
-        user_points, item_points = self.propagate()
-        if len(b) == 0:  # no train interaction in this batch: a zero that still backpropagates
-            return (user_points.sum() + item_points.sum()) * 0.0
-        uid = torch.as_tensor(np.asarray(users), dtype=torch.long, device=b.device)[b]
+    def batches(self, matrix: sp.csr_matrix, generator: torch.Generator | None = None) -> Iterator[tuple]:
+        """``sampling: pairs``: the contract's user batches; ``users``: the released epoch of
+        user-uniform triples, (rows of width 0, users, positives, negatives) per batch of
+        ``batch_size`` (:func:`pipeline.models.layers.triple_batches`)."""
+        if self.config.sampling == "users":
+            yield from triple_batches(matrix, self.config.batch_size, generator)
+        else:
+            yield from super().batches(matrix, generator)
+
+    def loss(self, rows: torch.Tensor, users: np.ndarray, positives: torch.Tensor | None = None,
+             negatives: torch.Tensor | None = None) -> torch.Tensor:
+        """The margin loss of a batch: of every train pair of the rows' users with a drawn negative
+        (``positives`` None), or of the given triples (users[k], positives[k], negatives[k])."""
+        if positives is None:
+            b, pos, neg = sample_pairs(rows)
+            user_points, item_points = self.propagate()
+            if len(b) == 0:  # no train interaction in this batch: a zero that still backpropagates
+                return (user_points.sum() + item_points.sum()) * 0.0
+            uid = torch.as_tensor(np.asarray(users), dtype=torch.long, device=b.device)[b]
+        else:
+            user_points, item_points = self.propagate()
+            if len(positives) == 0:
+                return (user_points.sum() + item_points.sum()) * 0.0
+            uid = torch.as_tensor(np.asarray(users), dtype=torch.long, device=user_points.device)
+            pos, neg = positives.to(user_points.device), negatives.to(user_points.device)
         u = user_points[uid]
         d_pos = sqdist(u, item_points[pos]).clamp(max=SQDIST_CLAMP)
         d_neg = sqdist(u, item_points[neg]).clamp(max=SQDIST_CLAMP)

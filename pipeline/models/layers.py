@@ -147,3 +147,82 @@ def sample_pairs(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.
         keep = neg >= 0
         b, pos, neg = b[keep], pos[keep], neg[keep]
     return b, pos, neg
+
+
+def user_uniform_triples(matrix: sp.spmatrix, n: int | None = None, generator: torch.Generator | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``n`` (user, positive, negative) triples drawn as the released samplers of HGCF and HDRM
+    draw an epoch (LightGCN-PyTorch's ``UniformSample_original``): a user uniformly, one of its
+    train items uniformly, one item uniformly redrawn while it is a train item of that user.
+    ``n`` defaults to the number of train pairs (the released ``trainDataSize``). Int64 tensors
+    on the CPU, from ``generator`` (torch's global one when None).
+
+    Train items are the entries > 0 of ``matrix``. Users are drawn among those with at least one
+    train item and one other item; the released loop draws among all users and skips a draw that
+    hits a user without train items, so where such users exist its epoch has fewer triples. The
+    negative is redrawn (only the colliding ones) for at most MAX_RESAMPLE_ROUNDS rounds; the few
+    left (users who trained on nearly every item) are drawn directly from the user's non-train
+    items, which keeps the draw exactly uniform.
+    """
+    m = sp.csr_matrix(matrix, copy=True)
+    m.sum_duplicates()  # also sorts each row's items
+    m.data = (m.data > 0).astype(np.float32)
+    m.eliminate_zeros()
+    n_users, n_items = m.shape
+    indptr = torch.from_numpy(m.indptr.astype(np.int64))
+    items = torch.from_numpy(m.indices.astype(np.int64))
+    degree = indptr[1:] - indptr[:-1]
+    n = len(items) if n is None else int(n)
+    eligible = ((degree > 0) & (degree < n_items)).nonzero().squeeze(1)
+    if n == 0 or len(eligible) == 0:
+        empty = torch.zeros(0, dtype=torch.long)
+        return empty, empty.clone(), empty.clone()
+    users = eligible[torch.randint(len(eligible), (n,), generator=generator)]
+    count = degree[users]
+    k = torch.floor(torch.rand(n, dtype=torch.float64, generator=generator) * count).long()
+    pos = items[indptr[users] + torch.minimum(k, count - 1)]
+    owner = torch.repeat_interleave(torch.arange(n_users), degree)
+    keys = owner * n_items + items  # sorted: rows in order, items sorted within a row
+
+    def is_train(u: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+        key = u * n_items + i
+        at = torch.searchsorted(keys, key).clamp_(max=len(keys) - 1)
+        return keys[at] == key
+
+    neg = torch.randint(n_items, (n,), generator=generator)
+    bad = is_train(users, neg)
+    for _ in range(MAX_RESAMPLE_ROUNDS):
+        where = bad.nonzero().squeeze(1)
+        if len(where) == 0:
+            break
+        neg[where] = torch.randint(n_items, (len(where),), generator=generator)
+        bad[where] = is_train(users[where], neg[where])
+    if bool(bad.any()):
+        # the r-th (0-based) non-train item of a user with sorted train items s_0 < s_1 < ... is
+        # r + #{k : s_k - k <= r}; the s_k - k are non-decreasing within a row
+        where = bad.nonzero().squeeze(1)
+        u = users[where]
+        gaps = owner * n_items + (items - _local_index(degree))
+        free = n_items - degree[u]
+        r = torch.floor(torch.rand(len(u), dtype=torch.float64, generator=generator) * free).long()
+        r = torch.minimum(r, free - 1)
+        below = torch.searchsorted(gaps, u * n_items + r, right=True) - indptr[u]
+        neg[where] = r + below
+    return users, pos, neg
+
+
+def _local_index(degree: torch.Tensor) -> torch.Tensor:
+    """0, 1, ..., d_u - 1 for every row u in turn (the position of each entry in its row)."""
+    starts = torch.cumsum(degree, 0) - degree
+    return torch.arange(int(degree.sum())) - torch.repeat_interleave(starts, degree)
+
+
+def triple_batches(matrix: sp.spmatrix, batch_size: int, generator: torch.Generator | None = None):
+    """One epoch of user-uniform triples (:func:`user_uniform_triples`, as many as train pairs),
+    in batches of ``batch_size`` (the last one smaller), shaped as the model contract's batches:
+    (rows, users, positives, negatives) with ``rows`` of width 0 (the triples' loss reads no
+    train row) and ``users`` a NumPy array."""
+    users, pos, neg = user_uniform_triples(matrix, generator=generator)
+    for start in range(0, len(users), batch_size):
+        end = start + batch_size
+        yield torch.zeros(len(users[start:end]), 0), users[start:end].numpy(), pos[start:end], neg[start:end]

@@ -3,7 +3,9 @@
 HDRM (Yuan et al., WWW 2025, arXiv 2504.01541) runs its diffusion on frozen user and item
 embeddings learnt beforehand by a hyperbolic LightGCN trained HGCF-style (Sun et al., WWW 2021,
 "HGCF: Hyperbolic Graph Convolution Networks for Collaborative Filtering"). The released HDRM
-repository loads those pre-trained weights and does not contain the stage's code. Here:
+repository's HEAD loads those pre-trained weights; the stage's training code is in its history
+only (committed and deleted the same day, commit 2952fbd, ``hdrm/DDRM_LightGCN/``), and
+:mod:`pipeline.models.hgcf` follows its recipe. Here:
 
 * this module: the Lorentz (hyperboloid) model with curvature -1 (geoopt's ``Lorentz(k=1)``):
   points x in R^{d+1} with <x, x>_L = -x_0^2 + x_1^2 + ... + x_d^2 = -1, x_0 > 0; the maps to and

@@ -6,7 +6,9 @@
   positive) pairs, as released), so an epoch is one pass over what the model iterates over;
 * evaluate valid and test every ``eval_every`` epochs; keep the state with the best validation
   ``select_metric``; stop when ``patience`` epochs pass without a new best (checked at the start
-  of an epoch, as the reference does); report the test metrics of the best validation epoch;
+  of an epoch, as the reference does), but not before the end of epoch ``min_epochs`` where the
+  model's config has one (HGCF's released rule; 0 otherwise); report the test metrics of the
+  best validation epoch;
 * a resumable checkpoint every ``checkpoint_every`` epochs (model, optimizer, RNG, best-so-far,
   history), so a killed run restarted with the same configuration ends with the same metrics; a
   resume checkpoint that cannot be loaded is moved aside (``resume.pt.corrupt``) with a warning
@@ -111,12 +113,14 @@ def _remaining(epoch: int, last_epoch: int, eval_every: int, train_seconds: list
     return seconds
 
 
-def _eta(epoch: int, epochs: int, best_epoch: int, training: TrainingConfig, train_seconds: list, eval_seconds: list) -> str:
+def _eta(epoch: int, epochs: int, best_epoch: int, training: TrainingConfig, train_seconds: list, eval_seconds: list,
+         min_epochs: int = 0) -> str:
     """The epoch line's projection: an upper bound at the ``epochs`` cap and, once an evaluation
     has set a best, the time to the patience stop if no new best comes (the run stops before
-    epoch best_epoch + patience, so it trains at most to best_epoch + patience - 1)."""
+    epoch best_epoch + patience, so it trains at most to best_epoch + patience - 1, and at least
+    to ``min_epochs``)."""
     text = f"eta <= {format_duration(_remaining(epoch, epochs, training.eval_every, train_seconds, eval_seconds))} (cap: epoch {epochs})"
-    last_if_no_best = best_epoch + training.patience - 1
+    last_if_no_best = max(best_epoch + training.patience - 1, min_epochs)
     if best_epoch > 0 and last_if_no_best < epochs:
         seconds = _remaining(epoch, last_if_no_best, training.eval_every, train_seconds, eval_seconds)
         text += f", {format_duration(seconds)} if no new best (stops after epoch {last_if_no_best})"
@@ -151,6 +155,7 @@ def train_run(
     device = resolve_device(training.device)
     model.to(device)
     cfg = model.config
+    min_epochs = getattr(cfg, "min_epochs", 0)  # no patience stop before the end of this epoch
     trainable = model.trainable  # False: nothing to fit (MostPop), evaluated once
     optimizer = model.optimizer() if trainable else None
     matrix = model.input_matrix(data)
@@ -190,7 +195,7 @@ def train_run(
     train_seconds, eval_seconds = [], []
     start_epoch = state.epoch + 1
     for epoch in range(start_epoch, cfg.epochs + 1):
-        if epoch - state.best_epoch >= training.patience:
+        if epoch > min_epochs and epoch - state.best_epoch >= training.patience:
             _log(tag, f"early stop before epoch {epoch}: no better valid {select} since epoch {state.best_epoch}")
             break
         model.train()
@@ -227,7 +232,7 @@ def train_run(
                 state.best_model = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
                 state.best_optimizer = copy.deepcopy(optimizer.state_dict())
                 message += "  *best*"
-        message += "  " + _eta(epoch, cfg.epochs, state.best_epoch, training, train_seconds, eval_seconds)
+        message += "  " + _eta(epoch, cfg.epochs, state.best_epoch, training, train_seconds, eval_seconds, min_epochs)
         state.history.append(row)
         state.epoch = epoch
         _log(tag, message)

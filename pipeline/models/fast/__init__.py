@@ -1,8 +1,8 @@
 """CPU speed-ups of the diffusion models, kept apart from the readable model files, behind one switch.
 
 The model files (``pipeline/models/diffrec.py`` and the models built on its denoiser: T-DiffRec,
-L-DiffRec, LT-DiffRec; ``pipeline/models/tvdiff.py``) are written with plain torch operations, in the order of the paper and
-the released code. This package holds faster ways to compute the same quantities:
+L-DiffRec, LT-DiffRec; ``pipeline/models/tvdiff.py``; ``pipeline/models/hdrm.py``) are written
+with plain torch operations, in the order of the paper and the released code. This package holds faster ways to compute the same quantities:
 
 * ``linear``: the dense float32 products through oneDNN's kernels, optionally with a weight
   packed once into oneDNN's layout;
@@ -10,6 +10,9 @@ the released code. This package holds faster ways to compute the same quantities
   nobody needs, and the folded reverse loop that replaces the T denoiser calls of ``scores``.
 * ``tvdiff``: TV-Diff's reverse chain folded onto the user tower's first-layer width (its
   ``scores`` in eval mode).
+* ``hdrm``: HDRM's denoisers with their activations in place and, for its triple batches, a
+  first layer that skips a gradient nobody needs (torch's own products: bit for bit the readable
+  path with the user batches of the committed runs).
 
 The switch: params.yaml ``training.fast`` (default true), read into
 ``pipeline.config.TrainingConfig.fast``; ``pipeline.training.fitting.build_model`` sets it for the

@@ -1,0 +1,92 @@
+"""HDRM's fast path: its denoisers (``ConditionalDenoiser``) with the activations in place and,
+for the triple batches, a first layer that skips the input gradient nobody needs.
+
+Used by ``pipeline/models/hdrm.py`` (``HDRM._denoise``, in training and scoring) only while the
+switch of ``pipeline/models/fast`` is on; ``ConditionalDenoiser.forward`` in the model file is the
+readable computation, and ``tests/test_fast_paths.py`` checks that both agree. Every product here
+is torch's own (not oneDNN's, unlike DiffRec's fast path), so that where a trick does not change
+the arithmetic the result is bit for bit the readable one. What each trick does:
+
+* **Activations in place** (every path): the denoiser's ReLU (or tanh, sigmoid) overwrites its
+  layer's output instead of allocating another batch x width tensor. Autograd allows it: a
+  linear layer's backward needs its input, not its output, and the activation's backward needs
+  only its own result. The same elementwise kernel on the same values: bit for bit the
+  out-of-place activation.
+* **First layer without the input gradient** (:class:`FirstLayer`, triple batches only): the
+  first layer is ``Linear`` over [dropout(z_t), emb, cond]. z_t (the noised frozen tangent
+  vector) and cond (the other side's frozen tangent vector) need no gradient, but emb (the time
+  embedding, ``Linear(sinusoidal(t))``) does, so autograd forms the gradient of the whole
+  concatenated input, batch x (2D + emb), a product as large as the layer's forward one; here only
+  the emb columns, ``grad @ W_emb`` (the weight's emb columns). At the released size (D 512, dims [200,
+  1100]) that product is 1,034 x 1,100 of the ~2.1M multiply-adds per row of a denoiser's forward
+  pass, about a sixth of a training step's products; at the committed 64-d size ([200, 600])
+  about 8%. The forward product and the weight and bias gradients are autograd's own calls
+  (``F.linear``, ``grad^T h``, ``grad.sum(0)``); the emb gradient is a product over the emb
+  columns instead of a slice of the full product, which BLAS computes with another kernel and so
+  rounds differently (measured on an Intel CPU, one thread: with MKL's AVX2 kernels at the
+  committed 64-d shapes; with its AVX-512 ones at 512-d, not at 64-d). The committed runs were trained with the user
+  batches (``sampling: users``), so there the first layer stays autograd's and the runs
+  reproduce bit for bit; the triple batches (``sampling: triples``, the released recipe, no
+  committed run) take this layer.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.models.layers import timestep_embedding
+
+IN_PLACE = {"relu": torch.relu_, "tanh": torch.tanh_, "sigmoid": torch.sigmoid_}
+
+
+class FirstLayer(torch.autograd.Function):
+    """The denoiser's first layer, ``Linear`` over ``[x, emb, cond]``, with only the gradients its
+    inputs need: when neither ``x`` nor ``cond`` needs one, the input gradient is formed for the
+    ``emb`` columns alone (see the module docstring)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, emb: torch.Tensor, cond: torch.Tensor, weight: torch.Tensor,
+                bias: torch.Tensor) -> torch.Tensor:
+        h = torch.cat([x, emb, cond], dim=-1)
+        ctx.save_for_backward(h, weight)
+        ctx.columns = (x.shape[-1], x.shape[-1] + emb.shape[-1])
+        return F.linear(h, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        h, weight = ctx.saved_tensors
+        a, b = ctx.columns
+        grad_x = grad_emb = grad_cond = None
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[2]:
+            grad_h = grad.mm(weight)
+            grad_x, grad_emb, grad_cond = grad_h[:, :a], grad_h[:, a:b], grad_h[:, b:]
+        elif ctx.needs_input_grad[1]:
+            grad_emb = grad.mm(weight[:, a:b])
+        grad_weight = grad.t().mm(h) if ctx.needs_input_grad[3] else None  # autograd's own product for F.linear
+        grad_bias = grad.sum(0) if ctx.needs_input_grad[4] else None
+        return grad_x, grad_emb, grad_cond, grad_weight, grad_bias
+
+
+def denoise(den: nn.Module, z_t: torch.Tensor, cond: torch.Tensor, t: torch.Tensor, narrow_first_layer: bool) -> torch.Tensor:
+    """``den(z_t, cond, t)`` (``ConditionalDenoiser.forward``) with the activations in place and,
+    where ``narrow_first_layer`` (the triple batches) and autograd is recording, :class:`FirstLayer`.
+    The same random draws (the dropout mask) in the same order."""
+    act_ = IN_PLACE[den.act_name]
+    emb = den.emb_layer(timestep_embedding(t, den.emb_size).to(z_t.dtype))
+    x = den._drop(z_t)
+    first = den.in_layers[0]
+    if narrow_first_layer and torch.is_grad_enabled() and not x.requires_grad and not cond.requires_grad:
+        h = FirstLayer.apply(x, emb, cond, first.weight, first.bias)
+    else:
+        h = first(torch.cat([x, emb, cond], dim=-1))
+    h = act_(h)
+    for layer in den.in_layers[1:]:
+        h = act_(layer(h))
+    last = len(den.out_layers) - 1
+    for i, layer in enumerate(den.out_layers):
+        h = layer(h)
+        if i != last:
+            h = act_(h)
+    return h
