@@ -667,8 +667,8 @@ def own_split_table(summary: pl.DataFrame, runs: pl.DataFrame, select_metric: st
     rows = summary.filter(pl.col("setting").is_in(list(settings)))
     cell = {(r["setting"], r["dataset"], r["model"], r["metric"]): r for r in rows.iter_rows(named=True)}
     datasets = sorted(set(rows["dataset"].to_list()))
-    columns = [f"{s}:{k}" for s in settings[:1] for k in metrics] + [f"paper:{k}" for k in metrics] \
-        + [f"delta:{k}" for k in metrics] + [f"{s}:{k}" for s in settings[1:] for k in metrics]
+    columns = [f"{s}:{k}" for s in settings[:1] for k in ("n", *metrics)] + [f"paper:{k}" for k in metrics] \
+        + [f"delta:{k}" for k in metrics] + [f"{s}:{k}" for s in settings[1:] for k in ("n", *metrics)]
     data: dict[str, list] = {"_group": [], "_stub": []}
     for c in columns:
         data[c], data[c + EMPHASIS], data[c + MARK] = [], [], []
@@ -680,6 +680,10 @@ def own_split_table(summary: pl.DataFrame, runs: pl.DataFrame, select_metric: st
             data["_group"].append(d)
             data["_stub"].append(m)
             for s in settings:
+                seeds = sorted({cell[s, d, m, k]["n_seeds"] for k in metrics if (s, d, m, k) in cell})
+                data[f"{s}:n"].append(DASH if not seeds else "1" if m in deterministic else "/".join(map(str, seeds)))
+                data[f"{s}:n" + EMPHASIS].append("")
+                data[f"{s}:n" + MARK].append("")
                 for k in metrics:
                     r = cell.get((s, d, m, k))
                     data[f"{s}:{k}"].append(DASH if r is None else _mean_std(r, m in deterministic))
@@ -692,12 +696,12 @@ def own_split_table(summary: pl.DataFrame, runs: pl.DataFrame, select_metric: st
                     data[f"{part}:{k}"].append(text)
                     data[f"{part}:{k}" + EMPHASIS].append("")
                     data[f"{part}:{k}" + MARK].append("")
-    labels = {c: short_metric_label(c.split(":")[1]) for c in columns}
+    labels = {c: "n" if c.endswith(":n") else short_metric_label(c.split(":")[1]) for c in columns}
     heads = {"paper": "Paper", "delta": "Δ paper", **{s: setting_title(s).split(", ", 1)[-1] for s in settings}}
     spanners = tuple((heads[p], tuple(c for c in columns if c.startswith(p + ":"))) for p in
                      [settings[0], "paper", "delta", *settings[1:]])
     notes = [
-        f"Test split, mean ± sample standard deviation over seeds: {selection_note(settings[0], select_metric).lower()}; "
+        f"Test split, mean ± sample standard deviation over n seeds: {selection_note(settings[0], select_metric).lower()}; "
         f"{selection_note(settings[1], select_metric).lower()} (validation carved from the given train part, test untouched). "
         "**Bold**: best of the column within a dataset; <ins>underlined</ins>: second best. **Paper**: the authors' "
         "headline number on the same files (their figure scripts); **Δ** = ours / paper − 1.",
