@@ -461,6 +461,14 @@ def by_family(models: Sequence[str], families: dict[str, str]) -> list[str]:
     return sorted(models, key=lambda m: rank.get(families.get(m, ""), len(FAMILIES)))
 
 
+def _seeds_text(rows: Sequence[dict], deterministic: bool) -> str:
+    """The n column of a model's cells (summary rows): "–" without any, "1" for a deterministic
+    model, else the distinct seed counts joined by "/"."""
+    if not rows:
+        return DASH
+    return "1" if deterministic else "/".join(str(n) for n in sorted({r["n_seeds"] for r in rows}))
+
+
 def _mean_std(r: dict, deterministic: bool) -> str:
     if deterministic or r["std"] is None or math.isnan(r["std"]):
         return fmt_value(r["mean"])
@@ -531,10 +539,7 @@ def setting_table(
         members = []
         n_col = f"{d}:n"
         data[n_col] = [
-            DASH if not any((d, m, k) in cell for k in table_metrics)
-            else "1" if deterministic[d, m]
-            else "/".join(str(n) for n in sorted({cell[d, m, k]["n_seeds"] for k in table_metrics if (d, m, k) in cell}))
-            for m in models
+            _seeds_text([cell[d, m, k] for k in table_metrics if (d, m, k) in cell], deterministic[d, m]) for m in models
         ]
         labels[n_col] = "n"
         members.append(n_col)
@@ -680,8 +685,8 @@ def own_split_table(summary: pl.DataFrame, runs: pl.DataFrame, select_metric: st
             data["_group"].append(d)
             data["_stub"].append(m)
             for s in settings:
-                seeds = sorted({cell[s, d, m, k]["n_seeds"] for k in metrics if (s, d, m, k) in cell})
-                data[f"{s}:n"].append(DASH if not seeds else "1" if m in deterministic else "/".join(map(str, seeds)))
+                data[f"{s}:n"].append(_seeds_text([cell[s, d, m, k] for k in metrics if (s, d, m, k) in cell],
+                                                  m in deterministic))
                 data[f"{s}:n" + EMPHASIS].append("")
                 data[f"{s}:n" + MARK].append("")
                 for k in metrics:
