@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("embed", help="train an embedding model (lightgcn: item vectors to cluster; hgcf: HDRM's stage-1 points)")
     p.add_argument("--split", required=True)
-    p.add_argument("--model", required=True, help="lightgcn or hgcf (pipeline.plan.EMBED_MODELS)")
+    p.add_argument("--model", required=True, help="a variant of an embedding class, e.g. lightgcn or hgcf (pipeline.plan.EMBED_CLASSES)")
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_embed)

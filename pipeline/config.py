@@ -279,6 +279,8 @@ def check_semantics(params: dict) -> None:
             if "embeddings" not in block:
                 raise ConfigError(f"models.{variant}", f"latent model variants name their item embeddings; add embeddings: one of {sources}")
             _require_member(f"models.{variant}.embeddings", block["embeddings"], sources)
+        if "hyperbolic" in declared.requires and "embeddings" in block:
+            _require_member(f"models.{variant}.embeddings", block["embeddings"], stage1_sources(params))
     seen: dict[tuple[str, str, int], int] = {}
     for b, block in enumerate(params["experiments"]):
         for key, known in (("splits", params["splits"]), ("models", params["models"])):
@@ -334,9 +336,16 @@ def _check_run_config(params: dict, model: str, split: str, tuned: dict[str, Any
 
 
 def embedding_sources(params: dict) -> list[str]:
-    """What ``models.<v>.embeddings`` may name: an embedding model the embed stage trains (with a
-    ``models`` block), or "released" (the authors' item_emb.npy in the split's raw archive)."""
-    return sorted({*(m for m in plan.EMBED_MODELS if m in params["models"]), plan.RELEASED})
+    """What a latent variant's ``models.<v>.embeddings`` may name: an embedding model the embed
+    stage trains (a variant of an embedding class), or "released" (the authors' item_emb.npy in
+    the split's raw archive)."""
+    return sorted({*plan.embed_models(params), plan.RELEASED})
+
+
+def stage1_sources(params: dict) -> list[str]:
+    """What a hyperbolic variant's (HDRM's) ``models.<v>.embeddings`` may name: a variant of the
+    stage-1 class (``hgcf``), trained by the embed stage."""
+    return sorted(v for v in plan.embed_models(params) if plan.declared(params, v).key == plan.HYPERBOLIC_MODEL)
 
 
 def model_declared(params: dict, variant: str):

@@ -19,7 +19,7 @@ What follows from what:
                      ``models.<v>.embeddings``: a trained embedding model (the embed stage) or
                      "released" (the import-embeddings stage) (:func:`cluster_jobs`)
     stage-1 points   a variant whose class ``requires`` "hyperbolic" reads the embed stage's
-                     ``models.hgcf`` points on its split (:func:`embed_jobs`)
+                     points of ``models.<v>.embeddings`` (default hgcf) on its split (:func:`embed_jobs`)
 """
 
 from __future__ import annotations
@@ -33,13 +33,13 @@ from typing import Any, NamedTuple
 from pipeline.models.declared import Declared, declared_models
 
 RELEASED = "released"  # embeddings source: the authors' item_emb.npy, imported from the raw archive
-HYPERBOLIC_MODEL = "hgcf"  # the embedding model whose points a "hyperbolic" model reads (HDRM's stage 1)
+HYPERBOLIC_MODEL = "hgcf"  # the class (and default variant) of the points a "hyperbolic" model reads (HDRM's stage 1)
 RUN_DIR = "runs/{split}/{model}/seed{seed}"
 TUNE_DIR = "runs/{split}/{model}/tuning"
 EMBED_DIR = "data/embeddings/{split}/{model}"
 CLUSTER_DIR = "data/clusters/{split}"  # one folder per embeddings source inside
 PREPARED = ("data/prepared/{split}/interactions.parquet", "data/prepared/{split}/stats.json")
-EMBED_MODELS = ("lightgcn", HYPERBOLIC_MODEL)  # the models the embed stage trains
+EMBED_CLASSES = ("lightgcn", HYPERBOLIC_MODEL)  # the classes the embed stage trains
 EMBED_FILES = ("user_emb.npy", "item_emb.npy")  # what it writes besides the trainer's run folder
 RUN_FILES = ("model.pt", "per_user.parquet", "history.csv", "metrics.json")
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -154,11 +154,23 @@ def clusters_of(params: dict, split: str, variant: str) -> tuple[str, str] | Non
     return CLUSTER_DIR.format(split=rows_split(params, split, None if source == RELEASED else source)), source
 
 
+def embed_models(params: dict) -> list[str]:
+    """The variants the embed stage can train: those of an embedding class (``EMBED_CLASSES``)."""
+    return [v for v in params["models"] if declared(params, v).key in EMBED_CLASSES]
+
+
+def stage1_model(params: dict, variant: str) -> str:
+    """The HGCF variant whose points a "hyperbolic" variant reads: ``models.<variant>.embeddings``,
+    default ``hgcf``."""
+    return params["models"][variant].get("embeddings", HYPERBOLIC_MODEL)
+
+
 def stage1_of(params: dict, split: str, variant: str) -> str | None:
     """The stage-1 folder (HGCF points) a variant's run on ``split`` reads (None: not needed)."""
     if "hyperbolic" not in requires(params, variant):
         return None
-    return EMBED_DIR.format(split=rows_split(params, split, HYPERBOLIC_MODEL), model=HYPERBOLIC_MODEL)
+    source = stage1_model(params, variant)
+    return EMBED_DIR.format(split=rows_split(params, split, source), model=source)
 
 
 def _jobs_needed(params: dict) -> list[tuple[str, str]]:
@@ -183,7 +195,7 @@ def embed_jobs(params: dict) -> list[tuple[str, str]]:
     for split, variant in _jobs_needed(params):
         folder = stage1_of(params, split, variant)
         if folder:
-            out.append((folder.split("/")[2], HYPERBOLIC_MODEL))
+            out.append((folder.split("/")[2], stage1_model(params, variant)))
     return list(dict.fromkeys(out))
 
 

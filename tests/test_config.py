@@ -257,7 +257,7 @@ def test_eval_every_must_leave_room_for_an_evaluation(tmp_path, base):
         "first evaluation at epoch 20; make training.eval_every < training.patience"
     )
     one_epoch_of_room = copy.deepcopy(base)
-    one_epoch_of_room["training"].update(eval_every=19, patience=20)
+    one_epoch_of_room["training"].update(eval_every=9, patience=10)
     load_params(write_params(tmp_path, one_epoch_of_room))
 
 
@@ -343,6 +343,21 @@ def test_hdrm_runs_get_the_stage1_splits(base):
     params["experiments"] = [{"splits": ["ml-1m_noisy"], "models": ["diffrec", "hdrm"], "seeds": [1]},
                              {"splits": ["ml-1m_clean"], "models": ["diffrec"], "seeds": [1]}]
     assert embed_jobs(params) == [("ml-1m_noisy", "hgcf")]  # and no LightGCN: no latent model runs
+
+
+def test_a_hdrm_variant_reads_the_hgcf_variant_it_names(tmp_path, base):
+    """``models.<v>.embeddings`` of a HDRM variant names its stage 1: an HGCF variant, trained by
+    the embed stage on the splits where the HDRM variant runs; anything else is an error."""
+    from pipeline.plan import embed_jobs, embed_models, stage1_of, train_command, Run
+
+    params = copy.deepcopy(base)
+    assert {"lightgcn", "hgcf", "hgcf-512"} <= set(embed_models(params))
+    params["experiments"] = [{"splits": ["ml-1m_clean"], "models": ["hdrm-512"], "seeds": [1]}]
+    assert embed_jobs(params) == [("ml-1m_clean", "hgcf-512")]
+    assert stage1_of(params, "ml-1m_clean", "hdrm-512") == "data/embeddings/ml-1m_clean/hgcf-512"
+    assert "--hyperbolic data/embeddings/ml-1m_clean/hgcf-512" in train_command(params, Run("ml-1m_clean", "hdrm-512", 1))
+    err = error_for(tmp_path, base, lambda p: p["models"]["hdrm-512"].update(embeddings="lightgcn"))
+    assert err.key == "models.hdrm-512.embeddings" and "hgcf-512" in str(err)
 
 
 def test_order_free_temporal_runs_reuse_the_clean_twin(base):

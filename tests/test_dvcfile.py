@@ -27,7 +27,8 @@ def test_every_trained_run_has_its_stage():
     assert "train-ml-1m_clean-mf-1" in names and "train-ml-1m_temporal-ltdiffrec-3" in names
     assert "train-ml-1m_temporal-diffrec-1" not in names  # the clean run stands for it
     assert [n for n in out if n.startswith("embed-")] == [
-        "embed-ml-1m_clean-lightgcn", "embed-ml-1m_noisy-lightgcn", "embed-ml-1m_clean-hgcf", "embed-ml-1m_noisy-hgcf"]
+        "embed-ml-1m_clean-lightgcn", "embed-ml-1m_noisy-lightgcn", "embed-ml-1m_clean-hgcf", "embed-ml-1m_noisy-hgcf",
+        "embed-ml-1m_clean-hgcf-512", "embed-ml-1m_noisy-hgcf-512"]
     assert "--seed 1 " in out["tune-ml-1m_noisy-codigem"]["cmd"]
 
 

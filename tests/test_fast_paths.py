@@ -663,3 +663,136 @@ def test_hdrm_three_seeded_steps_with_the_switch_on_are_the_readable_ones():
     quick, plain = run(), readable(run)
     assert torch.equal(quick[0], plain[0]) and torch.equal(quick[2], plain[2])
     assert list(quick[1]) == list(plain[1]) and all(torch.equal(quick[1][k], plain[1][k]) for k in plain[1])
+
+
+# --------------------------------------------------------------------------------------------
+# HGCF (HDRM's stage 1, pipeline/models/fast/hgcf.py): on the released triples, the graph
+# products through torch's CSR kernel and the margin loss with its gradient written out
+
+
+def hgcf_setup(sampling: str = "users", size: int = 16, n_users: int = 30, n_items: int = 40, dtype=torch.float32):
+    """An HGCF a few coordinates wide on a random train matrix, its points moved off the
+    initialisation (so some hinges are active and some are not), and the first batch of its
+    ``sampling`` (the whole epoch in one batch)."""
+    import scipy.sparse as sp
+
+    from pipeline.data.dataset import InteractionData
+    from pipeline.models.hgcf import HGCF, HGCFConfig
+    from pipeline.models.lorentz import expmap0
+
+    train = sp.csr_matrix((np.random.default_rng(0).random((n_users, n_items)) < 0.25).astype(np.float32))
+    empty = sp.csr_matrix((n_users, n_items), dtype=np.float32)
+    data = InteractionData(n_users=n_users, n_items=n_items, train=train, valid=empty, test=empty, train_rank=train)
+    torch.manual_seed(0)
+    model = HGCF(HGCFConfig(emb_size=size, sampling=sampling, batch_size=10**6, margin=0.5), n_users, n_items, data=data)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        model.user_embedding.copy_(expmap0(torch.randn(n_users, size, generator=g)))
+        model.item_embedding.copy_(expmap0(torch.randn(n_items, size, generator=g)))
+    model.to(dtype)
+    return model, next(iter(model.batches(train, torch.Generator().manual_seed(2)))), train
+
+
+def hgcf_loss_and_grads(model, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    model.zero_grad()
+    torch.manual_seed(5)
+    loss = model.loss(*batch)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_hgcf_fast_path_runs_only_on_triples_with_the_switch_on(monkeypatch):
+    """The pair batches of the committed 64-d runs and every run with the switch off take the
+    readable path (nothing of the fast module runs); the released triples with the switch on take
+    the fast one."""
+    from pipeline.models.fast import hgcf as H
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("fast path called")
+
+    monkeypatch.setattr(H, "triple_loss", refuse)
+    monkeypatch.setattr(H, "propagate", refuse)
+    model, batch, train = hgcf_setup("pairs")
+    hgcf_loss_and_grads(model, batch)
+    model.scores(None, np.arange(train.shape[0]))
+    model, batch, train = hgcf_setup("users")
+    with fast.switched(False):
+        hgcf_loss_and_grads(model, batch)
+        model.scores(None, np.arange(train.shape[0]))
+    with pytest.raises(AssertionError, match="fast path called"):
+        hgcf_loss_and_grads(model, batch)
+
+
+def test_hgcf_triple_loss_is_the_readable_loss_in_float64():
+    """On the same float64 points: the same loss bit for bit (the forward pass sums as geoopt's
+    distance does) and the gradient that autograd forms through geoopt's distance, to 1e-12."""
+    from pipeline.models.fast import hgcf as H
+    from pipeline.models.lorentz import SQDIST_CLAMP, expmap0, sqdist
+
+    g = torch.Generator().manual_seed(0)
+    n_users, n_items, k = 20, 30, 500
+    # spread from near the origin to far out, so some distances pass the clamp at 50
+    points = expmap0(torch.randn(n_users + n_items, 8, generator=g, dtype=torch.float64) * torch.linspace(0.1, 3.0, n_users + n_items, dtype=torch.float64)[:, None])
+    users = torch.randint(n_users, (k,), generator=g)
+    pos, neg = torch.randint(n_items, (k,), generator=g), torch.randint(n_items, (k,), generator=g)
+    pos[:3] = neg[:3]  # equal positive and negative: hinge = margin exactly
+
+    def readable_loss(p):
+        u = p[users]
+        d_pos, d_neg = sqdist(u, p[n_users + pos]).clamp(max=SQDIST_CLAMP), sqdist(u, p[n_users + neg]).clamp(max=SQDIST_CLAMP)
+        return torch.relu(d_pos - d_neg + 0.5).sum()
+
+    a, b = points.clone().requires_grad_(), points.clone().requires_grad_()
+    plain, quick = readable_loss(a), H.triple_loss(b, users, pos, neg, n_users, 0.5)
+    assert torch.equal(plain, quick)
+    plain.backward()
+    quick.backward()
+    assert (sqdist(points[users], points[n_users + pos]) > SQDIST_CLAMP).any()
+    assert ((b.grad - a.grad).abs() <= 1e-12 * a.grad.abs().max()).all()
+
+
+def test_hgcf_csr_product_is_the_dense_product_and_repeats_bit_for_bit():
+    """G @ X through torch's CSR kernel: the dense product in float64 (to 1e-12), and in float32
+    the same bits on every call and with 1 or 2 threads (each row sums its nonzeros in one order)."""
+    from pipeline.models.fast import hgcf as H
+    from pipeline.models.layers import row_normalized_adjacency, to_torch_csr
+    import scipy.sparse as sp
+
+    train = sp.csr_matrix((np.random.default_rng(0).random((300, 200)) < 0.1).astype(np.float32))
+    g = row_normalized_adjacency(train)
+    a, a_t = to_torch_csr(g), to_torch_csr(g.T.tocsr())
+    dense = torch.from_numpy(g.toarray()).double()
+    x = torch.randn(g.shape[0], 64, dtype=torch.float64, requires_grad=True)
+    out = H.CSRProduct.apply(a.double(), a_t.double(), x)
+    assert ((out - dense @ x).abs() <= 1e-12 * (dense.abs() @ x.abs())).all()
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    assert ((x.grad - dense.T @ grad).abs() <= 1e-12 * (dense.abs().T @ grad.abs())).all()
+    x32 = x.detach().float()
+    first = a @ x32
+    previous = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 1, 2):
+            torch.set_num_threads(threads)
+            assert torch.equal(a @ x32, first)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_hgcf_triples_of_both_paths_agree_in_float32():
+    """The whole model: loss, gradients and scores of the fast path and of the readable one (scipy
+    products, autograd through geoopt) agree up to float32 rounding. The bound is the module's:
+    n the longest sum (the batch's triples, a row's nonzeros times the layers)."""
+    model, batch, train = hgcf_setup("users", size=32)
+    quick_loss, quick = hgcf_loss_and_grads(model, batch)
+    plain_loss, plain = readable(hgcf_loss_and_grads, model, batch)
+    n = len(batch[1])
+    assert (quick_loss - plain_loss).abs().item() <= 2 * bound(n, plain_loss.abs().item())
+    for name in plain:
+        assert (quick[name] - plain[name]).abs().max().item() <= 2 * bound(n, plain[name].abs().max().item()), name
+    users = np.arange(train.shape[0])
+    model._cache = None
+    quick_scores = model.scores(None, users)
+    model._cache = None
+    plain_scores = readable(model.scores, None, users)
+    assert (quick_scores - plain_scores).abs().max().item() <= 2 * bound(n, plain_scores.abs().max().item())

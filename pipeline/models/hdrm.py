@@ -117,8 +117,8 @@ class HDRMConfig:
     validation epoch kept as for every model.
 
     The released size and batching (with stage 1 at 512 coordinates, see HGCFConfig):
-    ``dims: [200, 1100]``, ``sampling: triples``, ``batch_size: 20000``, ``epochs: 10``
-    (params.yaml: models.hgcf.defaults and models.hdrm.defaults).
+    ``dims: [200, 1100]``, ``sampling: triples``, ``batch_size: 20000``, ``epochs: 10``; params.yaml's
+    ``hdrm-512`` runs it on ``hgcf-512``'s points (its ``embeddings``).
 
     ``sampling``: ``users`` = batches of ``batch_size`` users with all their train pairs, one
     uniform negative each; ``triples`` = the released batches of ``batch_size`` user-uniform

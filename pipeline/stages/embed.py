@@ -1,11 +1,12 @@
 """The embed stage: the item vectors L-DiffRec clusters, and HDRM's stage-1 points.
 
 :func:`main` (``python -m pipeline embed --model M``) trains an
-  embedding model (``pipeline.plan.EMBED_MODELS``) on the split's train interactions with the
+  embedding model (a variant of a class in ``pipeline.plan.EMBED_CLASSES``) on the split's train interactions with the
   shared trainer (early stopping on validation) and writes its best state's final user and item
   embeddings, ``user_emb.npy`` and ``item_emb.npy`` (float32, its ``final_embeddings()``):
   LightGCN's (``models.lightgcn``) propagated vectors, whose items the cluster stage clusters;
-  HGCF's (``models.hgcf``, HDRM's stage 1) points of the hyperboloid, which HDRM reads
+  HGCF's (``models.hgcf``, or another HGCF variant a HDRM variant names as its
+  ``embeddings``: HDRM's stage 1) points of the hyperboloid, which HDRM reads
   (:func:`pipeline.models.lorentz.load_hyperbolic_embeddings`). The authors' released item vectors
 come in through the import-embeddings stage (``pipeline/stages/import_embeddings.py``).
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from pipeline.data.dataset import load_interactions
 from pipeline.io import write_embeddings
-from pipeline.plan import EMBED_FILES, EMBED_MODELS
+from pipeline.plan import EMBED_FILES, embed_models
 from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.fitting import fit
 
@@ -44,8 +45,8 @@ def main(params: dict, split: str, model_name: str, data_dir: str, out_dir: str,
     """Train the embedding model ``models.<model_name>`` on ``data_dir`` with the shared trainer
     (seed ``seed``, default ``params['embeddings']['seed']``) into ``out_dir``; writes the run
     folder plus its embedding files; returns the metrics."""
-    if model_name not in EMBED_MODELS:
-        raise ValueError(f"the embed stage trains the embedding models {list(EMBED_MODELS)}, not {model_name!r}")
+    if model_name not in embed_models(params):
+        raise ValueError(f"the embed stage trains the embedding models {embed_models(params)}, not {model_name!r}")
     seed = int(params["embeddings"]["seed"]) if seed is None else int(seed)
     model, metrics, tag = _train_best(params, split, model_name, seed, data_dir, out_dir, "embed")
     arrays = dict(zip(EMBED_FILES, model.final_embeddings()))

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import evaluation_config, model_class, model_config, training_config
-from pipeline.plan import EMBED_DIR, HYPERBOLIC_MODEL, run_threads
+from pipeline.plan import EMBED_DIR, run_threads, stage1_model
 from pipeline.io import read_parquet
 from pipeline.models import fast
 from pipeline.training.trainer import set_determinism, train_run
@@ -52,7 +52,7 @@ def load_hyperbolic(params: dict, variant: str, hyperbolic_dir: str | None, n_us
         return None
     if not hyperbolic_dir:
         raise ValueError(f"model variant {variant!r} needs the stage-1 hyperbolic embeddings: pass "
-                         f"--hyperbolic {EMBED_DIR.format(split='<split>', model=HYPERBOLIC_MODEL)}")
+                         f"--hyperbolic {EMBED_DIR.format(split='<split>', model=stage1_model(params, variant))}")
     from pipeline.models.lorentz import load_hyperbolic_embeddings
 
     return load_hyperbolic_embeddings(hyperbolic_dir, n_users, n_items)

@@ -12,7 +12,7 @@ rule embed:
     log:
         "logs/embed/{split}/{model}.log",
     wildcard_constraints:
-        model="|".join(plan.EMBED_MODELS),
+        model="|".join(plan.embed_models(config)),
     threads: lambda w: plan.run_threads(config, w.model)
     resources:
         mem_mb=MEM_MB["train"],
