@@ -7,8 +7,8 @@ peak memory is its own) and with ``--threads`` torch threads:
 * **products counted**: one whole training epoch (the trainer's batches, loss, backward and
   optimizer step) and one evaluation pass (valid and test metrics over all users) run under
   torch's ``FlopCounterMode``, which counts every dense matrix product (2 m n k); a sparse CSR
-  product counts 2 nnz n, and a product through scipy (``SparseOperator``'s CPU path) is counted
-  the same way where it runs;
+  product counts 2 nnz n, and a product through scipy (``SparseOperator``'s CPU path, LightGCN's
+  ``_spmm``) is counted the same way where it runs;
 * **the machine's product rate**: float32 ``torch.mm`` of 2,048 x 2,048 matrices with the same
   thread count, best of 5;
 * **floor** = products / rate, the time the epoch (or pass) would take if it were nothing but its
@@ -36,12 +36,17 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
+
+from pipeline import plan
 
 RATE_SIZE = 2048  # the square float32 product that measures the machine's rate
 
 
 CHILD = r"""
-import json, resource, sys, time
+import time
+started = time.perf_counter()
+import json, resource, sys
 import numpy as np, torch
 from torch.utils.flop_counter import FlopCounterMode
 from pipeline.allocator import keep_freed_memory_if_asked
@@ -60,9 +65,11 @@ params = load_params()
 # the machine's dense product rate
 a, b = torch.randn(rate_size, rate_size), torch.randn(rate_size, rate_size)
 best = float("inf")
+t0 = time.perf_counter()
 for _ in range(5):
     t = time.perf_counter(); torch.mm(a, b); best = min(best, time.perf_counter() - t)
 rate = 2 * rate_size ** 3 / best
+rate_s = time.perf_counter() - t0
 del a, b
 
 def product_flops(x, y):
@@ -79,6 +86,16 @@ plain_product = layers.SparseOperator._product
 def counted_product(self, transpose, x):
     scipy_flops[0] += 2 * self.cpu.nnz * (x.shape[1] if x.dim() == 2 else 1)
     return plain_product(self, transpose, x)
+
+from pipeline.models import lightgcn
+plain_spmm = lightgcn._spmm
+def counted_spmm(adj, adj_cpu, x):
+    if x.device.type == "cpu":
+        scipy_flops[0] += 2 * adj_cpu.nnz * x.shape[1]
+    return plain_spmm(adj, adj_cpu, x)
+def count_scipy(on):
+    layers.SparseOperator._product = counted_product if on else plain_product
+    lightgcn._spmm = counted_spmm if on else plain_spmm
 
 def counting():
     return FlopCounterMode(display=False, custom_mapping={torch.ops.aten.mm: mm, torch.ops.aten.addmm: addmm})
@@ -98,6 +115,7 @@ optimizer = model.optimizer()
 matrix = model.input_matrix(data)
 evaluation = evaluation_config(params)
 evaluator = Evaluator(data, evaluation.topk, evaluation.batch_size)
+startup_s = time.perf_counter() - started - rate_s  # imports, data, model (EASE: its closed form)
 
 def epoch(limit=None):
     model.train()
@@ -121,24 +139,24 @@ epoch_s = epoch_flops = steps = None
 if trainable:
     epoch(limit=1)  # warm-up: first-call set-up (packing, allocations) out of the timed epoch
     t = time.perf_counter(); steps = epoch(); epoch_s = time.perf_counter() - t
-    layers.SparseOperator._product = counted_product
+    count_scipy(True)
     with counting() as counter:
         epoch()
-    layers.SparseOperator._product = plain_product
+    count_scipy(False)
     epoch_flops = counter.get_total_flops() + scipy_flops[0]
     scipy_flops[0] = 0
 evaluate()
 evals = []
 for _ in range(passes):
     t = time.perf_counter(); evaluate(); evals.append(time.perf_counter() - t)
-layers.SparseOperator._product = counted_product
+count_scipy(True)
 with counting() as counter:
     evaluate()
-layers.SparseOperator._product = plain_product
+count_scipy(False)
 print(json.dumps({"rate": rate, "epoch_flops": epoch_flops, "steps": steps, "epoch_s": epoch_s,
                   "eval_flops": counter.get_total_flops() + scipy_flops[0], "eval_s": float(np.median(evals)),
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "n_parameters": sum(p.numel() for p in model.parameters())}))
+                  "n_parameters": sum(p.numel() for p in model.parameters()), "startup_s": startup_s}))
 """
 
 
@@ -151,17 +169,79 @@ def measure(model: str, split: str, threads: int, passes: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def committed_schedule(split: str, model: str) -> tuple[int, int] | None:
-    """(epochs trained, evaluations) of the committed run of ``model`` on ``split`` (seed 1, or
-    the embed stage's run), None where there is none."""
-    for folder in (Path("runs") / split / model / "seed1", Path("data/embeddings") / split / model):
-        history = folder / "history.csv"
-        if history.exists():
-            with history.open() as f:
-                rows = list(csv.DictReader(f))
-            evaluations = sum(1 for r in rows if any(k.startswith("valid_") and r[k] for k in r))
-            return len(rows), evaluations
-    return None
+def schedule(folder: Path) -> tuple[int, int] | None:
+    """(epochs trained, evaluations) of the run whose ``history.csv`` is in ``folder``, None where
+    there is none."""
+    history = folder / "history.csv"
+    if not history.exists():
+        return None
+    with history.open() as f:
+        rows = list(csv.DictReader(f))
+    evaluations = sum(1 for r in rows if any(k.startswith("valid_") and r[k] for k in r))
+    return len(rows), evaluations
+
+
+class Job(NamedTuple):
+    """One job of the DAG as the table estimate counts it."""
+    kind: str  # train, tune (one grid point) or embed
+    split: str
+    model: str
+    seed: int
+    folder: Path  # the run whose schedule the job is costed with
+
+
+def table_jobs(params: dict, dataset: str) -> list[Job]:
+    """Every train, tune (grid point) and embed job of the plan on ``dataset``'s splits, each with
+    the committed run whose epochs and evaluations cost it: a train job its own run; a grid point
+    the run its variant trains with that seed (the grid changes settings, not the schedule's
+    length: an estimate); an embed job its own run folder, else the same model's seed-1 run."""
+    on = lambda split: params["splits"][split]["dataset"] == dataset  # noqa: E731
+    jobs = [Job("train", r.split, r.model, r.seed, Path(plan.RUN_DIR.format(split=r.split, model=r.model, seed=r.seed)))
+            for r in plan.trained_runs(params) if on(r.split)]
+    for r in plan.tune_runs(params):
+        if on(r.split):
+            folder = Path(plan.RUN_DIR.format(split=r.split, model=r.model, seed=r.seed))
+            jobs += [Job("tune", r.split, r.model, r.seed, folder) for _ in plan.grid_points(params, r.model)]
+    for split, model in plan.embed_jobs(params):
+        if on(split):
+            folder = Path(plan.EMBED_DIR.format(split=split, model=model))
+            if schedule(folder) is None:
+                folder = Path(plan.RUN_DIR.format(split=split, model=model, seed=1))
+            jobs.append(Job("embed", split, model, 1, folder))
+    return jobs
+
+
+def measured_split(params: dict, jobs: list[Job], model: str, preferred: str) -> str:
+    """``preferred`` where the model has a job there, else the first split it has one on."""
+    splits = [j.split for j in jobs if j.model == model]
+    return preferred if preferred in splits or not splits else splits[0]
+
+
+def missing_inputs(params: dict, split: str, model: str, embed: bool) -> list[str]:
+    """The DAG's outputs the measurement reads and this checkout lacks (the tune folder is not
+    read: the benchmark builds the variant with its defaults)."""
+    if embed:
+        needed = [p.format(split=split) for p in plan.PREPARED]
+    else:
+        tune = plan.TUNE_DIR.format(split=split, model=model)
+        needed = [p for p in plan.train_inputs(params, plan.Run(split, model, 1)) if p != tune]
+    return [p for p in needed if not Path(p).exists()]
+
+
+def wall_time(durations: list[tuple[float, int]], cores: int) -> float:
+    """Wall seconds of jobs (seconds, threads) on ``cores`` cores: longest first, each started as
+    soon as its threads are free (the DAG's order between stages is not modelled)."""
+    running: list[tuple[float, int]] = []  # (finish time, threads)
+    now, free = 0.0, cores
+    for seconds, threads in sorted(durations, reverse=True):
+        threads = min(threads, cores)
+        while free < threads:
+            running.sort()
+            finish, released = running.pop(0)
+            now, free = max(now, finish), free + released
+        running.append((now + seconds, threads))
+        free -= threads
+    return max([now] + [finish for finish, _ in running])
 
 
 def _s(x: float | None) -> str:
@@ -169,33 +249,78 @@ def _s(x: float | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from pipeline.config import load_params
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=["hgcf-512", "hdrm-512"])
+    parser.add_argument("--models", nargs="+", help="variants to measure (default: every one the plan runs on the split's dataset)")
     parser.add_argument("--split", default="ml-1m_clean")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, help="torch threads (default: each variant's own, as the DAG runs it)")
     parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--cores", type=int, default=2, help="cores of the whole-table wall-time estimate")
     args = parser.parse_args(argv)
-    print(f"# {platform.processor() or platform.machine()}, {args.threads} torch threads, split {args.split}")
-    print("| model | steps | GFLOP / epoch | rate GFLOP/s | floor s / epoch | s / epoch | ratio "
-          "| GFLOP / pass | floor s / pass | s / pass | ratio | peak RSS MB | whole run |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-    for model in args.models:
-        m = measure(model, args.split, args.threads, args.passes)
+    params = load_params()
+    dataset = params["splits"][args.split]["dataset"]
+    jobs = table_jobs(params, dataset)
+    embed_only = {j.model for j in jobs if j.kind == "embed"} - {j.model for j in jobs if j.kind != "embed"}
+    models = args.models or list(dict.fromkeys(j.model for j in jobs))
+    print(f"# {platform.processor() or platform.machine()}, split {args.split} (models without a job there: "
+          f"their first split), each variant with {'%d torch threads' % args.threads if args.threads else 'its own threads'}")
+    print("| model | split | threads | steps | GFLOP / epoch | rate GFLOP/s | floor s / epoch | s / epoch | ratio "
+          "| GFLOP / pass | floor s / pass | s / pass | ratio | start-up s | peak RSS MB | whole run |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    measured: dict[str, dict] = {}
+    for model in models:
+        split = measured_split(params, jobs, model, args.split)
+        threads = args.threads or plan.run_threads(params, model)
+        missing = missing_inputs(params, split, model, model in embed_only)
+        if missing:
+            print(f"| {model} | {split} | {threads} | not measured: build `snakemake --cores 2 {' '.join(missing)}` first |", flush=True)
+            continue
+        m = measured[model] = measure(model, split, threads, args.passes)
         rate = m["rate"]
         floor_epoch = None if m["epoch_flops"] is None else m["epoch_flops"] / rate
         floor_eval = m["eval_flops"] / rate
-        ratio_epoch = None if floor_epoch is None or floor_epoch == 0 else m["epoch_s"] / floor_epoch
-        schedule = committed_schedule(args.split, model)
+        ratio_epoch = None if not floor_epoch else m["epoch_s"] / floor_epoch
         whole = "–"
-        if schedule is not None and m["epoch_s"] is not None:
-            epochs, evaluations = schedule
-            seconds = epochs * m["epoch_s"] + evaluations * m["eval_s"]
+        own = [j for j in jobs if j.model == model and j.split == split]
+        known = schedule(own[0].folder) if own else None
+        if known is not None:
+            epochs, evaluations = known
+            seconds = m["startup_s"] + epochs * (m["epoch_s"] or 0.0) + evaluations * m["eval_s"]
             whole = f"{seconds / 60:.1f} min ({epochs} epochs, {evaluations} passes)"
-        print(f"| {model} | {m['steps'] or '–'} | {_s(None if m['epoch_flops'] is None else m['epoch_flops'] / 1e9)} "
+        print(f"| {model} | {split} | {threads} | {m['steps'] or '–'} "
+              f"| {_s(None if m['epoch_flops'] is None else m['epoch_flops'] / 1e9)} "
               f"| {rate / 1e9:.0f} | {_s(floor_epoch)} | {_s(m['epoch_s'])} | {_s(ratio_epoch)} "
               f"| {m['eval_flops'] / 1e9:.2f} | {floor_eval:.3f} | {m['eval_s']:.2f} "
-              f"| {m['eval_s'] / floor_eval if floor_eval else float('nan'):.1f} | {m['peak_rss_mb']:.0f} | {whole} |",
-              flush=True)
+              f"| {m['eval_s'] / floor_eval if floor_eval else float('nan'):.1f} | {m['startup_s']:.1f} "
+              f"| {m['peak_rss_mb']:.0f} | {whole} |", flush=True)
+    if args.models:
+        return
+    # the whole table: every job costed with its committed schedule and its model's measurement
+    costed, unknown = [], []
+    floor_total = 0.0
+    for job in jobs:
+        m, known = measured.get(job.model), schedule(job.folder)
+        if m is None or known is None:
+            unknown.append(job)
+            continue
+        epochs, evaluations = known
+        seconds = m["startup_s"] + epochs * (m["epoch_s"] or 0.0) + evaluations * m["eval_s"]
+        floor_total += (epochs * (m["epoch_flops"] or 0) + evaluations * m["eval_flops"]) / m["rate"]
+        costed.append((job, seconds, args.threads or plan.run_threads(params, job.model)))
+    job_seconds = sum(seconds for _, seconds, _ in costed)
+    by_kind = {kind: sum(s for j, s, _ in costed if j.kind == kind) for kind in ("train", "tune", "embed")}
+    print(f"\n# The whole {dataset} table: {len(costed)} jobs costed ({', '.join(f'{k} {v:,.0f} s' for k, v in by_kind.items())})")
+    print(f"- job-seconds: {job_seconds:,.0f} (start-up {sum(measured[j.model]['startup_s'] for j, _, _ in costed):,.0f} of them)")
+    print(f"- core-seconds: {sum(seconds * threads for _, seconds, threads in costed):,.0f}")
+    print(f"- wall on {args.cores} cores (longest first, stage order not modelled): "
+          f"{wall_time([(s, t) for _, s, t in costed], args.cores) / 60:.1f} min")
+    print(f"- arithmetic floor (products at the dense rate): {floor_total:,.0f} s of products")
+    heaviest = sorted(((sum(s for j, s, _ in costed if j.model == model), model) for model in measured), reverse=True)
+    print("- by model: " + ", ".join(f"{model} {s:,.0f} s" for s, model in heaviest if s))
+    if unknown:
+        print(f"- not costed ({len(unknown)}: no measurement or no committed schedule): "
+              + ", ".join(sorted({f'{j.kind} {j.model}' for j in unknown})))
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ def cmd_prepare(args, params):
 def cmd_embed(args, params):
     from pipeline.stages.embed import main
 
-    main(params, args.split, args.model, args.data, args.out)
+    main(params, args.split, args.model, args.data, args.run, args.out, args.tuned)
 
 
 def cmd_import_embeddings(args, params):
@@ -174,10 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_tune)
 
-    p = sub.add_parser("embed", help="train an embedding model (lightgcn: item vectors to cluster; hgcf: HDRM's stage-1 points)")
+    p = sub.add_parser("embed", help="export a trained embedding model's vectors (lightgcn: item vectors to cluster; hgcf: HDRM's stage-1 points)")
     p.add_argument("--split", required=True)
     p.add_argument("--model", required=True, help="a variant of an embedding class, e.g. lightgcn or hgcf (pipeline.plan.EMBED_CLASSES)")
     p.add_argument("--data", required=True)
+    p.add_argument("--run", required=True, help="the model's train run, runs/<split>/<model>/seed<embeddings.seed>")
+    p.add_argument("--tuned", help="runs/<split>/<model>/tuning/selected.json (variants with a grid)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_embed)
 

@@ -313,8 +313,8 @@ def check_semantics(params: dict) -> None:
                               f"{eval_every}; make {where}.eval_every < {where}.patience")
     for split, model in plan.embed_jobs(params):
         if model not in params["models"]:
-            raise ConfigError("models", f"models.{model} is missing: the embed stage trains it on {split!r} "
-                              "for the models that read its embeddings")
+            raise ConfigError("models", f"models.{model} is missing: it is trained on {split!r} and the embed stage "
+                              "exports its embeddings for the models that read them")
     for split, model, point in plan.model_jobs(params):
         _check_run_config(params, model, split, point)
 
@@ -336,15 +336,15 @@ def _check_run_config(params: dict, model: str, split: str, tuned: dict[str, Any
 
 
 def embedding_sources(params: dict) -> list[str]:
-    """What a latent variant's ``models.<v>.embeddings`` may name: an embedding model the embed
-    stage trains (a variant of an embedding class), or "released" (the authors' item_emb.npy in
+    """What a latent variant's ``models.<v>.embeddings`` may name: an embedding model whose
+    vectors the embed stage exports (a variant of an embedding class), or "released" (the authors' item_emb.npy in
     the split's raw archive)."""
     return sorted({*plan.embed_models(params), plan.RELEASED})
 
 
 def stage1_sources(params: dict) -> list[str]:
     """What a hyperbolic variant's (HDRM's) ``models.<v>.embeddings`` may name: a variant of the
-    stage-1 class (``hgcf``), trained by the embed stage."""
+    stage-1 class (``hgcf``), whose points the embed stage exports."""
     return sorted(v for v in plan.embed_models(params) if plan.declared(params, v).key == plan.HYPERBOLIC_MODEL)
 
 

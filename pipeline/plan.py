@@ -16,10 +16,14 @@ What follows from what:
     tuning           a variant with ``grid`` runs the tune stage first, on each split it trains
                      on, with the first seed planned for it there (:func:`tune_runs`)
     clusters         a variant whose class ``requires`` "clusters" reads k-means clusters of
-                     ``models.<v>.embeddings``: a trained embedding model (the embed stage) or
+                     ``models.<v>.embeddings``: an embedding model's vectors (the embed stage) or
                      "released" (the import-embeddings stage) (:func:`cluster_jobs`)
     stage-1 points   a variant whose class ``requires`` "hyperbolic" reads the embed stage's
                      points of ``models.<v>.embeddings`` (default hgcf) on its split (:func:`embed_jobs`)
+    embeddings       the embed stage trains nothing: it exports the final vectors of the embedding
+                     model's train run of seed ``embeddings.seed`` (:func:`embed_source`), a run
+                     the DAG trains whether or not the tables show it (:func:`trained_runs`), so
+                     no run is computed twice and a tuned embedding model exports its selected setting
 """
 
 from __future__ import annotations
@@ -39,8 +43,8 @@ TUNE_DIR = "runs/{split}/{model}/tuning"
 EMBED_DIR = "data/embeddings/{split}/{model}"
 CLUSTER_DIR = "data/clusters/{split}"  # one folder per embeddings source inside
 PREPARED = ("data/prepared/{split}/interactions.parquet", "data/prepared/{split}/stats.json")
-EMBED_CLASSES = ("lightgcn", HYPERBOLIC_MODEL)  # the classes the embed stage trains
-EMBED_FILES = ("user_emb.npy", "item_emb.npy")  # what it writes besides the trainer's run folder
+EMBED_CLASSES = ("lightgcn", HYPERBOLIC_MODEL)  # the classes whose trained vectors the embed stage exports
+EMBED_FILES = ("user_emb.npy", "item_emb.npy")  # what the embed stage writes (from a run's model.pt)
 RUN_FILES = ("model.pt", "per_user.parquet", "history.csv", "metrics.json")
 PACKAGE_DIR = Path(__file__).resolve().parent
 # Modules every stage runs whose effect on a result goes through what is tracked anyway (the
@@ -102,9 +106,22 @@ def trained_run(params: dict, run: Run) -> Run:
     return Run(rows_split(params, run.split, run.model), run.model, run.seed)
 
 
-def trained_runs(params: dict) -> list[Run]:
-    """The runs the DAG trains: the table runs with reused ones counted once."""
+def _table_trained(params: dict) -> list[Run]:
+    """The runs trained for the table runs, reused ones counted once."""
     return list(dict.fromkeys(trained_run(params, run) for run in table_runs(params)))
+
+
+def embed_source(params: dict, split: str, model: str) -> Run:
+    """The train run whose model the embed stage exports for ``model`` on ``split``: seed
+    ``embeddings.seed``."""
+    return Run(split, model, int(params["embeddings"]["seed"]))
+
+
+def trained_runs(params: dict) -> list[Run]:
+    """The runs the DAG trains: the table runs (reused ones counted once), then the embed
+    stage's source runs that are not among them."""
+    sources = [embed_source(params, split, model) for split, model in embed_jobs(params)]
+    return list(dict.fromkeys(_table_trained(params) + sources))
 
 
 def is_tuned(params: dict, variant: str) -> bool:
@@ -132,11 +149,10 @@ def tune_runs(params: dict) -> list[Run]:
 
 def model_jobs(params: dict) -> list[tuple[str, str, dict[str, Any] | None]]:
     """(split, model, grid point or None) of every model config a job builds: each trained
-    variant on its splits, each grid point of a tuned one, each embed job's model."""
+    variant on its splits (the embed stage's source runs among them), each grid point of a tuned one."""
     pairs = _jobs_needed(params)
     return ([(split, variant, None) for split, variant in pairs]
-            + [(split, variant, point) for split, variant in pairs for point in grid_points(params, variant)]
-            + [(split, model, None) for split, model in embed_jobs(params)])
+            + [(split, variant, point) for split, variant in pairs for point in grid_points(params, variant)])
 
 
 def run_threads(params: dict, variant: str) -> int:
@@ -155,7 +171,7 @@ def clusters_of(params: dict, split: str, variant: str) -> tuple[str, str] | Non
 
 
 def embed_models(params: dict) -> list[str]:
-    """The variants the embed stage can train: those of an embedding class (``EMBED_CLASSES``)."""
+    """The variants the embed stage can export: those of an embedding class (``EMBED_CLASSES``)."""
     return [v for v in params["models"] if declared(params, v).key in EMBED_CLASSES]
 
 
@@ -178,10 +194,16 @@ def _jobs_needed(params: dict) -> list[tuple[str, str]]:
     return list(dict.fromkeys((run.split, run.model) for run in trained_runs(params)))
 
 
+def _table_jobs(params: dict) -> list[tuple[str, str]]:
+    """(split, variant) of the table's train jobs: those whose side inputs (clusters, stage-1
+    points) the cluster and embed jobs make. An embedding model reads neither."""
+    return list(dict.fromkeys((run.split, run.model) for run in _table_trained(params)))
+
+
 def cluster_jobs(params: dict) -> list[tuple[str, str]]:
     """(split, embeddings source) of every cluster job: those the latent runs read."""
     out = []
-    for split, variant in _jobs_needed(params):
+    for split, variant in _table_jobs(params):
         found = clusters_of(params, split, variant)
         if found:
             out.append((found[0].split("/")[-1], found[1]))
@@ -190,9 +212,9 @@ def cluster_jobs(params: dict) -> list[tuple[str, str]]:
 
 def embed_jobs(params: dict) -> list[tuple[str, str]]:
     """(split, embedding model) of every embed job: the item embeddings the cluster jobs read
-    and the stage-1 points HDRM's runs read."""
+    and the stage-1 points HDRM's runs read, each exported from :func:`embed_source`'s run."""
     out = [(split, source) for split, source in cluster_jobs(params) if source != RELEASED]
-    for split, variant in _jobs_needed(params):
+    for split, variant in _table_jobs(params):
         folder = stage1_of(params, split, variant)
         if folder:
             out.append((folder.split("/")[2], stage1_model(params, variant)))
@@ -229,7 +251,11 @@ def model_params(params: dict, split: str, variant: str) -> list[str]:
 
 
 def embed_params(params: dict, split: str, model: str) -> list[str]:
-    return model_params(params, split, model) + ["embeddings.seed"]
+    """The dotted params keys an embed job reads: what builds the model (its variant's keys, its
+    threads, the speed switch its propagation follows) and which run it exports; not the training
+    schedule or evaluation, which only its source run read."""
+    keys = [k for k in model_params(params, split, model) if k.startswith("models.") or k == "training.threads"]
+    return keys + ["training.fast", "embeddings.seed"]
 
 
 def train_command(params: dict, run: Run) -> str:
@@ -254,9 +280,21 @@ def tune_command(params: dict, run: Run) -> str:
             + f" --out {TUNE_DIR.format(split=split, model=model)} --log logs/tune/{split}/{model}.log")
 
 
-def embed_command(split: str, model: str) -> str:
+def embed_command(params: dict, split: str, model: str) -> str:
+    source = embed_source(params, split, model)
+    tuned = f" --tuned {TUNE_DIR.format(split=split, model=model)}/selected.json" if is_tuned(params, model) else ""
     return (f"python -m pipeline embed --split {split} --model {model} --data data/prepared/{split}"
+            f" --run {RUN_DIR.format(**source._asdict())}{tuned}"
             f" --out {EMBED_DIR.format(split=split, model=model)} --log logs/embed/{split}/{model}.log")
+
+
+def embed_inputs(params: dict, split: str, model: str) -> list[str]:
+    """What an embed job reads besides code: the prepared split (the graph), its source run's
+    model and, for a tuned model, the selected setting (the architecture the state fits)."""
+    out = [p.format(split=split) for p in PREPARED] + [f"{RUN_DIR.format(**embed_source(params, split, model)._asdict())}/model.pt"]
+    if is_tuned(params, model):
+        out.append(f"{TUNE_DIR.format(split=split, model=model)}/selected.json")
+    return out
 
 
 def train_inputs(params: dict, run: Run) -> list[str]:

@@ -34,3 +34,15 @@ def write_planted(folder: Path, n_users: int = 60, n_items: int = 40, groups: in
     pl.DataFrame(records, schema=CANONICAL_SCHEMA).write_parquet(folder / "interactions.parquet")
     (folder / "stats.json").write_text(json.dumps({"n_users": n_users, "n_items": n_items}))
     return folder
+
+
+def train_and_export(params: dict, split: str, model: str, data_dir: str, folder: str) -> dict:
+    """An embedding model's path through the DAG: its train run of seed ``embeddings.seed`` into
+    ``folder`` (the train stage), then its vectors exported next to the run (the embed stage);
+    returns the run's metrics."""
+    from pipeline.stages.embed import main as export
+    from pipeline.stages.train import main as train
+
+    metrics = train(params, split, model, int(params["embeddings"]["seed"]), data_dir, folder)
+    export(params, split, model, data_dir, folder, folder)
+    return metrics

@@ -335,7 +335,7 @@ def test_unknown_synthetic_preset_in_build(tmp_path, base):
 
 
 def test_hdrm_runs_get_the_stage1_splits(base):
-    """The embed stage trains HGCF where a model that requires its points runs, nowhere else."""
+    """The embed stage exports HGCF where a model that requires its points runs, nowhere else."""
     from pipeline.plan import embed_jobs
 
     params = copy.deepcopy(base)
@@ -346,7 +346,7 @@ def test_hdrm_runs_get_the_stage1_splits(base):
 
 
 def test_a_hdrm_variant_reads_the_hgcf_variant_it_names(tmp_path, base):
-    """``models.<v>.embeddings`` of a HDRM variant names its stage 1: an HGCF variant, trained by
+    """``models.<v>.embeddings`` of a HDRM variant names its stage 1: an HGCF variant, exported by
     the embed stage on the splits where the HDRM variant runs; anything else is an error."""
     from pipeline.plan import embed_jobs, embed_models, stage1_of, train_command, Run
 
@@ -360,6 +360,23 @@ def test_a_hdrm_variant_reads_the_hgcf_variant_it_names(tmp_path, base):
     assert err.key == "models.hdrm-512.embeddings" and "hgcf-512" in str(err)
 
 
+def test_the_embed_stage_exports_a_run_the_dag_trains_once(base):
+    """An embedding model is trained by the train stage (seed ``embeddings.seed``) whether or not
+    a block lists it, once where a block does list it; the embed job reads that run's model."""
+    from pipeline.plan import Run, embed_command, embed_inputs, trained_runs
+
+    params = copy.deepcopy(base)
+    params["embeddings"]["seed"] = 2
+    params["experiments"] = [{"splits": ["ml-1m_clean"], "models": ["hdrm-512", "ldiffrec"], "seeds": [1]}]
+    runs = trained_runs(params)
+    assert runs == [Run("ml-1m_clean", "hdrm-512", 1), Run("ml-1m_clean", "ldiffrec", 1),
+                    Run("ml-1m_clean", "lightgcn", 2), Run("ml-1m_clean", "hgcf-512", 2)]
+    assert "runs/ml-1m_clean/hgcf-512/seed2/model.pt" in embed_inputs(params, "ml-1m_clean", "hgcf-512")
+    assert "--run runs/ml-1m_clean/hgcf-512/seed2 " in embed_command(params, "ml-1m_clean", "hgcf-512")
+    params["experiments"].append({"splits": ["ml-1m_clean"], "models": ["lightgcn"], "seeds": [1, 2, 3]})
+    assert trained_runs(params).count(Run("ml-1m_clean", "lightgcn", 2)) == 1
+
+
 def test_order_free_temporal_runs_reuse_the_clean_twin(base):
     """The temporal split repeats clean's rows: DiffRec's temporal run is its clean run, trained
     once; T-DiffRec (uses_time_order) trains on the temporal split; LT-DiffRec reads clean's clusters."""
@@ -370,7 +387,9 @@ def test_order_free_temporal_runs_reuse_the_clean_twin(base):
                               "seeds": [1]}]
     assert trained_run(params, Run("ml-1m_temporal", "diffrec", 1)) == Run("ml-1m_clean", "diffrec", 1)
     assert trained_run(params, Run("ml-1m_temporal", "tdiffrec", 1)) == Run("ml-1m_temporal", "tdiffrec", 1)
-    assert len(table_runs(params)) == 6 and len(trained_runs(params)) == 5
+    # 5 trained for the 6 table runs, and LightGCN's run whose item vectors LT-DiffRec's clusters use
+    assert len(table_runs(params)) == 6 and len(trained_runs(params)) == 6
+    assert trained_runs(params)[-1] == Run("ml-1m_clean", "lightgcn", 1)
     assert clusters_of(params, "ml-1m_temporal", "ltdiffrec") == ("data/clusters/ml-1m_clean", "lightgcn")
 
 
@@ -387,7 +406,11 @@ def test_planning_and_validation_import_no_torch():
 
 
 def test_stage1_model_block_is_required(tmp_path, base):
-    err = error_for(tmp_path, base, lambda p: p["models"].pop("hgcf"))
+    def drop(p):  # the block, and the table rows of HGCF-64 that would name it first
+        p["models"].pop("hgcf")
+        for block in p["experiments"]:
+            block["models"] = [m for m in block["models"] if m != "hgcf"]
+    err = error_for(tmp_path, base, drop)
     assert err.key == "models" and "models.hgcf" in str(err)
 
 

@@ -28,10 +28,9 @@ from pipeline.models import MODELS
 from pipeline.models.layers import row_normalized_adjacency, sample_pairs, triple_batches, user_uniform_triples
 from pipeline.models.hdrm import HDRM, HDRMConfig, geometric_noise
 from pipeline.models.hgcf import HGCF, HGCFConfig
-from pipeline.stages.embed import main as train_embeddings
 from pipeline.training.fitting import build_model
 from pipeline.training.trainer import train_run
-from planted import write_planted
+from planted import write_planted, train_and_export
 
 N_USERS, N_ITEMS, GROUPS = 60, 40, 3
 SPLIT = "tiny_clean"
@@ -69,14 +68,15 @@ def params_for(**overrides) -> dict:
 
 @pytest.fixture(scope="module")
 def stage1(data_dir, tmp_path_factory) -> tuple[dict, Path]:
-    """HGCF trained on the planted data by the embedding stage: (metrics, its folder)."""
+    """HGCF trained on the planted data by the train stage, its points exported by the embed stage
+    into the run folder: (metrics, that folder)."""
     out = tmp_path_factory.mktemp("hgcf")
     cwd = Path.cwd()
     import os
 
     os.chdir(out)  # the timing file goes to ./logs/timing
     try:
-        metrics = train_embeddings(params_for(), SPLIT, "hgcf", str(data_dir), str(out / "run"))
+        metrics = train_and_export(params_for(), SPLIT, "hgcf", str(data_dir), str(out / "run"))
     finally:
         os.chdir(cwd)
     return metrics, out / "run"
@@ -340,7 +340,7 @@ def test_stage1_writes_loadable_embeddings_deterministically(stage1, data, data_
     model.load_state_dict(saved["model"])
     np.testing.assert_array_equal(model.final_embeddings()[1].numpy(), emb.items)
     monkeypatch.chdir(tmp_path)
-    assert train_embeddings(params_for(), SPLIT, "hgcf", str(data_dir), str(tmp_path / "again")) == metrics
+    assert train_and_export(params_for(), SPLIT, "hgcf", str(data_dir), str(tmp_path / "again")) == metrics
     for name in ("user_emb.npy", "item_emb.npy"):
         assert (folder / name).read_bytes() == (tmp_path / "again" / name).read_bytes()
     # a broken artifact is refused

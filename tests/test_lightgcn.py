@@ -13,8 +13,7 @@ import torch
 
 from pipeline.config import EvaluationConfig, TrainingConfig, model_config
 from pipeline.data.dataset import InteractionData, load_interactions
-from planted import write_planted
-from pipeline.stages.embed import main as train_embeddings
+from planted import write_planted, train_and_export
 from pipeline.models import MODELS
 from pipeline.models.lightgcn import LightGCN, LightGCNConfig, normalized_adjacency
 from pipeline.training.fitting import build_model
@@ -195,10 +194,10 @@ def test_train_run_beats_random(data, tmp_path):
 def test_train_lightgcn_writes_embeddings_deterministically(data_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the timing file goes to ./logs/timing
     params = params_for(epochs=10)
-    first = train_embeddings(params, SPLIT, "lightgcn", str(data_dir), str(tmp_path / "a"))
+    first = train_and_export(params, SPLIT, "lightgcn", str(data_dir), str(tmp_path / "a"))
     emb = np.load(tmp_path / "a" / "item_emb.npy", allow_pickle=False)
     assert emb.shape == (N_ITEMS, HYPER["emb_size"]) and emb.dtype == np.float32
-    assert (tmp_path / "logs" / "timing" / f"{SPLIT}_lightgcn-embeddings.json").is_file()
+    assert (tmp_path / "logs" / "timing" / f"{SPLIT}_lightgcn_seed1.json").is_file()
     assert not list((tmp_path / "a").glob(".*.tmp"))
     # the embeddings are those of the best state in model.pt
     saved = torch.load(tmp_path / "a" / "model.pt", weights_only=True)
@@ -207,6 +206,6 @@ def test_train_lightgcn_writes_embeddings_deterministically(data_dir, tmp_path, 
     model.load_state_dict(saved["model"])
     np.testing.assert_array_equal(model.final_embeddings()[1].numpy(), emb)
 
-    second = train_embeddings(params, SPLIT, "lightgcn", str(data_dir), str(tmp_path / "b"))
+    second = train_and_export(params, SPLIT, "lightgcn", str(data_dir), str(tmp_path / "b"))
     assert second == first
     assert (tmp_path / "a" / "item_emb.npy").read_bytes() == (tmp_path / "b" / "item_emb.npy").read_bytes()

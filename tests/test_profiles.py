@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAINING_RULES = {"train", "embed", "tune"}
+TRAINING_RULES = {"train", "tune"}  # embed exports a trained model: no GPU, one thread
 
 
 def planned_jobs(*args: str) -> list[dict]:
@@ -67,7 +67,7 @@ def test_local_default_profile_asks_for_no_gpu():
     train = [j for j in jobs if j["rule"] in TRAINING_RULES]
     assert train and all(j["resources"].get("gpu") == "0" for j in train)
     for job in train:
-        variant = job["wildcards"]["model"]  # embed: the embedding model (LightGCN or HGCF)
+        variant = job["wildcards"]["model"]
         assert job["threads"] == run_threads(params, variant), job
     assert {j["threads"] for j in train} == {1, 2}
 

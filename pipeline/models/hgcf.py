@@ -10,8 +10,8 @@ pre-trained weights), but its history does: the stage-1 code was committed and d
 day (commit 2952fbd, folder ``hdrm/DDRM_LightGCN/``); its recipe is below.
 
 Contract: the shared model contract (``pipeline/models/base.py``); the model needs the
-training graph, so it takes ``data`` by keyword. :func:`pipeline.stages.embed.main`
-trains it with the shared trainer and writes its final embeddings for HDRM.
+training graph, so it takes ``data`` by keyword. The train stage trains it with the shared
+trainer; :func:`pipeline.stages.embed.main` exports its final embeddings for HDRM.
 
 Model (Lorentz model, curvature -1; every map is geoopt's, see :mod:`pipeline.models.lorentz`):
 
@@ -119,7 +119,7 @@ SAMPLINGS = ("pairs", "users")
 
 @dataclass(frozen=True)
 class HGCFConfig:
-    """HDRM's stage 1 (the embed stage, --model hgcf): 3 layers as HDRM's ML-1M script; the
+    """HDRM's stage 1 (exported by the embed stage, --model hgcf): 3 layers as HDRM's ML-1M script; the
     defaults are the committed 64-d runs' (64 coordinates, the shared trainer's batches of users
     with all their pairs). The released recipe is in the module docstring (``emb_size: 512``,
     ``weight_decay: 0.001``, ``sampling: users``, ``batch_size: 20000``, ``min_epochs: 30``);

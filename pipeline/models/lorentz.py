@@ -16,7 +16,7 @@ only (committed and deleted the same day, commit 2952fbd, ``hdrm/DDRM_LightGCN/`
   for HDRM (``hyperbolic=`` side input);
 * the model, :class:`pipeline.models.hgcf.HGCF` (trained by the shared trainer);
 * the embed stage (``python -m pipeline embed --model hgcf``, ``pipeline/stages/embed.py``), which
-  trains it on a split and writes the best validation state's points.
+  writes the points of its train run's best validation state.
 
 ``emb_size`` counts the ambient coordinates, the time coordinate x_0 included (as in the released
 code, where a 512-d embedding table is a point of the 511-dimensional hyperboloid).

@@ -50,7 +50,7 @@ def _uncached(path: str, **extra: Any) -> dict:
 
 
 def _run_stage(cmd: str, inputs: list[str], code: list[str], keys: list[str], folder: str) -> dict:
-    """A train or embed job: the trainer's run folder (model, per-user table, history, metrics)."""
+    """A train job: the trainer's run folder (model, per-user table, history, metrics)."""
     return {
         "cmd": cmd,
         "deps": _Line(inputs + code),
@@ -101,11 +101,12 @@ def stages(params: dict) -> dict[str, Any]:
     }
     for split, model in plan.embed_jobs(params):
         folder = plan.EMBED_DIR.format(split=split, model=model)
-        stage = _run_stage(plan.embed_command(split, model), [p.format(split=split) for p in plan.PREPARED],
-                           plan.job_code(params, "embed", model),
-                           plan.embed_params(params, split, model), folder)
-        stage["outs"] = _Line([f"{folder}/{f}" for f in plan.EMBED_FILES] + stage["outs"])
-        out[f"embed-{split}-{model}"] = stage
+        out[f"embed-{split}-{model}"] = {
+            "cmd": plan.embed_command(params, split, model),
+            "deps": _Line(plan.embed_inputs(params, split, model) + plan.job_code(params, "embed", model)),
+            "params": _Line(plan.embed_params(params, split, model)),
+            "outs": _Line([f"{folder}/{f}" for f in plan.EMBED_FILES]),
+        }
     imports = plan.import_jobs(params)
     if imports:
         out["import_embeddings"] = {

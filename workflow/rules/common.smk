@@ -21,7 +21,7 @@ def code(stage, model=None):
 
 
 # Scheduler resources. Every rule declares threads, mem_mb and runtime (minutes); the training
-# rules (train, tune, embed) also declare gpu: one GPU when training.device is "cuda" or "auto",
+# rules (train, tune) also declare gpu: one GPU when training.device is "cuda" or "auto",
 # none for "cpu". Locally these only order the jobs; cluster executors (workflow/profiles/slurm,
 # workflow/profiles/kubernetes) turn them into job requests. Sizes fit ML-1M; for Yelp or
 # Amazon-book scale raise them with --set-resources (benchmarks/bench_scale.py measures peaks).

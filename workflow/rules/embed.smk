@@ -1,23 +1,22 @@
 rule embed:
-    # an embedding model of the plan: LightGCN (item vectors the cluster jobs read) or HGCF (HDRM's
-    # stage-1 points); see pipeline/stages/embed.py
+    # an embedding model's vectors, exported from its train run (seed embeddings.seed): LightGCN's
+    # (item vectors the cluster jobs read) or HGCF's (HDRM's stage-1 points); see pipeline/stages/embed.py
     input:
-        inputs=[f"data/prepared/{{split}}/{name}" for name in ("interactions.parquet", "stats.json")],
+        inputs=lambda w: plan.embed_inputs(config, w.split, w.model),
         code=lambda w: code("embed", w.model),
     output:
-        **{name.split(".")[0]: f"{plan.EMBED_DIR}/{name}" for name in (*plan.EMBED_FILES, *plan.RUN_FILES)},
+        **{name.split(".")[0]: f"{plan.EMBED_DIR}/{name}" for name in plan.EMBED_FILES},
     params:
         read=lambda w: dotted(plan.embed_params(config, w.split, w.model)),
-        cmd=lambda w: plan.embed_command(w.split, w.model),
+        cmd=lambda w: plan.embed_command(config, w.split, w.model),
     log:
         "logs/embed/{split}/{model}.log",
     wildcard_constraints:
         model="|".join(plan.embed_models(config)),
-    threads: lambda w: plan.run_threads(config, w.model)
+    threads: 1
     resources:
         mem_mb=MEM_MB["train"],
-        gpu=GPUS,
-        runtime=RUNTIME_MIN["train"],
+        runtime=30,
     shell:
         "{params.cmd}"
 
