@@ -7,8 +7,8 @@ peak memory is its own) and with ``--threads`` torch threads:
 * **products counted**: one whole training epoch (the trainer's batches, loss, backward and
   optimizer step) and one evaluation pass (valid and test metrics over all users) run under
   torch's ``FlopCounterMode``, which counts every dense matrix product (2 m n k); a sparse CSR
-  product counts 2 nnz n, and a product through scipy (``SparseOperator``'s CPU path, LightGCN's
-  ``_spmm``) is counted the same way where it runs;
+  product counts 2 nnz n, and a product through scipy (``SparseOperator``'s CPU path) is counted the
+  same way where it runs;
 * **the machine's product rate**: float32 ``torch.mm`` of 2,048 x 2,048 matrices with the same
   thread count, best of 5;
 * **floor** = products / rate, the time the epoch (or pass) would take if it were nothing but its
@@ -87,15 +87,8 @@ def counted_product(self, transpose, x):
     scipy_flops[0] += 2 * self.cpu.nnz * (x.shape[1] if x.dim() == 2 else 1)
     return plain_product(self, transpose, x)
 
-from pipeline.models import lightgcn
-plain_spmm = lightgcn._spmm
-def counted_spmm(adj, adj_cpu, x):
-    if x.device.type == "cpu":
-        scipy_flops[0] += 2 * adj_cpu.nnz * x.shape[1]
-    return plain_spmm(adj, adj_cpu, x)
 def count_scipy(on):
     layers.SparseOperator._product = counted_product if on else plain_product
-    lightgcn._spmm = counted_spmm if on else plain_spmm
 
 def counting():
     return FlopCounterMode(display=False, custom_mapping={torch.ops.aten.mm: mm, torch.ops.aten.addmm: addmm})

@@ -21,9 +21,9 @@ are seeded and resume exactly). Loss = mean BPR + reg_weight * L2 of the batch's
 Differences from the released code: batches are groups of users (all their pairs) rather than
 2048 random pairs; the negative is drawn once per pair in every epoch the same way.
 
-A~ is kept as a torch sparse CSR tensor (the product on GPUs) and as a scipy CSR matrix (the
-product on the CPU: scipy's kernel is about 5x faster than torch's on 2 cores). Since A~ is
-symmetric, the backward pass of A~ @ X is A~ @ G (a custom autograd function).
+A~ is a :class:`pipeline.models.layers.SparseOperator`, the graph product HGCF and TV-Diff use
+too: scipy's CSR kernel on the CPU (deterministic), torch's sparse CSR product elsewhere; its
+backward pass multiplies by A~^T, which for this symmetric matrix is A~ itself, bit for bit.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from torch import nn
 from pipeline.data.dataset import InteractionData
 from pipeline.models import checks as c
 from pipeline.models.base import Recommender
-from pipeline.models.layers import to_torch_csr
+from pipeline.models.layers import SparseOperator
 
 MAX_RESAMPLE_ROUNDS = 20  # rejection rounds for negatives, then a direct draw from the complement
 INIT_STD = 0.1  # LightGCN-PyTorch initialises the embeddings with N(0, 0.1^2)
@@ -80,27 +80,6 @@ def normalized_adjacency(train: sp.spmatrix) -> sp.csr_matrix:
     return out
 
 
-def _spmm(adj: torch.Tensor, adj_cpu: sp.csr_matrix, x: torch.Tensor) -> torch.Tensor:
-    """adj @ x; on the CPU through scipy (about 5x faster than torch's sparse CSR kernel on 2
-    cores, and deterministic), elsewhere through torch."""
-    if x.device.type == "cpu":
-        return torch.from_numpy(adj_cpu @ x.detach().contiguous().numpy())
-    return adj @ x
-
-
-class _SymmetricSpMM(torch.autograd.Function):
-    """adj @ x for a symmetric sparse adj; the gradient with respect to x is adj @ grad."""
-
-    @staticmethod
-    def forward(ctx, adj: torch.Tensor, adj_cpu: sp.csr_matrix, x: torch.Tensor) -> torch.Tensor:
-        ctx.adj, ctx.adj_cpu = adj, adj_cpu
-        return _spmm(adj, adj_cpu, x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return None, None, _spmm(ctx.adj, ctx.adj_cpu, grad)
-
-
 class LightGCN(Recommender, key="lightgcn"):
     Config = LightGCNConfig
     display_name = "LightGCN"
@@ -121,10 +100,8 @@ class LightGCN(Recommender, key="lightgcn"):
         self.item_embedding = nn.Embedding(n_items, config.emb_size)
         nn.init.normal_(self.user_embedding.weight, 0.0, INIT_STD)
         nn.init.normal_(self.item_embedding.weight, 0.0, INIT_STD)
-        # graph buffers: not parameters and not in the state dict (rebuilt from the data)
-        adjacency = normalized_adjacency(data.train)
-        self._adjacency_cpu = adjacency  # the same matrix for scipy's faster CPU product
-        self.register_buffer("adjacency", to_torch_csr(adjacency), persistent=False)
+        # the graph: not a parameter and not in the state dict (rebuilt from the data)
+        self.adjacency = SparseOperator(normalized_adjacency(data.train))
         train = sp.csr_matrix(data.train)
         train.sort_indices()
         # CSR of the train matrix on the CPU, for pair and negative sampling with the CPU generator
@@ -179,7 +156,7 @@ class LightGCN(Recommender, key="lightgcn"):
         ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight], dim=0)
         total, layer = ego, ego
         for _ in range(self.config.n_layers):
-            layer = _SymmetricSpMM.apply(self.adjacency, self._adjacency_cpu, layer)
+            layer = self.adjacency @ layer
             total = total + layer
         final = total / (self.config.n_layers + 1)
         return final[: self.n_users], final[self.n_users :]
