@@ -235,10 +235,13 @@ class HGCF(Recommender, key="hgcf"):
 
 
     # ------------------------------------------------------------------ internals
+    def _ego(self) -> torch.Tensor:
+        """The ego points, users then items, as a plain tensor (geoopt's parameter class off)."""
+        return torch.cat([self.user_embedding, self.item_embedding]).as_subclass(torch.Tensor)
+
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Final points on the hyperboloid: (users (U, D), items (I, D))."""
-        ego = torch.cat([self.user_embedding, self.item_embedding]).as_subclass(torch.Tensor)
-        layer = logmap0(projx(ego))
+        layer = logmap0(projx(self._ego()))
         total = None
         for _ in range(self.config.n_layers):
             layer = self.graph @ layer
@@ -263,7 +266,7 @@ class HGCF(Recommender, key="hgcf"):
 
     def _fast_points(self) -> torch.Tensor:
         """``propagate()`` through the fast path's CSR products, users and items stacked."""
-        ego = torch.cat([self.user_embedding, self.item_embedding]).as_subclass(torch.Tensor)
+        ego = self._ego()
         device = ego.device
         if self._csr is None or self._csr[0].device != device:
             self._csr = tuple(to_torch_csr(m).to(device=device, dtype=ego.dtype) for m in (self.graph.cpu, self.graph.cpu_t))
