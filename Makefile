@@ -20,7 +20,7 @@ LOCKED    := mkdir -p .snakemake && flock --nonblock --close .snakemake/make.loc
 VERIFY_RUNS ?= runs/ml-1m_clean/diffrec/seed1 runs/ml-1m_clean/multivae/seed1 runs/ml-1m_noisy/tvdiff-argsp/seed3
 VERIFY_WORK ?= verify/$(or $(ONEDNN_MAX_CPU_ISA),default)
 
-.PHONY: install reproduce reproduce-all results status test test-isa e2e verify bench dvc-repro
+.PHONY: install reproduce reproduce-all results status test test-isa e2e verify bench bench-floor dvc-repro
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,12 @@ e2e: install
 ## Speed and memory benchmark of the DiffRec ML-1M clean run
 bench: install
 	python benchmarks/bench_diffrec.py
+
+## Every model of the plan against its arithmetic floor, and the whole table's job-seconds (its
+## inputs built first: clusters, stage-1 points, the temporal split)
+bench-floor: install
+	$(LOCKED) sh -c '$(SNAKEMAKE) --unlock >/dev/null 2>&1; $(SNAKEMAKE) $$(python benchmarks/bench_floor.py --inputs)'
+	python benchmarks/bench_floor.py
 
 ## The same DAG through DVC
 dvc-repro: install

@@ -20,11 +20,23 @@ peak memory is its own) and with ``--threads`` torch threads:
   committed run ``runs/<split>/<model>/seed1/history.csv`` (or the embed stage's
   ``data/embeddings/<split>/<model>/history.csv``), where one exists.
 
-    python benchmarks/bench_floor.py [--models hgcf-512 hdrm-512] [--split ml-1m_clean] [--threads 2] [--passes 3]
+    make bench-floor     # builds the inputs, then: python benchmarks/bench_floor.py
+    python benchmarks/bench_floor.py [--models hgcf-512 hdrm-512] [--split ml-1m_clean] [--threads 2] [--passes 3] [--cores 2]
 
 The numbers are a measurement of this machine, printed, not written into results/ by the DAG.
 A model that needs the DAG's inputs (prepared split, clusters, stage-1 points) needs them built
-first (``snakemake ... data/embeddings/ml-1m_clean/hgcf-512/user_emb.npy`` and the like).
+first: ``--inputs`` prints them as Snakemake targets (``make bench-floor`` builds them).
+
+Without ``--models`` every variant the plan trains on the split's dataset is measured (a variant
+with no job on ``--split``, e.g. T-DiffRec, on the first split it has one), each with its own
+thread count, and the script ends with **the whole table**: every train, tune (grid point) and
+embed job of the plan on that dataset, each costed as its model's start-up plus the measured epoch
+and pass times times the epochs and evaluations of its committed run (a grid point: of the run its
+variant trains with that seed; an embed job: one start-up), summed into job-seconds and
+core-seconds, with the wall time on ``--cores`` cores (jobs longest first, each as soon as its
+threads are free; the order the stages impose is not modelled) and the products' floor. The
+measurement is on one split; the same model's runs on the other splits of the dataset are costed
+with it.
 """
 
 from __future__ import annotations
@@ -187,7 +199,7 @@ def table_jobs(params: dict, dataset: str) -> list[Job]:
     """Every train, tune (grid point) and embed job of the plan on ``dataset``'s splits, each with
     the committed run whose epochs and evaluations cost it: a train job its own run; a grid point
     the run its variant trains with that seed (the grid changes settings, not the schedule's
-    length: an estimate); an embed job its own run folder, else the same model's seed-1 run."""
+    length: an estimate); an embed job (an export) its source run, for the record."""
     on = lambda split: params["splits"][split]["dataset"] == dataset  # noqa: E731
     jobs = [Job("train", r.split, r.model, r.seed, Path(plan.RUN_DIR.format(split=r.split, model=r.model, seed=r.seed)))
             for r in plan.trained_runs(params) if on(r.split)]
@@ -196,11 +208,9 @@ def table_jobs(params: dict, dataset: str) -> list[Job]:
             folder = Path(plan.RUN_DIR.format(split=r.split, model=r.model, seed=r.seed))
             jobs += [Job("tune", r.split, r.model, r.seed, folder) for _ in plan.grid_points(params, r.model)]
     for split, model in plan.embed_jobs(params):
-        if on(split):
-            folder = Path(plan.EMBED_DIR.format(split=split, model=model))
-            if schedule(folder) is None:
-                folder = Path(plan.RUN_DIR.format(split=split, model=model, seed=1))
-            jobs.append(Job("embed", split, model, 1, folder))
+        if on(split):  # an export of a train run's vectors: costed as one start-up
+            source = plan.embed_source(params, split, model)
+            jobs.append(Job("embed", split, model, source.seed, Path(plan.RUN_DIR.format(**source._asdict()))))
     return jobs
 
 
@@ -210,15 +220,16 @@ def measured_split(params: dict, jobs: list[Job], model: str, preferred: str) ->
     return preferred if preferred in splits or not splits else splits[0]
 
 
-def missing_inputs(params: dict, split: str, model: str, embed: bool) -> list[str]:
-    """The DAG's outputs the measurement reads and this checkout lacks (the tune folder is not
-    read: the benchmark builds the variant with its defaults)."""
-    if embed:
-        needed = [p.format(split=split) for p in plan.PREPARED]
-    else:
-        tune = plan.TUNE_DIR.format(split=split, model=model)
-        needed = [p for p in plan.train_inputs(params, plan.Run(split, model, 1)) if p != tune]
-    return [p for p in needed if not Path(p).exists()]
+def inputs(params: dict, split: str, model: str) -> list[str]:
+    """The DAG's outputs the measurement of ``model`` on ``split`` reads (not the tune folder:
+    the benchmark builds a tuned variant with its defaults)."""
+    tune = plan.TUNE_DIR.format(split=split, model=model)
+    return [p for p in plan.train_inputs(params, plan.Run(split, model, 1)) if p != tune]
+
+
+def missing_inputs(params: dict, split: str, model: str) -> list[str]:
+    """:func:`inputs` that this checkout lacks."""
+    return [p for p in inputs(params, split, model) if not Path(p).exists()]
 
 
 def wall_time(durations: list[tuple[float, int]], cores: int) -> float:
@@ -250,12 +261,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, help="torch threads (default: each variant's own, as the DAG runs it)")
     parser.add_argument("--passes", type=int, default=3)
     parser.add_argument("--cores", type=int, default=2, help="cores of the whole-table wall-time estimate")
+    parser.add_argument("--inputs", action="store_true", help="print the DAG outputs the measurements read, one per line (Snakemake targets), and stop")
     args = parser.parse_args(argv)
     params = load_params()
     dataset = params["splits"][args.split]["dataset"]
     jobs = table_jobs(params, dataset)
-    embed_only = {j.model for j in jobs if j.kind == "embed"} - {j.model for j in jobs if j.kind != "embed"}
     models = args.models or list(dict.fromkeys(j.model for j in jobs))
+    if args.inputs:
+        needed = [p for m in models for p in inputs(params, measured_split(params, jobs, m, args.split), m)]
+        print("\n".join(dict.fromkeys(needed)))
+        return
     print(f"# {platform.processor() or platform.machine()}, split {args.split} (models without a job there: "
           f"their first split), each variant with {'%d torch threads' % args.threads if args.threads else 'its own threads'}")
     print("| model | split | threads | steps | GFLOP / epoch | rate GFLOP/s | floor s / epoch | s / epoch | ratio "
@@ -265,9 +280,10 @@ def main(argv: list[str] | None = None) -> None:
     for model in models:
         split = measured_split(params, jobs, model, args.split)
         threads = args.threads or plan.run_threads(params, model)
-        missing = missing_inputs(params, split, model, model in embed_only)
+        missing = missing_inputs(params, split, model)
         if missing:
-            print(f"| {model} | {split} | {threads} | not measured: build `snakemake --cores 2 {' '.join(missing)}` first |", flush=True)
+            print(f"| {model} | {split} | {threads} | not measured: build `snakemake --cores 2 {' '.join(missing)}` "
+                  "(or run `make bench-floor`) first |", flush=True)
             continue
         m = measured[model] = measure(model, split, threads, args.passes)
         rate = m["rate"]
@@ -294,6 +310,9 @@ def main(argv: list[str] | None = None) -> None:
     floor_total = 0.0
     for job in jobs:
         m, known = measured.get(job.model), schedule(job.folder)
+        if m is not None and job.kind == "embed":  # start-up, then one propagation: nothing to train
+            costed.append((job, m["startup_s"], 1))
+            continue
         if m is None or known is None:
             unknown.append(job)
             continue
@@ -304,7 +323,8 @@ def main(argv: list[str] | None = None) -> None:
     job_seconds = sum(seconds for _, seconds, _ in costed)
     by_kind = {kind: sum(s for j, s, _ in costed if j.kind == kind) for kind in ("train", "tune", "embed")}
     print(f"\n# The whole {dataset} table: {len(costed)} jobs costed ({', '.join(f'{k} {v:,.0f} s' for k, v in by_kind.items())})")
-    print(f"- job-seconds: {job_seconds:,.0f} (start-up {sum(measured[j.model]['startup_s'] for j, _, _ in costed):,.0f} of them)")
+    print(f"- job-seconds: {job_seconds:,.0f} (start-up {sum(measured[j.model]['startup_s'] for j, _, _ in costed):,.0f} of them, "
+          f"{sum(1 for j, _, _ in costed if j.kind == 'embed')} embed exports)")
     print(f"- core-seconds: {sum(seconds * threads for _, seconds, threads in costed):,.0f}")
     print(f"- wall on {args.cores} cores (longest first, stage order not modelled): "
           f"{wall_time([(s, t) for _, s, t in costed], args.cores) / 60:.1f} min")

@@ -1,0 +1,49 @@
+"""benchmarks/bench_floor.py's planning and arithmetic: which jobs the whole-table estimate costs,
+and the wall time of jobs packed onto cores (the measurements themselves are the script's run)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from pipeline import plan
+from pipeline.config import load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("bench_floor", ROOT / "benchmarks" / "bench_floor.py")
+bench_floor = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench_floor)
+
+
+@pytest.mark.parametrize("jobs, cores, wall", [
+    ([(10, 1), (10, 1)], 2, 10),               # side by side
+    ([(10, 2), (5, 1), (5, 1)], 2, 15),        # the two-thread job first, then the pair
+    ([(6, 1), (4, 1), (3, 1), (3, 1)], 2, 9),  # longest first: 3 starts at 4 (ends 7), 3 at 6 (ends 9)
+    ([(4, 2), (4, 1)], 1, 8),                  # a job wider than the machine takes all of it
+    ([], 2, 0),
+])
+def test_wall_time_packs_jobs_longest_first(jobs, cores, wall):
+    assert bench_floor.wall_time(jobs, cores) == wall
+
+
+def test_the_table_estimate_costs_every_job_of_the_plan_once():
+    params = load_params(ROOT / "params.yaml")
+    jobs = bench_floor.table_jobs(params, "ml-1m")
+    on_ml1m = lambda split: params["splits"][split]["dataset"] == "ml-1m"  # noqa: E731
+    trained = [r for r in plan.trained_runs(params) if on_ml1m(r.split)]
+    assert [(j.split, j.model, j.seed) for j in jobs if j.kind == "train"] == [tuple(r) for r in trained]
+    tuned = [r for r in plan.tune_runs(params) if on_ml1m(r.split)]
+    assert sum(j.kind == "tune" for j in jobs) == sum(len(plan.grid_points(params, r.model)) for r in tuned) > 0
+    assert [(j.split, j.model) for j in jobs if j.kind == "embed"] == [e for e in plan.embed_jobs(params) if on_ml1m(e[0])]
+    # every train job is costed with its own committed run's schedule
+    for job in jobs:
+        if job.kind == "train":
+            assert job.folder == Path(plan.RUN_DIR.format(split=job.split, model=job.model, seed=job.seed))
+
+
+def test_a_run_schedule_counts_epochs_and_evaluations(tmp_path):
+    (tmp_path / "history.csv").write_text("epoch,loss,valid_recall@20\n1,0.5,\n2,0.4,0.1\n3,0.3,\n4,0.2,0.2\n")
+    assert bench_floor.schedule(tmp_path) == (4, 2)
+    assert bench_floor.schedule(tmp_path / "absent") is None
