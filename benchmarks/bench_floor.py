@@ -32,7 +32,8 @@ with no job on ``--split``, e.g. T-DiffRec, on the first split it has one), each
 thread count, and the script ends with **the whole table**: every train, tune (grid point) and
 embed job of the plan on that dataset, each costed as its model's start-up plus the measured epoch
 and pass times times the epochs and evaluations of its committed run (a grid point: of the run its
-variant trains with that seed; an embed job: one start-up), summed into job-seconds and
+variant trains with that seed; an embed job, and a tuned variant's train job for the seed its grid
+ran with, which copies the selected point's run: one start-up), summed into job-seconds and
 core-seconds, with the wall time on ``--cores`` cores (jobs longest first, each as soon as its
 threads are free; the order the stages impose is not modelled) and the products' floor. The
 measurement is on one split; the same model's runs on the other splits of the dataset are costed
@@ -308,9 +309,11 @@ def main(argv: list[str] | None = None) -> None:
     # the whole table: every job costed with its committed schedule and its model's measurement
     costed, unknown = [], []
     floor_total = 0.0
+    grid_seed = {(r.split, r.model): r.seed for r in plan.tune_runs(params)}
     for job in jobs:
         m, known = measured.get(job.model), schedule(job.folder)
-        if m is not None and job.kind == "embed":  # start-up, then one propagation: nothing to train
+        copied = job.kind == "train" and grid_seed.get((job.split, job.model)) == job.seed  # the selected grid run
+        if m is not None and (job.kind == "embed" or copied):  # a start-up, nothing trained
             costed.append((job, m["startup_s"], 1))
             continue
         if m is None or known is None:
