@@ -1,4 +1,4 @@
-"""Building and training one model: shared by the train and tune stages (the embed stage builds).
+"""Building and training one model: shared by the train, tune and embedding stages.
 
 :func:`fit` builds the seeded model from params (with its side inputs: the training data, item
 clusters, HDRM's stage-1 points) and trains it into a run folder with the shared trainer.
@@ -64,7 +64,7 @@ def fit(params: dict, split: str, model_name: str, seed: int, data, out_dir, tag
     ``hyperbolic`` stage-1 embeddings, for tuned variants the ``tuned`` setting), announce it, and
     train it into ``out_dir``; returns (model, metrics).
 
-    Shared by the train and tune stages.
+    Shared by the train, tune and embedding stages.
     """
     side = {"data": data}
     if clusters is not None:
