@@ -6,7 +6,8 @@ peak memory is its own) and with ``--threads`` torch threads:
 
 * **products counted**: one whole training epoch (the trainer's batches, loss, backward and
   optimizer step) and one evaluation pass (valid and test metrics over all users) run under
-  torch's ``FlopCounterMode``, which counts every dense matrix product (2 m n k); a sparse CSR
+  torch's ``FlopCounterMode``, which counts every dense matrix product (2 m n k; oneDNN's fused
+  linear layers of ``pipeline/models/fast/linear.py`` too); a sparse CSR
   product counts 2 nnz n, and a product through scipy (``SparseOperator``'s CPU path) is counted the
   same way where it runs;
 * **the machine's product rate**: float32 ``torch.mm`` of 2,048 x 2,048 matrices with the same
@@ -93,7 +94,9 @@ def mm(x, y, *args, out_val=None, **kwargs):
     return product_flops(x, y)
 def addmm(bias, x, y, *args, out_val=None, **kwargs):
     return product_flops(x, y)
-mm._get_raw = addmm._get_raw = True
+def onednn_linear(x, weight, *args, out_val=None, **kwargs):  # pipeline/models/fast/linear.py's products
+    return 2 * x.numel() * out_val.shape[-1]
+mm._get_raw = addmm._get_raw = onednn_linear._get_raw = True
 scipy_flops = [0]
 plain_product = layers.SparseOperator._product
 def counted_product(self, transpose, x):
@@ -104,7 +107,10 @@ def count_scipy(on):
     layers.SparseOperator._product = counted_product if on else plain_product
 
 def counting():
-    return FlopCounterMode(display=False, custom_mapping={torch.ops.aten.mm: mm, torch.ops.aten.addmm: addmm})
+    mapping = {torch.ops.aten.mm: mm, torch.ops.aten.addmm: addmm}
+    if hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+        mapping[torch.ops.mkldnn._linear_pointwise] = onednn_linear
+    return FlopCounterMode(display=False, custom_mapping=mapping)
 
 data = load_interactions(f"data/prepared/{split}")
 side = {"data": data}
