@@ -208,6 +208,18 @@ def test_train_lightgcn_writes_embeddings_deterministically(data_dir, tmp_path, 
     second = train_and_export(params, SPLIT, "lightgcn", str(data_dir), str(tmp_path / "b"))
     assert second == first
     assert (tmp_path / "a" / "item_emb.npy").read_bytes() == (tmp_path / "b" / "item_emb.npy").read_bytes()
+    # the export alone, from the same run into another folder, writes the same bytes; it refuses a
+    # model that is no embedding model and a --tuned for a variant without a grid
+    from pipeline.stages.embed import main as export
+
+    assert export(params, SPLIT, "lightgcn", str(data_dir), str(tmp_path / "a"), str(tmp_path / "c")) == {
+        "user_emb.npy": (N_USERS, HYPER["emb_size"]), "item_emb.npy": (N_ITEMS, HYPER["emb_size"])}
+    for name in ("user_emb.npy", "item_emb.npy"):
+        assert (tmp_path / "c" / name).read_bytes() == (tmp_path / "a" / name).read_bytes()
+    with pytest.raises(ValueError, match="exports the embedding models"):
+        export({**params, "models": {**params["models"], "mf": {}}}, SPLIT, "mf", str(data_dir), str(tmp_path / "a"), str(tmp_path / "d"))
+    with pytest.raises(ValueError, match="exactly when it has a grid"):
+        export(params, SPLIT, "lightgcn", str(data_dir), str(tmp_path / "a"), str(tmp_path / "d"), tuned_path="selected.json")
 
 
 def test_the_graph_product_backward_is_the_same_matrix(data):
