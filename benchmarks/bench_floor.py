@@ -15,6 +15,10 @@ peak memory is its own) and with ``--threads`` torch threads:
 * **floor** = products / rate, the time the epoch (or pass) would take if it were nothing but its
   matrix products at the machine's dense rate; elementwise work, gathers and sparse products
   (memory-bound, far below the dense rate) are what a ratio over 1 is made of;
+* **floor\*** = the dense products at that rate plus each sparse product (*sparse*: their share
+  of the products) timed on the model's own matrix and width with the faster of scipy's and
+  torch's CSR kernel on this machine (best of 3): the yardstick for the graph models, whose
+  products are sparse and memory-bound;
 * **measured**: seconds of one timed epoch (after one warm-up batch) and the median of
   ``--passes`` evaluation passes, and the peak RSS of the process;
 * **whole run**: the measured epoch and pass times times the epochs and evaluations of the
@@ -86,9 +90,17 @@ rate = 2 * rate_size ** 3 / best
 rate_s = time.perf_counter() - t0
 del a, b
 
+# sparse products seen while counting: (matrix id, width) -> [matrix, width, calls, flops]
+sparse_seen = {}
+def note_sparse(matrix, width, flops):
+    entry = sparse_seen.setdefault((id(matrix), width), [matrix, width, 0, 0])
+    entry[2] += 1; entry[3] += flops
+
 def product_flops(x, y):
     if x.layout == torch.sparse_csr:
-        return 2 * x._nnz() * y.shape[-1]
+        flops = 2 * x._nnz() * y.shape[-1]
+        note_sparse(x, y.shape[-1], flops)
+        return flops
     return 2 * x.shape[0] * x.shape[1] * y.shape[1]
 def mm(x, y, *args, out_val=None, **kwargs):
     return product_flops(x, y)
@@ -100,8 +112,32 @@ mm._get_raw = addmm._get_raw = onednn_linear._get_raw = True
 scipy_flops = [0]
 plain_product = layers.SparseOperator._product
 def counted_product(self, transpose, x):
-    scipy_flops[0] += 2 * self.cpu.nnz * (x.shape[1] if x.dim() == 2 else 1)
+    width = x.shape[1] if x.dim() == 2 else 1
+    scipy_flops[0] += 2 * self.cpu.nnz * width
+    note_sparse(self.cpu_t if transpose else self.cpu, width, 2 * self.cpu.nnz * width)
     return plain_product(self, transpose, x)
+
+def sparse_floor():
+    # seconds of the sparse products seen since the last call, each at the faster of scipy's and
+    # torch's CSR kernel on this machine (best of 3, on the model's own matrix), and their
+    # products; the record is emptied
+    import scipy.sparse as sp
+    seconds = flops = 0.0
+    for matrix, width, calls, counted in sparse_seen.values():
+        if isinstance(matrix, torch.Tensor):
+            crow, col, val = matrix.crow_indices().numpy(), matrix.col_indices().numpy(), matrix.values().numpy()
+            scipy_m, torch_m = sp.csr_matrix((val, col, crow), shape=tuple(matrix.shape)), matrix
+        else:
+            scipy_m, torch_m = matrix, layers.to_torch_csr(matrix)
+        x = torch.randn(scipy_m.shape[1], width)
+        best = float("inf")
+        for product in (lambda: scipy_m @ x.numpy(), lambda: torch_m @ x):
+            for _ in range(3):
+                t = time.perf_counter(); product(); best = min(best, time.perf_counter() - t)
+        seconds += calls * best
+        flops += counted
+    sparse_seen.clear()
+    return seconds, flops
 
 def count_scipy(on):
     layers.SparseOperator._product = counted_product if on else plain_product
@@ -148,24 +184,31 @@ def evaluate():
 
 trainable = any(p.requires_grad for p in model.parameters())
 epoch_s = epoch_flops = steps = None
+epoch_sparse_s = epoch_sparse_flops = 0.0
 if trainable:
     epoch(limit=1)  # warm-up: first-call set-up (packing, allocations) out of the timed epoch
     t = time.perf_counter(); steps = epoch(); epoch_s = time.perf_counter() - t
+    sparse_seen.clear()
     count_scipy(True)
     with counting() as counter:
         epoch()
     count_scipy(False)
     epoch_flops = counter.get_total_flops() + scipy_flops[0]
     scipy_flops[0] = 0
+    epoch_sparse_s, epoch_sparse_flops = sparse_floor()
 evaluate()
 evals = []
 for _ in range(passes):
     t = time.perf_counter(); evaluate(); evals.append(time.perf_counter() - t)
+sparse_seen.clear()
 count_scipy(True)
 with counting() as counter:
     evaluate()
 count_scipy(False)
+eval_sparse_s, eval_sparse_flops = sparse_floor()
 print(json.dumps({"rate": rate, "epoch_flops": epoch_flops, "steps": steps, "epoch_s": epoch_s,
+                  "epoch_sparse_s": epoch_sparse_s, "epoch_sparse_flops": epoch_sparse_flops,
+                  "eval_sparse_s": eval_sparse_s, "eval_sparse_flops": eval_sparse_flops,
                   "eval_flops": counter.get_total_flops() + scipy_flops[0], "eval_s": float(np.median(evals)),
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "n_parameters": sum(p.numel() for p in model.parameters()), "startup_s": startup_s}))
@@ -280,9 +323,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     print(f"# {platform.processor() or platform.machine()}, split {args.split} (models without a job there: "
           f"their first split), each variant with {'%d torch threads' % args.threads if args.threads else 'its own threads'}")
-    print("| model | split | threads | steps | GFLOP / epoch | rate GFLOP/s | floor s / epoch | s / epoch | ratio "
-          "| GFLOP / pass | floor s / pass | s / pass | ratio | start-up s | peak RSS MB | whole run |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("| model | split | threads | steps | GFLOP / epoch | sparse | rate GFLOP/s | floor s / epoch | floor* | s / epoch "
+          "| ratio | ratio* | GFLOP / pass | floor s / pass | floor* | s / pass | ratio | ratio* | start-up s | peak RSS MB | whole run |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     measured: dict[str, dict] = {}
     for model in models:
         split = measured_split(params, jobs, model, args.split)
@@ -297,6 +340,10 @@ def main(argv: list[str] | None = None) -> None:
         floor_epoch = None if m["epoch_flops"] is None else m["epoch_flops"] / rate
         floor_eval = m["eval_flops"] / rate
         ratio_epoch = None if not floor_epoch else m["epoch_s"] / floor_epoch
+        # floor*: the sparse products at this machine's best kernel for them, the rest at the dense rate
+        star_epoch = None if m["epoch_flops"] is None else (m["epoch_flops"] - m["epoch_sparse_flops"]) / rate + m["epoch_sparse_s"]
+        star_eval = (m["eval_flops"] - m["eval_sparse_flops"]) / rate + m["eval_sparse_s"]
+        sparse_share = None if not m["epoch_flops"] else m["epoch_sparse_flops"] / m["epoch_flops"]
         whole = "–"
         own = [j for j in jobs if j.model == model and j.split == split]
         known = schedule(own[0].folder) if own else None
@@ -306,9 +353,12 @@ def main(argv: list[str] | None = None) -> None:
             whole = f"{seconds / 60:.1f} min ({epochs} epochs, {evaluations} passes)"
         print(f"| {model} | {split} | {threads} | {m['steps'] or '–'} "
               f"| {_s(None if m['epoch_flops'] is None else m['epoch_flops'] / 1e9)} "
-              f"| {rate / 1e9:.0f} | {_s(floor_epoch)} | {_s(m['epoch_s'])} | {_s(ratio_epoch)} "
-              f"| {m['eval_flops'] / 1e9:.2f} | {floor_eval:.3f} | {m['eval_s']:.2f} "
-              f"| {m['eval_s'] / floor_eval if floor_eval else float('nan'):.1f} | {m['startup_s']:.1f} "
+              f"| {'–' if sparse_share is None else f'{sparse_share:.0%}'} "
+              f"| {rate / 1e9:.0f} | {_s(floor_epoch)} | {_s(star_epoch)} | {_s(m['epoch_s'])} | {_s(ratio_epoch)} "
+              f"| {_s(None if not star_epoch else m['epoch_s'] / star_epoch)} "
+              f"| {m['eval_flops'] / 1e9:.2f} | {floor_eval:.3f} | {star_eval:.3f} | {m['eval_s']:.2f} "
+              f"| {m['eval_s'] / floor_eval if floor_eval else float('nan'):.1f} "
+              f"| {m['eval_s'] / star_eval if star_eval else float('nan'):.1f} | {m['startup_s']:.1f} "
               f"| {m['peak_rss_mb']:.0f} | {whole} |", flush=True)
     if args.models:
         return
