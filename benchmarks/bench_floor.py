@@ -15,7 +15,7 @@ peak memory is its own) and with ``--threads`` torch threads:
 * **floor** = products / rate, the time the epoch (or pass) would take if it were nothing but its
   matrix products at the machine's dense rate; elementwise work, gathers and sparse products
   (memory-bound, far below the dense rate) are what a ratio over 1 is made of;
-* **floor\*** = the dense products at that rate plus each sparse product (*sparse*: their share
+* **floor*** = the dense products at that rate plus each sparse product (*sparse*: their share
   of the products) timed on the model's own matrix and width with the faster of scipy's and
   torch's CSR kernel on this machine (best of 3): the yardstick for the graph models, whose
   products are sparse and memory-bound;
