@@ -264,7 +264,7 @@ def table_jobs(params: dict, dataset: str) -> list[Job]:
     return jobs
 
 
-def measured_split(params: dict, jobs: list[Job], model: str, preferred: str) -> str:
+def measured_split(jobs: list[Job], model: str, preferred: str) -> str:
     """``preferred`` where the model has a job there, else the first split it has one on."""
     splits = [j.split for j in jobs if j.model == model]
     return preferred if preferred in splits or not splits else splits[0]
@@ -280,6 +280,11 @@ def inputs(params: dict, split: str, model: str) -> list[str]:
 def missing_inputs(params: dict, split: str, model: str) -> list[str]:
     """:func:`inputs` that this checkout lacks."""
     return [p for p in inputs(params, split, model) if not Path(p).exists()]
+
+
+def run_seconds(m: dict, epochs: int, evaluations: int) -> float:
+    """A run's seconds from a model's measurement ``m``: start-up, then its epochs and passes."""
+    return m["startup_s"] + epochs * (m["epoch_s"] or 0.0) + evaluations * m["eval_s"]
 
 
 def wall_time(durations: list[tuple[float, int]], cores: int) -> float:
@@ -318,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
     jobs = table_jobs(params, dataset)
     models = args.models or list(dict.fromkeys(j.model for j in jobs))
     if args.inputs:
-        needed = [p for m in models for p in inputs(params, measured_split(params, jobs, m, args.split), m)]
+        needed = [p for m in models for p in inputs(params, measured_split(jobs, m, args.split), m)]
         print("\n".join(dict.fromkeys(needed)))
         return
     print(f"# {platform.processor() or platform.machine()}, split {args.split} (models without a job there: "
@@ -328,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     measured: dict[str, dict] = {}
     for model in models:
-        split = measured_split(params, jobs, model, args.split)
+        split = measured_split(jobs, model, args.split)
         threads = args.threads or plan.run_threads(params, model)
         missing = missing_inputs(params, split, model)
         if missing:
@@ -349,7 +354,7 @@ def main(argv: list[str] | None = None) -> None:
         known = schedule(own[0].folder) if own else None
         if known is not None:
             epochs, evaluations = known
-            seconds = m["startup_s"] + epochs * (m["epoch_s"] or 0.0) + evaluations * m["eval_s"]
+            seconds = run_seconds(m, epochs, evaluations)
             whole = f"{seconds / 60:.1f} min ({epochs} epochs, {evaluations} passes)"
         print(f"| {model} | {split} | {threads} | {m['steps'] or '–'} "
               f"| {_s(None if m['epoch_flops'] is None else m['epoch_flops'] / 1e9)} "
@@ -376,7 +381,7 @@ def main(argv: list[str] | None = None) -> None:
             unknown.append(job)
             continue
         epochs, evaluations = known
-        seconds = m["startup_s"] + epochs * (m["epoch_s"] or 0.0) + evaluations * m["eval_s"]
+        seconds = run_seconds(m, epochs, evaluations)
         floor_total += (epochs * (m["epoch_flops"] or 0) + evaluations * m["eval_flops"]) / m["rate"]
         costed.append((job, seconds, args.threads or plan.run_threads(params, job.model)))
     job_seconds = sum(seconds for _, seconds, _ in costed)

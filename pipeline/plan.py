@@ -150,7 +150,7 @@ def tune_runs(params: dict) -> list[Run]:
 def model_jobs(params: dict) -> list[tuple[str, str, dict[str, Any] | None]]:
     """(split, model, grid point or None) of every model config a job builds: each trained
     variant on its splits (the embed stage's source runs among them), each grid point of a tuned one."""
-    pairs = _jobs_needed(params)
+    pairs = _split_variants(trained_runs(params))
     return ([(split, variant, None) for split, variant in pairs]
             + [(split, variant, point) for split, variant in pairs for point in grid_points(params, variant)])
 
@@ -189,21 +189,15 @@ def stage1_of(params: dict, split: str, variant: str) -> str | None:
     return EMBED_DIR.format(split=rows_split(params, split, source), model=source)
 
 
-def _jobs_needed(params: dict) -> list[tuple[str, str]]:
-    """(split, variant) of every train and tune job."""
-    return list(dict.fromkeys((run.split, run.model) for run in trained_runs(params)))
-
-
-def _table_jobs(params: dict) -> list[tuple[str, str]]:
-    """(split, variant) of the table's train jobs: those whose side inputs (clusters, stage-1
-    points) the cluster and embed jobs make. An embedding model reads neither."""
-    return list(dict.fromkeys((run.split, run.model) for run in _table_trained(params)))
+def _split_variants(runs: list[Run]) -> list[tuple[str, str]]:
+    """(split, variant) of ``runs``, each once, in order."""
+    return list(dict.fromkeys((run.split, run.model) for run in runs))
 
 
 def cluster_jobs(params: dict) -> list[tuple[str, str]]:
     """(split, embeddings source) of every cluster job: those the latent runs read."""
     out = []
-    for split, variant in _table_jobs(params):
+    for split, variant in _split_variants(_table_trained(params)):  # an embedding model reads no clusters
         found = clusters_of(params, split, variant)
         if found:
             out.append((found[0].split("/")[-1], found[1]))
@@ -214,7 +208,7 @@ def embed_jobs(params: dict) -> list[tuple[str, str]]:
     """(split, embedding model) of every embed job: the item embeddings the cluster jobs read
     and the stage-1 points HDRM's runs read, each exported from :func:`embed_source`'s run."""
     out = [(split, source) for split, source in cluster_jobs(params) if source != RELEASED]
-    for split, variant in _table_jobs(params):
+    for split, variant in _split_variants(_table_trained(params)):  # nor stage-1 points
         folder = stage1_of(params, split, variant)
         if folder:
             out.append((folder.split("/")[2], stage1_model(params, variant)))

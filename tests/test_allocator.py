@@ -45,11 +45,17 @@ print(json.dumps(faults))
 """
 
 
-def run_passes(mode: str, passes: int, env_extra: dict | None = None) -> tuple[str, list[int]]:
+def run_child(code: str, *args: str, env_extra: dict | None = None) -> list[str]:
+    """The stdout lines of ``python -c code args`` without the caller's GLIBC_TUNABLES (plus
+    ``env_extra``)."""
     env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
     env.update(env_extra or {})
-    out = subprocess.run([sys.executable, "-c", PASSES, mode, str(passes)], capture_output=True, text=True, check=True, env=env)
-    flags, faults = out.stdout.strip().splitlines()[-2:]
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True, env=env)
+    return out.stdout.strip().splitlines()
+
+
+def run_passes(mode: str, passes: int, env_extra: dict | None = None) -> tuple[str, list[int]]:
+    flags, faults = run_child(PASSES, mode, str(passes), env_extra=env_extra)[-2:]
     return flags, json.loads(faults)
 
 
@@ -91,10 +97,8 @@ def test_blocks_above_the_mmap_threshold_stay_too():
     unmaps each one (16,384 faults a round). With the setting the heap first grows to its
     high-water mark (torch aligns large blocks to 2 MiB, so the first rounds leave gaps; measured:
     faults in rounds 1-9, none after), so the last six of sixteen rounds count."""
-    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
     def rounds(mode):
-        out = subprocess.run([sys.executable, "-c", BIG_BLOCKS, mode], capture_output=True, text=True, check=True, env=env)
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        return json.loads(run_child(BIG_BLOCKS, mode)[-1])
     assert median(rounds("set")[-6:]) < 100
     assert median(rounds("default")[-6:]) > 10_000
 
