@@ -4,12 +4,11 @@ For every model variant asked for (``--models``; on ``--split``, with the settin
 and its side inputs as the DAG makes them: clusters, stage-1 points), in its own subprocess (so
 peak memory is its own) and with ``--threads`` torch threads:
 
-* **products counted**: one whole training epoch (the trainer's batches, loss, backward and
-  optimizer step) and one evaluation pass (valid and test metrics over all users) run under
-  torch's ``FlopCounterMode``, which counts every dense matrix product (2 m n k; oneDNN's fused
-  linear layers of ``pipeline/models/fast/linear.py`` too); a sparse CSR
-  product counts 2 nnz n, and a product through scipy (``SparseOperator``'s CPU path) is counted the
-  same way where it runs;
+* **products counted** (``benchmarks/products.py``): one whole training epoch (the trainer's
+  batches, loss, backward and optimizer step) and one evaluation pass (valid and test metrics over
+  all users): every dense matrix product (2 m n k; oneDNN's fused linear layers of
+  ``pipeline/models/fast/linear.py`` too), every sparse CSR product and every product through
+  scipy (``SparseOperator``'s CPU path; 2 nnz n each);
 * **the machine's product rate**: float32 ``torch.mm`` of 2,048 x 2,048 matrices with the same
   thread count, best of 5;
 * **floor** = products / rate, the time the epoch (or pass) would take if it were nothing but its
@@ -22,8 +21,7 @@ peak memory is its own) and with ``--threads`` torch threads:
 * **measured**: seconds of one timed epoch (after one warm-up batch) and the median of
   ``--passes`` evaluation passes, and the peak RSS of the process;
 * **whole run**: the measured epoch and pass times times the epochs and evaluations of the
-  committed run ``runs/<split>/<model>/seed1/history.csv`` (or the embed stage's
-  ``data/embeddings/<split>/<model>/history.csv``), where one exists.
+  committed run ``runs/<split>/<model>/seed1/history.csv``, where one exists.
 
     make bench-floor     # builds the inputs, then: python benchmarks/bench_floor.py
     python benchmarks/bench_floor.py [--models hgcf-512 hdrm-512] [--split ml-1m_clean] [--threads 2] [--passes 3] [--cores 2]
@@ -58,7 +56,7 @@ from typing import NamedTuple
 
 from pipeline import plan
 
-RATE_SIZE = 2048  # the square float32 product that measures the machine's rate
+ROOT = Path(__file__).resolve().parents[1]
 
 
 CHILD = r"""
@@ -66,87 +64,23 @@ import time
 started = time.perf_counter()
 import json, resource, sys
 import numpy as np, torch
-from torch.utils.flop_counter import FlopCounterMode
+from benchmarks.products import Products, dense_rate
 from pipeline.allocator import keep_freed_memory_if_asked
 from pipeline.config import evaluation_config, load_params
 from pipeline.data.dataset import dense_rows, load_interactions
 from pipeline.evaluation.evaluator import Evaluator
-from pipeline.models import layers
 from pipeline import plan
 from pipeline.training.fitting import build_model, load_clusters, load_hyperbolic
 
 keep_freed_memory_if_asked()  # as `python -m pipeline` does
-model_name, split, threads, passes, rate_size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+model_name, split, threads, passes = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 torch.set_num_threads(threads)
 params = load_params()
 
-# the machine's dense product rate
-a, b = torch.randn(rate_size, rate_size), torch.randn(rate_size, rate_size)
-best = float("inf")
-t0 = time.perf_counter()
-for _ in range(5):
-    t = time.perf_counter(); torch.mm(a, b); best = min(best, time.perf_counter() - t)
-rate = 2 * rate_size ** 3 / best
-rate_s = time.perf_counter() - t0
-del a, b
-
-# sparse products seen while counting: (matrix id, width) -> [matrix, width, calls, flops]
-sparse_seen = {}
-def note_sparse(matrix, width, flops):
-    entry = sparse_seen.setdefault((id(matrix), width), [matrix, width, 0, 0])
-    entry[2] += 1; entry[3] += flops
-
-def product_flops(x, y):
-    if x.layout == torch.sparse_csr:
-        flops = 2 * x._nnz() * y.shape[-1]
-        note_sparse(x, y.shape[-1], flops)
-        return flops
-    return 2 * x.shape[0] * x.shape[1] * y.shape[1]
-def mm(x, y, *args, out_val=None, **kwargs):
-    return product_flops(x, y)
-def addmm(bias, x, y, *args, out_val=None, **kwargs):
-    return product_flops(x, y)
-def onednn_linear(x, weight, *args, out_val=None, **kwargs):  # pipeline/models/fast/linear.py's products
-    return 2 * x.numel() * out_val.shape[-1]
-mm._get_raw = addmm._get_raw = onednn_linear._get_raw = True
-scipy_flops = [0]
-plain_product = layers.SparseOperator._product
-def counted_product(self, transpose, x):
-    width = x.shape[1] if x.dim() == 2 else 1
-    scipy_flops[0] += 2 * self.cpu.nnz * width
-    note_sparse(self.cpu_t if transpose else self.cpu, width, 2 * self.cpu.nnz * width)
-    return plain_product(self, transpose, x)
-
-def sparse_floor():
-    # seconds of the sparse products seen since the last call, each at the faster of scipy's and
-    # torch's CSR kernel on this machine (best of 3, on the model's own matrix), and their
-    # products; the record is emptied
-    import scipy.sparse as sp
-    seconds = flops = 0.0
-    for matrix, width, calls, counted in sparse_seen.values():
-        if isinstance(matrix, torch.Tensor):
-            crow, col, val = matrix.crow_indices().numpy(), matrix.col_indices().numpy(), matrix.values().numpy()
-            scipy_m, torch_m = sp.csr_matrix((val, col, crow), shape=tuple(matrix.shape)), matrix
-        else:
-            scipy_m, torch_m = matrix, layers.to_torch_csr(matrix)
-        x = torch.randn(scipy_m.shape[1], width)
-        best = float("inf")
-        for product in (lambda: scipy_m @ x.numpy(), lambda: torch_m @ x):
-            for _ in range(3):
-                t = time.perf_counter(); product(); best = min(best, time.perf_counter() - t)
-        seconds += calls * best
-        flops += counted
-    sparse_seen.clear()
-    return seconds, flops
-
-def count_scipy(on):
-    layers.SparseOperator._product = counted_product if on else plain_product
-
-def counting():
-    mapping = {torch.ops.aten.mm: mm, torch.ops.aten.addmm: addmm}
-    if hasattr(torch.ops.mkldnn, "_linear_pointwise"):
-        mapping[torch.ops.mkldnn._linear_pointwise] = onednn_linear
-    return FlopCounterMode(display=False, custom_mapping=mapping)
+rate_start = time.perf_counter()
+rate = dense_rate()  # the machine's dense product rate
+rate_s = time.perf_counter() - rate_start
+products = Products()
 
 data = load_interactions(f"data/prepared/{split}")
 side = {"data": data}
@@ -188,28 +122,23 @@ epoch_sparse_s = epoch_sparse_flops = 0.0
 if trainable:
     epoch(limit=1)  # warm-up: first-call set-up (packing, allocations) out of the timed epoch
     t = time.perf_counter(); steps = epoch(); epoch_s = time.perf_counter() - t
-    sparse_seen.clear()
-    count_scipy(True)
-    with counting() as counter:
+    products.sparse.clear()
+    with products.counting():
         epoch()
-    count_scipy(False)
-    epoch_flops = counter.get_total_flops() + scipy_flops[0]
-    scipy_flops[0] = 0
-    epoch_sparse_s, epoch_sparse_flops = sparse_floor()
+    epoch_flops = products.flops
+    epoch_sparse_s, epoch_sparse_flops = products.sparse_floor()
 evaluate()
 evals = []
 for _ in range(passes):
     t = time.perf_counter(); evaluate(); evals.append(time.perf_counter() - t)
-sparse_seen.clear()
-count_scipy(True)
-with counting() as counter:
+products.sparse.clear()
+with products.counting():
     evaluate()
-count_scipy(False)
-eval_sparse_s, eval_sparse_flops = sparse_floor()
+eval_sparse_s, eval_sparse_flops = products.sparse_floor()
 print(json.dumps({"rate": rate, "epoch_flops": epoch_flops, "steps": steps, "epoch_s": epoch_s,
                   "epoch_sparse_s": epoch_sparse_s, "epoch_sparse_flops": epoch_sparse_flops,
                   "eval_sparse_s": eval_sparse_s, "eval_sparse_flops": eval_sparse_flops,
-                  "eval_flops": counter.get_total_flops() + scipy_flops[0], "eval_s": float(np.median(evals)),
+                  "eval_flops": products.flops, "eval_s": float(np.median(evals)),
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "n_parameters": sum(p.numel() for p in model.parameters()), "startup_s": startup_s}))
 """
@@ -217,8 +146,8 @@ print(json.dumps({"rate": rate, "epoch_flops": epoch_flops, "steps": steps, "epo
 
 def measure(model: str, split: str, threads: int, passes: int) -> dict:
     """The child's measurement of one model (see the module docstring)."""
-    out = subprocess.run([sys.executable, "-c", CHILD, model, split, str(threads), str(passes), str(RATE_SIZE)],
-                         capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", CHILD, model, split, str(threads), str(passes)],
+                         capture_output=True, text=True, cwd=ROOT)
     if out.returncode != 0:
         raise SystemExit(f"{model}: the measurement failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -1,8 +1,8 @@
 """Benchmark: one DiffRec and one L-DiffRec epoch plus one evaluation pass at ML-1M, Yelp and
-Amazon-book scale; prints seconds and peak memory.
+Amazon-book scale, against their arithmetic floors; prints seconds, floors and peak memory.
 
     python benchmarks/bench_scale.py [--scales ml-1m yelp amazon-book] [--models diffrec ldiffrec]
-                                     [--device cpu|cuda|auto] [--data real|synthetic]
+                                     [--device cpu|cuda|auto] [--data real|synthetic] [--steps N]
 
 Data. With ``--data real`` (the default) a scale uses the prepared clean split
 ``data/prepared/<scale>_clean`` when it exists; otherwise (and always with ``--data synthetic``)
@@ -19,6 +19,18 @@ the clean dataset (``../shared/reference/README.md``; DiffRec on Amazon-book: di
 ``params.yaml``'s ``per_split`` block wins where it has the split. L-DiffRec needs item clusters:
 at synthetic scale there are no item embeddings, so items are dealt to the 2 clusters
 alternately by popularity rank (the cost depends on the cluster sizes only).
+
+Measured. Without ``--steps``: the whole epoch and pass, timed by the trainer. With ``--steps N``
+(an Amazon-book DiffRec epoch takes tens of minutes on 2 cores): N training steps after a warm-up
+one, scaled to the epoch's batches, and the evaluation pass over the first N chunks of users,
+scaled to all users; the optimizer state is allocated by the warm-up step, so the peak RSS is the
+run's.
+
+Floor (``benchmarks/products.py``): the products of the loss and backward pass of one full batch
+and of the scores of one evaluation chunk, counted and scaled to all users (every product of
+DiffRec and L-DiffRec is linear in the batch's rows), at the machine's dense float32 rate (a
+2,048 x 2,048 product with the same threads). The ratio measured / floor is what elementwise work,
+the random draws, the optimizer and the product kernels' shortfall on these shapes add.
 
 Target: Amazon-book-scale DiffRec, one epoch + one full evaluation pass, peak RSS
 <= 8 GB on the 2-core, 24 GB machine; L-DiffRec lower still.
@@ -132,12 +144,45 @@ def hyper(params: dict, model: str, scale: str) -> dict:
     return {**(block.get("defaults") or {}), **overrides, "epochs": 1}  # the rest: the Config's code defaults
 
 
-def measure(scale: str, model_name: str, folder: Path, device: str) -> dict:
-    """One epoch + one evaluation pass of one model (run in a child process)."""
+def count_products(model, data, batch: int, chunk: int, device) -> tuple[float, float]:
+    """FLOPs of the products of one training epoch and one evaluation pass: those of the loss and
+    backward pass of one full batch, and of the scores of one evaluation chunk, each scaled to all
+    users (every product of DiffRec and L-DiffRec is linear in the batch's rows)."""
+    import torch
+
+    from pipeline.data.dataset import dense_rows
+    from products import Products
+
+    products = Products()
+    matrix = model.input_matrix(data)
+    users = np.arange(min(data.n_users, batch))
+    model.train()
+    with products.counting():
+        model.loss(dense_rows(matrix, users).to(device), users).backward()
+    model.zero_grad(set_to_none=True)
+    epoch_flops = products.flops * data.n_users / len(users)
+    users = np.arange(min(data.n_users, chunk))
+    model.eval()
+    with torch.no_grad(), products.counting():
+        model.scores(dense_rows(matrix, users).to(device), users)
+    return epoch_flops, products.flops * data.n_users / len(users)
+
+
+def measure(scale: str, model_name: str, folder: Path, device: str, steps: int) -> dict:
+    """One epoch + one evaluation pass of one model (run in a child process): the whole epoch and
+    pass through the shared trainer, or with ``steps`` that many training steps and evaluation
+    chunks, scaled to the epoch and the pass; and the products of one full batch and one
+    evaluation chunk, scaled the same way (every product of DiffRec and L-DiffRec is linear in the
+    batch's rows)."""
+    import torch
+
     from pipeline.config import evaluation_config, training_config
-    from pipeline.data.dataset import InteractionData
+    from pipeline.data.dataset import InteractionData, dense_rows
+    from pipeline.evaluation.evaluator import Evaluator
+    from pipeline.models import fast
     from pipeline.training.fitting import build_model
-    from pipeline.training.trainer import resolve_device, train_run
+    from pipeline.training.trainer import resolve_device, set_determinism, train_run
+    from products import dense_rate
 
     params = load_params()
     mats = {n: sp.load_npz(folder / f"{n}.npz").tocsr() for n in ("train", "valid", "test", "rank")}
@@ -156,20 +201,57 @@ def measure(scale: str, model_name: str, folder: Path, device: str) -> dict:
     model = build_model(run_params, model_name, split, 1, n_users, n_items, **side)
     training = dataclasses.replace(training_config(params), device=device, eval_every=1, checkpoint_every=10**9)
     evaluation = evaluation_config(params)
-    identity = {"model": model_name, "split": split, "seed": 1, "config": dataclasses.asdict(model.config)}
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        start = time.perf_counter()
-        train_run(model, data, training, evaluation, tmp / "run", identity, 1, tag=f"bench {scale} {model_name}",
-                  timing_path=tmp / "timing.json")
-        wall = time.perf_counter() - start
-        timing = json.loads((tmp / "timing.json").read_text())
-    out = {"scale": scale, "model": model_name, "parameters": sum(p.numel() for p in model.parameters()),
-           "device": str(resolve_device(device)), "epoch_s": timing["seconds_per_epoch"], "eval_s": timing["seconds_per_eval"],
-           "wall_s": wall, "peak_rss_mb": peak_rss_mb(), "rss_after_data_mb": rss_data}
-    if out["device"].startswith("cuda"):
-        import torch
+    batch = model.config.batch_size
+    n_steps = -(-n_users // batch)  # the epoch's batches of users
+    n_chunks = -(-n_users // evaluation.batch_size)
+    set_determinism(1, training.threads)  # the run's threads, for the rate too
+    rate = dense_rate()
+    if steps:
+        fast.set_enabled(training.fast)
+        dev = resolve_device(device)
+        model.to(dev)
+        optimizer = model.optimizer()
+        matrix = model.input_matrix(data)
+        batches = model.batches(matrix)
 
+        def step() -> None:
+            rows, users, *extra = next(batches)
+            optimizer.zero_grad()
+            model.loss(rows.to(dev), users, *extra).backward()
+            optimizer.step()
+
+        model.train()
+        step()  # warm-up: the optimizer's state, first-call set-up
+        start = time.perf_counter()
+        for _ in range(min(steps, n_steps - 2)):
+            step()
+        epoch_s = (time.perf_counter() - start) / min(steps, n_steps - 2) * n_steps
+        # the evaluation pass on the first users, scaled to all of them
+        model.eval()
+        n_sub = min(n_users, steps * evaluation.batch_size)
+        sub = InteractionData(n_sub, n_items, *(m[:n_sub] for m in (mats["train"], mats["valid"], mats["test"], mats["rank"])))
+        evaluator = Evaluator(sub, evaluation.topk, evaluation.batch_size)
+        with torch.no_grad():
+            score = lambda users: model.scores(dense_rows(matrix, users).to(dev), users).cpu()  # noqa: E731
+            start = time.perf_counter()
+            evaluator.evaluate(score)
+            eval_s = (time.perf_counter() - start) * n_users / n_sub
+        measured = f"{min(steps, n_steps - 2)} steps, {n_sub:,} users"
+    else:
+        identity = {"model": model_name, "split": split, "seed": 1, "config": dataclasses.asdict(model.config)}
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            train_run(model, data, training, evaluation, tmp / "run", identity, 1, tag=f"bench {scale} {model_name}",
+                      timing_path=tmp / "timing.json")
+            timing = json.loads((tmp / "timing.json").read_text())
+        epoch_s, eval_s = timing["seconds_per_epoch"], timing["seconds_per_eval"]
+        measured = "whole epoch and pass"
+    epoch_flops, eval_flops = count_products(model, data, batch, evaluation.batch_size, resolve_device(device))
+    out = {"scale": scale, "model": model_name, "parameters": sum(p.numel() for p in model.parameters()),
+           "device": str(resolve_device(device)), "epoch_s": epoch_s, "eval_s": eval_s, "steps": n_steps, "chunks": n_chunks,
+           "epoch_flops": epoch_flops, "eval_flops": eval_flops, "rate": rate, "measured": measured,
+           "peak_rss_mb": peak_rss_mb(), "rss_after_data_mb": rss_data}
+    if out["device"].startswith("cuda"):
         out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return out
 
@@ -183,13 +265,16 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     parser.add_argument("--data", default="real", choices=("real", "synthetic"))
+    parser.add_argument("--steps", type=int, default=0,
+                        help="time this many training steps and evaluation chunks and scale them to the epoch and the pass "
+                             "(default 0: the whole epoch and pass through the trainer)")
     parser.add_argument("--one", nargs=3, metavar=("SCALE", "MODEL", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     keep_freed_memory_if_asked()  # as `python -m pipeline` does (pipeline/allocator.py)
 
     if args.one:
         scale, model, folder = args.one
-        print("RESULT " + json.dumps(measure(scale, model, Path(folder), args.device)), flush=True)
+        print("RESULT " + json.dumps(measure(scale, model, Path(folder), args.device, args.steps)), flush=True)
         return
 
     params = load_params()
@@ -200,7 +285,8 @@ def main() -> None:
             print(f"{scale}: {info['source']}: {info['n_users']:,} users x {info['n_items']:,} items, "
                   f"{info['interactions']:,} interactions (made in {info['seconds']:.1f} s)", flush=True)
             for model in args.models:
-                cmd = [sys.executable, __file__, "--device", args.device, "--one", scale, model, str(Path(tmp) / scale)]
+                cmd = [sys.executable, __file__, "--device", args.device, "--steps", str(args.steps), "--one", scale, model,
+                       str(Path(tmp) / scale)]
                 proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
                 lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
                 if proc.returncode != 0 or not lines:
@@ -208,16 +294,23 @@ def main() -> None:
                     raise SystemExit(f"{scale} {model}: the measurement failed (exit {proc.returncode})")
                 row = {**json.loads(lines[-1][len("RESULT "):]), "users": info["n_users"], "items": info["n_items"], "data": info["kind"]}
                 rows.append(row)
-                print(f"  {model:9s} {row['parameters'] / 1e6:7.1f} M params on {row['device']}: epoch {row['epoch_s']:8.1f} s, "
-                      f"evaluation pass {row['eval_s']:8.1f} s, peak RSS {row['peak_rss_mb'] / 1024:5.2f} GB", flush=True)
+                print(f"  {model:9s} {row['parameters'] / 1e6:7.1f} M params on {row['device']}: epoch {row['epoch_s']:8.1f} s "
+                      f"(floor {row['epoch_flops'] / row['rate']:7.1f} s), evaluation pass {row['eval_s']:8.1f} s "
+                      f"(floor {row['eval_flops'] / row['rate']:6.1f} s), peak RSS {row['peak_rss_mb'] / 1024:5.2f} GB "
+                      f"[{row['measured']}]", flush=True)
 
     print()
-    print("| scale | data | users | items | model | parameters | device | epoch (s) | eval pass (s) | peak RSS (GB) |")
-    print("|---|---|---:|---:|---|---:|---|---:|---:|---:|")
+    print("floor = the products of the epoch (pass), counted, at the machine's dense float32 rate (rate: a 2,048 x 2,048 "
+          "product with the same threads)")
+    print("| scale | data | users | items | model | parameters | device | rate GFLOP/s | steps | GFLOP / epoch | floor s "
+          "| epoch (s) | ratio | GFLOP / pass | floor s | eval pass (s) | ratio | peak RSS (GB) | measured |")
+    print("|---|---|---:|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
+        floor_epoch, floor_eval = r["epoch_flops"] / r["rate"], r["eval_flops"] / r["rate"]
         print(f"| {r['scale']} | {r['data']} | {r['users']:,} | {r['items']:,} | {r['model']} | {r['parameters'] / 1e6:.1f} M | "
-              f"{r['device']} | {r['epoch_s']:.1f} | {r['eval_s']:.1f} | {r['peak_rss_mb'] / 1024:.2f} |")
-
+              f"{r['device']} | {r['rate'] / 1e9:.0f} | {r['steps']} | {r['epoch_flops'] / 1e9:,.0f} | {floor_epoch:,.1f} "
+              f"| {r['epoch_s']:,.1f} | {r['epoch_s'] / floor_epoch:.1f} | {r['eval_flops'] / 1e9:,.0f} | {floor_eval:,.1f} "
+              f"| {r['eval_s']:,.1f} | {r['eval_s'] / floor_eval:.1f} | {r['peak_rss_mb'] / 1024:.2f} | {r['measured']} |")
 
 if __name__ == "__main__":
     main()
