@@ -62,7 +62,7 @@ class Run(NamedTuple):
 
 def declared(params: dict, variant: str) -> Declared:
     """The declarations of a variant's class (``models.<variant>.class``, default the variant)."""
-    return declared_models()[params["models"].get(variant, {}).get("class", variant)]
+    return declared_models()[params.get("models", {}).get(variant, {}).get("class", variant)]
 
 
 def requires(params: dict, variant: str) -> frozenset[str]:
@@ -71,11 +71,14 @@ def requires(params: dict, variant: str) -> frozenset[str]:
 
 def table_runs(params: dict) -> list[Run]:
     """Every (split, variant, seed) the tables show: the product of each ``experiments`` block's
-    splits, models and seeds, block by block, in the order they are written."""
+    splits, models and seeds, block by block, in the order they are written; a deterministic
+    variant (its class's ``deterministic``: every seed gives the same result, e.g. MostPop, EASE)
+    runs its block's first seed only."""
     return [
         Run(split, variant, int(seed))
         for block in params["experiments"]
-        for split, variant, seed in itertools.product(block["splits"], block["models"], block["seeds"])
+        for split, variant in itertools.product(block["splits"], block["models"])
+        for seed in (block["seeds"][:1] if declared(params, variant).deterministic else block["seeds"])
     ]
 
 

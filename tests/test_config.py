@@ -432,6 +432,17 @@ def test_blocks_plan_their_products_in_order(base):
                                     ("ml-1m_clean", "tvdiff", 2)]
 
 
+def test_a_deterministic_model_runs_its_blocks_first_seed_only(base):
+    from pipeline.config import check_semantics
+    from pipeline.plan import table_runs as planned_runs
+
+    params = copy.deepcopy(base)
+    params["experiments"] = [{"splits": ["ml-1m_clean"], "models": ["mostpop", "diffrec", "ease"], "seeds": [2, 3]}]
+    check_semantics(params)
+    assert planned_runs(params) == [("ml-1m_clean", "mostpop", 2), ("ml-1m_clean", "diffrec", 2),
+                                    ("ml-1m_clean", "diffrec", 3), ("ml-1m_clean", "ease", 2)]
+
+
 def test_a_run_planned_twice_is_refused(tmp_path, base):
     err = error_for(tmp_path, base, lambda p: p["experiments"].append(
         {"splits": ["ml-1m_noisy"], "models": ["tvdiff"], "seeds": [3]}))

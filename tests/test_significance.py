@@ -120,6 +120,21 @@ def test_a_deterministic_model_is_paired_with_the_reference_over_all_its_seeds()
     assert sig.significance(_frame(rows), "DiffRec").row(0, named=True)["mean_reference"] == pytest.approx(0.1)
 
 
+def test_a_deterministic_models_one_run_ties_with_reference_runs_of_the_same_value():
+    # 0.1 averaged over three runs is 0.10000000000000002 in float64, not 0.1: a deterministic
+    # model's one run is averaged over the reference's seeds as the reference is, so users whose
+    # three DiffRec runs equal its value are zero differences, exactly as with three runs of it
+    rows, thrice = [], []
+    for u in range(6):
+        value = 0.1 if u < 3 else 0.1 * u
+        rows += [("clean", "DiffRec", s, u, value if u < 3 else 0.05 * s, 0.1) for s in (1, 2, 3)]
+        rows += [("clean", "E", 1, u, value, 0.1)]
+        thrice += [("clean", "E", s, u, value, 0.1) for s in (2, 3)]
+    once = sig.significance(_frame(rows), "DiffRec", deterministic={"E"})
+    assert once.row(0, named=True)["n_nonzero"] == 3  # users 0-2 tie
+    assert once.equals(sig.significance(_frame(rows + thrice), "DiffRec", deterministic={"E"}))
+
+
 def test_groups_without_reference_or_shared_seeds_are_skipped():
     rows = [("clean", "DiffRec", 1, 0, 0.1, 0.1), ("clean", "X", 2, 0, 0.2, 0.2),  # no shared seed
             ("noisy", "X", 1, 0, 0.2, 0.2), ("noisy", "Y", 1, 0, 0.3, 0.3)]  # no DiffRec in noisy

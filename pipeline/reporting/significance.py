@@ -103,7 +103,10 @@ def significance(
     one column per metric of ``metrics``. (dataset, setting) groups without the reference
     model, and models sharing no seed with it, get no rows. A ``deterministic`` model's runs are
     the same whatever the seed, so it is paired with the reference averaged over all the
-    reference's seeds (``seeds`` then lists those). Rows are sorted by setting
+    reference's seeds (``seeds`` then lists those): its first run stands for each of those seeds
+    and is averaged over them as the reference is, so a user whose reference runs all equal the
+    model's value is a zero difference, however the average rounds (it runs one seed, see
+    ``pipeline.plan.table_runs``). Rows are sorted by setting
     (``setting_order`` first), dataset, model (``model_order`` first) and metric (``metrics``
     order). The columns are :data:`COLUMNS`.
     """
@@ -121,7 +124,10 @@ def significance(
             seeds = sorted(ref_seeds) if model in deterministic else sorted(ref_seeds & set(own))
             if not seeds:
                 continue
-            a = _seed_average(other, own if model in deterministic else seeds, metrics)
+            if model in deterministic:  # its first run stands for each of the reference's seeds
+                one = other.filter(pl.col("seed") == own[0])
+                other = pl.concat([one.with_columns(pl.lit(s, dtype=one.schema["seed"]).alias("seed")) for s in seeds])
+            a = _seed_average(other, seeds, metrics)
             b = _seed_average(ref, seeds, metrics)
             if a["user"].to_list() != b["user"].to_list():
                 raise ValueError(
