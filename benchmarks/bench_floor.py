@@ -298,7 +298,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     # the whole table: every job costed with its committed schedule and its model's measurement
     costed, unknown = [], []
-    floor_total = 0.0
+    floor_total = floor_core = 0.0
+    floor_by_model: dict[str, float] = {}
     grid_seed = {(r.split, r.model): r.seed for r in plan.tune_runs(params)}
     for job in jobs:
         m, known = measured.get(job.model), schedule(job.folder)
@@ -311,8 +312,12 @@ def main(argv: list[str] | None = None) -> None:
             continue
         epochs, evaluations = known
         seconds = run_seconds(m, epochs, evaluations)
-        floor_total += (epochs * (m["epoch_flops"] or 0) + evaluations * m["eval_flops"]) / m["rate"]
-        costed.append((job, seconds, args.threads or plan.run_threads(params, job.model)))
+        threads = args.threads or plan.run_threads(params, job.model)
+        floor = (epochs * (m["epoch_flops"] or 0) + evaluations * m["eval_flops"]) / m["rate"]
+        floor_total += floor
+        floor_core += floor * threads
+        floor_by_model[job.model] = floor_by_model.get(job.model, 0.0) + floor
+        costed.append((job, seconds, threads))
     job_seconds = sum(seconds for _, seconds, _ in costed)
     by_kind = {kind: sum(s for j, s, _ in costed if j.kind == kind) for kind in ("train", "tune", "embed")}
     print(f"\n# The whole {dataset} table: {len(costed)} jobs costed ({', '.join(f'{k} {v:,.0f} s' for k, v in by_kind.items())})")
@@ -321,9 +326,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"- core-seconds: {sum(seconds * threads for _, seconds, threads in costed):,.0f}")
     print(f"- wall on {args.cores} cores (longest first, stage order not modelled): "
           f"{wall_time([(s, t) for _, s, t in costed], args.cores) / 60:.1f} min")
-    print(f"- arithmetic floor (products at the dense rate): {floor_total:,.0f} s of products")
+    print(f"- arithmetic floor (products at the dense rate): {floor_total:,.0f} s of products, {floor_core:,.0f} "
+          f"core-seconds at the jobs' threads: no packing runs the table in under {floor_core / args.cores / 60:.1f} min "
+          f"on {args.cores} cores")
     heaviest = sorted(((sum(s for j, s, _ in costed if j.model == model), model) for model in measured), reverse=True)
-    print("- by model: " + ", ".join(f"{model} {s:,.0f} s" for s, model in heaviest if s))
+    print("- by model, job-seconds (floor): "
+          + ", ".join(f"{model} {s:,.0f} s ({floor_by_model.get(model, 0.0):,.0f})" for s, model in heaviest if s))
     if unknown:
         print(f"- not costed ({len(unknown)}: no measurement or no committed schedule): "
               + ", ".join(sorted({f'{j.kind} {j.model}' for j in unknown})))
