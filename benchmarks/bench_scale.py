@@ -23,8 +23,9 @@ alternately by popularity rank (the cost depends on the cluster sizes only).
 Measured. Without ``--steps``: the whole epoch and pass, timed by the trainer. With ``--steps N``
 (an Amazon-book DiffRec epoch takes tens of minutes on 2 cores): N training steps after a warm-up
 one, scaled to the epoch's batches, and the evaluation pass over the first N chunks of users,
-scaled to all users; the optimizer state is allocated by the warm-up step, so the peak RSS is the
-run's.
+scaled to all users. The optimizer state is allocated by the warm-up step, but the trainer's copy
+of the best state and its checkpoints are not made, so this mode's peak RSS is below a run's (the
+whole-epoch mode's is the figure of record).
 
 Floor (``benchmarks/products.py``): the products of the loss and backward pass of one full batch
 and of the scores of one evaluation chunk, counted and scaled to all users (every product of
@@ -222,10 +223,13 @@ def measure(scale: str, model_name: str, folder: Path, device: str, steps: int) 
 
         model.train()
         step()  # warm-up: the optimizer's state, first-call set-up
+        timed = min(steps, n_steps - 1)  # the epoch's batches after the warm-up one
+        if timed < 1:
+            raise SystemExit(f"{scale} {model_name}: an epoch of {n_steps} batch has nothing to time after the warm-up; run without --steps")
         start = time.perf_counter()
-        for _ in range(min(steps, n_steps - 2)):
+        for _ in range(timed):
             step()
-        epoch_s = (time.perf_counter() - start) / min(steps, n_steps - 2) * n_steps
+        epoch_s = (time.perf_counter() - start) / timed * n_steps
         # the evaluation pass on the first users, scaled to all of them
         model.eval()
         n_sub = min(n_users, steps * evaluation.batch_size)
@@ -236,7 +240,7 @@ def measure(scale: str, model_name: str, folder: Path, device: str, steps: int) 
             start = time.perf_counter()
             evaluator.evaluate(score)
             eval_s = (time.perf_counter() - start) * n_users / n_sub
-        measured = f"{min(steps, n_steps - 2)} steps, {n_sub:,} users"
+        measured = f"{timed} steps, {n_sub:,} users"
     else:
         identity = {"model": model_name, "split": split, "seed": 1, "config": dataclasses.asdict(model.config)}
         with tempfile.TemporaryDirectory() as tmp:
