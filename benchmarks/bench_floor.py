@@ -25,6 +25,14 @@ peak memory is its own) and with ``--threads`` torch threads:
 
     make bench-floor     # builds the inputs, then: python benchmarks/bench_floor.py
     python benchmarks/bench_floor.py [--models hgcf-512 hdrm-512] [--split ml-1m_clean] [--threads 2] [--passes 3] [--cores 2]
+    python benchmarks/bench_floor.py --choose-threads [--cores 2]
+
+``--choose-threads`` measures every variant with 1 and with ``--cores`` threads and prints each
+one's speed-ups, then the whole table's wall time (the packing below) with params.yaml's threads,
+with 1 or ``--cores`` threads for every model, and with the choice that packs it shortest
+(``choose_threads``: from one thread each, give all the cores to the model whose switch shortens
+the wall most, while one does). A model's thread count is a parameter of its runs (a product's
+rounding may depend on it), so the script prints the choice and changes nothing.
 
 The numbers are a measurement of this machine, printed, not written into results/ by the DAG.
 A model that needs the DAG's inputs (prepared split, clusters, stage-1 points) needs them built
@@ -93,6 +101,7 @@ if hyperbolic is not None:
     side["hyperbolic"] = hyperbolic
 torch.manual_seed(1)
 model = build_model(params, model_name, split, 1, data.n_users, data.n_items, **side)
+torch.set_num_threads(threads)  # build_model set the variant's own threads (params.yaml)
 optimizer = model.optimizer()
 matrix = model.input_matrix(data)
 evaluation = evaluation_config(params)
@@ -232,6 +241,84 @@ def wall_time(durations: list[tuple[float, int]], cores: int) -> float:
     return max([now] + [finish for finish, _ in running])
 
 
+def cost_jobs(params: dict, jobs: list[Job], measured: dict[str, dict[int, dict]], threads: dict[str, int]
+              ) -> tuple[list[tuple[Job, float, int]], list[Job], dict[str, float]]:
+    """Each job of ``jobs`` as (job, seconds, threads), its model run with ``threads[model]`` threads
+    and costed with the measurement ``measured[model][threads]`` times its committed schedule (an
+    embed export, and a tuned variant's train job for its grid's seed, which copies the selected
+    point: one start-up); the jobs without a measurement or a schedule; and each model's seconds
+    of products at the dense rate (its floor) over the costed jobs."""
+    costed, unknown, floors = [], [], {}
+    grid_seed = {(r.split, r.model): r.seed for r in plan.tune_runs(params)}
+    for job in jobs:
+        n = threads.get(job.model, 1)
+        m, known = measured.get(job.model, {}).get(n), schedule(job.folder)
+        copied = job.kind == "train" and grid_seed.get((job.split, job.model)) == job.seed  # the selected grid run
+        if m is not None and (job.kind == "embed" or copied):  # a start-up, nothing trained
+            costed.append((job, m["startup_s"], 1))
+            continue
+        if m is None or known is None:
+            unknown.append(job)
+            continue
+        epochs, evaluations = known
+        floors[job.model] = floors.get(job.model, 0.0) + (epochs * (m["epoch_flops"] or 0) + evaluations * m["eval_flops"]) / m["rate"]
+        costed.append((job, run_seconds(m, epochs, evaluations), n))
+    return costed, unknown, floors
+
+
+def choose_threads(params: dict, jobs: list[Job], measured: dict[str, dict[int, dict]], cores: int) -> dict[str, int]:
+    """Threads per model for the shortest whole-table wall time on ``cores`` cores (``wall_time``'s
+    packing): from one thread each, switch to the most threads measured the model whose switch
+    shortens the wall most, while one does."""
+    def wall(choice: dict[str, int]) -> float:
+        return wall_time([(sec, n) for _, sec, n in cost_jobs(params, jobs, measured, choice)[0]], cores)
+
+    choice = {model: 1 for model in measured}
+    best = wall(choice)
+    while True:
+        trials = [(wall({**choice, model: max(by)}), model) for model, by in measured.items() if choice[model] != max(by)]
+        better = [(w, model) for w, model in trials if w < best]
+        if not better:
+            return choice
+        best, model = min(better)
+        choice[model] = max(measured[model])
+
+
+def print_thread_choice(params: dict, jobs: list[Job], models: list[str], args: argparse.Namespace) -> None:
+    """``--choose-threads``: each variant measured with 1 and with ``--cores`` threads, its
+    speed-ups, and the whole table's wall time with params.yaml's threads, with 1 or ``--cores``
+    for every model, and with ``choose_threads``'s choice."""
+    wide = args.cores
+    measured: dict[str, dict[int, dict]] = {}
+    print(f"# threads per job, split {args.split}: each variant measured alone with 1 and with {wide} threads")
+    print(f"| model | s / epoch, 1 thread | {wide} threads | speed-up | s / pass, 1 thread | {wide} threads | speed-up | params.yaml |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for model in models:
+        split = measured_split(jobs, model, args.split)
+        if missing_inputs(params, split, model):
+            print(f"| {model} | not measured: build its inputs first (`python benchmarks/bench_floor.py --inputs`) |", flush=True)
+            continue
+        by = measured[model] = {n: measure(model, split, n, args.passes) for n in (1, wide)}
+        one, many = by[1], by[wide]
+        epoch = (f"{_s(one['epoch_s'])} | {_s(many['epoch_s'])} | {one['epoch_s'] / many['epoch_s']:.2f}"
+                 if one["epoch_s"] else "– | – | –")
+        print(f"| {model} | {epoch} | {one['eval_s']:.2f} | {many['eval_s']:.2f} | {one['eval_s'] / many['eval_s']:.2f} "
+              f"| {plan.run_threads(params, model)} |", flush=True)
+    policies = {
+        "params.yaml": {model: plan.run_threads(params, model) for model in measured},
+        "1 thread each": {model: 1 for model in measured},
+        f"{wide} threads each": {model: wide for model in measured},
+    }
+    chosen = policies["chosen"] = choose_threads(params, jobs, measured, args.cores)
+    print(f"\n# The whole table's wall on {args.cores} cores (longest first, stage order not modelled)")
+    for name, choice in policies.items():
+        costed = cost_jobs(params, jobs, measured, choice)[0]
+        print(f"- {name}: {wall_time([(sec, n) for _, sec, n in costed], args.cores) / 60:.1f} min, "
+              f"{sum(sec for _, sec, _ in costed):,.0f} job-seconds")
+    print(f"- chosen: {wide} threads for " + (", ".join(m for m, n in chosen.items() if n == wide) or "none")
+          + "; 1 thread for the rest")
+
+
 def _s(x: float | None) -> str:
     return "–" if x is None else f"{x:.2f}"
 
@@ -246,6 +333,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--passes", type=int, default=3)
     parser.add_argument("--cores", type=int, default=2, help="cores of the whole-table wall-time estimate")
     parser.add_argument("--inputs", action="store_true", help="print the DAG outputs the measurements read, one per line (Snakemake targets), and stop")
+    parser.add_argument("--choose-threads", action="store_true",
+                        help="measure every variant with 1 and with --cores threads and print the threads per model that pack the whole table shortest")
     args = parser.parse_args(argv)
     params = load_params()
     dataset = params["splits"][args.split]["dataset"]
@@ -254,6 +343,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.inputs:
         needed = [p for m in models for p in inputs(params, measured_split(jobs, m, args.split), m)]
         print("\n".join(dict.fromkeys(needed)))
+        return
+    if args.choose_threads:
+        print_thread_choice(params, jobs, models, args)
         return
     print(f"# {platform.processor() or platform.machine()}, split {args.split} (models without a job there: "
           f"their first split), each variant with {'%d torch threads' % args.threads if args.threads else 'its own threads'}")
@@ -297,27 +389,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.models:
         return
     # the whole table: every job costed with its committed schedule and its model's measurement
-    costed, unknown = [], []
-    floor_total = floor_core = 0.0
-    floor_by_model: dict[str, float] = {}
-    grid_seed = {(r.split, r.model): r.seed for r in plan.tune_runs(params)}
-    for job in jobs:
-        m, known = measured.get(job.model), schedule(job.folder)
-        copied = job.kind == "train" and grid_seed.get((job.split, job.model)) == job.seed  # the selected grid run
-        if m is not None and (job.kind == "embed" or copied):  # a start-up, nothing trained
-            costed.append((job, m["startup_s"], 1))
-            continue
-        if m is None or known is None:
-            unknown.append(job)
-            continue
-        epochs, evaluations = known
-        seconds = run_seconds(m, epochs, evaluations)
-        threads = args.threads or plan.run_threads(params, job.model)
-        floor = (epochs * (m["epoch_flops"] or 0) + evaluations * m["eval_flops"]) / m["rate"]
-        floor_total += floor
-        floor_core += floor * threads
-        floor_by_model[job.model] = floor_by_model.get(job.model, 0.0) + floor
-        costed.append((job, seconds, threads))
+    threads = {model: args.threads or plan.run_threads(params, model) for model in measured}
+    costed, unknown, floors = cost_jobs(params, jobs, {model: {threads[model]: m} for model, m in measured.items()}, threads)
+    floor_total = sum(floors.values())
+    floor_core = sum(f * threads[model] for model, f in floors.items())
+    floor_by_model = floors
     job_seconds = sum(seconds for _, seconds, _ in costed)
     by_kind = {kind: sum(s for j, s, _ in costed if j.kind == kind) for kind in ("train", "tune", "embed")}
     print(f"\n# The whole {dataset} table: {len(costed)} jobs costed ({', '.join(f'{k} {v:,.0f} s' for k, v in by_kind.items())})")

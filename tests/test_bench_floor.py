@@ -47,3 +47,28 @@ def test_a_run_schedule_counts_epochs_and_evaluations(tmp_path):
     (tmp_path / "history.csv").write_text("epoch,loss,valid_recall@20\n1,0.5,\n2,0.4,0.1\n3,0.3,\n4,0.2,0.2\n")
     assert bench_floor.schedule(tmp_path) == (4, 2)
     assert bench_floor.schedule(tmp_path / "absent") is None
+
+
+def _measurement(epoch_s: float, eval_s: float = 0.0) -> dict:
+    return {"startup_s": 0.0, "epoch_s": epoch_s, "eval_s": eval_s, "epoch_flops": 0, "eval_flops": 0, "rate": 1.0}
+
+
+def test_threads_are_chosen_for_the_shortest_packed_wall(tmp_path, monkeypatch):
+    # one long job that scales (10 epochs of 10 s on 1 thread, 6 s on 2) and four short ones that do
+    # not (5 s either way): alone on 2 threads the long job ends at 60 s while the short ones pack
+    # into 10 s on the two cores, 70 s in all; on one thread it runs 100 s beside them
+    (tmp_path / "history.csv").write_text("epoch,loss\n" + "".join(f"{e},0.1\n" for e in range(1, 11)))
+    short = tmp_path / "short"
+    short.mkdir()
+    (short / "history.csv").write_text("epoch,loss\n1,0.1\n")
+    monkeypatch.setattr(bench_floor.plan, "tune_runs", lambda params: [])
+    jobs = [bench_floor.Job("train", "s", "long", 1, tmp_path)] + [
+        bench_floor.Job("train", "s", "short", seed, short) for seed in range(1, 5)]
+    measured = {"long": {1: _measurement(10.0), 2: _measurement(6.0)}, "short": {1: _measurement(5.0), 2: _measurement(5.0)}}
+    costed, unknown, _ = bench_floor.cost_jobs({}, jobs, measured, {"long": 2, "short": 1})
+    assert [(sec, n) for _, sec, n in costed] == [(60.0, 2)] + [(5.0, 1)] * 4 and unknown == []
+    assert bench_floor.wall_time([(sec, n) for _, sec, n in costed], 2) == 70.0
+    assert bench_floor.choose_threads({}, jobs, measured, 2) == {"long": 2, "short": 1}
+    # a long job that gains little keeps one thread: beside the short ones it ends at 100 s
+    measured["long"][2] = _measurement(9.5)
+    assert bench_floor.choose_threads({}, jobs, measured, 2) == {"long": 1, "short": 1}
