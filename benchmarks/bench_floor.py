@@ -393,7 +393,6 @@ def main(argv: list[str] | None = None) -> None:
     costed, unknown, floors = cost_jobs(params, jobs, {model: {threads[model]: m} for model, m in measured.items()}, threads)
     floor_total = sum(floors.values())
     floor_core = sum(f * threads[model] for model, f in floors.items())
-    floor_by_model = floors
     job_seconds = sum(seconds for _, seconds, _ in costed)
     by_kind = {kind: sum(s for j, s, _ in costed if j.kind == kind) for kind in ("train", "tune", "embed")}
     print(f"\n# The whole {dataset} table: {len(costed)} jobs costed ({', '.join(f'{k} {v:,.0f} s' for k, v in by_kind.items())})")
@@ -407,7 +406,7 @@ def main(argv: list[str] | None = None) -> None:
           f"on {args.cores} cores")
     heaviest = sorted(((sum(s for j, s, _ in costed if j.model == model), model) for model in measured), reverse=True)
     print("- by model, job-seconds (floor): "
-          + ", ".join(f"{model} {s:,.0f} s ({floor_by_model.get(model, 0.0):,.0f})" for s, model in heaviest if s))
+          + ", ".join(f"{model} {s:,.0f} s ({floors.get(model, 0.0):,.0f})" for s, model in heaviest if s))
     if unknown:
         print(f"- not costed ({len(unknown)}: no measurement or no committed schedule): "
               + ", ".join(sorted({f'{j.kind} {j.model}' for j in unknown})))
