@@ -220,6 +220,14 @@ def missing_inputs(params: dict, split: str, model: str) -> list[str]:
     return [p for p in inputs(params, split, model) if not Path(p).exists()]
 
 
+def not_measured(params: dict, split: str, model: str) -> str | None:
+    """Why ``model`` cannot be measured on ``split`` here (the inputs to build), or None."""
+    missing = missing_inputs(params, split, model)
+    if not missing:
+        return None
+    return f"not measured: build `snakemake --cores 2 {' '.join(missing)}` (or run `make bench-floor`) first"
+
+
 def run_seconds(m: dict, epochs: int, evaluations: int) -> float:
     """A run's seconds from a model's measurement ``m``: start-up, then its epochs and passes."""
     return m["startup_s"] + epochs * (m["epoch_s"] or 0.0) + evaluations * m["eval_s"]
@@ -295,8 +303,9 @@ def print_thread_choice(params: dict, jobs: list[Job], models: list[str], args: 
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for model in models:
         split = measured_split(jobs, model, args.split)
-        if missing_inputs(params, split, model):
-            print(f"| {model} | not measured: build its inputs first (`python benchmarks/bench_floor.py --inputs`) |", flush=True)
+        why = not_measured(params, split, model)
+        if why:
+            print(f"| {model} | {why} |", flush=True)
             continue
         by = measured[model] = {n: measure(model, split, n, args.passes) for n in (1, wide)}
         one, many = by[1], by[wide]
@@ -356,10 +365,9 @@ def main(argv: list[str] | None = None) -> None:
     for model in models:
         split = measured_split(jobs, model, args.split)
         threads = args.threads or plan.run_threads(params, model)
-        missing = missing_inputs(params, split, model)
-        if missing:
-            print(f"| {model} | {split} | {threads} | not measured: build `snakemake --cores 2 {' '.join(missing)}` "
-                  "(or run `make bench-floor`) first |", flush=True)
+        why = not_measured(params, split, model)
+        if why:
+            print(f"| {model} | {split} | {threads} | {why} |", flush=True)
             continue
         m = measured[model] = measure(model, split, threads, args.passes)
         rate = m["rate"]

@@ -204,7 +204,6 @@ def measure(scale: str, model_name: str, folder: Path, device: str, steps: int) 
     evaluation = evaluation_config(params)
     batch = model.config.batch_size
     n_steps = -(-n_users // batch)  # the epoch's batches of users
-    n_chunks = -(-n_users // evaluation.batch_size)
     set_determinism(1, training.threads)  # the run's threads, for the rate too
     rate = dense_rate()
     if steps:
@@ -252,7 +251,7 @@ def measure(scale: str, model_name: str, folder: Path, device: str, steps: int) 
         measured = "whole epoch and pass"
     epoch_flops, eval_flops = count_products(model, data, batch, evaluation.batch_size, resolve_device(device))
     out = {"scale": scale, "model": model_name, "parameters": sum(p.numel() for p in model.parameters()),
-           "device": str(resolve_device(device)), "epoch_s": epoch_s, "eval_s": eval_s, "steps": n_steps, "chunks": n_chunks,
+           "device": str(resolve_device(device)), "epoch_s": epoch_s, "eval_s": eval_s, "steps": n_steps,
            "epoch_flops": epoch_flops, "eval_flops": eval_flops, "rate": rate, "measured": measured,
            "peak_rss_mb": peak_rss_mb(), "rss_after_data_mb": rss_data}
     if out["device"].startswith("cuda"):
