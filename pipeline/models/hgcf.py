@@ -81,9 +81,9 @@ Differences from the released code, on purpose:
 The propagation is the same matrix product on the whole graph at every batch; on the CPU it runs
 through scipy (:class:`pipeline.models.layers.SparseOperator`); G is not symmetric, so the backward
 pass multiplies by G^T. With the speed switch on (``training.fast``) and the released triples
-(``sampling: users``), the loss and the propagation run through ``pipeline/models/fast/hgcf.py``
-(torch's CSR products on both threads, the margin loss's gradient written out): the same function
-up to float32 rounding, about twice as fast per 512-d step. The pair batches keep this file's
+(``sampling: users``), the loss, the propagation and the optimiser step run through
+``pipeline/models/fast/hgcf.py`` (torch's CSR products on both threads, the maps, the margin loss
+and Riemannian SGD with their arithmetic written out): the same function up to float32 rounding. The pair batches keep this file's
 computation, so the committed 64-d runs reproduce bit for bit.
 """
 
@@ -182,9 +182,8 @@ class HGCF(Recommender, key="hgcf"):
     # ------------------------------------------------------------------ contract
 
     def optimizer(self) -> torch.optim.Optimizer:
-        return geoopt.optim.RiemannianSGD(
-            self.parameters(), lr=self.config.lr, momentum=self.config.momentum, weight_decay=self.config.weight_decay
-        )
+        cls = fast_hgcf.RiemannianSGD if self._fast() and self.config.momentum > 0 else geoopt.optim.RiemannianSGD
+        return cls(self.parameters(), lr=self.config.lr, momentum=self.config.momentum, weight_decay=self.config.weight_decay)
 
     def batches(self, matrix: sp.csr_matrix, generator: torch.Generator | None = None) -> Iterator[tuple]:
         """``sampling: pairs``: the contract's user batches; ``users``: the released epoch of
