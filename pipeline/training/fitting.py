@@ -64,7 +64,8 @@ def fit(params: dict, split: str, model_name: str, seed: int, data, out_dir, tag
     ``hyperbolic`` stage-1 embeddings, for tuned variants the ``tuned`` setting), announce it, and
     train it into ``out_dir``; returns (model, metrics).
 
-    Shared by the train, tune and embedding stages.
+    Shared by the train and tune stages (the embed stage exports a trained run's state: it builds
+    the model with :func:`build_model` and trains nothing).
     """
     side = {"data": data}
     if clusters is not None:
