@@ -287,10 +287,11 @@ def embed_command(params: dict, split: str, model: str) -> str:
 
 def embed_inputs(params: dict, split: str, model: str) -> list[str]:
     """What an embed job reads besides code: the prepared split (the graph), its source run's
-    model and, for a tuned model, the selected setting (the architecture the state fits)."""
+    model and, for a tuned model, the tune stage's folder (its ``selected.json``, the architecture
+    the state fits: the folder, the tune job's declared output, as for a train job)."""
     out = [p.format(split=split) for p in PREPARED] + [f"{RUN_DIR.format(**embed_source(params, split, model)._asdict())}/model.pt"]
     if is_tuned(params, model):
-        out.append(f"{TUNE_DIR.format(split=split, model=model)}/selected.json")
+        out.append(TUNE_DIR.format(split=split, model=model))
     return out
 
 

@@ -375,6 +375,11 @@ def test_the_embed_stage_exports_a_run_the_dag_trains_once(base):
     assert "--run runs/ml-1m_clean/hgcf-512/seed2 " in embed_command(params, "ml-1m_clean", "hgcf-512")
     params["experiments"].append({"splits": ["ml-1m_clean"], "models": ["lightgcn"], "seeds": [1, 2, 3]})
     assert trained_runs(params).count(Run("ml-1m_clean", "lightgcn", 2)) == 1
+    # a tuned embedding model's export reads the tune job's output folder (what Snakemake can
+    # trace to the tune rule), its command the selected setting in it
+    params["models"]["hgcf-512"]["grid"] = {"margin": [0.1, 0.2]}
+    assert "runs/ml-1m_clean/hgcf-512/tuning" in embed_inputs(params, "ml-1m_clean", "hgcf-512")
+    assert "--tuned runs/ml-1m_clean/hgcf-512/tuning/selected.json " in embed_command(params, "ml-1m_clean", "hgcf-512")
 
 
 def test_order_free_temporal_runs_reuse_the_clean_twin(base):
