@@ -114,3 +114,41 @@ def test_tune_selects_on_validation_and_train_uses_the_selection(data_dir, tmp_p
     again = tune(params, SPLIT, "diffrec", 3, str(data_dir), str(out))
     assert capsys.readouterr().out.count("already finished: kept") == 1
     assert again["hyper"] == {"lr": 0.03}
+
+
+def test_a_grid_made_with_other_params_code_or_inputs_starts_over(data_dir, tmp_path, capsys, monkeypatch):
+    """The folder survives a Snakemake rerun (update()), so the stage itself keeps finished points
+    only for the same code, params (the grid aside), inputs and seed, as its identity record says;
+    a folder without a record (made elsewhere) starts over too."""
+    import shutil
+
+    from pipeline.stages import tune as stage
+
+    monkeypatch.chdir(tmp_path)
+    params = params_with_grid({"lr": [1e-7, 0.02]})
+    out = tmp_path / "tuning"
+    tune(params, SPLIT, "diffrec", 3, str(data_dir), str(out))
+    record = tmp_path / "logs" / "tune" / SPLIT / "diffrec.grid-identity"
+    assert record.read_text() == stage.grid_identity(params, SPLIT, "diffrec", 3, str(data_dir), None)
+
+    def kept(p, data=str(data_dir), seed=3):
+        capsys.readouterr()
+        tune(p, SPLIT, "diffrec", seed, data, str(out))
+        text = capsys.readouterr().out
+        return text.count("already finished: kept"), "starting it over" in text
+
+    assert kept(params) == (2, False)
+    other = copy.deepcopy(params)
+    other["training"]["patience"] = 3
+    assert kept(other) == (0, True)
+    assert kept(other) == (2, False)  # the grid made under patience 3 is now the record's
+    copied = tmp_path / "copied"
+    shutil.copytree(data_dir, copied)
+    assert kept(other, data=str(copied)) == (2, False)  # the same bytes elsewhere: the same inputs
+    stats = json.loads((copied / "stats.json").read_text())
+    (copied / "stats.json").write_text(json.dumps({**stats, "note": "changed"}))
+    assert kept(other, data=str(copied)) == (0, True)
+    monkeypatch.setattr(stage, "job_code", lambda *a: ["pipeline/stages/train.py"])  # other code
+    assert kept(other, data=str(copied)) == (0, True)
+    record.unlink()
+    assert kept(other, data=str(copied)) == (0, True)

@@ -19,7 +19,12 @@ Outputs of ``runs/<split>/<variant>/tuning/``:
   which it copies instead of training it a second time.
 
 A killed tune stage loses nothing: finished points (metrics.json present and hyper.json equal
-to the point) are kept, and the interrupted one resumes from its own checkpoint.
+to the point) are kept, and the interrupted one resumes from its own checkpoint. That holds only
+for a folder made by the same job: the stage records what its points depend on (its code files,
+the params keys it reads other than the grid, its input files, the seed: :func:`grid_identity`)
+in ``logs/tune/<split>/<variant>.grid-identity`` and starts the grid over when the folder was
+made under another record, or under none. So the Snakemake rule keeps the folder on a rerun
+(``update()``), and a rerun after a change of code, params or data still trains every point anew.
 
 Before each point it trains, the stage prints ``grid point i/n`` and, once a point has been
 trained, the projected time for the points left (mean time of the points trained so far x points
@@ -28,18 +33,47 @@ left; an estimate: each point stops early or at its epoch cap on its own).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 import time
 from pathlib import Path
 
 import polars as pl
 
 from pipeline.config import ConfigError
-from pipeline.plan import grid_points
+from pipeline.plan import PACKAGE_DIR, PREPARED, grid_points, job_code, model_params
 from pipeline.data.dataset import load_interactions
 from pipeline.io import atomic_path, read_json, write_json
 from pipeline.training.fitting import fit, load_clusters
 from pipeline.training.selection import SELECTED_FILE, select
 from pipeline.training.trainer import format_duration
+
+IDENTITY_DIR = Path("logs") / "tune"  # beside the stage's log: outside the folder DVC tracks
+
+
+def grid_identity(params: dict, split: str, variant: str, seed: int, data_dir: str, clusters_dir: str | None) -> str:
+    """sha256 of what the grid's points depend on besides their own setting: the code the tune job
+    runs (:func:`pipeline.plan.job_code`), the params keys it reads (:func:`pipeline.plan.model_params`)
+    but the grid, the bytes of its input files (the prepared split, the clusters) and the seed."""
+    h = hashlib.sha256()
+    files = [(name, PACKAGE_DIR.parent / name) for name in job_code(params, "tune", variant)]
+    files += [(Path(p).name, Path(data_dir) / Path(p).name) for p in PREPARED]
+    embeddings = params["models"][variant].get("embeddings")
+    if clusters_dir is not None and embeddings is not None:
+        files.append(("clusters.parquet", Path(clusters_dir) / embeddings / "clusters.parquet"))
+    for name, path in files:
+        h.update(f"{name}\0{hashlib.sha256(path.read_bytes()).hexdigest()}\0".encode())
+    for key in model_params(params, split, variant):
+        if key == f"models.{variant}.grid":
+            continue  # each point is matched to its own setting (hyper.json)
+        value = params
+        for part in key.split("."):
+            value = value[part]
+        h.update(f"{key}\0{json.dumps(value, sort_keys=True, default=str)}\0".encode())
+    h.update(f"seed\0{int(seed)}".encode())
+    return h.hexdigest()
+
 
 def main(params: dict, split: str, variant: str, seed: int, data_dir: str, out_dir: str, clusters_dir: str | None = None) -> dict:
     points = grid_points(params, variant)
@@ -49,6 +83,15 @@ def main(params: dict, split: str, variant: str, seed: int, data_dir: str, out_d
     data = load_interactions(data_dir)
     clusters = load_clusters(params, variant, clusters_dir, data.n_items)
     seed = int(seed)
+    identity = grid_identity(params, split, variant, seed, data_dir, clusters_dir)
+    record = IDENTITY_DIR / split / f"{variant}.grid-identity"
+    if out.is_dir() and any(out.iterdir()) and (not record.is_file() or record.read_text() != identity):
+        print(f"[{split} {variant}] {out} holds a grid made with other code, params or inputs, or by an"
+              " unknown run: starting it over", flush=True)
+        shutil.rmtree(out)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(record) as tmp:
+        Path(tmp).write_text(identity)
     metric = params["training"]["select_metric"]
     results = []
     point_seconds = []  # wall time of each point trained by this process
