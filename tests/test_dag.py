@@ -30,13 +30,9 @@ def snakemake_jobs(env: dict | None = None) -> dict[str, dict]:
     jobs, current = {}, {}
     for line in out.splitlines():
         if m := re.match(r"^rule (\w+):$", line):
-            current = {"rule": m.group(1), "input": [], "output": [], "flagged": []}
+            current = {"rule": m.group(1), "input": [], "output": []}
         elif m := re.match(r"^\s+(input|output): (.*)$", line):
-            # a flagged file is printed with its flag, e.g. "runs/x/tuning (update)"
-            paths = [p.strip() for p in m.group(2).split(",")]
-            current[m.group(1)] = [re.sub(r" \([a-z ]+\)$", "", p) for p in paths]
-            if m.group(1) == "output":
-                current["flagged"] = [p for p in paths if p.endswith(" (update)")]
+            current[m.group(1)] = [p.strip() for p in m.group(2).split(",")]
         elif line.startswith("Shell command: "):
             cmd = line[len("Shell command: ") :].strip()
             if cmd != "None":  # target-only rules such as `all`
@@ -72,16 +68,6 @@ def test_same_commands(both):
     smk, dvc = both
     assert sorted(smk) == sorted(dvc)
     assert len(dvc) >= 4  # download, prepare, train, aggregate at the least
-
-
-def test_a_rerun_tune_job_keeps_its_finished_grid_points(both):
-    """Snakemake deletes a job's outputs before running it, a directory output whole, unless it is
-    flagged update(): the tune job's folder is, so a killed grid resumes (its finished points and
-    resume.pt stay) when Snakemake reruns the job."""
-    smk, _ = both
-    tune = [job for job in smk.values() if job["rule"] == "tune"]
-    assert tune and all(job["flagged"] == [f"{job['output'][0]} (update)"] for job in tune)
-    assert all(not job["flagged"] for job in smk.values() if job["rule"] != "tune")
 
 
 def test_same_inputs_and_outputs(both):

@@ -117,9 +117,9 @@ def test_tune_selects_on_validation_and_train_uses_the_selection(data_dir, tmp_p
 
 
 def test_a_grid_made_with_other_params_code_or_inputs_starts_over(data_dir, tmp_path, capsys, monkeypatch):
-    """The folder survives a Snakemake rerun (update()), so the stage itself keeps finished points
-    only for the same code, params (the grid aside), inputs and seed, as its identity record says;
-    a folder without a record (made elsewhere) starts over too."""
+    """Resumed by its own command, the stage keeps finished points only for the same code, params
+    (the grid aside), inputs and seed, as its identity record says; a folder without a record
+    (made elsewhere) starts over too."""
     import shutil
 
     from pipeline.stages import tune as stage

@@ -23,8 +23,9 @@ to the point) are kept, and the interrupted one resumes from its own checkpoint.
 for a folder made by the same job: the stage records what its points depend on (its code files,
 the params keys it reads other than the grid, its input files, the seed: :func:`grid_identity`)
 in ``logs/tune/<split>/<variant>.grid-identity`` and starts the grid over when the folder was
-made under another record, or under none. So the Snakemake rule keeps the folder on a rerun
-(``update()``), and a rerun after a change of code, params or data still trains every point anew.
+made under another record, or under none, so resuming by hand after a change of code, params or
+data still trains every point anew. (Snakemake and DVC delete the folder, a declared output,
+before they rerun the job: there a killed grid starts over; docs/pipeline.md.)
 
 Before each point it trains, the stage prints ``grid point i/n`` and, once a point has been
 trained, the projected time for the points left (mean time of the points trained so far x points

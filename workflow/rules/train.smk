@@ -8,10 +8,7 @@ rule tune:
         inputs=lambda w: plan.tune_inputs(config, run_of(w)),
         code=lambda w: code("tune", w.model),
     output:
-        # update(): Snakemake deletes a directory output before it reruns the job unless so flagged,
-        # which would throw away a killed grid's finished points and its resume.pt; the tune stage
-        # itself starts over when code, params or inputs changed (pipeline/stages/tune.py)
-        tuning=update(directory(plan.TUNE_DIR)),
+        tuning=directory(plan.TUNE_DIR),
     params:
         read=lambda w: dotted(plan.model_params(config, w.split, w.model)),
         cmd=lambda w: plan.tune_command(config, run_of(w)),
