@@ -229,6 +229,14 @@ def prepared_splits(params: dict) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def param_value(params: dict, key: str):
+    """The value of a dotted params key (``models.mf.grid``), as :func:`model_params` names them."""
+    value = params
+    for part in key.split("."):
+        value = value[part]
+    return value
+
+
 def model_params(params: dict, split: str, variant: str) -> list[str]:
     """The dotted params keys a train or tune job of ``variant`` on ``split`` reads: the class,
     the variant's defaults, the split's overrides, its grid and embeddings where present, its

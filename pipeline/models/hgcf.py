@@ -83,8 +83,8 @@ through scipy (:class:`pipeline.models.layers.SparseOperator`); G is not symmetr
 pass multiplies by G^T. With the speed switch on (``training.fast``) and the released triples
 (``sampling: users``), the loss, the propagation and the optimiser step run through
 ``pipeline/models/fast/hgcf.py`` (torch's CSR products on both threads, the maps, the margin loss
-and Riemannian SGD with their arithmetic written out): the same function up to float32 rounding. The pair batches keep this file's
-computation, so the committed 64-d runs reproduce bit for bit.
+and Riemannian SGD with their arithmetic written out): the same function up to float32 rounding.
+The pair batches keep this file's computation, so the committed 64-d runs reproduce bit for bit.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.config import ConfigError
-from pipeline.plan import PACKAGE_DIR, PREPARED, grid_points, job_code, model_params
+from pipeline.plan import PACKAGE_DIR, PREPARED, grid_points, job_code, model_params, param_value
 from pipeline.data.dataset import load_interactions
 from pipeline.io import atomic_path, read_json, write_json
 from pipeline.training.fitting import fit, load_clusters
@@ -68,10 +68,7 @@ def grid_identity(params: dict, split: str, variant: str, seed: int, data_dir: s
     for key in model_params(params, split, variant):
         if key == f"models.{variant}.grid":
             continue  # each point is matched to its own setting (hyper.json)
-        value = params
-        for part in key.split("."):
-            value = value[part]
-        h.update(f"{key}\0{json.dumps(value, sort_keys=True, default=str)}\0".encode())
+        h.update(f"{key}\0{json.dumps(param_value(params, key), sort_keys=True, default=str)}\0".encode())
     h.update(f"seed\0{int(seed)}".encode())
     return h.hexdigest()
 
@@ -90,7 +87,6 @@ def main(params: dict, split: str, variant: str, seed: int, data_dir: str, out_d
         print(f"[{split} {variant}] {out} holds a grid made with other code, params or inputs, or by an"
               " unknown run: starting it over", flush=True)
         shutil.rmtree(out)
-    record.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(record) as tmp:
         Path(tmp).write_text(identity)
     metric = params["training"]["select_metric"]

@@ -41,10 +41,4 @@ def run_of(w):
 
 def dotted(keys):
     """{dotted params key: its value}: a job's params, so Snakemake reruns it when one changes."""
-    out = {}
-    for key in keys:
-        value = config
-        for part in key.split("."):
-            value = value[part]
-        out[key] = value
-    return out
+    return {key: plan.param_value(config, key) for key in keys}
