@@ -245,7 +245,7 @@ def expmap_transp_(x: torch.Tensor, step: torch.Tensor, buffer: torch.Tensor) ->
     the Euclidean gradient, not a tangent vector). ``step`` is overwritten."""
     col = lambda t: t.unsqueeze(1)  # noqa: E731  a per-row scalar as a column
     step.addcmul_(x, col(_inner(x, step)))  # proju
-    n = torch.sqrt(torch.clamp_min(_inner(step, step), NORM2_FLOOR)).unsqueeze(1)
+    n = _tangent_norm(step)
     y = x * torch.cosh(n)
     y.addcmul_(step, torch.sinh(n) / n)
     y[:, 0] = torch.sqrt(1.0 + torch.linalg.vector_norm(y[:, 1:], dim=1) ** 2)  # projx
