@@ -904,3 +904,129 @@ def test_hgcf_triples_of_both_paths_agree_in_float32():
     model._cache = None
     plain_scores = readable(model.scores, None, users)
     assert (quick_scores - plain_scores).abs().max().item() <= 2 * bound(n, plain_scores.abs().max().item())
+
+
+# --------------------------------------------------------------------------------------------
+# LightGCN (pipeline/models/fast/lightgcn.py): the graph products through torch's CSR kernel and
+# the BPR loss's gradient as one sparse product; MF (no layers) keeps the readable path
+
+
+def lightgcn_setup(model_class: str = "lightgcn", size: int = 16, n_users: int = 30, n_items: int = 40, dtype=torch.float32):
+    """A LightGCN (or MF) on a random train matrix, its embeddings moved off the initialisation,
+    and every user as one batch."""
+    import scipy.sparse as sp
+
+    from pipeline.data.dataset import InteractionData
+    from pipeline.models.lightgcn import LightGCN, LightGCNConfig
+    from pipeline.models.mf import MF, MFConfig
+
+    train = sp.csr_matrix((np.random.default_rng(0).random((n_users, n_items)) < 0.25).astype(np.float32))
+    empty = sp.csr_matrix((n_users, n_items), dtype=np.float32)
+    data = InteractionData(n_users=n_users, n_items=n_items, train=train, valid=empty, test=empty, train_rank=train)
+    torch.manual_seed(0)
+    if model_class == "mf":
+        model = MF(MFConfig(emb_size=size, reg_weight=0.1), n_users, n_items, data=data)
+    else:
+        model = LightGCN(LightGCNConfig(emb_size=size, reg_weight=0.1), n_users, n_items, data=data)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        model.user_embedding.weight.copy_(torch.randn(n_users, size, generator=g))
+        model.item_embedding.weight.copy_(torch.randn(n_items, size, generator=g))
+    return model.to(dtype), np.arange(n_users), train
+
+
+def lightgcn_loss_and_grads(model, users) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    model.zero_grad()
+    torch.manual_seed(5)  # the same negatives on both paths
+    loss = model.loss(None, users)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_lightgcn_fast_path_runs_only_with_layers_and_the_switch_on(monkeypatch):
+    """MF (LightGCN with no layers) and every model with the switch off take the readable path:
+    nothing of the fast module runs; LightGCN with the switch on takes it."""
+    from pipeline.models.fast import lightgcn as L
+
+    calls = []
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("fast path called")
+
+    for name in ("bpr_loss", "layer_mean"):
+        monkeypatch.setattr(L, name, refuse)
+    model, users, _ = lightgcn_setup("mf")
+    lightgcn_loss_and_grads(model, users)
+    model.scores(None, users)
+    model, users, _ = lightgcn_setup()
+    readable(lightgcn_loss_and_grads, model, users)
+    readable(model.scores, None, users)
+    monkeypatch.setattr(L, "layer_mean", lambda *args: calls.append("layer_mean") or refuse())
+    model._cache = None  # the readable path's propagation, cached for unchanged weights
+    with pytest.raises(AssertionError):
+        model.scores(None, users)
+    assert calls == ["layer_mean"]
+
+
+def test_lightgcn_fast_loss_is_the_model_loss_in_float64():
+    """The same function: in float64 the fast path's loss and gradients equal, to 1e-12 of the
+    largest entry, the model's formula written out with a dense A~ and autograd (the readable
+    path's scipy products are float32 whatever the input's type), on the same negatives."""
+    from pipeline.models.fast import lightgcn as L
+
+    model, users, _ = lightgcn_setup(dtype=torch.float64)
+    torch.manual_seed(5)
+    u, p, n = model.sample_pairs(users)
+    a = torch.from_numpy(model.adjacency.cpu.toarray()).double()
+    weights = (model.user_embedding.weight, model.item_embedding.weight)
+
+    def written_out(w_u, w_i):
+        ego = torch.cat([w_u, w_i])
+        final = (ego + a @ ego + a @ (a @ ego) + a @ (a @ (a @ ego))) / 4
+        f_u, f_i = final[: model.n_users], final[model.n_users :]
+        bpr = torch.nn.functional.softplus((f_u[u] * f_i[n]).sum(1) - (f_u[u] * f_i[p]).sum(1)).mean()
+        reg = 0.5 * (w_u[u].pow(2).sum() + w_i[p].pow(2).sum() + w_i[n].pow(2).sum()) / len(u)
+        return bpr + model.config.reg_weight * reg
+
+    def fast_loss(w_u, w_i):
+        final = L.layer_mean(torch.cat([w_u, w_i]), model._csr, 3)
+        return L.bpr_loss(final, w_u, w_i, u, p, n, model.config.reg_weight)
+
+    model._fast_final()  # builds model._csr in float64
+    plain = [w.detach().clone().requires_grad_() for w in weights]
+    quick = [w.detach().clone().requires_grad_() for w in weights]
+    plain_loss, quick_loss = written_out(*plain), fast_loss(*quick)
+    plain_loss.backward()
+    quick_loss.backward()
+    assert model.config.n_layers == 3
+    assert abs(quick_loss.item() - plain_loss.item()) <= 1e-12 * abs(plain_loss.item())
+    for a_, b_ in zip(plain, quick):
+        assert a_.grad.abs().max() > 0
+        assert (b_.grad - a_.grad).abs().max().item() <= 1e-12 * a_.grad.abs().max().item()
+
+
+def test_lightgcn_paths_agree_in_float32_and_the_fast_one_repeats_bit_for_bit():
+    """float32: loss, gradients and scores of both paths within the rounding bound (n: the longest
+    sum, the pairs of the batch); the fast path gives the same bits again and with 1 or 2 threads."""
+    model, users, _ = lightgcn_setup(size=32)
+    quick_loss, quick = lightgcn_loss_and_grads(model, users)
+    plain_loss, plain = readable(lightgcn_loss_and_grads, model, users)
+    n = int(model._indptr[-1])
+    assert (quick_loss - plain_loss).abs().item() <= 2 * bound(n, plain_loss.abs().item())
+    for name in plain:
+        assert (quick[name] - plain[name]).abs().max().item() <= 2 * bound(n, plain[name].abs().max().item()), name
+    quick_scores = model.scores(None, users).clone()
+    model._cache = None
+    plain_scores = readable(model.scores, None, users)
+    model._cache = None
+    assert (quick_scores - plain_scores).abs().max().item() <= 2 * bound(n, plain_scores.abs().max().item())
+    previous = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 1, 2):
+            torch.set_num_threads(threads)
+            again_loss, again = lightgcn_loss_and_grads(model, users)
+            assert torch.equal(again_loss, quick_loss) and all(torch.equal(again[k], quick[k]) for k in quick)
+            model._cache = None
+            assert torch.equal(model.scores(None, users), quick_scores)
+    finally:
+        torch.set_num_threads(previous)

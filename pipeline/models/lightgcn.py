@@ -24,6 +24,9 @@ Differences from the released code: batches are groups of users (all their pairs
 A~ is a :class:`pipeline.models.layers.SparseOperator`, the graph product HGCF and TV-Diff use
 too: scipy's CSR kernel on the CPU (deterministic), torch's sparse CSR product elsewhere; its
 backward pass multiplies by A~^T, which for this symmetric matrix is A~ itself, bit for bit.
+With the speed switch on (``training.fast``) the products run through torch's CSR kernel on both
+threads and the loss's gradient is one sparse product (``pipeline/models/fast/lightgcn.py``): the
+same function, rounded differently. MF (no layers) keeps this file's path either way.
 """
 
 from __future__ import annotations
@@ -38,8 +41,10 @@ from torch import nn
 
 from pipeline.data.dataset import InteractionData
 from pipeline.models import checks as c
+from pipeline.models import fast
 from pipeline.models.base import Recommender
-from pipeline.models.layers import SparseOperator
+from pipeline.models.fast import lightgcn as fast_lightgcn
+from pipeline.models.layers import SparseOperator, to_torch_csr
 
 MAX_RESAMPLE_ROUNDS = 20  # rejection rounds for negatives, then a direct draw from the complement
 INIT_STD = 0.1  # LightGCN-PyTorch initialises the embeddings with N(0, 0.1^2)
@@ -111,6 +116,7 @@ class LightGCN(Recommender, key="lightgcn"):
         self._train_keys = torch.from_numpy(rows * n_items + train.indices.astype(np.int64))  # sorted
         self._gap_keys: torch.Tensor | None = None  # built on first need by _complement_draw
         self._cache: tuple | None = None
+        self._csr: torch.Tensor | None = None  # the fast path's A~ as a torch CSR tensor
 
     # ------------------------------------------------------------------ contract
 
@@ -121,6 +127,9 @@ class LightGCN(Recommender, key="lightgcn"):
         pair_users, pos, neg = self.sample_pairs(users)
         device = self.user_embedding.weight.device
         pair_users, pos, neg = pair_users.to(device), pos.to(device), neg.to(device)
+        if self._fast() and len(pair_users) > 0:
+            return fast_lightgcn.bpr_loss(self._fast_final(), self.user_embedding.weight, self.item_embedding.weight,
+                                          pair_users, pos, neg, self.config.reg_weight)
         user_final, item_final = self.propagate()
         if len(pair_users) == 0:  # no train interaction in this batch: a zero that still backpropagates
             return (user_final.sum() + item_final.sum()) * 0.0
@@ -153,6 +162,9 @@ class LightGCN(Recommender, key="lightgcn"):
     # ------------------------------------------------------------------ internals
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean of the layer embeddings 0..L: (users (U, d), items (I, d))."""
+        if self._fast():
+            final = self._fast_final()
+            return final[: self.n_users], final[self.n_users :]
         ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight], dim=0)
         total, layer = ego, ego
         for _ in range(self.config.n_layers):
@@ -160,6 +172,18 @@ class LightGCN(Recommender, key="lightgcn"):
             total = total + layer
         final = total / (self.config.n_layers + 1)
         return final[: self.n_users], final[self.n_users :]
+
+    def _fast(self) -> bool:
+        """Whether this model takes ``pipeline/models/fast/lightgcn.py``: the speed switch on and
+        graph layers to propagate through (MF, LightGCN with none, keeps the readable path)."""
+        return fast.enabled() and self.config.n_layers > 0
+
+    def _fast_final(self) -> torch.Tensor:
+        """``propagate()`` through the fast path's CSR products, users and items stacked."""
+        ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight], dim=0)
+        if self._csr is None or self._csr.device != ego.device or self._csr.dtype != ego.dtype:
+            self._csr = to_torch_csr(self.adjacency.cpu).to(device=ego.device, dtype=ego.dtype)
+        return fast_lightgcn.layer_mean(ego, self._csr, self.config.n_layers)
 
     def _propagated_cached(self) -> tuple[torch.Tensor, torch.Tensor]:
         """propagate() without gradients, reused while the weights are unchanged (evaluation
