@@ -1,7 +1,7 @@
 """CPU speed-ups of the diffusion models, kept apart from the readable model files, behind one switch.
 
 The model files (``pipeline/models/diffrec.py`` and the models built on its denoiser: T-DiffRec,
-L-DiffRec, LT-DiffRec; ``pipeline/models/tvdiff.py``; ``pipeline/models/hdrm.py``; ``pipeline/models/hgcf.py``) are written
+L-DiffRec, LT-DiffRec; ``pipeline/models/tvdiff.py``; ``pipeline/models/hdrm.py``; ``pipeline/models/hgcf.py``; ``pipeline/models/lightgcn.py``) are written
 with plain torch operations, in the order of the paper and the released code. This package holds faster ways to compute the same quantities:
 
 * ``linear``: the dense float32 products through oneDNN's kernels, optionally with a weight
@@ -16,6 +16,8 @@ with plain torch operations, in the order of the paper and the released code. Th
 * ``hgcf``: HDRM's stage 1 on the released triples (``sampling: users``): the graph products
   through torch's CSR kernel (both threads) and the margin loss with its gradient written out
   (the pair batches of the committed 64-d runs keep the readable path).
+* ``lightgcn``: LightGCN's graph products through torch's CSR kernel and its BPR gradient as one
+  sparse product (MF, LightGCN without layers, keeps the readable path).
 
 The switch: params.yaml ``training.fast`` (default true), read into
 ``pipeline.config.TrainingConfig.fast``; ``pipeline.training.fitting.build_model`` sets it for the
