@@ -943,38 +943,40 @@ def lightgcn_loss_and_grads(model, users) -> tuple[torch.Tensor, dict[str, torch
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
-def test_lightgcn_fast_path_runs_only_with_layers_and_the_switch_on(monkeypatch):
-    """MF (LightGCN with no layers) and every model with the switch off take the readable path:
-    nothing of the fast module runs; LightGCN with the switch on takes it."""
+def test_lightgcn_fast_path_runs_only_with_the_switch_on_and_mf_takes_only_its_loss(monkeypatch):
+    """With the switch off nothing of the fast module runs; with it on, LightGCN takes its products
+    and its loss, MF (no layers) its loss only."""
     from pipeline.models.fast import lightgcn as L
 
     calls = []
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("fast path called")
-
-    for name in ("bpr_loss", "layer_mean"):
-        monkeypatch.setattr(L, name, refuse)
+    real = {name: getattr(L, name) for name in ("bpr_loss", "layer_mean")}
+    for name in real:
+        monkeypatch.setattr(L, name, lambda *args, _name=name: calls.append(_name) or real[_name](*args))
+    for model_class in ("lightgcn", "mf"):
+        model, users, _ = lightgcn_setup(model_class)
+        readable(lightgcn_loss_and_grads, model, users)
+        readable(model.scores, None, users)
+        assert calls == []
+        model._cache = None  # the readable path's propagation, cached for unchanged weights
     model, users, _ = lightgcn_setup("mf")
     lightgcn_loss_and_grads(model, users)
     model.scores(None, users)
+    assert calls == ["bpr_loss"]
+    calls.clear()
     model, users, _ = lightgcn_setup()
-    readable(lightgcn_loss_and_grads, model, users)
-    readable(model.scores, None, users)
-    monkeypatch.setattr(L, "layer_mean", lambda *args: calls.append("layer_mean") or refuse())
-    model._cache = None  # the readable path's propagation, cached for unchanged weights
-    with pytest.raises(AssertionError):
-        model.scores(None, users)
-    assert calls == ["layer_mean"]
+    lightgcn_loss_and_grads(model, users)
+    assert calls == ["layer_mean", "bpr_loss"]
+    model.scores(None, users)
+    assert calls == ["layer_mean", "bpr_loss", "layer_mean"]
 
 
-def test_lightgcn_fast_loss_is_the_model_loss_in_float64():
+@pytest.mark.parametrize("model_class", ["lightgcn", "mf"])
+def test_lightgcn_fast_loss_is_the_model_loss_in_float64(model_class):
     """The same function: in float64 the fast path's loss and gradients equal, to 1e-12 of the
     largest entry, the model's formula written out with a dense A~ and autograd (the readable
-    path's scipy products are float32 whatever the input's type), on the same negatives."""
-    from pipeline.models.fast import lightgcn as L
-
-    model, users, _ = lightgcn_setup(dtype=torch.float64)
+    path's scipy products are float32 whatever the input's type), on the same negatives; MF's
+    final embeddings are its ego tables."""
+    model, users, _ = lightgcn_setup(model_class, dtype=torch.float64)
     torch.manual_seed(5)
     u, p, n = model.sample_pairs(users)
     a = torch.from_numpy(model.adjacency.cpu.toarray()).double()
@@ -982,33 +984,31 @@ def test_lightgcn_fast_loss_is_the_model_loss_in_float64():
 
     def written_out(w_u, w_i):
         ego = torch.cat([w_u, w_i])
-        final = (ego + a @ ego + a @ (a @ ego) + a @ (a @ (a @ ego))) / 4
+        final = (ego + a @ ego + a @ (a @ ego) + a @ (a @ (a @ ego))) / 4 if model_class == "lightgcn" else ego
         f_u, f_i = final[: model.n_users], final[model.n_users :]
         bpr = torch.nn.functional.softplus((f_u[u] * f_i[n]).sum(1) - (f_u[u] * f_i[p]).sum(1)).mean()
         reg = 0.5 * (w_u[u].pow(2).sum() + w_i[p].pow(2).sum() + w_i[n].pow(2).sum()) / len(u)
         return bpr + model.config.reg_weight * reg
 
-    def fast_loss(w_u, w_i):
-        final = L.layer_mean(torch.cat([w_u, w_i]), model._csr, 3)
-        return L.bpr_loss(final, w_u, w_i, u, p, n, model.config.reg_weight)
-
-    model._fast_final()  # builds model._csr in float64
     plain = [w.detach().clone().requires_grad_() for w in weights]
-    quick = [w.detach().clone().requires_grad_() for w in weights]
-    plain_loss, quick_loss = written_out(*plain), fast_loss(*quick)
+    plain_loss = written_out(*plain)
+    model.zero_grad()
+    torch.manual_seed(5)  # the same negatives
+    quick_loss = model.loss(None, users)
     plain_loss.backward()
     quick_loss.backward()
-    assert model.config.n_layers == 3
+    quick = [model.user_embedding.weight, model.item_embedding.weight]
     assert abs(quick_loss.item() - plain_loss.item()) <= 1e-12 * abs(plain_loss.item())
     for a_, b_ in zip(plain, quick):
         assert a_.grad.abs().max() > 0
         assert (b_.grad - a_.grad).abs().max().item() <= 1e-12 * a_.grad.abs().max().item()
 
 
-def test_lightgcn_paths_agree_in_float32_and_the_fast_one_repeats_bit_for_bit():
+@pytest.mark.parametrize("model_class", ["lightgcn", "mf"])
+def test_lightgcn_paths_agree_in_float32_and_the_fast_one_repeats_bit_for_bit(model_class):
     """float32: loss, gradients and scores of both paths within the rounding bound (n: the longest
     sum, the pairs of the batch); the fast path gives the same bits again and with 1 or 2 threads."""
-    model, users, _ = lightgcn_setup(size=32)
+    model, users, _ = lightgcn_setup(model_class, size=32)
     quick_loss, quick = lightgcn_loss_and_grads(model, users)
     plain_loss, plain = readable(lightgcn_loss_and_grads, model, users)
     n = int(model._indptr[-1])

@@ -26,7 +26,7 @@ too: scipy's CSR kernel on the CPU (deterministic), torch's sparse CSR product e
 backward pass multiplies by A~^T, which for this symmetric matrix is A~ itself, bit for bit.
 With the speed switch on (``training.fast``) the products run through torch's CSR kernel on both
 threads and the loss's gradient is one sparse product (``pipeline/models/fast/lightgcn.py``): the
-same function, rounded differently. MF (no layers) keeps this file's path either way.
+same function, rounded differently. MF (no layers) takes the loss's fast path too.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ class LightGCN(Recommender, key="lightgcn"):
         pair_users, pos, neg = self.sample_pairs(users)
         device = self.user_embedding.weight.device
         pair_users, pos, neg = pair_users.to(device), pos.to(device), neg.to(device)
-        if self._fast() and len(pair_users) > 0:
+        if fast.enabled() and len(pair_users) > 0:
             return fast_lightgcn.bpr_loss(self._fast_final(), self.user_embedding.weight, self.item_embedding.weight,
                                           pair_users, pos, neg, self.config.reg_weight)
         user_final, item_final = self.propagate()
@@ -174,13 +174,16 @@ class LightGCN(Recommender, key="lightgcn"):
         return final[: self.n_users], final[self.n_users :]
 
     def _fast(self) -> bool:
-        """Whether this model takes ``pipeline/models/fast/lightgcn.py``: the speed switch on and
-        graph layers to propagate through (MF, LightGCN with none, keeps the readable path)."""
+        """Whether the propagation takes ``pipeline/models/fast/lightgcn.py``'s CSR products: the
+        speed switch on and graph layers to propagate through (the loss's fast path needs only the
+        switch)."""
         return fast.enabled() and self.config.n_layers > 0
 
     def _fast_final(self) -> torch.Tensor:
-        """``propagate()`` through the fast path's CSR products, users and items stacked."""
+        """``propagate()`` on the fast path, users and items stacked (no layers: the ego tables)."""
         ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight], dim=0)
+        if self.config.n_layers == 0:
+            return ego
         if self._csr is None or self._csr.device != ego.device or self._csr.dtype != ego.dtype:
             self._csr = to_torch_csr(self.adjacency.cpu).to(device=ego.device, dtype=ego.dtype)
         return fast_lightgcn.layer_mean(ego, self._csr, self.config.n_layers)

@@ -15,7 +15,8 @@ of layer 0 alone is the ego embedding. So ``MF`` subclasses ``LightGCN`` and reu
 and negative sampler (every train interaction of the batch's users is one pair, one negative
 drawn uniformly among the user's non-train items, vectorised, torch's global generator), its
 loss, scoring and parameter layout; the only override is :meth:`propagate`, which returns the
-embedding tables directly (no concatenation, no graph product). The Config has no ``n_layers``
+embedding tables directly (no concatenation, no graph product). With ``training.fast`` the loss
+takes LightGCN's fast path (its gradient as one sparse product, ``pipeline/models/fast/lightgcn.py``). The Config has no ``n_layers``
 (a class constant 0). The parent still builds the (unused) normalised graph at construction.
 
 Differences from the BPR paper / RecBole's BPR: Adam instead of SGD (LightGCN's and RecBole's

@@ -1,11 +1,11 @@
 """LightGCN's fast path: the graph products through torch's CSR kernel and the BPR loss with its
 gradient written out as one sparse product.
 
-Used by ``pipeline/models/lightgcn.py`` (``LightGCN.propagate`` and ``LightGCN.loss``) only while
-the switch of ``pipeline/models/fast`` is on and the model has graph layers: MF (LightGCN with no
-layers, ``pipeline/models/mf.py``) keeps the readable path, so its committed runs and grids stay
-bit for bit. ``tests/test_fast_paths.py`` checks that both paths compute the same function
-(float64: to 1e-12) and agree in float32 within a rounding bound. What each trick does:
+Used by ``pipeline/models/lightgcn.py`` (``LightGCN.propagate`` and ``LightGCN.loss``) while the
+switch of ``pipeline/models/fast`` is on: the loss by LightGCN and by MF (LightGCN with no layers,
+``pipeline/models/mf.py``, whose final embeddings are the ego tables), the products by LightGCN.
+``tests/test_fast_paths.py`` checks that both paths compute the same function (float64: to 1e-12)
+and agree in float32 within a rounding bound. What each trick does:
 
 * **Graph products through torch's CSR kernel** (:class:`SymmetricCSRProduct`): A~ @ X on both
   threads instead of scipy's single-threaded product. A~ = D^-1/2 A D^-1/2 is symmetric, so the
@@ -24,6 +24,8 @@ bit for bit. ``tests/test_fast_paths.py`` checks that both paths compute the sam
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 
@@ -71,7 +73,9 @@ class BPRLoss(torch.autograd.Function):
         cols = torch.cat([neg, pos, users, users])
         values = torch.cat([g, -g, g, -g])
         n = final.shape[0]
-        m = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n, n), check_invariants=False).coalesce().to_sparse_csr()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            m = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n, n), check_invariants=False).coalesce().to_sparse_csr()
         return m @ final, None, None, None
 
 
