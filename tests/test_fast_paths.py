@@ -862,7 +862,7 @@ def test_hgcf_triple_loss_is_the_readable_loss_in_float64():
 def test_hgcf_csr_product_is_the_dense_product_and_repeats_bit_for_bit():
     """G @ X through torch's CSR kernel: the dense product in float64 (to 1e-12), and in float32
     the same bits on every call and with 1 or 2 threads (each row sums its nonzeros in one order)."""
-    from pipeline.models.fast import hgcf as H
+    from pipeline.models.fast.graph import CSRProduct
     from pipeline.models.layers import row_normalized_adjacency, to_torch_csr
     import scipy.sparse as sp
 
@@ -871,7 +871,7 @@ def test_hgcf_csr_product_is_the_dense_product_and_repeats_bit_for_bit():
     a, a_t = to_torch_csr(g), to_torch_csr(g.T.tocsr())
     dense = torch.from_numpy(g.toarray()).double()
     x = torch.randn(g.shape[0], 64, dtype=torch.float64, requires_grad=True)
-    out = H.CSRProduct.apply(a.double(), a_t.double(), x)
+    out = CSRProduct.apply(a.double(), a_t.double(), x)
     assert ((out - dense @ x).abs() <= 1e-12 * (dense.abs() @ x.abs())).all()
     grad = torch.randn_like(out)
     out.backward(grad)

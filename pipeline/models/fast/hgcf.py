@@ -10,8 +10,9 @@ that both agree (float64: to 1e-12; float32: within a rounding bound). The pair 
 committed 64-d runs (``sampling: pairs``) keep the readable path, so those runs reproduce bit for
 bit. What each trick does:
 
-* **Graph products through torch's CSR kernel** (:class:`CSRProduct`): G @ X and, for the
-  backward pass, G^T @ X, with both threads, instead of scipy's single-threaded product. Each
+* **Graph products through torch's CSR kernel** (:class:`CSRProduct` of
+  ``pipeline/models/fast/graph.py``): G @ X and, for the backward pass, G^T @ X, with both
+  threads, instead of scipy's single-threaded product. Each
   output row sums its row's nonzeros in the same order on every call and thread count
   (``tests/test_fast_paths.py`` checks repeat and 1- vs 2-thread equality); it rounds differently
   from scipy (the sum's order within a row is the kernel's).
@@ -44,6 +45,7 @@ import warnings
 
 import torch
 
+from pipeline.models.fast.graph import CSRProduct
 from pipeline.models.lorentz import SQDIST_CLAMP, arcosh, geoopt
 
 # geoopt's arcosh: sqrt(clamp_min(z^2 - 1, ARCOSH_FLOOR)) (pipeline.models.lorentz.arcosh)
@@ -51,20 +53,6 @@ ARCOSH_FLOOR = 1e-15
 # geoopt's Minkowski norm of a tangent vector: sqrt(clamp_min(<v, v>_L, NORM2_FLOOR))
 NORM2_FLOOR = 1e-8
 NORM_FLOOR = NORM2_FLOOR**0.5
-
-
-class CSRProduct(torch.autograd.Function):
-    """``a @ x`` for a fixed torch sparse CSR matrix ``a``, its gradient ``a_t @ grad`` with the
-    transpose ``a_t`` stored as CSR too."""
-
-    @staticmethod
-    def forward(ctx, a: torch.Tensor, a_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        ctx.a_t = a_t
-        return a @ x
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return None, None, ctx.a_t @ grad.contiguous()
 
 
 def _spatial_norm(x: torch.Tensor) -> torch.Tensor:

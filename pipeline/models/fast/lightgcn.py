@@ -7,9 +7,9 @@ switch of ``pipeline/models/fast`` is on: the loss by LightGCN and by MF (LightG
 ``tests/test_fast_paths.py`` checks that both paths compute the same function (float64: to 1e-12)
 and agree in float32 within a rounding bound. What each trick does:
 
-* **Graph products through torch's CSR kernel** (:class:`SymmetricCSRProduct`): A~ @ X on both
-  threads instead of scipy's single-threaded product. A~ = D^-1/2 A D^-1/2 is symmetric, so the
-  backward pass multiplies by A~ again. Each output row sums its row's nonzeros in one order on
+* **Graph products through torch's CSR kernel** (:class:`CSRProduct` of
+  ``pipeline/models/fast/graph.py``): A~ @ X on both threads instead of scipy's single-threaded
+  product. A~ = D^-1/2 A D^-1/2 is symmetric, so the backward pass multiplies by A~ again. Each output row sums its row's nonzeros in one order on
   every call and thread count (the test checks repeat and 1- vs 2-thread equality); it rounds
   differently from scipy (the order of a row's sum is the kernel's).
 * **The BPR loss with its gradient written out** (:class:`BPRLoss`): the forward pass is the
@@ -29,18 +29,7 @@ import warnings
 
 import torch
 
-
-class SymmetricCSRProduct(torch.autograd.Function):
-    """``a @ x`` for a fixed symmetric torch sparse CSR matrix ``a``; its gradient is ``a @ grad``."""
-
-    @staticmethod
-    def forward(ctx, a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        ctx.a = a
-        return a @ x
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return None, ctx.a @ grad.contiguous()
+from pipeline.models.fast.graph import CSRProduct
 
 
 def layer_mean(ego: torch.Tensor, a: torch.Tensor, n_layers: int) -> torch.Tensor:
@@ -48,7 +37,7 @@ def layer_mean(ego: torch.Tensor, a: torch.Tensor, n_layers: int) -> torch.Tenso
     ``LightGCN.propagate``'s sum, in its order, with the products through the CSR kernel)."""
     total, layer = ego, ego
     for _ in range(n_layers):
-        layer = SymmetricCSRProduct.apply(a, layer)
+        layer = CSRProduct.apply(a, a, layer)  # A~ is its own transpose
         total = total + layer
     return total / (n_layers + 1)
 
