@@ -17,7 +17,7 @@ with plain torch operations, in the order of the paper and the released code. Th
   through torch's CSR kernel (both threads) and the margin loss with its gradient written out
   (the pair batches of the committed 64-d runs keep the readable path).
 * ``lightgcn``: LightGCN's graph products through torch's CSR kernel and its BPR gradient as one
-  sparse product (MF, LightGCN without layers, keeps the readable path).
+  sparse product (the loss for MF, LightGCN without layers, too).
 
 The switch: params.yaml ``training.fast`` (default true), read into
 ``pipeline.config.TrainingConfig.fast``; ``pipeline.training.fitting.build_model`` sets it for the

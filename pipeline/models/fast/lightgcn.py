@@ -9,9 +9,10 @@ and agree in float32 within a rounding bound. What each trick does:
 
 * **Graph products through torch's CSR kernel** (:class:`CSRProduct` of
   ``pipeline/models/fast/graph.py``): A~ @ X on both threads instead of scipy's single-threaded
-  product. A~ = D^-1/2 A D^-1/2 is symmetric, so the backward pass multiplies by A~ again. Each output row sums its row's nonzeros in one order on
-  every call and thread count (the test checks repeat and 1- vs 2-thread equality); it rounds
-  differently from scipy (the order of a row's sum is the kernel's).
+  product. A~ = D^-1/2 A D^-1/2 is symmetric, so the backward pass multiplies by A~ again. Each
+  output row sums its row's nonzeros in one order on every call and thread count (the test checks
+  repeat and 1- vs 2-thread equality); it rounds differently from scipy (the order of a row's sum
+  is the kernel's).
 * **The BPR loss with its gradient written out** (:class:`BPRLoss`): the forward pass is the
   readable one (the pairs' rows gathered, x = <u, n> - <u, p>, mean softplus). Its gradient is,
   with g = sigmoid(x) / P per pair, sum g (n - p) for a user and -g u (positive) or +g u
