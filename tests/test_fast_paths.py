@@ -240,13 +240,21 @@ def test_loss_and_gradients_of_both_paths_agree(overrides):
         assert (quick[name] - plain[name]).abs().max().item() <= 2 * bound(n, scale), name
 
 
+def ldiffrec_config(**overrides) -> LDiffRecConfig:
+    values = dict(lr_ae=1e-3, lr_denoiser=1e-3, weight_decay=0.0, batch_size=16, epochs=10, n_clusters=2, latent_size=20,
+                  ae_dropout=0.0, emb_size=10, dims=[30], denoiser_dropout=0.5, mean_type="x0", schedule="linear-var",
+                  steps=10, noise_scale=0.1, noise_min=0.001, noise_max=0.02, max_beta=0.999, beta_fixed=False, reweight=True,
+                  sampling_steps=0, history_num_per_term=2, uniform_prob=0.001, lamda=0.03, lamda_floor=0.005,
+                  lamda_anneal_epochs=5, kl_weight_max=0.3, kl_anneal_batches=3, temporal=False, w_min=0.1, w_max=1.0)
+    values.update(overrides)
+    return LDiffRecConfig(**values)
+
+
 def test_ldiffrec_loss_and_gradients_of_both_paths_agree():
-    """L-DiffRec shares the denoiser; there its input (the latent) needs a gradient too."""
-    cfg = LDiffRecConfig(lr_ae=1e-3, lr_denoiser=1e-3, weight_decay=0.0, batch_size=16, epochs=10, n_clusters=2, latent_size=20,
-                         ae_dropout=0.1, emb_size=10, dims=[30], denoiser_dropout=0.5, mean_type="x0", schedule="linear-var",
-                         steps=10, noise_scale=0.1, noise_min=0.001, noise_max=0.02, max_beta=0.999, beta_fixed=False, reweight=True,
-                         sampling_steps=0, history_num_per_term=2, uniform_prob=0.001, lamda=0.03, lamda_floor=0.005,
-                         lamda_anneal_epochs=5, kl_weight_max=0.3, kl_anneal_batches=3, temporal=False, w_min=0.1, w_max=1.0)
+    """L-DiffRec shares the denoiser; there its input (the latent) needs a gradient too. Its
+    encoders take the sparse first layer: without encoder dropout both paths see the same input
+    and draw the same noise."""
+    cfg = ldiffrec_config()
     torch.manual_seed(0)
     model = LDiffRec(cfg, 64, 80, clusters=np.arange(80) % 2)
     rows = (torch.rand(64, 80) < 0.2).float()
@@ -1030,3 +1038,262 @@ def test_lightgcn_paths_agree_in_float32_and_the_fast_one_repeats_bit_for_bit(mo
             assert torch.equal(model.scores(None, users), quick_scores)
     finally:
         torch.set_num_threads(previous)
+
+
+# --------------------------------------------------------------------------------------------
+# The autoencoder baselines (pipeline/models/fast/sparse_input.py): the first layer's product over
+# the kept entries of the sparse input rows, through torch's CSR kernel; fused Adam
+
+
+def autoencoder(name: str, dtype=torch.float32, drop: float = 0.5, n_users: int = 30, n_items: int = 50):
+    """A small model of the variant ``name`` (its dropout / corruption ``drop``), binary rows."""
+    from pipeline.models.cdae import CDAE, CDAEConfig
+    from pipeline.models.multidae import MultiDAE, MultiDAEConfig
+    from pipeline.models.multidaepp import MultiDAEPP, MultiDAEPPConfig
+    from pipeline.models.multivae import MultiVAE, MultiVAEConfig
+
+    torch.manual_seed(0)
+    if name == "cdae":
+        model = CDAE(CDAEConfig(hidden_size=12, corruption=drop, reg_weight=0.1), n_users, n_items)
+    else:
+        cls, cfg = {"multidae": (MultiDAE, MultiDAEConfig), "multidaepp": (MultiDAEPP, MultiDAEPPConfig),
+                    "multivae": (MultiVAE, MultiVAEConfig)}[name]
+        model = cls(cfg(dims=[6, 16], dropout=drop, reg_weight=0.01), n_users, n_items)
+    rows = (torch.rand(n_users, n_items) < 0.2).to(dtype)
+    rows[3] = 0.0  # a user without entries in the batch: an empty CSR row
+    return model.to(dtype), rows, np.arange(n_users)
+
+
+def ae_loss_and_grads(model, rows, users, seed: int = 3) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    model.train()
+    model.zero_grad()
+    torch.manual_seed(seed)
+    loss = model.loss(rows, users)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+AUTOENCODERS = ["cdae", "multidae", "multidaepp", "multivae"]
+
+
+@pytest.mark.parametrize("name", AUTOENCODERS)
+def test_autoencoder_fast_path_runs_only_with_the_switch_on(monkeypatch, name):
+    """Off: the first layer is nn.Linear on the dense rows and Adam is torch's loop. On: scoring,
+    and training on the train rows (not MultiDAE++'s noised ones), go through
+    ``sparse_input.first_layer`` with the model's dropout in training and none in scoring; Adam
+    is fused."""
+    from pipeline.models.fast import sparse_input as S
+
+    calls = []
+    real = S.first_layer
+    monkeypatch.setattr(S, "first_layer", lambda rows, layer, drop, normalize: calls.append((drop, normalize)) or real(rows, layer, drop, normalize))
+    model, rows, users = autoencoder(name, drop=0.25)
+    readable(ae_loss_and_grads, model, rows, users)
+    readable(model.eval().scores, rows, users)
+    assert calls == [] and readable(model.optimizer).defaults["fused"] is None
+    ae_loss_and_grads(model, rows, users)
+    model.eval().scores(rows, users)
+    normalize = name != "cdae"
+    assert calls == ([] if name == "multidaepp" else [(0.25, normalize)]) + [(0.0, normalize)]
+    assert model.optimizer().defaults["fused"]
+
+
+def test_kept_entries_are_the_nonzero_entries_normalised_and_scaled():
+    """The kept entries are nonzero entries of the rows, row-major, after F.normalize (bit for
+    bit) and scaled by 1 / (1 - p); p = 0 keeps them all unscaled; the share kept is 1 - p within 5
+    standard deviations (a fixed seed: the same draw on every run)."""
+    from pipeline.models.fast.sparse_input import kept_entries
+
+    torch.manual_seed(1)
+    rows = (torch.rand(200, 300) < 0.1).float() * 2.0
+    rows[7] = 0.0
+    nz = torch.nonzero(rows)
+    r, c, v = kept_entries(rows, 0.0, normalize=False)
+    assert torch.equal(torch.stack([r, c], 1), nz) and torch.equal(v, rows[r, c])
+    r, c, v = kept_entries(rows, 0.0, normalize=True)
+    assert torch.equal(torch.stack([r, c], 1), nz) and torch.equal(v, torch.nn.functional.normalize(rows, dim=1)[r, c])
+    r, c, v = kept_entries(rows, 0.25, normalize=False)
+    kept = r * 300 + c
+    assert torch.equal(kept, kept.sort().values) and torch.isin(kept, nz[:, 0] * 300 + nz[:, 1]).all()
+    assert torch.equal(v, rows[r, c] / 0.75)
+    n = len(nz)
+    assert abs(len(v) - 0.75 * n) <= 5 * math.sqrt(n * 0.25 * 0.75)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_sparse_first_layer_is_the_linear_layer_in_float64(normalize):
+    """The same function: in float64, with the fast path's own dropout draw, the output and the
+    weight and bias gradients equal nn.Linear on the dense kept entries to 1e-12 of the largest."""
+    from pipeline.models.fast.sparse_input import first_layer, kept_entries
+
+    torch.manual_seed(2)
+    rows = (torch.rand(20, 40) < 0.2).double()
+    layer = nn.Linear(40, 7).double()
+    torch.manual_seed(4)
+    r, c, v = kept_entries(rows, 0.3, normalize)
+    dense = torch.zeros_like(rows)
+    dense[r, c] = v
+    plain = copy.deepcopy(layer)
+    out_plain = plain(dense)
+    torch.manual_seed(4)
+    out = first_layer(rows, layer, 0.3, normalize)
+    g = torch.randn_like(out)
+    out.backward(g)
+    out_plain.backward(g)
+    assert (out - out_plain).abs().max().item() <= 1e-12 * out_plain.abs().max().item()
+    for a_, b_ in ((layer.weight, plain.weight), (layer.bias, plain.bias)):
+        assert b_.grad.abs().max() > 0
+        assert (a_.grad - b_.grad).abs().max().item() <= 1e-12 * b_.grad.abs().max().item()
+
+
+def test_cdae_fast_loss_is_the_model_in_float64():
+    """CDAE's loss and gradients with the fast path's own corruption draw equal the model's
+    formula written out on the dense corrupted rows (autograd), to 1e-12 of the largest entry."""
+    from pipeline.models.fast.sparse_input import kept_entries
+
+    model, rows, users = autoencoder("cdae", torch.float64)
+    torch.manual_seed(3)
+    r, c, v = kept_entries(rows, model.config.corruption, normalize=False)
+    corrupted = torch.zeros_like(rows)
+    corrupted[r, c] = v
+    plain = {n: p.detach().clone().requires_grad_() for n, p in model.named_parameters()}
+    hidden = torch.sigmoid(corrupted @ plain["encoder.weight"].t() + plain["encoder.bias"] + plain["user_embedding.weight"][users])
+    out = hidden @ plain["decoder.weight"].t() + plain["decoder.bias"]
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(out, rows, reduction="none").sum(1).mean()
+    shared = sum(plain[k].pow(2).sum() for k in ("encoder.weight", "encoder.bias", "decoder.weight", "decoder.bias"))
+    plain_loss = bce + 0.5 * model.config.reg_weight * (shared / model.n_users + plain["user_embedding.weight"][users].pow(2).sum(1).mean())
+    plain_loss.backward()
+    quick_loss, quick = ae_loss_and_grads(model, rows, users, seed=3)
+    assert abs(quick_loss.item() - plain_loss.item()) <= 1e-12 * abs(plain_loss.item())
+    for name, p in plain.items():
+        assert p.grad.abs().max() > 0, name
+        assert (quick[name] - p.grad).abs().max().item() <= 1e-12 * p.grad.abs().max().item(), name
+
+
+@pytest.mark.parametrize("name", AUTOENCODERS)
+def test_autoencoder_paths_are_the_same_function_in_float64(name):
+    """Without dropout (both paths see the same input; MultiVAE's z draw is seeded alike): loss,
+    gradients and scores of both paths equal to 1e-12 of the largest entry in float64."""
+    model, rows, users = autoencoder(name, torch.float64, drop=0.0)
+    twin = copy.deepcopy(model)  # MultiVAE's KL weight follows the batches it has seen
+    quick_loss, quick = ae_loss_and_grads(model, rows, users)
+    plain_loss, plain = readable(ae_loss_and_grads, twin, rows, users)
+    assert abs(quick_loss.item() - plain_loss.item()) <= 1e-12 * abs(plain_loss.item())
+    assert quick.keys() == plain.keys()
+    for k in plain:
+        assert (quick[k] - plain[k]).abs().max().item() <= 1e-12 * plain[k].abs().max().item(), k
+    quick_scores = model.eval().scores(rows, users)
+    plain_scores = readable(model.scores, rows, users)
+    assert (quick_scores - plain_scores).abs().max().item() <= 1e-12 * plain_scores.abs().max().item()
+
+
+@pytest.mark.parametrize("name", AUTOENCODERS)
+def test_autoencoder_paths_agree_in_float32_and_the_fast_one_repeats_bit_for_bit(name):
+    """float32, no dropout: loss, gradients and scores of both paths within the rounding bound (n:
+    the items, the longest sum); the fast path (dropout on) gives the same bits again."""
+    model, rows, users = autoencoder(name, drop=0.0)
+    twin = copy.deepcopy(model)
+    quick_loss, quick = ae_loss_and_grads(model, rows, users)
+    plain_loss, plain = readable(ae_loss_and_grads, twin, rows, users)
+    n = model.n_items
+    assert (quick_loss - plain_loss).abs().item() <= 2 * bound(n, plain_loss.abs().item())
+    for k in plain:
+        assert (quick[k] - plain[k]).abs().max().item() <= 2 * bound(n, plain[k].abs().max().item()), k
+    quick_scores = model.eval().scores(rows, users)
+    plain_scores = readable(model.scores, rows, users)
+    assert (quick_scores - plain_scores).abs().max().item() <= 2 * bound(n, plain_scores.abs().max().item())
+    model, rows, users = autoencoder(name, drop=0.5)
+    start = copy.deepcopy(model)
+    first_loss, first = ae_loss_and_grads(model, rows, users)
+    first_scores = model.eval().scores(rows, users)
+    again_loss, again = ae_loss_and_grads(start, rows, users)
+    assert torch.equal(again_loss, first_loss) and all(torch.equal(again[k], first[k]) for k in first)
+    assert torch.equal(start.eval().scores(rows, users), first_scores)
+
+
+def test_sparse_first_layer_gives_the_same_bits_with_1_or_2_threads():
+    """The CSR products sum each row's entries in one order whatever the thread count (the dense
+    layers after it are torch's own products, whose rounding may depend on it)."""
+    from pipeline.models.fast.sparse_input import first_layer
+
+    torch.manual_seed(2)
+    rows = (torch.rand(64, 300) < 0.05).float()
+    layer = nn.Linear(300, 32)
+    g = torch.randn(64, 32)
+    results = []
+    previous = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 1, 2):
+            torch.set_num_threads(threads)
+            layer.zero_grad()
+            torch.manual_seed(4)
+            out = first_layer(rows, layer, 0.5, normalize=True)
+            out.backward(g)
+            results.append((out.detach(), layer.weight.grad.clone(), layer.bias.grad.clone()))
+    finally:
+        torch.set_num_threads(previous)
+    assert all(torch.equal(a, b) for r in results[1:] for a, b in zip(r, results[0]))
+
+
+def test_multidaepp_trains_on_the_noised_rows_with_the_readable_products():
+    """MultiDAE++'s training input is dense (DiffRec-noised rows): its loss and gradients are the
+    same bits with the switch on or off."""
+    model, rows, users = autoencoder("multidaepp")
+    twin = copy.deepcopy(model)
+    quick_loss, quick = ae_loss_and_grads(model, rows, users)
+    plain_loss, plain = readable(ae_loss_and_grads, twin, rows, users)
+    assert torch.equal(quick_loss, plain_loss) and all(torch.equal(quick[k], plain[k]) for k in plain)
+
+
+@pytest.mark.parametrize("values", ["binary", "weighted"])
+def test_ldiffrec_sparse_encoders_are_the_readable_ones_in_float64(values):
+    """L-DiffRec's encoders on the sparse rows (LT-DiffRec's time-weighted ones too), with the fast
+    path's own dropout draw: mu, logvar and every encoder's gradients equal the readable encoders on
+    the dense kept entries to 1e-12 (clusters of unequal sizes, items interleaved)."""
+    from pipeline.models.fast.sparse_input import kept_entries
+
+    torch.manual_seed(0)
+    clusters = np.array([0, 2, 1, 0, 2, 2, 1, 0] * 10)
+    model = LDiffRec(ldiffrec_config(n_clusters=3, ae_dropout=0.3), 24, 80, clusters=clusters).double()
+    rows = (torch.rand(24, 80) < 0.2).double()
+    if values == "weighted":
+        rows = rows * torch.rand(24, 80, dtype=torch.float64)
+    rows[5] = 0.0
+    torch.manual_seed(7)
+    r, c, v = kept_entries(rows, 0.3, normalize=False)
+    dense = torch.zeros_like(rows)
+    dense[r, c] = v
+    twin = copy.deepcopy(model).eval()
+    plain_mu, plain_logvar = readable(twin.encode, dense)
+    model.train()
+    torch.manual_seed(7)
+    mu, logvar = model.encode(rows)
+    g1, g2 = torch.randn_like(mu), torch.randn_like(logvar)
+    (mu * g1 + logvar * g2).sum().backward()
+    (plain_mu * g1 + plain_logvar * g2).sum().backward()
+    assert (mu - plain_mu).abs().max().item() <= 1e-12 * plain_mu.abs().max().item()
+    assert (logvar - plain_logvar).abs().max().item() <= 1e-12 * plain_logvar.abs().max().item()
+    for (name, p), q in zip(model.encoders.named_parameters(), twin.encoders.parameters()):
+        assert q.grad.abs().max() > 0, name
+        assert (p.grad - q.grad).abs().max().item() <= 1e-12 * q.grad.abs().max().item(), name
+
+
+def test_ldiffrec_fast_path_runs_only_with_the_switch_on(monkeypatch):
+    """Off: the encoders are nn.Linear on the dropped-out dense rows and AdamW is torch's loop;
+    on: the encoders take the sparse entries (training with the encoder dropout, scoring
+    without), AdamW is fused. The fast path's item maps are not saved (derived from item_order)."""
+    from pipeline.models.fast import sparse_input as S
+
+    calls = []
+    real = S.kept_entries
+    monkeypatch.setattr(S, "kept_entries", lambda rows, drop, normalize: calls.append(drop) or real(rows, drop, normalize))
+    torch.manual_seed(0)
+    model = LDiffRec(ldiffrec_config(ae_dropout=0.1), 40, 60, clusters=np.arange(60) % 2)
+    rows = (torch.rand(40, 60) < 0.2).float()
+    readable(loss_and_grads, model, rows, 3)
+    readable(model.eval().scores, rows)
+    assert calls == [] and readable(model.optimizer).defaults["fused"] is None
+    loss_and_grads(model, rows, 3)
+    model.eval().scores(rows)
+    assert calls == [0.1, 0.0] and model.optimizer().defaults["fused"]
+    assert "item_order" in model.state_dict() and not any(k.startswith("_item") for k in model.state_dict())

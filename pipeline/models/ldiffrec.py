@@ -67,6 +67,11 @@ Initialisation as the released L-DiffRec: Xavier-normal weights, zero biases, fo
 autoencoder and the denoiser (DiffRec's own DNN draws biases from N(0, 0.001) instead).
 The authors' ``Autoencoder`` uses ``nn.Dropout(0.1)`` on the encoder input (its constructor
 default; ``main.py`` does not pass another) and the denoiser ``nn.Dropout(0.5)`` on x_t.
+
+With the speed switch on (``training.fast``) each encoder multiplies only its cluster's kept
+nonzero entries of the sparse row (``pipeline/models/fast/sparse_input.py``), the encoder dropout
+drawn per nonzero entry, AdamW is torch's fused kernel and the denoiser takes DiffRec's fast
+path: the same function, rounded differently.
 """
 
 from __future__ import annotations
@@ -84,7 +89,9 @@ from torch import nn
 
 from pipeline.data.dataset import InteractionData, temporal_weights
 from pipeline.models import checks as c
+from pipeline.models import fast
 from pipeline.models.diffrec import MLPDenoiser
+from pipeline.models.fast import sparse_input
 from pipeline.models.layers import dropout, xavier_normal_
 from pipeline.models.diffusion import SCHEDULES, DiffusionConfig, GaussianDiffusion
 from pipeline.models.base import Recommender
@@ -213,6 +220,12 @@ class LDiffRec(Recommender, key="ldiffrec"):
         # position k of the cluster-sorted row holds original item item_order[k]; persistent, so
         # a saved model carries the clustering it was trained with
         self.register_buffer("item_order", torch.from_numpy(item_order))
+        # the fast path's map of an original item to (its cluster, its column in that cluster's
+        # encoder); derived from item_order, not saved
+        cluster_of = np.repeat(np.arange(len(self.cluster_sizes)), self.cluster_sizes)
+        column = np.concatenate([np.arange(size) for size in self.cluster_sizes])
+        self.register_buffer("_item_cluster", torch.from_numpy(cluster_of[np.argsort(item_order)]), persistent=False)
+        self.register_buffer("_item_column", torch.from_numpy(column[np.argsort(item_order)]), persistent=False)
         # batches trained so far: drives both annealing schedules (and therefore part of a resume)
         self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
         self.encoders = nn.ModuleList(nn.Linear(size, 2 * lat) for size, lat in zip(self.cluster_sizes, self.latent_dims))
@@ -273,6 +286,7 @@ class LDiffRec(Recommender, key="ldiffrec"):
             ],
             lr=self.config.lr_ae,
             weight_decay=self.config.weight_decay,
+            fused=True if fast.enabled() else None,  # fast path: torch's fused kernel
         )
 
     def loss(self, rows: torch.Tensor, users: np.ndarray | None = None) -> torch.Tensor:
@@ -314,12 +328,23 @@ class LDiffRec(Recommender, key="ldiffrec"):
         return lamda, kl_weight
 
     def encode(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mu, logvar), each (batch, latent_size), from original-order rows; dropout in training."""
-        x = dropout(rows, self.config.ae_dropout, self.training)
-        parts = torch.split(x.index_select(1, self.item_order), self.cluster_sizes, dim=1)
+        """(mu, logvar), each (batch, latent_size), from original-order rows; dropout in training.
+        With the speed switch on, each encoder multiplies only its cluster's kept nonzero entries
+        of the sparse rows (``pipeline/models/fast/sparse_input.py``)."""
+        if fast.enabled():
+            r, col, v = sparse_input.kept_entries(rows, self.config.ae_dropout if self.training else 0.0, normalize=False)
+            cluster, col = self._item_cluster[col], self._item_column[col]
+            hiddens = []
+            for k, (encoder, size) in enumerate(zip(self.encoders, self.cluster_sizes)):
+                mine = cluster == k  # row-major order kept
+                hiddens.append(sparse_input.entries_layer(r[mine], col[mine], v[mine], (rows.shape[0], size), encoder))
+        else:
+            x = dropout(rows, self.config.ae_dropout, self.training)
+            parts = torch.split(x.index_select(1, self.item_order), self.cluster_sizes, dim=1)
+            hiddens = [encoder(part) for part, encoder in zip(parts, self.encoders)]
         mus, logvars = [], []
-        for part, encoder, lat in zip(parts, self.encoders, self.latent_dims):
-            hidden = torch.tanh(encoder(part))
+        for pre, lat in zip(hiddens, self.latent_dims):
+            hidden = torch.tanh(pre)
             mus.append(hidden[:, :lat])
             logvars.append(hidden[:, lat:])
         return torch.cat(mus, dim=1), torch.cat(logvars, dim=1)

@@ -21,6 +21,8 @@ infers from the unnoised row when sampling_steps = 0 (its released best settings
 Timesteps are sampled uniformly: the importance sampling of DiffRec's loss is not used (there is
 no per-timestep loss to balance in a single-step denoiser), so the diffusion module's loss
 history buffers stay unused (they are in the state dict, with history length 1).
+With the speed switch on, scoring (the clean sparse rows) and Adam take MultiDAE's fast path;
+training on the dense noised rows keeps the readable products.
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from pipeline.models import checks as c
 from pipeline.models.diffusion import SCHEDULES, GaussianDiffusion, NoiseScheduleConfig
-from pipeline.models.multidae import MultiDAE, MultiDAEConfig, multinomial_nll
+from pipeline.models.layers import dropout
+from pipeline.models.multidae import MultiDAE, MultiDAEConfig, multinomial_nll, run_stack
 
 
 @dataclass(frozen=True)
@@ -73,4 +77,6 @@ class MultiDAEPP(MultiDAE, key="multidaepp"):
     def loss(self, rows: torch.Tensor, users: np.ndarray | None = None) -> torch.Tensor:
         t = torch.randint(0, self.config.steps, (rows.shape[0],), device=rows.device)
         noisy = self.diffusion.q_sample(rows, t, torch.randn_like(rows))
-        return multinomial_nll(self.forward(noisy), rows) + self.l2_penalty()
+        # MultiDAE's network on the dense noised rows (its readable forward: no sparse input here)
+        logits = run_stack(self.layers, dropout(F.normalize(noisy, dim=1), self.config.dropout, self.training))
+        return multinomial_nll(logits, rows) + self.l2_penalty()

@@ -18,6 +18,8 @@ total_anneal_steps) for the batch after ``batches_done`` training batches (beta 
 total_anneal_steps is 0). The batch counter is a registered buffer (``batches_seen``), so a run
 resumed from a checkpoint anneals exactly like an uninterrupted one. Adam.
 Scores: the decoder's logits at z = mu for the clean (undropped) row.
+With the speed switch on, the encoder's first layer and Adam take MultiDAE's fast path
+(``input_stack``, ``pipeline/models/fast/sparse_input.py``).
 
 Initialisation (DiffRec's ``xavier_normal_``, as in the common PyTorch port of vae_cf): weights
 N(0, 2 / (fan_in + fan_out)), biases N(0, 0.001^2); the TensorFlow original draws Glorot-uniform
@@ -33,10 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from pipeline.models.layers import dropout
-from pipeline.models.multidae import MultiDAE, MultiDAEConfig, dense_stack, multinomial_nll, run_stack
+from pipeline.models.multidae import MultiDAE, MultiDAEConfig, dense_stack, input_stack, multinomial_nll, run_stack
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class MultiVAE(MultiDAE, key="multivae"):
 
     def encode(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, logvar), each (batch, latent); input dropout only in training mode."""
-        h = run_stack(self.encoder, dropout(F.normalize(rows, dim=1), self.config.dropout, self.training))
+        h = input_stack(self.encoder, rows, self.config.dropout, self.training)
         return h[:, : self.latent], h[:, self.latent :]
 
     def kl_weight(self, batches_done: int) -> float:

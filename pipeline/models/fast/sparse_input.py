@@ -1,0 +1,90 @@
+"""The autoencoder baselines' first layer on their sparse input rows, through torch's CSR kernel.
+
+Used by ``pipeline/models/cdae.py`` (the encoder), ``pipeline/models/multidae.py`` and
+``pipeline/models/multivae.py`` (the first layer of the stack, on the L2-normalised row) and
+``pipeline/models/ldiffrec.py`` (each cluster's encoder, on its items' entries; LT-DiffRec's
+time-weighted rows are sparse too) while the switch of ``pipeline/models/fast`` is on, for the
+train rows they are fed in training and scoring (MultiDAE++ trains on DiffRec-noised dense rows:
+its training keeps the readable product, its scoring on the clean rows takes this one). ``tests/test_fast_paths.py`` checks that both paths
+compute the same function (float64: to 1e-12) and agree in float32 within a rounding bound.
+
+A user's train row is sparse (an ML-1M user has 2.6 % of the items), so the first
+layer's W x is a sum of the few columns of W that the row's kept entries select, and W's gradient
+is nonzero on those columns only. The readable path multiplies the dense (batch x items) rows by
+W^T and, backwards, the layer's output gradient by those dense rows: two dense
+(batch x items x width) products a step. Here both are CSR products with the batch's kept entries
+(``CSRProduct`` of ``pipeline/models/fast/graph.py``; each output row sums its row's entries in one
+order, on every call and thread count), and the dropout draws one uniform number per nonzero
+entry instead of one per entry of the dense rows.
+
+Differences from the readable path: the same function, rounded differently (the products' sums
+run in another order), and another random stream for the dropout (a draw per nonzero entry): a
+run on one path is not the other's run bit for bit. The normalised entries are the readable
+``F.normalize``'s bit for bit (the same norm of the dense row, the same division).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+from pipeline.models.fast.graph import CSRProduct
+
+NORMALIZE_EPS = 1e-12  # torch.nn.functional.normalize's default eps
+
+
+def kept_entries(rows: torch.Tensor, drop: float, normalize: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(row, column, value) of the nonzero entries of ``rows`` after ``F.normalize(rows, dim=1)``
+    (if ``normalize``) and inverted dropout with probability ``drop`` (one ``torch.rand`` draw per
+    nonzero entry, survivors scaled by 1 / (1 - drop); ``drop`` 0: every entry, unscaled),
+    row-major."""
+    r, c = torch.nonzero(rows, as_tuple=True)
+    v = rows[r, c]
+    if normalize:
+        v = v / rows.norm(2, dim=1).clamp_min(NORMALIZE_EPS)[r]
+    if drop > 0.0:
+        keep = torch.rand(v.shape, dtype=rows.dtype) >= drop
+        r, c, v = r[keep], c[keep], v[keep].div_(1.0 - drop)
+    return r, c, v
+
+
+def csr(r: torch.Tensor, c: torch.Tensor, v: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """The (rows x columns) CSR matrix of the entries (r, c, v), given in row-major order."""
+    n_rows, n_cols = shape
+    crow = torch.zeros(n_rows + 1, dtype=torch.long)
+    torch.cumsum(torch.bincount(r, minlength=n_rows), 0, out=crow[1:])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(crow, c, v, (n_rows, n_cols), check_invariants=False)
+
+
+def transposed_csr(r: torch.Tensor, c: torch.Tensor, v: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """The transpose of the (rows x columns) matrix of the entries (r, c, v) as CSR."""
+    n_rows, n_cols = shape
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        coo = torch.sparse_coo_tensor(torch.stack([c, r]), v, (n_cols, n_rows), check_invariants=False)
+        return coo.coalesce().to_sparse_csr()
+
+
+def entries_layer(r: torch.Tensor, c: torch.Tensor, v: torch.Tensor, shape: tuple[int, int], layer: nn.Linear) -> torch.Tensor:
+    """``layer(x)`` for the (rows x columns) matrix x of the row-major entries (r, c, v), as a CSR
+    product; no gradient to x (the transpose for the weight's gradient is built only when one is
+    needed)."""
+    weight = layer.weight
+    v = v.to(weight.dtype)
+    a = csr(r, c, v, shape)
+    if torch.is_grad_enabled() and weight.requires_grad:
+        out = CSRProduct.apply(a, transposed_csr(r, c, v, shape), weight.t())
+    else:
+        out = a @ weight.t()
+    return out + layer.bias if layer.bias is not None else out
+
+
+def first_layer(rows: torch.Tensor, layer: nn.Linear, drop: float, normalize: bool) -> torch.Tensor:
+    """``layer(dropout(F.normalize(rows) if normalize else rows, drop))`` for (batch x items)
+    sparse ``rows``, the product over the kept entries only; no gradient to ``rows``."""
+    r, c, v = kept_entries(rows, drop, normalize)
+    return entries_layer(r, c, v, tuple(rows.shape), layer)
