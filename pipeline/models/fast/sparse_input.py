@@ -5,12 +5,13 @@ Used by ``pipeline/models/cdae.py`` (the encoder), ``pipeline/models/multidae.py
 ``pipeline/models/ldiffrec.py`` (each cluster's encoder, on its items' entries; LT-DiffRec's
 time-weighted rows are sparse too) while the switch of ``pipeline/models/fast`` is on, for the
 train rows they are fed in training and scoring (MultiDAE++ trains on DiffRec-noised dense rows:
-its training keeps the readable product, its scoring on the clean rows takes this one). ``tests/test_fast_paths.py`` checks that both paths
-compute the same function (float64: to 1e-12) and agree in float32 within a rounding bound.
+its training keeps the readable product, its scoring on the clean rows takes this one).
+``tests/test_fast_paths.py`` checks that both paths compute the same function (float64: to
+1e-12) and agree in float32 within a rounding bound.
 
-A user's train row is sparse (an ML-1M user has 2.6 % of the items), so the first
-layer's W x is a sum of the few columns of W that the row's kept entries select, and W's gradient
-is nonzero on those columns only. The readable path multiplies the dense (batch x items) rows by
+A user's train row is sparse (an ML-1M user has 2.6 % of the items), so the first layer's W x is
+a sum of the few columns of W that the row's kept entries select, and W's gradient is nonzero on
+those columns only. The readable path multiplies the dense (batch x items) rows by
 W^T and, backwards, the layer's output gradient by those dense rows: two dense
 (batch x items x width) products a step. Here both are CSR products with the batch's kept entries
 (``CSRProduct`` of ``pipeline/models/fast/graph.py``; each output row sums its row's entries in one
