@@ -93,8 +93,7 @@ class CDAE(Recommender, key="cdae"):
     # ---- the model contract ------------------------------------------------------------
 
     def optimizer(self) -> torch.optim.Optimizer:
-        # fast path: torch's fused kernel (one pass over each tensor instead of one per operation)
-        return torch.optim.Adam(self.parameters(), lr=self.config.lr, fused=True if fast.enabled() else None)
+        return torch.optim.Adam(self.parameters(), lr=self.config.lr, fused=fast.fused_optimizer())
 
     def loss(self, rows: torch.Tensor, users: np.ndarray) -> torch.Tensor:
         idx = self._user_index(users)

@@ -224,8 +224,9 @@ class LDiffRec(Recommender, key="ldiffrec"):
         # encoder); derived from item_order, not saved
         cluster_of = np.repeat(np.arange(len(self.cluster_sizes)), self.cluster_sizes)
         column = np.concatenate([np.arange(size) for size in self.cluster_sizes])
-        self.register_buffer("_item_cluster", torch.from_numpy(cluster_of[np.argsort(item_order)]), persistent=False)
-        self.register_buffer("_item_column", torch.from_numpy(column[np.argsort(item_order)]), persistent=False)
+        position = np.argsort(item_order)  # original item -> its position in the cluster-sorted row
+        self.register_buffer("_item_cluster", torch.from_numpy(cluster_of[position]), persistent=False)
+        self.register_buffer("_item_column", torch.from_numpy(column[position]), persistent=False)
         # batches trained so far: drives both annealing schedules (and therefore part of a resume)
         self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
         self.encoders = nn.ModuleList(nn.Linear(size, 2 * lat) for size, lat in zip(self.cluster_sizes, self.latent_dims))
@@ -286,7 +287,7 @@ class LDiffRec(Recommender, key="ldiffrec"):
             ],
             lr=self.config.lr_ae,
             weight_decay=self.config.weight_decay,
-            fused=True if fast.enabled() else None,  # fast path: torch's fused kernel
+            fused=fast.fused_optimizer(),
         )
 
     def loss(self, rows: torch.Tensor, users: np.ndarray | None = None) -> torch.Tensor:

@@ -82,13 +82,19 @@ def run_stack(layers: nn.ModuleList, h: torch.Tensor) -> torch.Tensor:
     return h
 
 
+def dense_input_stack(layers: nn.ModuleList, rows: torch.Tensor, drop: float, training: bool) -> torch.Tensor:
+    """``run_stack`` on the L2-normalised dense ``rows`` after input dropout (training only): the
+    readable path, for any rows (MultiDAE++ trains on dense noised rows)."""
+    return run_stack(layers, dropout(F.normalize(rows, dim=1), drop, training))
+
+
 def input_stack(layers: nn.ModuleList, rows: torch.Tensor, drop: float, training: bool) -> torch.Tensor:
     """``run_stack`` on the L2-normalised train ``rows`` after input dropout (training only). With
     the speed switch on, the first layer multiplies only the rows' kept nonzero entries
     (``pipeline/models/fast/sparse_input.py``): the same function, rounded differently, the dropout
     drawn per nonzero entry."""
     if not fast.enabled():
-        return run_stack(layers, dropout(F.normalize(rows, dim=1), drop, training))
+        return dense_input_stack(layers, rows, drop, training)
     h = sparse_input.first_layer(rows, layers[0], drop if training else 0.0, normalize=True)
     return h if len(layers) == 1 else run_stack(layers[1:], torch.tanh(h))
 
@@ -114,8 +120,7 @@ class MultiDAE(Recommender, key="multidae"):
     # ---- the model contract ------------------------------------------------------------
 
     def optimizer(self) -> torch.optim.Optimizer:
-        # fast path: torch's fused kernel (one pass over each tensor instead of one per operation)
-        return torch.optim.Adam(self.parameters(), lr=self.config.lr, fused=True if fast.enabled() else None)
+        return torch.optim.Adam(self.parameters(), lr=self.config.lr, fused=fast.fused_optimizer())
 
     def loss(self, rows: torch.Tensor, users: np.ndarray | None = None) -> torch.Tensor:
         return multinomial_nll(self.forward(rows), rows) + self.l2_penalty()

@@ -31,12 +31,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pipeline.models import checks as c
 from pipeline.models.diffusion import SCHEDULES, GaussianDiffusion, NoiseScheduleConfig
-from pipeline.models.layers import dropout
-from pipeline.models.multidae import MultiDAE, MultiDAEConfig, multinomial_nll, run_stack
+from pipeline.models.multidae import MultiDAE, MultiDAEConfig, dense_input_stack, multinomial_nll
 
 
 @dataclass(frozen=True)
@@ -77,6 +75,6 @@ class MultiDAEPP(MultiDAE, key="multidaepp"):
     def loss(self, rows: torch.Tensor, users: np.ndarray | None = None) -> torch.Tensor:
         t = torch.randint(0, self.config.steps, (rows.shape[0],), device=rows.device)
         noisy = self.diffusion.q_sample(rows, t, torch.randn_like(rows))
-        # MultiDAE's network on the dense noised rows (its readable forward: no sparse input here)
-        logits = run_stack(self.layers, dropout(F.normalize(noisy, dim=1), self.config.dropout, self.training))
+        # MultiDAE's network on the dense noised rows (no sparse input here)
+        logits = dense_input_stack(self.layers, noisy, self.config.dropout, self.training)
         return multinomial_nll(logits, rows) + self.l2_penalty()

@@ -1,8 +1,10 @@
 """CPU speed-ups of the diffusion models, kept apart from the readable model files, behind one switch.
 
 The model files (``pipeline/models/diffrec.py`` and the models built on its denoiser: T-DiffRec,
-L-DiffRec, LT-DiffRec; ``pipeline/models/tvdiff.py``; ``pipeline/models/hdrm.py``; ``pipeline/models/hgcf.py``; ``pipeline/models/lightgcn.py``) are written
-with plain torch operations, in the order of the paper and the released code. This package holds faster ways to compute the same quantities:
+L-DiffRec, LT-DiffRec; ``tvdiff.py``; ``hdrm.py``; ``hgcf.py``; ``lightgcn.py`` and MF-BPR;
+``cdae.py``, ``multidae.py``, ``multidaepp.py``, ``multivae.py``) are written with plain torch
+operations, in the order of the paper and the released code. This package holds faster ways to
+compute the same quantities:
 
 * ``linear``: the dense float32 products through oneDNN's kernels, optionally with a weight
   packed once into oneDNN's layout;
@@ -18,6 +20,11 @@ with plain torch operations, in the order of the paper and the released code. Th
   (the pair batches of the committed 64-d runs keep the readable path).
 * ``lightgcn``: LightGCN's graph products through torch's CSR kernel and its BPR gradient as one
   sparse product (the loss for MF, LightGCN without layers, too).
+* ``sparse_input``: the first layer of CDAE, MultiDAE, MultiVAE and L-DiffRec's cluster encoders
+  on the kept nonzero entries of their sparse input rows (a CSR product), with Adam / AdamW
+  fused (:func:`fused_optimizer`).
+* ``graph``: the CSR product with its gradient through the stored transpose, and the CSR
+  matrices the paths above build.
 
 The switch: params.yaml ``training.fast`` (default true), read into
 ``pipeline.config.TrainingConfig.fast``; ``pipeline.training.fitting.build_model`` sets it for the
@@ -45,6 +52,13 @@ _enabled = True
 def enabled() -> bool:
     """Whether the models take the fast paths (read at every call, not at construction)."""
     return _enabled
+
+
+def fused_optimizer() -> bool | None:
+    """The ``fused`` argument of torch's Adam / AdamW for the models whose readable optimizer is
+    the per-tensor one: torch's fused kernel (one pass over each tensor instead of one per
+    operation) on the fast path, torch's default (``None``) off it."""
+    return True if _enabled else None
 
 
 def set_enabled(on: bool) -> None:

@@ -41,11 +41,9 @@ bit. What each trick does:
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 
-from pipeline.models.fast.graph import CSRProduct
+from pipeline.models.fast.graph import CSRProduct, coalesced_csr
 from pipeline.models.lorentz import SQDIST_CLAMP, arcosh, geoopt
 
 # geoopt's arcosh: sqrt(clamp_min(z^2 - 1, ARCOSH_FLOOR)) (pipeline.models.lorentz.arcosh)
@@ -198,10 +196,8 @@ class TripleMarginLoss(torch.autograd.Function):
         w = torch.sparse_coo_tensor(torch.stack([torch.cat([users, users]), torch.cat([pos, neg]) - offset]),
                                     torch.cat([g_pos, g_neg]).squeeze(1), (offset, n_items), check_invariants=True).coalesce()
         out = torch.empty_like(points)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            out[:offset] = w.to_sparse_csr() @ points[offset:]
-            out[offset:] = w.t().coalesce().to_sparse_csr() @ points[:offset]
+        out[:offset] = coalesced_csr(w) @ points[offset:]
+        out[offset:] = coalesced_csr(w.t()) @ points[:offset]
         out[:, 0].neg_()
         return out, None, None, None, None, None
 

@@ -26,11 +26,9 @@ and agree in float32 within a rounding bound. What each trick does:
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 
-from pipeline.models.fast.graph import CSRProduct
+from pipeline.models.fast.graph import CSRProduct, coalesced_csr
 
 
 def layer_mean(ego: torch.Tensor, a: torch.Tensor, n_layers: int) -> torch.Tensor:
@@ -63,9 +61,7 @@ class BPRLoss(torch.autograd.Function):
         cols = torch.cat([neg, pos, users, users])
         values = torch.cat([g, -g, g, -g])
         n = final.shape[0]
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            m = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n, n), check_invariants=False).coalesce().to_sparse_csr()
+        m = coalesced_csr(torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n, n), check_invariants=False))
         return m @ final, None, None, None
 
 

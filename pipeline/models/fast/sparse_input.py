@@ -26,12 +26,10 @@ run on one path is not the other's run bit for bit. The normalised entries are t
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import nn
 
-from pipeline.models.fast.graph import CSRProduct
+from pipeline.models.fast.graph import CSRProduct, coalesced_csr, csr
 
 NORMALIZE_EPS = 1e-12  # torch.nn.functional.normalize's default eps
 
@@ -51,23 +49,17 @@ def kept_entries(rows: torch.Tensor, drop: float, normalize: bool) -> tuple[torc
     return r, c, v
 
 
-def csr(r: torch.Tensor, c: torch.Tensor, v: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+def row_major_csr(r: torch.Tensor, c: torch.Tensor, v: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     """The (rows x columns) CSR matrix of the entries (r, c, v), given in row-major order."""
-    n_rows, n_cols = shape
-    crow = torch.zeros(n_rows + 1, dtype=torch.long)
-    torch.cumsum(torch.bincount(r, minlength=n_rows), 0, out=crow[1:])
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return torch.sparse_csr_tensor(crow, c, v, (n_rows, n_cols), check_invariants=False)
+    crow = torch.zeros(shape[0] + 1, dtype=torch.long)
+    torch.cumsum(torch.bincount(r, minlength=shape[0]), 0, out=crow[1:])
+    return csr(crow, c, v, shape)
 
 
 def transposed_csr(r: torch.Tensor, c: torch.Tensor, v: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     """The transpose of the (rows x columns) matrix of the entries (r, c, v) as CSR."""
     n_rows, n_cols = shape
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        coo = torch.sparse_coo_tensor(torch.stack([c, r]), v, (n_cols, n_rows), check_invariants=False)
-        return coo.coalesce().to_sparse_csr()
+    return coalesced_csr(torch.sparse_coo_tensor(torch.stack([c, r]), v, (n_cols, n_rows), check_invariants=False))
 
 
 def entries_layer(r: torch.Tensor, c: torch.Tensor, v: torch.Tensor, shape: tuple[int, int], layer: nn.Linear) -> torch.Tensor:
@@ -76,7 +68,7 @@ def entries_layer(r: torch.Tensor, c: torch.Tensor, v: torch.Tensor, shape: tupl
     needed)."""
     weight = layer.weight
     v = v.to(weight.dtype)
-    a = csr(r, c, v, shape)
+    a = row_major_csr(r, c, v, shape)
     if torch.is_grad_enabled() and weight.requires_grad:
         out = CSRProduct.apply(a, transposed_csr(r, c, v, shape), weight.t())
     else:
