@@ -14,6 +14,7 @@ from pipeline.data.dataset import load_interactions
 from pipeline.stages.tune import main as tune
 from pipeline.training.selection import RUN_FILES, SELECTED_FILE, read_selected, select
 from pipeline.training.fitting import fit
+from pipeline.training.trainer import format_duration
 from pipeline.stages.train import main as train
 from planted import write_planted
 from test_trainer import HYPER, N_ITEMS, N_USERS
@@ -112,8 +113,13 @@ def test_tune_selects_on_validation_and_train_uses_the_selection(data_dir, tmp_p
     params["models"]["diffrec"]["grid"] = {"lr": [1e-7, 0.03]}
     capsys.readouterr()
     again = tune(params, SPLIT, "diffrec", 3, str(data_dir), str(out))
-    assert capsys.readouterr().out.count("already finished: kept") == 1
+    printed = capsys.readouterr().out
+    assert printed.count("already finished: kept") == 1
     assert again["hyper"] == {"lr": 0.03}
+    # the kept point's timing record gives the ETA of the one left to train
+    record = json.loads((tmp_path / "logs" / "timing" / f"{SPLIT}_diffrec_tune_point0.json").read_text())
+    mean = format_duration(record["train_seconds_total"] + record["eval_seconds_total"])
+    assert f"grid point 2/2 {{'lr': 0.03}}: eta ~{mean} for the 1 point(s) still to train (mean {mean} per point)" in printed
 
 
 def test_a_grid_made_with_other_params_code_or_inputs_starts_over(data_dir, tmp_path, capsys, monkeypatch):

@@ -53,6 +53,16 @@ from pipeline.training.trainer import format_duration
 IDENTITY_DIR = Path("logs") / "tune"  # beside the stage's log: outside the folder DVC tracks
 
 
+def recorded_seconds(timing: Path) -> list[float]:
+    """[train + evaluation seconds] of a finished point from its timing record, [] without a
+    readable one (the ETA then rests on the other points)."""
+    try:
+        record = read_json(timing)
+        return [float(record["train_seconds_total"]) + float(record["eval_seconds_total"])]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
 def grid_identity(params: dict, split: str, variant: str, seed: int, data_dir: str, clusters_dir: str | None) -> str:
     """sha256 of what the grid's points depend on besides their own setting: the code the tune job
     runs (:func:`pipeline.plan.job_code`), the params keys it reads (:func:`pipeline.plan.model_params`)
@@ -91,20 +101,23 @@ def main(params: dict, split: str, variant: str, seed: int, data_dir: str, out_d
         Path(tmp).write_text(identity)
     metric = params["training"]["select_metric"]
     results = []
-    point_seconds = []  # wall time of each point trained by this process
+    # wall time of each point trained by this process, or for a kept point the train and
+    # evaluation seconds its timing record holds (a resumed grid's ETA)
+    point_seconds = []
     for i, point in enumerate(points):
         run_dir = out / f"point{i}"
         tag = f"{split} {variant} grid {i + 1}/{len(points)} {point}"
         hyper_path = run_dir / "hyper.json"
+        timing = Path("logs") / "timing" / f"{split}_{variant}_tune_point{i}.json"
         finished = (run_dir / "metrics.json").exists() and hyper_path.exists() and read_json(hyper_path) == point
         if finished:
             print(f"[{tag}] already finished: kept", flush=True)
             results.append(read_json(run_dir / "metrics.json"))
+            point_seconds += recorded_seconds(timing)
             continue
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "metrics.json").unlink(missing_ok=True)  # a stale result of another setting
         write_json(hyper_path, point)
-        timing = Path("logs") / "timing" / f"{split}_{variant}_tune_point{i}.json"
         left = len(points) - i
         if point_seconds:
             mean = sum(point_seconds) / len(point_seconds)
