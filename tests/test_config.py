@@ -415,6 +415,7 @@ def test_stage1_model_block_is_required(tmp_path, base):
         p["models"].pop("hgcf")
         for block in p["experiments"]:
             block["models"] = [m for m in block["models"] if m != "hgcf"]
+        p["experiments"] = [block for block in p["experiments"] if block["models"]]
     err = error_for(tmp_path, base, drop)
     assert err.key == "models" and "models.hgcf" in str(err)
 
