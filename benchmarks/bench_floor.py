@@ -194,7 +194,7 @@ def table_jobs(params: dict, dataset: str) -> list[Job]:
     for r in plan.tune_runs(params):
         if on(r.split):
             folder = Path(plan.RUN_DIR.format(split=r.split, model=r.model, seed=r.seed))
-            jobs += [Job("tune", r.split, r.model, r.seed, folder) for _ in plan.grid_points(params, r.model)]
+            jobs += [Job("tune", r.split, r.model, r.seed, folder) for _ in plan.grid_points(params, r.model, r.split)]
     for split, model in plan.embed_jobs(params):
         if on(split):  # an export of a train run's vectors: costed as one start-up
             source = plan.embed_source(params, split, model)

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.config import display_names, load_params  # noqa: E402
-from pipeline.plan import embed_jobs, run_threads, trained_runs, tune_runs  # noqa: E402
+from pipeline.plan import embed_jobs, grid, is_tuned, run_threads, trained_runs, tune_runs  # noqa: E402
 
 
 def collect(params: dict) -> list[dict]:
@@ -102,13 +102,13 @@ def render_tuning(params: dict) -> str:
         f"| split | model | setting | best epoch | valid {metric} | test {metric} | selected |",
         "|---|---|---|---:|---:|---:|:---:|",
     ]
-    seen = dict.fromkeys((s, v) for s, v, _ in trained_runs(params) if params["models"][v].get("grid"))
+    seen = dict.fromkeys((s, v) for s, v, _ in trained_runs(params) if is_tuned(params, v, s))
     for split, variant in seen:
         path = ROOT / "runs" / split / variant / "tuning" / "grid.csv"
         if not path.exists():
             continue
         name, _ = display_names(params, variant)
-        keys = list(params["models"][variant]["grid"])
+        keys = list(grid(params, variant, split))
         for row in pl.read_csv(path).iter_rows(named=True):
             setting = ", ".join(f"{k} = {row[k]}" for k in keys)
             lines.append(f"| {split} | {name} | {setting} | {row['best_epoch']} | {row[f'valid_{metric}']:.4f} | "

@@ -373,15 +373,22 @@ def display_names(params: dict, variant: str) -> tuple[str, str]:
     return params["models"][variant].get("display", name), name
 
 
+def split_overrides(params: dict, model: str, split: str) -> dict[str, Any]:
+    """The hyperparameters ``models.<model>.per_split.<split>`` sets for runs on ``split`` (its
+    ``grid``, the split's own grid, is not one of them: :func:`pipeline.plan.grid`)."""
+    block = (params["models"][model].get("per_split") or {}).get(split) or {}
+    return {k: v for k, v in block.items() if k != "grid"}
+
+
 def hyperparameters(params: dict, model: str, split: str, tuned: dict[str, Any] | None = None) -> dict[str, Any]:
     """The hyperparameters params.yaml sets for a run, checked by name and type against the
     model's Config as its file declares it (no torch): ``models.<model>.defaults``, then the
-    split's overrides, then ``tuned`` (a grid point: a setting of some of the keys in
-    ``models.<model>.grid``). The Config's own defaults (in the model's file) fill the rest."""
+    split's overrides, then ``tuned`` (a grid point: a setting of some of the keys of the split's
+    grid, :func:`pipeline.plan.grid`). The Config's own defaults (in the model's file) fill the rest."""
     declared = model_declared(params, model)
     block = params["models"][model]
     tuned = tuned or {}
-    merged = {**(block.get("defaults") or {}), **((block.get("per_split") or {}).get(split) or {}), **tuned}
+    merged = {**(block.get("defaults") or {}), **split_overrides(params, model, split), **tuned}
     for key, value in merged.items():
         where = hyperparameter_key(params, model, split, key, tuned)
         if key not in declared.fields:
@@ -406,7 +413,7 @@ def model_config(params: dict, model: str, split: str, tuned: dict[str, Any] | N
     if missing:
         raise ConfigError(f"models.{model}.defaults", f"missing hyperparameters: {missing}")
     cfg = cls(**merged)
-    overrides = {**((params["models"][model].get("per_split") or {}).get(split) or {}), **(tuned or {})}
+    overrides = {**split_overrides(params, model, split), **(tuned or {})}
     for keys, message in cfg.problems():
         keys = (keys,) if isinstance(keys, str) else tuple(keys)
         # the override that broke it: a split's or grid point's value, else the variant's defaults
@@ -429,8 +436,8 @@ def hyperparameter_key(params: dict, model: str, split: str, key: str, tuned: di
     """The dotted params key a hyperparameter's value comes from: the grid (``tuned``), else the
     split's override, else the defaults."""
     if key in (tuned or {}):
-        return f"models.{model}.grid.{key}"
-    if key in ((params["models"][model].get("per_split") or {}).get(split) or {}):
+        return f"{plan.grid_key(params, model, split)}.{key}"
+    if key in split_overrides(params, model, split):
         return f"models.{model}.per_split.{split}.{key}"
     return f"models.{model}.defaults.{key}"
 
@@ -441,7 +448,7 @@ def code_default_note(params: dict, model: str, split: str, key: str, tuned: dic
     model's Config, naming the file that sets it (and with ``override``, the key that would
     override it)."""
     block = params["models"][model]
-    if key in (tuned or {}) or key in (block.get("defaults") or {}) or key in ((block.get("per_split") or {}).get(split) or {}):
+    if key in (tuned or {}) or key in (block.get("defaults") or {}) or key in split_overrides(params, model, split):
         return ""
     cls = model_class(params, model).Config
     owner = next((k for k in cls.__mro__ if key in inspect.get_annotations(k)), cls)  # the class that declares it

@@ -13,8 +13,10 @@ What follows from what:
                      not declare ``uses_time_order`` gets the same result on both, so its temporal
                      run is the clean split's run (:func:`trained_run`), trained once; the same
                      holds for the item embeddings and clusters a temporal run reads
-    tuning           a variant with ``grid`` runs the tune stage first, on each split it trains
-                     on, with the first seed planned for it there (:func:`tune_runs`)
+    tuning           a variant with a grid on a split (``models.<v>.grid``, or that split's own
+                     ``models.<v>.per_split.<split>.grid``, which replaces it there) runs the tune
+                     stage first on that split, with the first seed planned for it there
+                     (:func:`tune_runs`)
     clusters         a variant whose class ``requires`` "clusters" reads k-means clusters of
                      ``models.<v>.embeddings``: an embedding model's vectors (the embed stage) or
                      "released" (the import-embeddings stage) (:func:`cluster_jobs`)
@@ -127,17 +129,32 @@ def trained_runs(params: dict) -> list[Run]:
     return list(dict.fromkeys(_table_trained(params) + sources))
 
 
-def is_tuned(params: dict, variant: str) -> bool:
-    """Variants with a hyperparameter grid (``models.<variant>.grid``) run the tune stage first."""
-    return bool(params["models"][variant].get("grid"))
+def grid_key(params: dict, variant: str, split: str) -> str:
+    """The dotted params key of the grid a variant tries on ``split``: the split's own
+    (``models.<variant>.per_split.<split>.grid``, which replaces the variant's there; ``{}`` leaves
+    the split untuned) where set, else ``models.<variant>.grid``."""
+    if "grid" in ((params["models"][variant].get("per_split") or {}).get(split) or {}):
+        return f"models.{variant}.per_split.{split}.grid"
+    return f"models.{variant}.grid"
 
 
-def grid_points(params: dict, variant: str) -> list[dict[str, Any]]:
-    """The settings a tuned variant tries (``models.<variant>.grid``: key -> list of values; the
-    product in the order the keys are written); [] for a variant without a grid."""
-    grid = params["models"][variant].get("grid") or {}
-    keys = list(grid)
-    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))] if keys else []
+def grid(params: dict, variant: str, split: str) -> dict[str, list]:
+    """The grid a variant tries on ``split`` (:func:`grid_key`): hyperparameter -> values; {} for none."""
+    block = params["models"][variant]
+    return ((block.get("per_split") or {}).get(split) or {}).get("grid", block.get("grid")) or {}
+
+
+def is_tuned(params: dict, variant: str, split: str) -> bool:
+    """A variant with a grid on ``split`` (:func:`grid`) runs the tune stage first there."""
+    return bool(grid(params, variant, split))
+
+
+def grid_points(params: dict, variant: str, split: str) -> list[dict[str, Any]]:
+    """The settings a tuned variant tries on ``split`` (:func:`grid`: key -> list of values; the
+    product in the order the keys are written); [] where it has no grid."""
+    values = grid(params, variant, split)
+    keys = list(values)
+    return [dict(zip(keys, v)) for v in itertools.product(*(values[k] for k in keys))] if keys else []
 
 
 def tune_runs(params: dict) -> list[Run]:
@@ -145,7 +162,7 @@ def tune_runs(params: dict) -> list[Run]:
     planned for it there (the grid is trained with that seed)."""
     first: dict[tuple[str, str], int] = {}
     for split, variant, seed in trained_runs(params):
-        if is_tuned(params, variant):
+        if is_tuned(params, variant, split):
             first.setdefault((split, variant), seed)
     return [Run(split, variant, seed) for (split, variant), seed in first.items()]
 
@@ -155,7 +172,7 @@ def model_jobs(params: dict) -> list[tuple[str, str, dict[str, Any] | None]]:
     variant on its splits (the embed stage's source runs among them), each grid point of a tuned one."""
     pairs = _split_variants(trained_runs(params))
     return ([(split, variant, None) for split, variant in pairs]
-            + [(split, variant, point) for split, variant in pairs for point in grid_points(params, variant)])
+            + [(split, variant, point) for split, variant in pairs for point in grid_points(params, variant, split)])
 
 
 def run_threads(params: dict, variant: str) -> int:
@@ -239,12 +256,15 @@ def param_value(params: dict, key: str):
 
 def model_params(params: dict, split: str, variant: str) -> list[str]:
     """The dotted params keys a train or tune job of ``variant`` on ``split`` reads: the class,
-    the variant's defaults, the split's overrides, its grid and embeddings where present, its
+    the variant's defaults, the split's overrides (its own grid among them), the variant's grid
+    unless the split's replaces it, its embeddings where present, its
     thread count (results depend on it), the training block with the split's own schedule
     (``training.per_split.<split>``) and the evaluation block. Not ``display`` (a table label) or
     another split's overrides."""
     block = params["models"][variant]
-    keys = [f"models.{variant}.{k}" for k in ("class", "defaults", "grid", "embeddings", "threads") if k in block]
+    own_grid = grid_key(params, variant, split) != f"models.{variant}.grid"  # the split's grid replaces it
+    keys = [f"models.{variant}.{k}" for k in ("class", "defaults", "grid", "embeddings", "threads")
+            if k in block and not (k == "grid" and own_grid)]
     if split in (block.get("per_split") or {}):
         keys.append(f"models.{variant}.per_split.{split}")
     if "threads" not in block:
@@ -269,7 +289,7 @@ def train_command(params: dict, run: Run) -> str:
     clusters, stage1 = clusters_of(params, split, model), stage1_of(params, split, model)
     if clusters:
         args.append(f"--clusters {clusters[0]}")
-    if is_tuned(params, model):
+    if is_tuned(params, model, split):
         args.append(f"--tuned {TUNE_DIR.format(split=split, model=model)}/selected.json")
     if stage1:
         args.append(f"--hyperbolic {stage1}")
@@ -287,7 +307,7 @@ def tune_command(params: dict, run: Run) -> str:
 
 def embed_command(params: dict, split: str, model: str) -> str:
     source = embed_source(params, split, model)
-    tuned = f" --tuned {TUNE_DIR.format(split=split, model=model)}/selected.json" if is_tuned(params, model) else ""
+    tuned = f" --tuned {TUNE_DIR.format(split=split, model=model)}/selected.json" if is_tuned(params, model, split) else ""
     return (f"python -m pipeline embed --split {split} --model {model} --data data/prepared/{split}"
             f" --run {RUN_DIR.format(**source._asdict())}{tuned}"
             f" --out {EMBED_DIR.format(split=split, model=model)} --log logs/embed/{split}/{model}.log")
@@ -298,7 +318,7 @@ def embed_inputs(params: dict, split: str, model: str) -> list[str]:
     model and, for a tuned model, the tune stage's folder (its ``selected.json``, the architecture
     the state fits: the folder, the tune job's declared output, as for a train job)."""
     out = [p.format(split=split) for p in PREPARED] + [f"{RUN_DIR.format(**embed_source(params, split, model)._asdict())}/model.pt"]
-    if is_tuned(params, model):
+    if is_tuned(params, model, split):
         out.append(TUNE_DIR.format(split=split, model=model))
     return out
 
@@ -311,7 +331,7 @@ def train_inputs(params: dict, run: Run) -> list[str]:
     clusters, stage1 = clusters_of(params, split, model), stage1_of(params, split, model)
     if clusters:
         out.append(f"{clusters[0]}/{clusters[1]}/clusters.parquet")
-    if is_tuned(params, model):
+    if is_tuned(params, model, split):
         out.append(TUNE_DIR.format(split=split, model=model))
     if stage1:
         out += [f"{stage1}/{f}" for f in EMBED_FILES]

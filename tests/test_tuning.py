@@ -8,7 +8,8 @@ import json
 import polars as pl
 import pytest
 
-from pipeline.config import ConfigError, check_semantics, load_params
+from pipeline.config import ConfigError, check_schema, check_semantics, hyperparameters, load_params
+from pipeline import plan
 from pipeline.plan import grid_points, tune_runs
 from pipeline.data.dataset import load_interactions
 from pipeline.stages.tune import main as tune
@@ -40,11 +41,11 @@ def data_dir(tmp_path_factory):
 
 def test_grid_points_are_the_product_in_written_order():
     params = params_with_grid({"lr": [0.1, 0.01], "dims": [[8], [16]]})
-    assert grid_points(params, "diffrec") == [
+    assert grid_points(params, "diffrec", SPLIT) == [
         {"lr": 0.1, "dims": [8]}, {"lr": 0.1, "dims": [16]}, {"lr": 0.01, "dims": [8]}, {"lr": 0.01, "dims": [16]},
     ]
     params["models"]["diffrec"].pop("grid")
-    assert grid_points(params, "diffrec") == []
+    assert grid_points(params, "diffrec", SPLIT) == []
 
 
 def test_select_takes_the_best_validation_value_and_the_first_on_ties():
@@ -70,6 +71,55 @@ def test_a_grid_makes_a_tune_stage_with_the_first_seed_the_variant_runs_with():
     assert tune_runs(params) == [(SPLIT, "mf", 3)]
     params["models"]["diffrec"]["grid"] = {"lr": [0.1, 0.01]}
     assert tune_runs(params) == [(SPLIT, "diffrec", 3), (SPLIT, "mf", 3)]
+
+
+def test_a_splits_own_grid_replaces_the_variants_there(data_dir):
+    """models.<v>.per_split.<split>.grid replaces models.<v>.grid on that split ({}: not tuned
+    there): the tune stages, the train commands and inputs, the params a job reads and the key an
+    error names follow it; on the other splits the variant's grid holds."""
+    params = copy.deepcopy(load_params(E2E_PARAMS))
+    other = next(s for s in params["splits"] if s != SPLIT)
+    params["experiments"] = [{"splits": [SPLIT, other], "models": ["diffrec"], "seeds": [2]}]
+    params["models"]["diffrec"]["grid"] = {"lr": [0.1, 0.01]}
+    params["models"]["diffrec"]["per_split"] = {SPLIT: {"steps": 7, "grid": {"noise_scale": [0.1, 0.2, 0.3]}}}
+    check_semantics(params)
+    assert grid_points(params, "diffrec", SPLIT) == [{"noise_scale": v} for v in (0.1, 0.2, 0.3)]
+    assert grid_points(params, "diffrec", other) == [{"lr": 0.1}, {"lr": 0.01}]
+    assert tune_runs(params) == [(SPLIT, "diffrec", 2), (other, "diffrec", 2)]
+    keys = plan.model_params(params, SPLIT, "diffrec")
+    assert f"models.diffrec.per_split.{SPLIT}" in keys and "models.diffrec.grid" not in keys
+    assert "models.diffrec.grid" in plan.model_params(params, other, "diffrec")
+    # the split's overrides are hyperparameters; its grid is not one
+    defaults = params["models"]["diffrec"]["defaults"]
+    assert hyperparameters(params, "diffrec", SPLIT, {"noise_scale": 0.2}) == {**defaults, "steps": 7, "noise_scale": 0.2}
+    # the grid's identity (what its kept points depend on) holds the split's overrides, not its grid
+    from pipeline.stages.tune import grid_identity
+
+    def identity(p):
+        return grid_identity(p, SPLIT, "diffrec", 2, str(data_dir), None)
+
+    wider, other_steps = copy.deepcopy(params), copy.deepcopy(params)
+    wider["models"]["diffrec"]["per_split"][SPLIT]["grid"]["noise_scale"].append(0.4)
+    other_steps["models"]["diffrec"]["per_split"][SPLIT]["steps"] = 8
+    assert identity(wider) == identity(params) != identity(other_steps)
+
+    bad = copy.deepcopy(params)
+    bad["models"]["diffrec"]["per_split"][SPLIT]["grid"] = {"no_such_knob": [1]}
+    with pytest.raises(ConfigError, match=rf"models\.diffrec\.per_split\.{SPLIT}\.grid\.no_such_knob.*unknown hyperparameter"):
+        check_semantics(bad)
+    bad["models"]["diffrec"]["per_split"][SPLIT]["grid"] = {"lr": 0.1}
+    with pytest.raises(ConfigError, match=rf"models\.diffrec\.per_split\.{SPLIT}\.grid\.lr.*array"):
+        check_schema(bad)
+
+    # {}: the split is not tuned; its runs read no tune stage
+    params["models"]["diffrec"]["per_split"][SPLIT]["grid"] = {}
+    check_semantics(params)
+    assert not plan.is_tuned(params, "diffrec", SPLIT) and plan.is_tuned(params, "diffrec", other)
+    assert tune_runs(params) == [(other, "diffrec", 2)]
+    untuned, tuned = plan.Run(SPLIT, "diffrec", 2), plan.Run(other, "diffrec", 2)
+    assert "--tuned" not in plan.train_command(params, untuned) and "--tuned" in plan.train_command(params, tuned)
+    assert plan.TUNE_DIR.format(split=SPLIT, model="diffrec") not in plan.train_inputs(params, untuned)
+    assert plan.TUNE_DIR.format(split=other, model="diffrec") in plan.train_inputs(params, tuned)
 
 
 def test_tune_selects_on_validation_and_train_uses_the_selection(data_dir, tmp_path, capsys, monkeypatch):

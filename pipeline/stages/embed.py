@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pipeline.data.dataset import load_interactions
 from pipeline.io import write_embeddings
-from pipeline.plan import EMBED_FILES, embed_models
+from pipeline.plan import EMBED_FILES, embed_models, grid_key, is_tuned
 from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.fitting import build_model
 from pipeline.training.selection import read_selected
@@ -32,9 +32,9 @@ def main(params: dict, split: str, model_name: str, data_dir: str, run_dir: str,
     ``out_dir``; returns the shape of each file written."""
     if model_name not in embed_models(params):
         raise ValueError(f"the embed stage exports the embedding models {embed_models(params)}, not {model_name!r}")
-    if bool(params["models"][model_name].get("grid")) != bool(tuned_path):
-        raise ValueError(f"model variant {model_name!r}: pass --tuned runs/<split>/{model_name}/tuning/selected.json "
-                         "exactly when it has a grid (models.<variant>.grid)")
+    if is_tuned(params, model_name, split) != bool(tuned_path):
+        raise ValueError(f"model variant {model_name!r}: pass --tuned runs/{split}/{model_name}/tuning/selected.json "
+                         f"exactly when it has a grid on {split} ({grid_key(params, model_name, split)})")
     tuned = read_selected(tuned_path) if tuned_path else None
     data = load_interactions(data_dir)
     model = build_model(params, model_name, split, int(params["embeddings"]["seed"]), data.n_users, data.n_items, tuned, data=data)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.data.dataset import load_interactions
+from pipeline.plan import grid_key, is_tuned
 from pipeline.training.fitting import fit, load_clusters, load_hyperbolic
 from pipeline.training.selection import read_selected, reuse_selected_run
 
@@ -24,16 +25,16 @@ def main(params: dict, split: str, model_name: str, seed: int, data_dir: str, ou
     tuned = None
     tag = tag or f"{split} {model_name} seed {seed}"
     timing_path = timing_path or Path("logs") / "timing" / f"{split}_{model_name}_seed{seed}.json"
-    if params["models"][model_name].get("grid"):
+    if is_tuned(params, model_name, split):
         if not tuned_path:
-            raise ValueError(f"model variant {model_name!r} is tuned on a grid: pass --tuned runs/<split>/{model_name}/tuning/selected.json")
+            raise ValueError(f"model variant {model_name!r} is tuned on a grid on {split}: pass --tuned runs/{split}/{model_name}/tuning/selected.json")
         tuned = read_selected(tuned_path)
         reused = reuse_selected_run(tuned_path, split, model_name, seed, out_dir, timing_path) if reuse_tuned_run else None
         if reused is not None:
             print(f"[{tag}] the tune stage's run of the selected setting {tuned} (same seed): copied, not retrained", flush=True)
             return reused
     elif tuned_path:
-        raise ValueError(f"--tuned given, but model variant {model_name!r} has no grid (models.{model_name}.grid)")
+        raise ValueError(f"--tuned given, but model variant {model_name!r} has no grid on {split} ({grid_key(params, model_name, split)})")
     _, metrics = fit(params, split, model_name, seed, data, out_dir, tag, timing_path, clusters, tuned, hyperbolic)
     k = params["training"]["select_metric"]
     ndcg = k.replace("recall", "ndcg")

@@ -42,8 +42,8 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.config import ConfigError
-from pipeline.plan import PACKAGE_DIR, PREPARED, grid_points, job_code, model_params, param_value
+from pipeline.config import ConfigError, split_overrides
+from pipeline.plan import PACKAGE_DIR, PREPARED, grid_key, grid_points, job_code, model_params, param_value
 from pipeline.data.dataset import load_interactions
 from pipeline.io import atomic_path, read_json, write_json
 from pipeline.training.fitting import fit, load_clusters
@@ -66,7 +66,8 @@ def recorded_seconds(timing: Path) -> list[float]:
 def grid_identity(params: dict, split: str, variant: str, seed: int, data_dir: str, clusters_dir: str | None) -> str:
     """sha256 of what the grid's points depend on besides their own setting: the code the tune job
     runs (:func:`pipeline.plan.job_code`), the params keys it reads (:func:`pipeline.plan.model_params`)
-    but the grid, the bytes of its input files (the prepared split, the clusters) and the seed."""
+    but the grid (:func:`pipeline.plan.grid_key`), the bytes of its input files (the prepared split,
+    the clusters) and the seed."""
     h = hashlib.sha256()
     files = [(name, PACKAGE_DIR.parent / name) for name in job_code(params, "tune", variant)]
     files += [(Path(p).name, Path(data_dir) / Path(p).name) for p in PREPARED]
@@ -76,17 +77,19 @@ def grid_identity(params: dict, split: str, variant: str, seed: int, data_dir: s
     for name, path in files:
         h.update(f"{name}\0{hashlib.sha256(path.read_bytes()).hexdigest()}\0".encode())
     for key in model_params(params, split, variant):
-        if key == f"models.{variant}.grid":
+        if key == grid_key(params, variant, split):
             continue  # each point is matched to its own setting (hyper.json)
-        h.update(f"{key}\0{json.dumps(param_value(params, key), sort_keys=True, default=str)}\0".encode())
+        value = split_overrides(params, variant, split) if key == f"models.{variant}.per_split.{split}" else param_value(params, key)
+        h.update(f"{key}\0{json.dumps(value, sort_keys=True, default=str)}\0".encode())
     h.update(f"seed\0{int(seed)}".encode())
     return h.hexdigest()
 
 
 def main(params: dict, split: str, variant: str, seed: int, data_dir: str, out_dir: str, clusters_dir: str | None = None) -> dict:
-    points = grid_points(params, variant)
+    points = grid_points(params, variant, split)
     if not points:
-        raise ConfigError(f"models.{variant}", "has no grid to tune (add models.<variant>.grid)")
+        raise ConfigError(grid_key(params, variant, split), f"{variant} has no grid to tune on {split} (add "
+                          f"models.{variant}.grid, or models.{variant}.per_split.{split}.grid)")
     out = Path(out_dir)
     data = load_interactions(data_dir)
     clusters = load_clusters(params, variant, clusters_dir, data.n_items)

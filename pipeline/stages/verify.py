@@ -43,7 +43,7 @@ def run_inputs(params: dict, split: str, model: str) -> dict[str, str | None]:
     return {
         "data": f"data/prepared/{split}",
         "clusters": clusters[0] if clusters else None,
-        "tuned": f"{plan.TUNE_DIR.format(split=split, model=model)}/selected.json" if plan.is_tuned(params, model) else None,
+        "tuned": f"{plan.TUNE_DIR.format(split=split, model=model)}/selected.json" if plan.is_tuned(params, model, split) else None,
         "hyperbolic": plan.stage1_of(params, split, model),
     }
 
