@@ -64,12 +64,17 @@ def _mean(values: list[float], fmt: str) -> str:
     return format(statistics.mean(values), fmt) if values else "–"
 
 
+def _median(values: list[float], fmt: str) -> str:
+    return format(statistics.median(values), fmt) if values else "–"
+
+
 def render(params: dict, rows: list[dict]) -> str:
     lines = [
         "# Training time of the DAG's runs",
         "",
         "Written by `python benchmarks/training_time.py` from `logs/timing/*.json` and the runs' `metrics.json` "
-        "(means over seeds). Wall-clock seconds on the 2-core machine as the runs happened, two or more jobs sharing "
+        "(seconds: the median over seeds, so one run slowed or paused by its host does not move a row; epochs: the "
+        "mean). Wall-clock seconds on the 2-core machine as the runs happened, two or more jobs sharing "
         "the cores (see results/README.md), so they overstate a run alone (`efficiency.md`); *threads* = torch threads of the run (`models.<variant>.threads`, else `training.threads`). "
         "Epochs to best = the validation-selected epoch (evaluation every "
         f"{params['training']['eval_every']} epochs, stop after {params['training']['patience']} without a new best).",
@@ -81,8 +86,8 @@ def render(params: dict, rows: list[dict]) -> str:
         name = r.get("label") or display_names(params, r["variant"])[0]
         params_txt = f"{r['params']:,}" if isinstance(r["params"], int) else "–"
         lines.append(
-            f"| {r['split']} | {name} | {params_txt} | {run_threads(params, r['variant'])} | {_mean(r['epoch'], '.2f')} | "
-            f"{_mean(r['eval'], '.2f')} | {_mean(r['best'], '.0f')} | {_mean(r['trained'], '.0f')} | {len(r['best'])} |"
+            f"| {r['split']} | {name} | {params_txt} | {run_threads(params, r['variant'])} | {_median(r['epoch'], '.2f')} | "
+            f"{_median(r['eval'], '.2f')} | {_mean(r['best'], '.0f')} | {_mean(r['trained'], '.0f')} | {len(r['best'])} |"
         )
     return "\n".join(lines) + "\n"
 
