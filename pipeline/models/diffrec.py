@@ -137,17 +137,7 @@ class DiffRec(Recommender, key="diffrec"):
         super().__init__()  # side inputs (data, clusters) are not used by DiffRec
         self.config = config
         self.n_users, self.n_items = n_users, n_items
-        self.diffusion = GaussianDiffusion(
-            steps=config.steps,
-            noise_scale=config.noise_scale,
-            noise_min=config.noise_min,
-            noise_max=config.noise_max,
-            schedule=config.schedule,
-            max_beta=config.max_beta,
-            beta_fixed=config.beta_fixed,
-            history=config.history_num_per_term,
-            uniform_prob=config.uniform_prob,
-        )
+        self.diffusion = GaussianDiffusion.from_config(config)
         self.denoiser = MLPDenoiser(n_items, list(config.dims), config.emb_size, config.dropout, config.norm)
 
     def optimizer(self) -> torch.optim.Optimizer:

@@ -117,6 +117,17 @@ class GaussianDiffusion(nn.Module):
         self.register_buffer("loss_history", torch.zeros(steps, history, dtype=torch.float64))
         self.register_buffer("loss_count", torch.zeros(steps, dtype=torch.long))
 
+    @classmethod
+    def from_config(cls, config: NoiseScheduleConfig, **overrides) -> GaussianDiffusion:
+        """The process ``config`` describes: its noise schedule (:class:`NoiseScheduleConfig`'s
+        fields) and, for a :class:`DiffusionConfig`, its importance sampling (``history``,
+        ``uniform_prob``); ``overrides`` replace any of these arguments."""
+        args = {name: getattr(config, name)
+                for name in ("steps", "noise_scale", "noise_min", "noise_max", "schedule", "max_beta", "beta_fixed")}
+        if isinstance(config, DiffusionConfig):
+            args.update(history=config.history_num_per_term, uniform_prob=config.uniform_prob)
+        return cls(**{**args, **overrides})
+
     # ---- forward process -------------------------------------------------------------
     def q_sample(self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         a = self.sqrt_alphas_cumprod[t].float().unsqueeze(1)

@@ -231,17 +231,7 @@ class LDiffRec(Recommender, key="ldiffrec"):
         self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
         self.encoders = nn.ModuleList(nn.Linear(size, 2 * lat) for size, lat in zip(self.cluster_sizes, self.latent_dims))
         self.decoder = nn.Linear(config.latent_size, n_items)
-        self.diffusion = GaussianDiffusion(
-            steps=config.steps,
-            noise_scale=config.noise_scale,
-            noise_min=config.noise_min,
-            noise_max=config.noise_max,
-            schedule=config.schedule,
-            max_beta=config.max_beta,
-            beta_fixed=config.beta_fixed,
-            history=config.history_num_per_term,
-            uniform_prob=config.uniform_prob,
-        )
+        self.diffusion = GaussianDiffusion.from_config(config)
         self.denoiser = MLPDenoiser(config.latent_size, list(config.dims), config.emb_size, config.denoiser_dropout, norm=False)
         for layer in [*self.encoders, self.decoder]:
             _xavier_zero_bias(layer)

@@ -61,16 +61,7 @@ class MultiDAEPP(MultiDAE, key="multidaepp"):
 
     def __init__(self, config: MultiDAEPPConfig, n_users: int, n_items: int, **side):
         super().__init__(config, n_users, n_items, **side)
-        self.diffusion = GaussianDiffusion(
-            steps=config.steps,
-            noise_scale=config.noise_scale,
-            noise_min=config.noise_min,
-            noise_max=config.noise_max,
-            schedule=config.schedule,
-            max_beta=config.max_beta,
-            beta_fixed=config.beta_fixed,
-            history=1,  # importance sampling is not used
-        )
+        self.diffusion = GaussianDiffusion.from_config(config, history=1)  # importance sampling is not used
 
     def loss(self, rows: torch.Tensor, users: np.ndarray | None = None) -> torch.Tensor:
         t = torch.randint(0, self.config.steps, (rows.shape[0],), device=rows.device)
