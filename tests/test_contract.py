@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,18 @@ def test_registration_refuses_a_taken_name_and_a_missing_declaration():
             def scores(self, rows, users):
                 return rows
     assert "no-family" not in Recommender.registry and "no-loss" not in Recommender.registry
+
+
+@pytest.mark.parametrize("key", ["ease", "hgcf", "lightgcn", "mf", "mostpop", "tvdiff"])  # those built from it
+def test_a_model_built_from_the_train_part_refuses_none_and_another_size(key, data):
+    cls = MODELS[key]
+    config = model_config(PARAMS, variant_of(key), SPLIT)
+    side = {k: v for k, v in side_inputs(cls, config, data).items() if k != "data"}
+    with pytest.raises(ValueError, match=rf"^{re.escape(cls.display_name)} needs the .*: pass data=InteractionData"):
+        cls(config, data.n_users, data.n_items, **side)
+    with pytest.raises(ValueError, match=rf"^{re.escape(cls.display_name)}: data has {data.n_users} users x {data.n_items} "
+                                         rf"items, but the model was asked for {data.n_users} x {data.n_items + 1}$"):
+        cls(config, data.n_users, data.n_items + 1, data=data, **side)
 
 
 @pytest.mark.parametrize("key", sorted(MODELS))

@@ -94,6 +94,17 @@ class Recommender(nn.Module):
     def input_matrix(self, data) -> sp.csr_matrix:
         return data.train
 
+    @classmethod
+    def given_data(cls, data, n_users: int, n_items: int, needs: str = "the training graph"):
+        """``data`` (the ``InteractionData`` a model that reads the train part when it is built takes
+        by keyword), checked: given, and of the model's size."""
+        if data is None:
+            raise ValueError(f"{cls.display_name} needs {needs}: pass data=InteractionData (build_model(..., data=data))")
+        if (data.n_users, data.n_items) != (n_users, n_items):
+            raise ValueError(f"{cls.display_name}: data has {data.n_users} users x {data.n_items} items, "
+                             f"but the model was asked for {n_users} x {n_items}")
+        return data
+
     def batches(self, matrix: sp.csr_matrix, generator: torch.Generator | None = None) -> Iterator[tuple]:
         """One epoch's training batches: (dense rows, users) of every user (row of ``matrix``)
         once, in the order of ``torch.randperm`` (``generator``: torch's global one when None), in

@@ -45,10 +45,7 @@ class EASE(Recommender, key="ease"):
 
     def __init__(self, config: EASEConfig, n_users: int, n_items: int, *, data: InteractionData | None = None, **side):
         super().__init__()  # other side inputs are not used
-        if data is None:
-            raise ValueError("EASE needs the train matrix: pass data=InteractionData (build_model(..., data=data))")
-        if (data.n_users, data.n_items) != (n_users, n_items):
-            raise ValueError(f"EASE: data has {data.n_users} x {data.n_items}, the model was asked for {n_users} x {n_items}")
+        data = self.given_data(data, n_users, n_items, needs="the train matrix")
         self.config = config
         self.n_items = n_items
         x = data.train.astype(np.float64)

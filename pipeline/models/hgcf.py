@@ -161,12 +161,7 @@ class HGCF(Recommender, key="hgcf"):
 
     def __init__(self, config: HGCFConfig, n_users: int, n_items: int, *, data: InteractionData | None = None, **side):
         super().__init__()  # other side inputs are not used
-        if data is None:
-            raise ValueError("HGCF needs the training graph: pass data=InteractionData (build_model(..., data=data))")
-        if (data.n_users, data.n_items) != (n_users, n_items):
-            raise ValueError(
-                f"HGCF: data has {data.n_users} users x {data.n_items} items, but the model was asked for {n_users} x {n_items}"
-            )
+        data = self.given_data(data, n_users, n_items)
         self.config = config
         self.n_users, self.n_items = n_users, n_items
         self.user_embedding = geoopt.ManifoldParameter(self._initial_points(n_users), manifold=LORENTZ)

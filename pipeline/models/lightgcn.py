@@ -92,13 +92,7 @@ class LightGCN(Recommender, key="lightgcn"):
 
     def __init__(self, config: LightGCNConfig, n_users: int, n_items: int, *, data: InteractionData | None = None, **side):
         super().__init__()  # other side inputs (clusters) are not used by LightGCN
-        if data is None:
-            raise ValueError("LightGCN needs the training graph: pass data=InteractionData (build_model(..., data=data))")
-        if (data.n_users, data.n_items) != (n_users, n_items):
-            raise ValueError(
-                f"LightGCN: data has {data.n_users} users x {data.n_items} items, "
-                f"but the model was asked for {n_users} x {n_items}"
-            )
+        data = self.given_data(data, n_users, n_items)
         self.config = config
         self.n_users, self.n_items = n_users, n_items
         self.user_embedding = nn.Embedding(n_users, config.emb_size)

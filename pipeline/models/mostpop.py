@@ -47,13 +47,7 @@ class MostPop(Recommender, key="mostpop"):
 
     def __init__(self, config: MostPopConfig, n_users: int, n_items: int, *, data: InteractionData | None = None, **side):
         super().__init__()  # other side inputs (clusters) are not used
-        if data is None:
-            raise ValueError("MostPop needs the train matrix: pass data=InteractionData (build_model(..., data=data))")
-        if (data.n_users, data.n_items) != (n_users, n_items):
-            raise ValueError(
-                f"MostPop: data has {data.n_users} users x {data.n_items} items, "
-                f"but the model was asked for {n_users} x {n_items}"
-            )
+        data = self.given_data(data, n_users, n_items, needs="the train matrix")
         self.config = config
         self.n_users, self.n_items = n_users, n_items
         train = sp.csr_matrix(data.train)

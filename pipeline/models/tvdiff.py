@@ -309,12 +309,7 @@ class TVDiff(Recommender, key="tvdiff"):
 
     def __init__(self, config: TVDiffConfig, n_users: int, n_items: int, *, data: InteractionData | None = None, **side):
         super().__init__()  # other side inputs are not used
-        if data is None:
-            raise ValueError("TV-Diff needs the training graph for its item view: pass data=InteractionData (build_model(..., data=data))")
-        if (data.n_users, data.n_items) != (n_users, n_items):
-            raise ValueError(
-                f"TV-Diff: data has {data.n_users} users x {data.n_items} items, but the model was asked for {n_users} x {n_items}"
-            )
+        data = self.given_data(data, n_users, n_items, needs="the training graph for its item view")
         self.config = config
         self.n_users, self.n_items = n_users, n_items
         self.diffusion = GaussianDiffusion(
