@@ -376,8 +376,7 @@ def display_names(params: dict, variant: str) -> tuple[str, str]:
 def split_overrides(params: dict, model: str, split: str) -> dict[str, Any]:
     """The hyperparameters ``models.<model>.per_split.<split>`` sets for runs on ``split`` (its
     ``grid``, the split's own grid, is not one of them: :func:`pipeline.plan.grid`)."""
-    block = (params["models"][model].get("per_split") or {}).get(split) or {}
-    return {k: v for k, v in block.items() if k != "grid"}
+    return {k: v for k, v in plan.split_entry(params, model, split).items() if k != "grid"}
 
 
 def hyperparameters(params: dict, model: str, split: str, tuned: dict[str, Any] | None = None) -> dict[str, Any]:

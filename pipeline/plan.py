@@ -129,19 +129,23 @@ def trained_runs(params: dict) -> list[Run]:
     return list(dict.fromkeys(_table_trained(params) + sources))
 
 
+def split_entry(params: dict, variant: str, split: str) -> dict[str, Any]:
+    """``models.<variant>.per_split.<split>``: the split's overrides and its own grid ({} where unset)."""
+    return (params["models"][variant].get("per_split") or {}).get(split) or {}
+
+
 def grid_key(params: dict, variant: str, split: str) -> str:
     """The dotted params key of the grid a variant tries on ``split``: the split's own
     (``models.<variant>.per_split.<split>.grid``, which replaces the variant's there; ``{}`` leaves
     the split untuned) where set, else ``models.<variant>.grid``."""
-    if "grid" in ((params["models"][variant].get("per_split") or {}).get(split) or {}):
+    if "grid" in split_entry(params, variant, split):
         return f"models.{variant}.per_split.{split}.grid"
     return f"models.{variant}.grid"
 
 
 def grid(params: dict, variant: str, split: str) -> dict[str, list]:
     """The grid a variant tries on ``split`` (:func:`grid_key`): hyperparameter -> values; {} for none."""
-    block = params["models"][variant]
-    return ((block.get("per_split") or {}).get(split) or {}).get("grid", block.get("grid")) or {}
+    return split_entry(params, variant, split).get("grid", params["models"][variant].get("grid")) or {}
 
 
 def is_tuned(params: dict, variant: str, split: str) -> bool:
