@@ -20,6 +20,7 @@ from pipeline.models.diffrec import DiffRecConfig
 from pipeline.training.checkpoint import CheckpointMismatch, CorruptCheckpoint, fingerprint, load_checkpoint
 from pipeline.training.fitting import build_model
 from pipeline.training.trainer import CORRUPT_SUFFIX, RESUME_FILE, TrainingDiverged, format_duration, set_determinism, train_run
+from pipeline.training import trainer as trainer_module
 
 N_USERS, N_ITEMS, GROUPS = 60, 40, 3
 SPLIT = "tiny_clean"
@@ -179,6 +180,19 @@ def test_resume_after_kill_matches_uninterrupted(data, reference_run, tmp_path, 
     assert resumed == metrics
     assert outputs(killed) == outputs(run_dir)
     assert not (killed / RESUME_FILE).exists()
+
+
+def test_a_slow_run_checkpoints_between_checkpoint_every(data, reference_run, tmp_path, monkeypatch):
+    """A checkpoint is also due when CHECKPOINT_SECONDS have passed, at any epoch's end (3 here,
+    where checkpoint_every = 2 alone would not save), and resuming from it changes nothing."""
+    run_dir, metrics = reference_run
+    killed = tmp_path / "killed"
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer_module, "CHECKPOINT_SECONDS", 0.0)
+        assert run(data, killed, stop_after_epoch=3) == {}
+    assert load_checkpoint(killed / RESUME_FILE)["epoch"] == 3
+    assert run(data, killed) == metrics
+    assert outputs(killed) == outputs(run_dir)
 
 
 def test_resume_file_of_another_config_is_ignored(data, tmp_path, capsys):

@@ -10,7 +10,9 @@
   model's config has one (HGCF's released rule; 0 otherwise); report the test metrics of the
   best validation epoch;
 * a resumable checkpoint every ``checkpoint_every`` epochs (model, optimizer, RNG, best-so-far,
-  history), so a killed run restarted with the same configuration ends with the same metrics; a
+  history), and after any epoch that ends ``CHECKPOINT_SECONDS`` or more after the last one (slow
+  epochs: a kill loses at most that much finished training), so a killed run restarted with the
+  same configuration ends with the same metrics; a
   resume checkpoint that cannot be loaded is moved aside (``resume.pt.corrupt``) with a warning
   and the run starts afresh;
 * each epoch's line ends with a projected remaining time: at most (mean epoch time so far) x
@@ -51,6 +53,9 @@ from pipeline.training.checkpoint import CheckpointMismatch, CorruptCheckpoint, 
 
 RESUME_FILE = "resume.pt"
 CORRUPT_SUFFIX = ".corrupt"  # a resume checkpoint that cannot be loaded is renamed to resume.pt.corrupt
+# Wall-clock bound between checkpoints besides ``checkpoint_every``: a checkpoint is taken at an
+# epoch's end, whatever its number, so when checkpoints happen never changes the results.
+CHECKPOINT_SECONDS = 600.0
 
 
 class TrainingDiverged(RuntimeError):
@@ -194,6 +199,7 @@ def train_run(
         raise ValueError(f"{tag}: the input matrix has {matrix.shape[0]} rows for {data.n_users} users")
     train_seconds, eval_seconds = [], []
     start_epoch = state.epoch + 1
+    last_checkpoint = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs + 1):
         if epoch > min_epochs and epoch - state.best_epoch >= training.patience:
             _log(tag, f"early stop before epoch {epoch}: no better valid {select} since epoch {state.best_epoch}")
@@ -236,7 +242,8 @@ def train_run(
         state.history.append(row)
         state.epoch = epoch
         _log(tag, message)
-        if epoch % training.checkpoint_every == 0 or epoch == cfg.epochs:
+        overdue = time.perf_counter() - last_checkpoint >= CHECKPOINT_SECONDS
+        if epoch % training.checkpoint_every == 0 or epoch == cfg.epochs or overdue:
             save_checkpoint(
                 resume_path,
                 {
@@ -249,6 +256,7 @@ def train_run(
                     "epoch": epoch,
                 },
             )
+            last_checkpoint = time.perf_counter()
             if stop_after_epoch is not None and epoch >= stop_after_epoch:
                 return {}
     if not state.best_model:
