@@ -16,7 +16,7 @@ import torch
 
 from pipeline.data.dataset import InteractionData, dense_rows, mask_rows
 from pipeline.evaluation.evaluator import Evaluator
-from pipeline.evaluation.metrics import mean_metrics, per_user_metrics, rank_topk_, rank_topk_nested_
+from pipeline.evaluation.metrics import evaluated_users, mean_metrics, per_user_metrics, rank_topk_, rank_topk_nested_
 
 
 def L(j: int) -> float:
@@ -51,7 +51,7 @@ SCORES = torch.tensor(
     ]
 )
 TRAIN = [{0}, {1, 3}, {0}]  # u0 and u2: the train item would otherwise rank first
-VALID = [{3, 4}, {4}, set()]  # u2: empty validation ground truth (counts 0 in the mean)
+VALID = [{3, 4}, {4}, set()]  # u2: empty validation ground truth (left out of the valid means)
 TEST = [{1}, {5, 2}, {1, 3, 4}]
 KS = (1, 3)
 
@@ -74,15 +74,15 @@ VALID_PER_USER = {
     "ndcg@3": [U0_VALID_NDCG3, 1, 0],
     "mrr@3": [1 / 2, 1, 0],
 }
-VALID_MEANS = {
-    "recall@1": 1 / 3,
-    "precision@1": 1 / 3,
-    "ndcg@1": 1 / 3,
-    "mrr@1": 1 / 3,
-    "recall@3": (1 + 1 + 0) / 3,
-    "precision@3": (2 / 3 + 1 / 3 + 0) / 3,
-    "ndcg@3": (U0_VALID_NDCG3 + 1 + 0) / 3,
-    "mrr@3": (1 / 2 + 1 + 0) / 3,
+VALID_MEANS = {  # over u0 and u1: u2 has no validation item
+    "recall@1": 1 / 2,
+    "precision@1": 1 / 2,
+    "ndcg@1": 1 / 2,
+    "mrr@1": 1 / 2,
+    "recall@3": (1 + 1) / 2,
+    "precision@3": (2 / 3 + 1 / 3) / 2,
+    "ndcg@3": (U0_VALID_NDCG3 + 1) / 2,
+    "mrr@3": (1 / 2 + 1) / 2,
 }
 
 # ---- test: mask train + valid -------------------------------------------------------------
@@ -198,13 +198,15 @@ def test_per_user_metrics_by_hand(top, truth, expected):
         np.testing.assert_allclose(values[name], want, rtol=0, atol=1e-12, err_msg=name)
 
 
-def test_mean_metrics_divides_by_all_users():
+def test_mean_metrics_over_evaluated_users():
     values = per_user_metrics(torch.tensor(VALID_TOP3), dense(VALID), KS)
-    means = mean_metrics(values, 3)
+    users = evaluated_users(make_data(TRAIN, VALID, TEST, 6).valid)
+    assert users.tolist() == [0, 1]  # u2's validation ground truth is empty
+    means = mean_metrics(values, users)
     for name, want in VALID_MEANS.items():
         assert means[name] == pytest.approx(want, abs=1e-12), name
-    # users without a row count 0: the same sums over 6 users halve the means
-    assert mean_metrics(values, 6)["recall@3"] == pytest.approx(VALID_MEANS["recall@3"] / 2, abs=1e-12)
+    # over all three users (DiffRec's rule) the same sums are 2/3 of these means
+    assert mean_metrics(values, np.arange(3))["recall@3"] == pytest.approx(VALID_MEANS["recall@3"] * 2 / 3, abs=1e-12)
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 3, 100])
@@ -240,7 +242,8 @@ def test_evaluator_single_split():
 
 
 # --------------------------------------------------------------------------------------------
-# randomized cross-check against a straightforward loop (DiffRec's computeTopNAccuracy, unrounded)
+# randomized cross-check against a straightforward loop (DiffRec's computeTopNAccuracy, unrounded,
+# averaged over the users with a ground truth)
 
 
 def loop_metrics(ranked: list[list[int]], truth: list[set[int]], ks) -> dict[str, float]:
@@ -267,7 +270,8 @@ def loop_metrics(ranked: list[list[int]], truth: list[set[int]], ks) -> dict[str
             sums["precision"] += hit / k
             sums["ndcg"] += dcg / idcg
             sums["mrr"] += mrr
-        out.update({f"{m}@{k}": v / n for m, v in sums.items()})
+        n_truth = max(sum(1 for g in truth if g), 1)  # the users with a ground truth
+        out.update({f"{m}@{k}": v / n_truth for m, v in sums.items()})
     return out
 
 

@@ -319,3 +319,20 @@ def test_default_batches_are_the_old_user_loop(data, tmp_path, name):
             old_losses.append(loss.detach().clone())
     assert len(losses) == 8
     assert torch.equal(torch.stack(losses), torch.stack(old_losses))
+
+
+def test_means_and_per_user_rows_are_over_the_users_with_a_ground_truth(data, tmp_path):
+    """Users without test items (here the first 5) are left out of the test means and of the
+    test rows of per_user.parquet; the validation side still has every user."""
+    test = data.test.tolil()
+    test[:5] = 0
+    test = test.tocsr()
+    test.eliminate_zeros()
+    fewer = dataclasses.replace(data, test=test)
+    metrics = run(fewer, tmp_path, epochs=2)
+    per_user = pl.read_parquet(tmp_path / "per_user.parquet")
+    for split, users in (("valid", list(range(N_USERS))), ("test", list(range(5, N_USERS)))):
+        part = per_user.filter(pl.col("split") == split).sort("user")
+        assert part["user"].to_list() == users
+        for name, value in metrics[split].items():
+            assert float(np.sum(part[name].to_numpy()) / len(users)) == value  # exact: the same arithmetic

@@ -15,7 +15,9 @@ import numpy as np
 import torch
 
 from pipeline.data.dataset import InteractionData, mask_rows, positive_entries
-from pipeline.evaluation.metrics import EvalResult, mean_metrics, per_user_metrics, rank_topk_, rank_topk_nested_
+from pipeline.evaluation.metrics import (
+    EvalResult, evaluated_users, mean_metrics, per_user_metrics, rank_topk_, rank_topk_nested_,
+)
 
 ScoreFn = Callable[[np.ndarray], torch.Tensor]  # user ids -> (B, n_items) scores
 
@@ -50,13 +52,17 @@ class Evaluator:
                 for split in sorted(splits, key=("valid", "test").index):
                     top[split] = rank_topk_(scores, positive_entries(self._exclude(split), users), kmax)
             for split in splits:
-                truth_matrix = self.data.valid if split == "valid" else self.data.test
+                truth_matrix = self.truth(split)
                 values = per_user_metrics(top[split], mask_rows(truth_matrix, users), self.topk)
                 for name, v in values.items():
                     collected[split].setdefault(name, []).append(v)
         per_user = {s: {m: np.concatenate(v) for m, v in d.items()} for s, d in collected.items()}
-        means = {s: mean_metrics(per_user[s], n_users) for s in splits}
+        means = {s: mean_metrics(per_user[s], evaluated_users(self.truth(s))) for s in splits}
         return EvalResult(means=means, per_user=per_user)
+
+    def truth(self, split: str):
+        """The ground-truth matrix of ``split`` ("valid" or "test")."""
+        return self.data.valid if split == "valid" else self.data.test
 
     def _exclude(self, split: str):
         """The items ranked out for ``split``: train for valid; train and valid for test, except

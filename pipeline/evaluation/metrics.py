@@ -8,7 +8,12 @@ Protocol (per user u, list L_K = the K highest-scored items after masking):
 * NDCG@K = DCG / IDCG with binary gain, DCG = Σ_{j<K, L_K[j] ∈ G_u} 1 / log2(j + 2) and
   IDCG = Σ_{j < min(|G_u|, K)} 1 / log2(j + 2);
 * MRR@K = 1 / (j + 1) for the first hit at 0-based position j, 0 without a hit;
-* every mean divides by *all* users; a user with an empty ground truth G_u counts as 0.
+* every mean is over the users evaluated on the split: those whose ground truth G_u is not empty
+  (:func:`evaluated_users`). DiffRec's released evaluator divides by all users, counting an
+  empty G_u as 0; on its splits every user has validation and test items, so the two are the same
+  number. TV-Diff's framework averages over its test users; on its splits (lastfm: 1,860 of
+  1,887 users, amazon-beauty: 17,537 of 22,361) dividing by all users would shrink every mean by
+  that ratio.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from pipeline.evaluation.topk import topk_sorted
@@ -102,14 +108,21 @@ def per_user_metrics(topk_items: torch.Tensor, truth: torch.Tensor, ks: tuple[in
     return {name: v.numpy() for name, v in out.items()}
 
 
+def evaluated_users(truth: sp.csr_matrix) -> np.ndarray:
+    """The users a split's metrics are averaged over: the rows of ``truth`` (its ground-truth
+    matrix) with at least one item, ascending."""
+    return np.flatnonzero(np.diff(truth.indptr) > 0)
+
+
 @dataclass
 class EvalResult:
-    """Means over all users per split, and the per-user test values (for significance tests)."""
+    """Means over the evaluated users per split, and the per-user values (for significance tests)."""
 
-    means: dict[str, dict[str, float]]  # split -> metric -> mean
-    per_user: dict[str, dict[str, np.ndarray]]  # split -> metric -> (n_users,)
+    means: dict[str, dict[str, float]]  # split -> metric -> mean over evaluated_users(truth)
+    per_user: dict[str, dict[str, np.ndarray]]  # split -> metric -> (n_users,), 0 where the truth is empty
 
 
-def mean_metrics(per_user: dict[str, np.ndarray], n_users: int) -> dict[str, float]:
-    """Average over all users (users missing from ``per_user`` rows count 0)."""
-    return {name: float(np.sum(values, dtype=np.float64) / n_users) for name, values in sorted(per_user.items())}
+def mean_metrics(per_user: dict[str, np.ndarray], users: np.ndarray) -> dict[str, float]:
+    """Average over ``users`` (:func:`evaluated_users`) of each metric's per-user values."""
+    n = max(len(users), 1)
+    return {name: float(np.sum(values[users], dtype=np.float64) / n) for name, values in sorted(per_user.items())}

@@ -738,9 +738,10 @@ def headline_table(summary: pl.DataFrame, settings: Sequence[str], model_order: 
             col = f"{s}:{k}"
             rows_k = {m: cell[s, m, k] for m in models if (s, m, k) in cell}
             _metric_column(data, col, models, rows_k, lambda m, r: fmt_value(r["mean"]))
-    n_seeds = sorted(set(summary.filter(pl.col("model").is_in(models))["n_seeds"].to_list()))
+    shown = summary.filter(pl.col("model").is_in(models), pl.col("setting").is_in(list(settings)))
+    n_seeds = sorted(set(shown["n_seeds"].to_list()))
     note = (
-        f"Test split, mean over {_join(n_seeds)} seeds; **bold**: best of the column, "
+        f"Test split, mean over {' or '.join(str(n) for n in n_seeds)} seeds per model; **bold**: best of the column, "
         f"<ins>underlined</ins>: second; {md_stars(sig.legend_levels())}: different from {reference_model} "
         f"(paired Wilcoxon over users). Written by `{GENERATED_BY}`."
     )

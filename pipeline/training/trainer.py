@@ -23,7 +23,7 @@
   evaluated once, reported as epoch 0, with the same outputs.
 
 Outputs of a run folder: ``metrics.json``, ``history.csv``, ``per_user.parquet`` (per-user
-valid/test metrics at the best epoch) and ``model.pt`` (best state). All are deterministic for a
+valid/test metrics at the best epoch, for the users each split's means are over) and ``model.pt`` (best state). All are deterministic for a
 seed; wall-clock timings go to a separate ``timing.json`` (by default under ``logs/timing/``),
 which no engine tracks.
 """
@@ -47,6 +47,7 @@ import torch
 from pipeline.config import EvaluationConfig, TrainingConfig
 from pipeline.data.dataset import InteractionData, dense_rows
 from pipeline.evaluation.evaluator import Evaluator
+from pipeline.evaluation.metrics import evaluated_users
 from pipeline.io import atomic_path, write_json
 from pipeline.models import fast
 from pipeline.training.checkpoint import CheckpointMismatch, CorruptCheckpoint, fingerprint, load_checkpoint, save_checkpoint
@@ -321,9 +322,10 @@ def _write_outputs(run_dir, state, identity, fp, model, data, train_seconds, eva
     with atomic_path(run_dir / "history.csv") as tmp:
         history.write_csv(tmp, float_precision=8)
     frames = []
-    for split, values in state.best_per_user.items():
-        cols = {"user": np.arange(data.n_users, dtype=np.int32), "split": [split] * data.n_users}
-        cols.update({m: np.asarray(v, dtype=np.float64) for m, v in sorted(values.items())})
+    for split, values in state.best_per_user.items():  # the users each split's means are over
+        users = evaluated_users(data.valid if split == "valid" else data.test)
+        cols = {"user": users.astype(np.int32), "split": [split] * len(users)}
+        cols.update({m: np.asarray(v, dtype=np.float64)[users] for m, v in sorted(values.items())})
         frames.append(pl.DataFrame(cols))
     with atomic_path(run_dir / "per_user.parquet") as tmp:
         pl.concat(frames).write_parquet(tmp, statistics=False)
