@@ -38,6 +38,10 @@ class InteractionData:
     test: sp.csr_matrix
     train_rank: sp.csr_matrix  # value = 1 + position among the user's train rows in time order
 
+    def ground_truth(self, split: str) -> sp.csr_matrix:
+        """The items to retrieve in ``split`` ("valid" or "test")."""
+        return self.valid if split == "valid" else self.test
+
 
 def _csr(df: pl.DataFrame, n_users: int, n_items: int, values: np.ndarray | None = None) -> sp.csr_matrix:
     users = df["user"].to_numpy()

@@ -52,17 +52,13 @@ class Evaluator:
                 for split in sorted(splits, key=("valid", "test").index):
                     top[split] = rank_topk_(scores, positive_entries(self._exclude(split), users), kmax)
             for split in splits:
-                truth_matrix = self.truth(split)
+                truth_matrix = self.data.ground_truth(split)
                 values = per_user_metrics(top[split], mask_rows(truth_matrix, users), self.topk)
                 for name, v in values.items():
                     collected[split].setdefault(name, []).append(v)
         per_user = {s: {m: np.concatenate(v) for m, v in d.items()} for s, d in collected.items()}
-        means = {s: mean_metrics(per_user[s], evaluated_users(self.truth(s))) for s in splits}
+        means = {s: mean_metrics(per_user[s], evaluated_users(self.data.ground_truth(s))) for s in splits}
         return EvalResult(means=means, per_user=per_user)
-
-    def truth(self, split: str):
-        """The ground-truth matrix of ``split`` ("valid" or "test")."""
-        return self.data.valid if split == "valid" else self.data.test
 
     def _exclude(self, split: str):
         """The items ranked out for ``split``: train for valid; train and valid for test, except

@@ -323,7 +323,7 @@ def _write_outputs(run_dir, state, identity, fp, model, data, train_seconds, eva
         history.write_csv(tmp, float_precision=8)
     frames = []
     for split, values in state.best_per_user.items():  # the users each split's means are over
-        users = evaluated_users(data.valid if split == "valid" else data.test)
+        users = evaluated_users(data.ground_truth(split))
         cols = {"user": users.astype(np.int32), "split": [split] * len(users)}
         cols.update({m: np.asarray(v, dtype=np.float64)[users] for m, v in sorted(values.items())})
         frames.append(pl.DataFrame(cols))
