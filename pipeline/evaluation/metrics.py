@@ -10,10 +10,9 @@ Protocol (per user u, list L_K = the K highest-scored items after masking):
 * MRR@K = 1 / (j + 1) for the first hit at 0-based position j, 0 without a hit;
 * every mean is over the users evaluated on the split: those whose ground truth G_u is not empty
   (:func:`evaluated_users`). DiffRec's released evaluator divides by all users, counting an
-  empty G_u as 0; on its splits every user has validation and test items, so the two are the same
-  number. TV-Diff's framework averages over its test users; on its splits (lastfm: 1,860 of
-  1,887 users, amazon-beauty: 17,537 of 22,361) dividing by all users would shrink every mean by
-  that ratio.
+  empty G_u as 0: the same number on its splits, where every user has validation and test items.
+  TV-Diff's framework averages over its test users: on its splits, where some users have no test
+  item, dividing by all users would shrink every mean (``docs/evaluation.md``).
 """
 
 from __future__ import annotations

@@ -129,9 +129,9 @@ items; ``*_items_unseen_in_train`` above counts their rows) and ``unseen_in_trai
 ``"kept"`` — such rows are neither dropped nor moved; they stay in valid/test, every model scores
 the whole item catalogue (an item never seen in train can be ranked, it just had no positive to
 learn from), and a user without train rows is scored from an empty input row and counts in
-the means of the splits where it has items. With ``k_core >= 1`` and the split's small-n guard every user has a
-train row, so the user counts are 0 for raw formats; DiffRec's released files are counted as
-they are.
+the means of the splits where it has items. With ``k_core >= 1`` and the split's small-n guard
+every user has a train row, so the user counts are 0 for raw formats; DiffRec's released files
+are counted as they are.
 """
 
 from __future__ import annotations

@@ -23,9 +23,9 @@
   evaluated once, reported as epoch 0, with the same outputs.
 
 Outputs of a run folder: ``metrics.json``, ``history.csv``, ``per_user.parquet`` (per-user
-valid/test metrics at the best epoch, for the users each split's means are over) and ``model.pt`` (best state). All are deterministic for a
-seed; wall-clock timings go to a separate ``timing.json`` (by default under ``logs/timing/``),
-which no engine tracks.
+valid/test metrics at the best epoch, of the users each split's means are over) and ``model.pt``
+(best state). All are deterministic for a seed; wall-clock timings go to a separate
+``timing.json`` (by default under ``logs/timing/``), which no engine tracks.
 """
 
 from __future__ import annotations
