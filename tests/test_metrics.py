@@ -248,6 +248,7 @@ def test_evaluator_single_split():
 
 def loop_metrics(ranked: list[list[int]], truth: list[set[int]], ks) -> dict[str, float]:
     n = len(ranked)
+    n_truth = max(sum(1 for g in truth if g), 1)  # the users with a ground truth
     out = {}
     for k in ks:
         sums = dict(recall=0.0, precision=0.0, ndcg=0.0, mrr=0.0)
@@ -270,7 +271,6 @@ def loop_metrics(ranked: list[list[int]], truth: list[set[int]], ks) -> dict[str
             sums["precision"] += hit / k
             sums["ndcg"] += dcg / idcg
             sums["mrr"] += mrr
-        n_truth = max(sum(1 for g in truth if g), 1)  # the users with a ground truth
         out.update({f"{m}@{k}": v / n_truth for m, v in sums.items()})
     return out
 
