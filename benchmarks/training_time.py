@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.config import display_names, load_params  # noqa: E402
-from pipeline.plan import embed_jobs, grid, is_tuned, run_threads, trained_runs, tune_runs  # noqa: E402
+from pipeline.plan import embed_jobs, grid_keys, is_tuned, run_threads, trained_runs, tune_runs  # noqa: E402
 
 
 def collect(params: dict) -> list[dict]:
@@ -113,9 +113,9 @@ def render_tuning(params: dict) -> str:
         if not path.exists():
             continue
         name, _ = display_names(params, variant)
-        keys = list(grid(params, variant, split))
-        for row in pl.read_csv(path).iter_rows(named=True):
-            setting = ", ".join(f"{k} = {row[k]}" for k in keys)
+        keys = grid_keys(params, variant, split)
+        for row in pl.read_csv(path, schema_overrides={k: pl.String for k in keys}).iter_rows(named=True):
+            setting = ", ".join(f"{k} = {row[k]}" for k in keys if row[k] is not None)  # None: its sub-grid leaves it
             lines.append(f"| {split} | {name} | {setting} | {row['best_epoch']} | {row[f'valid_{metric}']:.4f} | "
                          f"{row[f'test_{metric}']:.4f} | {'yes' if row['selected'] else ''} |")
     return "\n".join(lines) + "\n"

@@ -143,9 +143,12 @@ def grid_key(params: dict, variant: str, split: str) -> str:
     return f"models.{variant}.grid"
 
 
-def grid(params: dict, variant: str, split: str) -> dict[str, list]:
-    """The grid a variant tries on ``split`` (:func:`grid_key`): hyperparameter -> values; {} for none."""
-    return split_entry(params, variant, split).get("grid", params["models"][variant].get("grid")) or {}
+def grid(params: dict, variant: str, split: str) -> list[dict[str, list]]:
+    """The grid a variant tries on ``split`` (:func:`grid_key`) as a list of sub-grids
+    (hyperparameter -> values): a mapping is one, a list of mappings (settings that only go
+    together, e.g. a loss form with its own schedule) is several; [] for none."""
+    value = split_entry(params, variant, split).get("grid", params["models"][variant].get("grid")) or []
+    return [g for g in ([value] if isinstance(value, dict) else value) if g]
 
 
 def is_tuned(params: dict, variant: str, split: str) -> bool:
@@ -154,11 +157,22 @@ def is_tuned(params: dict, variant: str, split: str) -> bool:
 
 
 def grid_points(params: dict, variant: str, split: str) -> list[dict[str, Any]]:
-    """The settings a tuned variant tries on ``split`` (:func:`grid`: key -> list of values; the
-    product in the order the keys are written); [] where it has no grid."""
-    values = grid(params, variant, split)
-    keys = list(values)
-    return [dict(zip(keys, v)) for v in itertools.product(*(values[k] for k in keys))] if keys else []
+    """The settings a tuned variant tries on ``split``: each sub-grid's product (:func:`grid`; in
+    the order its keys are written), the sub-grids in the order written, a setting listed twice
+    tried once; [] where it has no grid."""
+    points: list[dict[str, Any]] = []
+    for values in grid(params, variant, split):
+        keys = list(values)
+        for combo in itertools.product(*(values[k] for k in keys)):
+            point = dict(zip(keys, combo))
+            if point not in points:
+                points.append(point)
+    return points
+
+
+def grid_keys(params: dict, variant: str, split: str) -> list[str]:
+    """Every hyperparameter a variant's grid on ``split`` sets, in the order first written."""
+    return list(dict.fromkeys(k for values in grid(params, variant, split) for k in values))
 
 
 def tune_runs(params: dict) -> list[Run]:

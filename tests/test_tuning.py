@@ -48,6 +48,27 @@ def test_grid_points_are_the_product_in_written_order():
     assert grid_points(params, "diffrec", SPLIT) == []
 
 
+def test_a_list_of_subgrids_is_the_union_of_their_products_in_order():
+    # settings that only go together (a loss form with its own schedule) in sub-grids of their own
+    params = params_with_grid([{"lr": [0.1, 0.01], "steps": [5]}, {"steps": [10], "noise_scale": [0.2]}, {"lr": [0.01], "steps": [5]}])
+    check_schema(params)
+    check_semantics(params)
+    assert grid_points(params, "diffrec", SPLIT) == [
+        {"lr": 0.1, "steps": 5}, {"lr": 0.01, "steps": 5}, {"steps": 10, "noise_scale": 0.2},  # the repeated point once
+    ]
+    assert plan.grid_keys(params, "diffrec", SPLIT) == ["lr", "steps", "noise_scale"]
+    # a point leaves what its sub-grid does not set at the variant's value
+    assert hyperparameters(params, "diffrec", SPLIT, {"steps": 10, "noise_scale": 0.2})["lr"] == HYPER["lr"]
+    bad = copy.deepcopy(params)
+    bad["models"]["diffrec"]["grid"][1]["no_such_knob"] = [1]
+    with pytest.raises(ConfigError, match=r"models\.diffrec\.grid\.no_such_knob.*unknown hyperparameter"):
+        check_semantics(bad)
+    for empty in ([], [{}], [{"lr": [0.1]}, {}]):
+        bad["models"]["diffrec"]["grid"] = empty
+        with pytest.raises(ConfigError, match=r"models\.diffrec\.grid"):
+            check_schema(bad)
+
+
 def test_select_takes_the_best_validation_value_and_the_first_on_ties():
     results = [{"valid": {"recall@20": v}} for v in (0.1, 0.3, 0.3, 0.2)]
     assert select([{}] * 4, results, "recall@20") == 1
@@ -170,6 +191,17 @@ def test_tune_selects_on_validation_and_train_uses_the_selection(data_dir, tmp_p
     record = json.loads((tmp_path / "logs" / "timing" / f"{SPLIT}_diffrec_tune_point0.json").read_text())
     mean = format_duration(record["train_seconds_total"] + record["eval_seconds_total"])
     assert f"grid point 2/2 {{'lr': 0.03}}: eta ~{mean} for the 1 point(s) still to train (mean {mean} per point)" in printed
+
+
+def test_tune_with_subgrids_writes_every_hyperparameter_column(data_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = params_with_grid([{"lr": [1e-7]}, {"lr": [0.02], "steps": [3]}])
+    out = tmp_path / "tuning"
+    selected = tune(params, SPLIT, "diffrec", 3, str(data_dir), str(out))
+    assert selected["hyper"] == {"lr": 0.02, "steps": 3} and selected["point"] == 1
+    grid = pl.read_csv(out / "grid.csv", schema_overrides={"lr": pl.String, "steps": pl.String})
+    assert grid.select("point", "lr", "steps", "selected").rows() == [(0, "1e-07", None, False), (1, "0.02", "3", True)]
+    assert read_selected(out / SELECTED_FILE) == {"lr": 0.02, "steps": 3}
 
 
 def test_a_grid_made_with_other_params_code_or_inputs_starts_over(data_dir, tmp_path, capsys, monkeypatch):

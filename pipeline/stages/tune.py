@@ -1,7 +1,8 @@
 """The tune stage: a tuned model variant's hyperparameter grid, selected on validation.
 
 For a variant with ``models.<variant>.grid`` (the baselines), every grid point (the product of
-the listed values, on top of the defaults and the split's overrides) is trained with ``--seed``,
+the listed values, or of each listed sub-grid's: :func:`pipeline.plan.grid_points`; on top of
+the defaults and the split's overrides) is trained with ``--seed``,
 the first seed the plan runs the variant with on the split (:func:`pipeline.plan.tune_runs`),
 through the shared trainer, exactly like any run: the same
 evaluator, early stopping and best-epoch selection. The point with the highest validation
@@ -12,7 +13,8 @@ Outputs of ``runs/<split>/<variant>/tuning/``:
 
 * ``point<i>/``: each point's run folder (metrics.json, history.csv, per_user.parquet and
   ``hyper.json``, the point's setting); model.pt is kept for the selected point only;
-* ``grid.csv``: one row per point: its setting, best epoch, validation and test metric;
+* ``grid.csv``: one row per point: its setting (empty where its sub-grid leaves a hyperparameter
+  at the variant's value), best epoch, validation and test metric;
 * ``selected.json``: the winning point, its setting and its validation value; the train stage
   (``python -m pipeline train --tuned .../selected.json``) then runs every seed with it; the
   first seed's run is the selected point's run (the same config and seed, so the same bytes),
@@ -43,7 +45,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.config import ConfigError, split_overrides
-from pipeline.plan import PACKAGE_DIR, PREPARED, grid_key, grid_points, job_code, model_params, param_value
+from pipeline.plan import PACKAGE_DIR, PREPARED, grid_key, grid_keys, grid_points, job_code, model_params, param_value
 from pipeline.data.dataset import load_interactions
 from pipeline.io import atomic_path, read_json, write_json
 from pipeline.training.fitting import fit, load_clusters
@@ -138,8 +140,9 @@ def main(params: dict, split: str, variant: str, seed: int, data_dir: str, out_d
     for i in range(len(points)):
         if i != best:  # the selected point's run is the first seed's run (pipeline.stages.train.main)
             (out / f"point{i}" / "model.pt").unlink(missing_ok=True)
+    keys = grid_keys(params, variant, split)  # a column per hyperparameter, empty where a sub-grid leaves it
     rows = [
-        {"point": i, **{k: str(v) for k, v in point.items()}, "best_epoch": r["best_epoch"],
+        {"point": i, **{k: str(point[k]) if k in point else None for k in keys}, "best_epoch": r["best_epoch"],
          f"valid_{metric}": r["valid"][metric], f"test_{metric}": r["test"][metric], "selected": i == best}
         for i, (point, r) in enumerate(zip(points, results))
     ]
