@@ -15,6 +15,7 @@ import torch
 
 from pipeline.config import EvaluationConfig, TrainingConfig, model_config
 from pipeline.data.dataset import InteractionData, dense_rows, load_interactions
+from pipeline.evaluation.evaluator import Evaluator
 from pipeline.models import MODELS, fast
 from pipeline.models.tvdiff import (
     TVDiff,
@@ -477,3 +478,23 @@ def test_pair_batches_through_the_trainer_and_resume(data, tmp_path):
     assert resumed == metrics
     for name in ("metrics.json", "history.csv", "per_user.parquet", "model.pt"):
         assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+
+
+def test_released_inference_keeps_dropout_on_and_is_seeded(data):
+    # benchmarks/tvdiff_released_inference.py: ours (eval mode) against the released inference
+    from benchmarks.tvdiff_released_inference import inference_metrics
+
+    model = make(data, seed=3)
+    optimizer, rows = model.optimizer(), dense_rows(data.train, np.arange(N_USERS))
+    for _ in range(5):  # a few steps away from the initial weights
+        optimizer.zero_grad()
+        model.loss(rows).backward()
+        optimizer.step()
+    ours, released = inference_metrics(model, data, EVALUATION, draws=2)
+    model.eval()
+    with torch.no_grad():
+        scores = model.scores(dense_rows(data.train, np.arange(N_USERS)))
+    expected = Evaluator(data, EVALUATION.topk, EVALUATION.batch_size).evaluate(lambda u: scores[u], ("test",)).means["test"]
+    assert ours == expected and not model.training
+    assert released[0] != released[1] != ours  # a fresh dropout draw per evaluation
+    assert inference_metrics(model, data, EVALUATION, draws=1)[1] == released[:1]  # seeded

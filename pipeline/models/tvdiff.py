@@ -103,9 +103,12 @@ BPR_EPS = 1e-5  # the released log(10e-6 + sigmoid(pos - neg))
 
 @dataclass(frozen=True)
 class TVDiffConfig:
-    """TV-Diff as released (reference README): bpr free energy, temperature 5, T 5, noise 1e-4 /
-    5e-4 / 5e-3, width 1000, batch 2048 pair-rows per step (bpr) or users (bce, nll); AR-GSP off,
-    as the released code ships it.
+    """The authors' lastfm setting (their sweep scripts' headline point, and the lastfm line of
+    ``conf/TV_Diff.conf`` at commit 5ecdffa; reference README): bpr free energy, temperature 5,
+    T 5, noise 1e-4 / 5e-4 / 5e-3, width 1000, batch 2048 pair-rows per step (bpr) or users (bce,
+    nll); AR-GSP off, as the released code ships it. The release's final ``conf/TV_Diff.conf``
+    (HEAD, its last run on Gowalla) is another setting: bce, T 40, noise 1e-3 / 1e-3 / 1e-2,
+    temperature 10.
 
     ``batching`` (``bpr`` only; ``bce`` and ``nll`` always iterate over users, as released):
     ``pairs`` = the released batches, ``batch_size`` (user, positive) pair-rows per optimizer step,
