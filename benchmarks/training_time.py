@@ -11,6 +11,10 @@ parameters). A tuned baseline's first-seed run is its grid run, so its timing fi
 point's. Timings are of this machine as the runs happened (two or more jobs at a time, each with its
 variant's threads), so they carry the load of the other jobs; they are a
 measurement, written by this script, not by the DAG.
+
+Both tables are rewritten from what is on this machine; a (split, model) whose runs (or grid) are
+not here, e.g. DVC outputs made on another machine and not checked out, keeps its rows from the
+file as it was, so regenerating after new runs does not drop the old ones.
 """
 
 from __future__ import annotations
@@ -68,7 +72,31 @@ def _median(values: list[float], fmt: str) -> str:
     return format(statistics.median(values), fmt) if values else "–"
 
 
-def render(params: dict, rows: list[dict]) -> str:
+def kept_rows(path: Path, present: set[tuple[str, str]]) -> dict[tuple[str, str], list[str]]:
+    """The table lines of ``path`` (an earlier output) by (split, model name), for the pairs not in
+    ``present``: rows of runs this machine does not hold, kept as they were."""
+    out: dict[tuple[str, str], list[str]] = {}
+    if not path.exists():
+        return out
+    for line in path.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 3 or not line.startswith("| ") or cells[0] in ("split", "---"):
+            continue
+        if (cells[0], cells[1]) not in present:
+            out.setdefault((cells[0], cells[1]), []).append(line)
+    return out
+
+
+def _merged(order: list[tuple[str, str]], new: dict[tuple[str, str], list[str]],
+            kept: dict[tuple[str, str], list[str]]) -> list[str]:
+    """Lines in the plan's (split, model) order: this machine's where it has them, else the kept ones."""
+    lines = []
+    for key in dict.fromkeys(order):
+        lines += new.get(key) or kept.get(key, [])
+    return lines
+
+
+def render(params: dict, rows: list[dict], previous: Path | None = None) -> str:
     lines = [
         "# Training time of the DAG's runs",
         "",
@@ -82,23 +110,27 @@ def render(params: dict, rows: list[dict]) -> str:
         "| split | model | parameters | threads | s / epoch | s / evaluation | epochs to best | epochs trained | seeds |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    new: dict[tuple[str, str], list[str]] = {}
     for r in rows:
         name = r.get("label") or display_names(params, r["variant"])[0]
         params_txt = f"{r['params']:,}" if isinstance(r["params"], int) else "–"
-        lines.append(
+        new[(r["split"], name)] = [
             f"| {r['split']} | {name} | {params_txt} | {run_threads(params, r['variant'])} | {_median(r['epoch'], '.2f')} | "
             f"{_median(r['eval'], '.2f')} | {_mean(r['best'], '.0f')} | {_mean(r['trained'], '.0f')} | {len(r['best'])} |"
-        )
-    return "\n".join(lines) + "\n"
+        ]
+    order = [(s, display_names(params, v)[0]) for s, v, _ in trained_runs(params)]
+    order += [(s, f"{display_names(params, v)[0]} (embedding stage)") for s, v in embed_jobs(params)]
+    kept = kept_rows(previous, set(new)) if previous else {}
+    return "\n".join(lines + _merged(order, new, kept)) + "\n"
 
 
-def render_tuning(params: dict) -> str:
+def render_tuning(params: dict, previous: Path | None = None) -> str:
     """Every tuned variant's grid.csv (runs/<split>/<variant>/tuning/, a DVC output) as Markdown."""
     import polars as pl
 
     metric = params["training"]["select_metric"]
     lines = [
-        "# Hyperparameter grids of the tuned baselines",
+        "# Hyperparameter grids of the tuned models",
         "",
         "Written by `python benchmarks/training_time.py` from `runs/<split>/<variant>/tuning/grid.csv` (the tune "
         f"stage's output). Each point trained with seed {', '.join(str(s) for s in sorted({s for _, _, s in tune_runs(params)}))}; selected = highest validation "
@@ -108,6 +140,7 @@ def render_tuning(params: dict) -> str:
         "|---|---|---|---:|---:|---:|:---:|",
     ]
     seen = dict.fromkeys((s, v) for s, v, _ in trained_runs(params) if is_tuned(params, v, s))
+    new: dict[tuple[str, str], list[str]] = {}
     for split, variant in seen:
         path = ROOT / "runs" / split / variant / "tuning" / "grid.csv"
         if not path.exists():
@@ -116,9 +149,12 @@ def render_tuning(params: dict) -> str:
         keys = grid_keys(params, variant, split)
         for row in pl.read_csv(path, schema_overrides={k: pl.String for k in keys}).iter_rows(named=True):
             setting = ", ".join(f"{k} = {row[k]}" for k in keys if row[k] is not None)  # None: its sub-grid leaves it
-            lines.append(f"| {split} | {name} | {setting} | {row['best_epoch']} | {row[f'valid_{metric}']:.4f} | "
-                         f"{row[f'test_{metric}']:.4f} | {'yes' if row['selected'] else ''} |")
-    return "\n".join(lines) + "\n"
+            new.setdefault((split, name), []).append(
+                f"| {split} | {name} | {setting} | {row['best_epoch']} | {row[f'valid_{metric}']:.4f} | "
+                f"{row[f'test_{metric}']:.4f} | {'yes' if row['selected'] else ''} |")
+    order = [(s, display_names(params, v)[0]) for s, v in seen]
+    kept = kept_rows(previous, set(new)) if previous else {}
+    return "\n".join(lines + _merged(order, new, kept)) + "\n"
 
 
 def main() -> None:
@@ -127,10 +163,10 @@ def main() -> None:
     parser.add_argument("--tuning", default="results/tuning.md")
     args = parser.parse_args()
     params = load_params(ROOT / "params.yaml")
-    text = render(params, collect(params))
+    text = render(params, collect(params), Path(args.out))
     Path(args.out).write_text(text)
     print(text)
-    tuning = render_tuning(params)
+    tuning = render_tuning(params, Path(args.tuning))
     Path(args.tuning).write_text(tuning)
     print(tuning)
 
