@@ -31,8 +31,11 @@ peak memory is its own) and with ``--threads`` torch threads:
 one's speed-ups, then the whole table's wall time (the packing below) with params.yaml's threads,
 with 1 or ``--cores`` threads for every model, and with the choice that packs it shortest
 (``choose_threads``: from one thread each, give all the cores to the model whose switch shortens
-the wall most, while one does). A model's thread count is a parameter of its runs (a product's
-rounding may depend on it), so the script prints the choice and changes nothing.
+the wall most, while one does). Each measurement also hashes the model's weights after its
+epochs and every user's metrics of a pass: a model whose bits differ between 1 and ``--cores``
+threads keeps params.yaml's count (a thread count that changes rounding is a parameter of its
+runs); the others may move without changing a result. The script prints the choice and changes
+nothing.
 
 The numbers are a measurement of this machine, printed, not written into results/ by the DAG.
 A model that needs the DAG's inputs (prepared split, clusters, stage-1 points) needs them built
@@ -70,20 +73,23 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import time
 started = time.perf_counter()
-import json, resource, sys
+import hashlib, json, resource, sys
 import numpy as np, torch
 from benchmarks.products import Products, dense_rate
 from pipeline.allocator import keep_freed_memory_if_asked
-from pipeline.config import evaluation_config, load_params
+from pipeline.config import evaluation_config, load_params, training_config
 from pipeline.data.dataset import dense_rows, load_interactions
 from pipeline.evaluation.evaluator import Evaluator
 from pipeline import plan
+from pipeline.models import fast
 from pipeline.training.fitting import build_model, load_clusters, load_hyperbolic
+from pipeline.training.trainer import set_determinism
 
 keep_freed_memory_if_asked()  # as `python -m pipeline` does
 model_name, split, threads, passes = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-torch.set_num_threads(threads)
 params = load_params()
+set_determinism(1, threads)  # as the trainer runs: seed, threads, torch's deterministic algorithms
+fast.set_enabled(training_config(params, split).fast)
 
 rate_start = time.perf_counter()
 rate = dense_rate()  # the machine's dense product rate
@@ -99,7 +105,6 @@ if clusters is not None:
 hyperbolic = load_hyperbolic(params, model_name, plan.stage1_of(params, split, model_name), data.n_users, data.n_items)
 if hyperbolic is not None:
     side["hyperbolic"] = hyperbolic
-torch.manual_seed(1)
 model = build_model(params, model_name, split, 1, data.n_users, data.n_items, **side)
 torch.set_num_threads(threads)  # build_model set the variant's own threads (params.yaml)
 optimizer = model.optimizer()
@@ -136,10 +141,19 @@ if trainable:
         epoch()
     epoch_flops = products.flops
     epoch_sparse_s, epoch_sparse_flops = products.sparse_floor()
-evaluate()
+result = evaluate()
 evals = []
 for _ in range(passes):
     t = time.perf_counter(); evaluate(); evals.append(time.perf_counter() - t)
+# what the run computed, bit for bit: the weights after the epochs above (warm-up batch, timed
+# epoch, counted epoch) and every user's metrics of the first pass
+state = hashlib.sha256()
+for name, tensor in model.state_dict().items():
+    state.update(name.encode()); state.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+scores = hashlib.sha256()
+for split_name, values in sorted(result.per_user.items()):
+    for metric, array in sorted(values.items()):
+        scores.update(f"{split_name}/{metric}".encode()); scores.update(np.ascontiguousarray(array).tobytes())
 products.sparse.clear()
 with products.counting():
     evaluate()
@@ -149,7 +163,8 @@ print(json.dumps({"rate": rate, "epoch_flops": epoch_flops, "steps": steps, "epo
                   "eval_sparse_s": eval_sparse_s, "eval_sparse_flops": eval_sparse_flops,
                   "eval_flops": products.flops, "eval_s": float(np.median(evals)),
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "n_parameters": sum(p.numel() for p in model.parameters()), "startup_s": startup_s}))
+                  "n_parameters": sum(p.numel() for p in model.parameters()), "startup_s": startup_s,
+                  "state_sha256": state.hexdigest(), "eval_sha256": scores.hexdigest()}))
 """
 
 
@@ -274,17 +289,26 @@ def cost_jobs(params: dict, jobs: list[Job], measured: dict[str, dict[int, dict]
     return costed, unknown, floors
 
 
+def same_results(by_threads: dict[int, dict]) -> bool:
+    """True where a model computed the same bits (weights after the measured epochs, every user's
+    metrics) at every thread count measured."""
+    return len({(m["state_sha256"], m["eval_sha256"]) for m in by_threads.values()}) == 1
+
+
 def choose_threads(params: dict, jobs: list[Job], measured: dict[str, dict[int, dict]], cores: int) -> dict[str, int]:
     """Threads per model for the shortest whole-table wall time on ``cores`` cores (``wall_time``'s
     packing): from one thread each, switch to the most threads measured the model whose switch
-    shortens the wall most, while one does."""
+    shortens the wall most, while one does. A model whose results depend on its thread count
+    (:func:`same_results`) keeps params.yaml's: changing it would change its runs."""
     def wall(choice: dict[str, int]) -> float:
         return wall_time([(sec, n) for _, sec, n in cost_jobs(params, jobs, measured, choice)[0]], cores)
 
-    choice = {model: 1 for model in measured}
+    fixed = {model: plan.run_threads(params, model) for model, by in measured.items() if not same_results(by)}
+    choice = {model: fixed.get(model, 1) for model in measured}
     best = wall(choice)
     while True:
-        trials = [(wall({**choice, model: max(by)}), model) for model, by in measured.items() if choice[model] != max(by)]
+        trials = [(wall({**choice, model: max(by)}), model) for model, by in measured.items()
+                  if model not in fixed and choice[model] != max(by)]
         better = [(w, model) for w, model in trials if w < best]
         if not better:
             return choice
@@ -299,8 +323,9 @@ def print_thread_choice(params: dict, jobs: list[Job], models: list[str], args: 
     wide = args.cores
     measured: dict[str, dict[int, dict]] = {}
     print(f"# threads per job, split {args.split}: each variant measured alone with 1 and with {wide} threads")
-    print(f"| model | s / epoch, 1 thread | {wide} threads | speed-up | s / pass, 1 thread | {wide} threads | speed-up | params.yaml |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| model | s / epoch, 1 thread | {wide} threads | speed-up | s / pass, 1 thread | {wide} threads | speed-up "
+          f"| same bits | params.yaml |")
+    print("|---|---:|---:|---:|---:|---:|---:|:---:|---:|")
     for model in models:
         split = measured_split(jobs, model, args.split)
         why = not_measured(params, split, model)
@@ -312,7 +337,7 @@ def print_thread_choice(params: dict, jobs: list[Job], models: list[str], args: 
         epoch = (f"{_s(one['epoch_s'])} | {_s(many['epoch_s'])} | {one['epoch_s'] / many['epoch_s']:.2f}"
                  if one["epoch_s"] else "– | – | –")
         print(f"| {model} | {epoch} | {one['eval_s']:.2f} | {many['eval_s']:.2f} | {one['eval_s'] / many['eval_s']:.2f} "
-              f"| {plan.run_threads(params, model)} |", flush=True)
+              f"| {'yes' if same_results(by) else 'no'} | {plan.run_threads(params, model)} |", flush=True)
     policies = {
         "params.yaml": {model: plan.run_threads(params, model) for model in measured},
         "1 thread each": {model: 1 for model in measured},
@@ -326,6 +351,12 @@ def print_thread_choice(params: dict, jobs: list[Job], models: list[str], args: 
               f"{sum(sec for _, sec, _ in costed):,.0f} job-seconds")
     print(f"- chosen: {wide} threads for " + (", ".join(m for m, n in chosen.items() if n == wide) or "none")
           + "; 1 thread for the rest")
+    moved = [f"{m} {plan.run_threads(params, m)} -> {n}" for m, n in chosen.items() if n != plan.run_threads(params, m)]
+    print("- params.yaml differs from the choice for: " + (", ".join(moved) or "none")
+          + " (each computes the same bits at both counts: moving it changes no result)")
+    kept = [m for m, by in measured.items() if not same_results(by)]
+    if kept:
+        print(f"- results depend on the thread count, kept at params.yaml's: {', '.join(kept)}")
 
 
 def _s(x: float | None) -> str:

@@ -49,8 +49,9 @@ def test_a_run_schedule_counts_epochs_and_evaluations(tmp_path):
     assert bench_floor.schedule(tmp_path / "absent") is None
 
 
-def _measurement(epoch_s: float, eval_s: float = 0.0) -> dict:
-    return {"startup_s": 0.0, "epoch_s": epoch_s, "eval_s": eval_s, "epoch_flops": 0, "eval_flops": 0, "rate": 1.0}
+def _measurement(epoch_s: float, eval_s: float = 0.0, bits: str = "same") -> dict:
+    return {"startup_s": 0.0, "epoch_s": epoch_s, "eval_s": eval_s, "epoch_flops": 0, "eval_flops": 0, "rate": 1.0,
+            "state_sha256": bits, "eval_sha256": "metrics"}
 
 
 def test_threads_are_chosen_for_the_shortest_packed_wall(tmp_path, monkeypatch):
@@ -72,3 +73,22 @@ def test_threads_are_chosen_for_the_shortest_packed_wall(tmp_path, monkeypatch):
     # a long job that gains little keeps one thread: beside the short ones it ends at 100 s
     measured["long"][2] = _measurement(9.5)
     assert bench_floor.choose_threads({}, jobs, measured, 2) == {"long": 1, "short": 1}
+
+
+def test_a_model_whose_bits_depend_on_threads_keeps_its_count(tmp_path, monkeypatch):
+    # the long job of the test above, the one that gains from two threads, but its weights after
+    # the measured epochs differ between 1 and 2 threads: it keeps params.yaml's thread count
+    (tmp_path / "history.csv").write_text("epoch,loss\n" + "".join(f"{e},0.1\n" for e in range(1, 11)))
+    short = tmp_path / "short"
+    short.mkdir()
+    (short / "history.csv").write_text("epoch,loss\n1,0.1\n")
+    monkeypatch.setattr(bench_floor.plan, "tune_runs", lambda params: [])
+    jobs = [bench_floor.Job("train", "s", "long", 1, tmp_path), bench_floor.Job("train", "s", "short", 1, short)]
+    params = {"training": {"threads": 2}, "models": {"long": {"threads": 1}, "short": {}}}
+    measured = {"long": {1: _measurement(10.0, bits="a"), 2: _measurement(6.0, bits="b")},
+                "short": {1: _measurement(5.0), 2: _measurement(5.0)}}
+    assert not bench_floor.same_results(measured["long"]) and bench_floor.same_results(measured["short"])
+    choice = bench_floor.choose_threads(params, jobs, measured, 2)
+    assert choice["long"] == 1  # params.yaml's, although 2 would pack shorter
+    measured["long"][2]["state_sha256"] = "a"
+    assert bench_floor.choose_threads(params, jobs, measured, 2)["long"] == 2
