@@ -41,7 +41,8 @@ def collect(params: dict) -> list[dict]:
             continue
         m, t = json.loads(run.read_text()), json.loads(timing.read_text())
         row = rows.setdefault((split, variant), {"split": split, "variant": variant, "epoch": [], "eval": [], "best": [],
-                                                 "trained": [], "params": m.get("n_parameters")})
+                                                 "trained": [], "threads": [], "params": m.get("n_parameters")})
+        row["threads"].append(run_thread_count(t, params, variant))
         if t.get("seconds_per_epoch") is not None:
             row["epoch"].append(t["seconds_per_epoch"])
         if t.get("seconds_per_eval") is not None:
@@ -59,9 +60,20 @@ def collect(params: dict) -> list[dict]:
         rows[(split, f"{variant} stage")] = {
             "split": split, "variant": variant, "label": f"{display_names(params, variant)[0]} (embedding stage)",
             "epoch": [t["seconds_per_epoch"]], "eval": [t["seconds_per_eval"]], "best": [m["best_epoch"]],
-            "trained": [m["epochs_trained"]], "params": m.get("n_parameters"),
+            "trained": [m["epochs_trained"]], "threads": [run_thread_count(t, params, variant)], "params": m.get("n_parameters"),
         }
     return list(rows.values())
+
+
+def run_thread_count(timing: dict, params: dict, variant: str) -> int:
+    """The torch threads a run used: its timing file's (written by the trainer), else, for a file
+    written before the trainer recorded it, the variant's count in params.yaml."""
+    return int(timing.get("threads", run_threads(params, variant)))
+
+
+def threads_cell(counts: list[int]) -> str:
+    """The threads of a row's runs: one count, or each count seen where its seeds differ."""
+    return "/".join(str(n) for n in sorted(set(counts))) or "–"
 
 
 def _mean(values: list[float], fmt: str) -> str:
@@ -103,7 +115,7 @@ def render(params: dict, rows: list[dict], previous: Path | None = None) -> str:
         "Written by `python benchmarks/training_time.py` from `logs/timing/*.json` and the runs' `metrics.json` "
         "(seconds: the median over seeds, so one run slowed or paused by its host does not move a row; epochs: the "
         "mean). Wall-clock seconds on the 2-core machine as the runs happened, two or more jobs sharing "
-        "the cores (see results/README.md), so they overstate a run alone (`efficiency.md`); *threads* = torch threads of the run (`models.<variant>.threads`, else `training.threads`). "
+        "the cores (see results/README.md), so they overstate a run alone (`efficiency.md`); *threads* = torch threads of the runs (as recorded in their timing files; `models.<variant>.threads`, else `training.threads`, when the runs were made). "
         "Epochs to best = the validation-selected epoch (evaluation every "
         f"{params['training']['eval_every']} epochs, stop after {params['training']['patience']} without a new best).",
         "",
@@ -115,7 +127,7 @@ def render(params: dict, rows: list[dict], previous: Path | None = None) -> str:
         name = r.get("label") or display_names(params, r["variant"])[0]
         params_txt = f"{r['params']:,}" if isinstance(r["params"], int) else "–"
         new[(r["split"], name)] = [
-            f"| {r['split']} | {name} | {params_txt} | {run_threads(params, r['variant'])} | {_median(r['epoch'], '.2f')} | "
+            f"| {r['split']} | {name} | {params_txt} | {threads_cell(r['threads'])} | {_median(r['epoch'], '.2f')} | "
             f"{_median(r['eval'], '.2f')} | {_mean(r['best'], '.0f')} | {_mean(r['trained'], '.0f')} | {len(r['best'])} |"
         ]
     order = [(s, display_names(params, v)[0]) for s, v, _ in trained_runs(params)]

@@ -78,6 +78,7 @@ def test_run_writes_outputs(data, reference_run):
     for name in (*OUTPUTS, "timing.json"):
         assert (run_dir / name).is_file(), name
     assert not (run_dir / RESUME_FILE).exists()  # removed once the run is finished
+    assert json.loads((run_dir / "timing.json").read_text())["threads"] == TRAINING.threads  # the run's own
 
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics
     assert (metrics["model"], metrics["split"], metrics["seed"]) == ("diffrec", SPLIT, 1)

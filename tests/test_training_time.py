@@ -36,3 +36,13 @@ def test_rows_of_runs_not_here_are_kept_and_the_rest_rebuilt(tmp_path):
     assert training_time._merged(order, new, kept) == [
         "| a | M2 | y = 3 | yes |", "| a | M1 | x = 1 | yes |", "| a | M1 | x = 2 |  |"]
     assert training_time.kept_rows(tmp_path / "missing.md", set()) == {}
+
+
+def test_the_threads_column_is_what_the_runs_used():
+    params = {"training": {"threads": 2}, "models": {"m": {"threads": 1}}}
+    # recorded by the trainer: that count, whatever params.yaml says now
+    assert training_time.run_thread_count({"threads": 2}, params, "m") == 2
+    # a timing file from before the trainer recorded it: params.yaml's count
+    assert training_time.run_thread_count({}, params, "m") == 1
+    assert training_time.threads_cell([2, 2, 2]) == "2"
+    assert training_time.threads_cell([1, 2, 1]) == "1/2"

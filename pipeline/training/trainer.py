@@ -331,6 +331,7 @@ def _write_outputs(run_dir, state, identity, fp, model, data, train_seconds, eva
         pl.concat(frames).write_parquet(tmp, statistics=False)
     write_json(run_dir / "metrics.json", metrics)
     timing = {
+        "threads": torch.get_num_threads(),  # this run's (set_determinism), for the tables' *threads* column
         "epochs_timed": len(train_seconds),
         "seconds_per_epoch": float(np.mean(train_seconds)) if train_seconds else None,
         "seconds_per_eval": float(np.mean(eval_seconds)) if eval_seconds else None,
