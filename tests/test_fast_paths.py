@@ -1278,6 +1278,37 @@ def test_ldiffrec_sparse_encoders_are_the_readable_ones_in_float64(values):
         assert (p.grad - q.grad).abs().max().item() <= 1e-12 * q.grad.abs().max().item(), name
 
 
+def test_ldiffrec_fast_step_gives_the_same_bits_on_one_and_two_threads():
+    """The fast path's training step and scores do not depend on the thread count: the decoder's
+    input gradient, (batch x items) times (items x latent), goes through oneDNN (``decode``);
+    through ``nn.Linear`` MKL splits its item sum between the threads and every gradient upstream
+    of the decoder (encoders, denoiser) changes bits at this size (64 x 2,000 x 64)."""
+
+    def step(model, rows):
+        model = copy.deepcopy(model).train()  # the annealing counter and importance history move
+        torch.manual_seed(3)
+        loss = model.loss(rows)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        return loss.detach(), grads, model.eval().scores(rows)
+
+    torch.manual_seed(0)
+    model = LDiffRec(ldiffrec_config(latent_size=64, dims=[64], batch_size=64, ae_dropout=0.1), 64, 2000,
+                     clusters=np.arange(2000) % 2)
+    rows = (torch.rand(64, 2000) < 0.03).float()
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        loss, grads, scores = step(model, rows)
+        for threads in (2, 1, 2):
+            torch.set_num_threads(threads)
+            again_loss, again, again_scores = step(model, rows)
+            assert torch.equal(again_loss, loss) and torch.equal(again_scores, scores)
+            assert all(torch.equal(again[k], grads[k]) for k in grads), [k for k in grads if not torch.equal(again[k], grads[k])]
+    finally:
+        torch.set_num_threads(previous)
+
+
 def test_ldiffrec_fast_path_runs_only_with_the_switch_on(monkeypatch):
     """Off: the encoders are nn.Linear on the dropped-out dense rows and AdamW is torch's loop;
     on: the encoders take the sparse entries (training with the encoder dropout, scoring

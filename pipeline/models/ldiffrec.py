@@ -70,8 +70,9 @@ default; ``main.py`` does not pass another) and the denoiser ``nn.Dropout(0.5)``
 
 With the speed switch on (``training.fast``) each encoder multiplies only its cluster's kept
 nonzero entries of the sparse row (``pipeline/models/fast/sparse_input.py``), the encoder dropout
-drawn per nonzero entry, AdamW is torch's fused kernel and the denoiser takes DiffRec's fast
-path: the same function, rounded differently.
+drawn per nonzero entry, AdamW is torch's fused kernel, the denoiser takes DiffRec's fast
+path and the decoder oneDNN's products (``decode``: a step's bits then do not depend on the
+thread count): the same function, rounded differently.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ from pipeline.data.dataset import InteractionData, temporal_weights
 from pipeline.models import checks as c
 from pipeline.models import fast
 from pipeline.models.diffrec import MLPDenoiser
+from pipeline.models.fast import linear as fast_linear
 from pipeline.models.fast import sparse_input
 from pipeline.models.layers import dropout, xavier_normal_
 from pipeline.models.diffusion import SCHEDULES, DiffusionConfig, GaussianDiffusion
@@ -289,7 +291,7 @@ class LDiffRec(Recommender, key="ldiffrec"):
             latent = mu
         kl = -0.5 * torch.mean(torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1))
         diffusion_loss, predicted = self._diffusion_loss(latent)
-        logits = self.decoder(predicted)
+        logits = self.decode(predicted)
         nll = -(F.log_softmax(logits, dim=1) * rows).sum(1).mean()
         if self.training:
             with torch.no_grad():
@@ -300,7 +302,7 @@ class LDiffRec(Recommender, key="ldiffrec"):
     def scores(self, rows: torch.Tensor, users: np.ndarray | None = None) -> torch.Tensor:
         mu, _ = self.encode(rows)
         latent = self.diffusion.reverse(self.denoiser, mu, self.config.sampling_steps)
-        return self.decoder(latent)  # decoder units are in original item order
+        return self.decode(latent)  # decoder units are in original item order
 
 
     # ---- pieces ------------------------------------------------------------------------
@@ -339,6 +341,16 @@ class LDiffRec(Recommender, key="ldiffrec"):
             mus.append(hidden[:, :lat])
             logvars.append(hidden[:, lat:])
         return torch.cat(mus, dim=1), torch.cat(logvars, dim=1)
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """Item logits (batch, n_items) in original item order. With the speed switch on, the
+        decoder's products and both of its backward products go through oneDNN
+        (``pipeline/models/fast/linear.py``): torch's ``nn.Linear`` sends the input gradient,
+        (batch x items) times (items x latent), to MKL, which splits the sum over the items between
+        the threads, so a run's bits would depend on its thread count; oneDNN's do not."""
+        if fast.enabled():
+            return fast_linear.Linear.apply(latent, self.decoder.weight, self.decoder.bias)
+        return self.decoder(latent)
 
     def _diffusion_loss(self, x_start: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """GaussianDiffusion.training_loss on the latent, also returning the predicted x0."""
