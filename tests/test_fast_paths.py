@@ -1281,8 +1281,8 @@ def test_ldiffrec_sparse_encoders_are_the_readable_ones_in_float64(values):
 def test_ldiffrec_fast_step_gives_the_same_bits_on_one_and_two_threads():
     """The fast path's training step and scores do not depend on the thread count: the decoder's
     input gradient, (batch x items) times (items x latent), goes through oneDNN (``decode``);
-    through ``nn.Linear`` MKL splits its item sum between the threads and every gradient upstream
-    of the decoder (encoders, denoiser) changes bits at this size (64 x 2,000 x 64)."""
+    through ``nn.Linear`` MKL may split its item sum between the threads, which changes the bits
+    of every gradient upstream of the decoder (encoders, denoiser)."""
 
     def step(model, rows):
         model = copy.deepcopy(model).train()  # the annealing counter and importance history move
