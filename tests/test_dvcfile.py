@@ -69,3 +69,17 @@ def test_a_run_depends_on_its_own_model_file_not_the_others():
     assert "pipeline/models/hdrm.py" not in diffrec and "pipeline/models/diffrec.py" not in mostpop
     assert "pipeline/config.py" not in diffrec  # plumbing: its effect goes through the tracked params
     assert out["train-ml-1m_clean-ldiffrec-1"]["deps"].count("pipeline/models/diffrec.py") == 1  # L-DiffRec imports it
+
+
+def test_the_reporting_stages_depend_on_the_files_they_read_not_the_run_folders():
+    """The significance stage reads the planned runs' per-user tables, the aggregate stage their
+    metrics and histories (both in git) and the committed significance CSV; model weights, resume
+    checkpoints or an unplanned run under runs/ are no dependency of either."""
+    params = load_params(ROOT / "params.yaml")
+    out = stages(params)
+    folders = [f"runs/{split}/{model}/seed{seed}" for split, model, seed in trained_runs(params)]
+    significance = [d for d in out["significance"]["deps"] if d.startswith("runs/")]
+    aggregate = [d for d in out["aggregate"]["deps"] if d.startswith("runs/")]
+    assert significance == [f"{f}/per_user.parquet" for f in folders]
+    assert aggregate == [f"{f}/{name}" for f in folders for name in ("metrics.json", "history.csv")] + [
+        "runs/significance.csv"]
