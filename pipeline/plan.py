@@ -129,6 +129,12 @@ def trained_runs(params: dict) -> list[Run]:
     return list(dict.fromkeys(_table_trained(params) + sources))
 
 
+def run_files(params: dict, name: str) -> list[str]:
+    """File ``name`` of every trained run (``metrics.json``, ``history.csv``,
+    ``per_user.parquet``): the inputs of the reporting stages in both engines."""
+    return [f"{RUN_DIR.format(**run._asdict())}/{name}" for run in trained_runs(params)]
+
+
 def split_entry(params: dict, variant: str, split: str) -> dict[str, Any]:
     """``models.<variant>.per_split.<split>``: the split's overrides and its own grid ({} where unset)."""
     return (params["models"][variant].get("per_split") or {}).get(split) or {}

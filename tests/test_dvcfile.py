@@ -81,5 +81,5 @@ def test_the_reporting_stages_depend_on_the_files_they_read_not_the_run_folders(
     significance = [d for d in out["significance"]["deps"] if d.startswith("runs/")]
     aggregate = [d for d in out["aggregate"]["deps"] if d.startswith("runs/")]
     assert significance == [f"{f}/per_user.parquet" for f in folders]
-    assert aggregate == [f"{f}/{name}" for f in folders for name in ("metrics.json", "history.csv")] + [
+    assert aggregate == [f"{f}/metrics.json" for f in folders] + [f"{f}/history.csv" for f in folders] + [
         "runs/significance.csv"]

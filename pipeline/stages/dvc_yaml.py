@@ -145,19 +145,18 @@ def stages(params: dict) -> dict[str, Any]:
         out[f"train-{run.split}-{run.model}-{run.seed}"] = _run_stage(
             plan.train_command(params, run), plan.train_inputs(params, run), plan.job_code(params, "train", run.model),
             plan.model_params(params, run.split, run.model), plan.RUN_DIR.format(**run._asdict()))
-    # the files each reporting stage reads, as in the Snakefile (not the run folders, where model
-    # weights, resume checkpoints and unplanned runs would change the recorded hash)
-    run_dirs = [plan.RUN_DIR.format(**run._asdict()) for run in runs]
+    # the files each reporting stage reads, as the Snakefile's rules (not the run folders, where
+    # model weights, resume checkpoints and unplanned runs would change the recorded hash)
     out["significance"] = {
         "cmd": "python -m pipeline significance --runs runs --out runs/significance.csv --log logs/significance.log",
-        "deps": _Line([f"{folder}/per_user.parquet" for folder in run_dirs] + plan.job_code(params, "significance")),
+        "deps": _Line(plan.run_files(params, "per_user.parquet") + plan.job_code(params, "significance")),
         "params": ["experiments", "splits", "models"],
         "outs": [_uncached("runs/significance.csv")],
     }
     out["aggregate"] = {
         "cmd": "python -m pipeline aggregate --runs runs --out results --significance runs/significance.csv "
                "--efficiency results/efficiency.json --log logs/aggregate.log",
-        "deps": _Line([f"{folder}/{name}" for folder in run_dirs for name in ("metrics.json", "history.csv")]
+        "deps": _Line(plan.run_files(params, "metrics.json") + plan.run_files(params, "history.csv")
                       + ["runs/significance.csv", params["paper_results"], "results/efficiency.json",
                          *plan.job_code(params, "aggregate")]),
         "params": ["experiments", "splits", "models", "training.select_metric", "paper_results"],

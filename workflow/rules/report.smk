@@ -65,7 +65,7 @@ rule significance:
     # the only step that reads the per-user tables (DVC outputs); its CSV is committed beside the
     # runs' metrics, so a fresh clone regenerates results/ from git alone (`make results`)
     input:
-        per_user=[f"{plan.RUN_DIR.format(**run._asdict())}/per_user.parquet" for run in RUNS],
+        per_user=plan.run_files(config, "per_user.parquet"),
         code=code("significance"),
     output:
         significance="runs/significance.csv",
@@ -85,8 +85,8 @@ rule significance:
 
 rule aggregate:
     input:
-        metrics=[f"{plan.RUN_DIR.format(**run._asdict())}/metrics.json" for run in RUNS],
-        history=[f"{plan.RUN_DIR.format(**run._asdict())}/history.csv" for run in RUNS],
+        metrics=plan.run_files(config, "metrics.json"),
+        history=plan.run_files(config, "history.csv"),
         significance="runs/significance.csv",
         paper=local(config["paper_results"]),  # in the repository (the job's image), not in storage
         efficiency=[local(f) for f in EFFICIENCY],
