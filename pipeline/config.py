@@ -367,10 +367,13 @@ def model_class(params: dict, variant: str):
     return MODELS[model_declared(params, variant).key]
 
 
-def display_names(params: dict, variant: str) -> tuple[str, str]:
-    """(row name in the tables, model name in the paper) of a variant."""
+def display_names(params: dict, variant: str) -> tuple[str, str | None]:
+    """(row name in the tables, model name in the papers' results) of a variant: ``display`` and
+    ``paper``, each defaulting to its class's display name; ``paper: null`` marks a configuration
+    the papers did not run (its rows get no published number)."""
     name = model_declared(params, variant).display_name
-    return params["models"][variant].get("display", name), name
+    block = params["models"][variant]
+    return block.get("display", name), block.get("paper", name)
 
 
 def split_overrides(params: dict, model: str, split: str) -> dict[str, Any]:

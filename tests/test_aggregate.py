@@ -534,15 +534,22 @@ def test_own_split_table_puts_the_paper_beside_the_authors_protocol_and_ours_bes
             ("authors", "DiffRec", "recall@20", 0.26, ""), ("authors", "DiffRec", "ndcg@20", 0.26, ""),
             ("carved", "TV-Diff", "recall@20", 0.24, ""), ("carved", "TV-Diff", "ndcg@20", 0.23, "**"),
             ("carved", "DiffRec", "recall@20", 0.25, ""), ("carved", "DiffRec", "ndcg@20", 0.24, ""),
+            ("authors", "TV-Diff (AR-GSP)", "recall@20", 0.20, ""), ("authors", "TV-Diff (AR-GSP)", "ndcg@20", 0.20, ""),
+            ("authors", "TV-Diff (final conf.)", "recall@20", 0.21, ""), ("authors", "TV-Diff (final conf.)", "ndcg@20", 0.20, ""),
         ]
     ]
     metrics = pl.DataFrame([{**r, "seed": 1, "split": "test", "value": r["mean"]} for r in data]).select(tables.METRICS_COLUMNS)
-    summary = tables.summarize(metrics, reference, model_order=["DiffRec", "TV-Diff"], table_metrics=("recall@20", "ndcg@20"))
+    # variants of the paper's model: one whose numbers the paper's are (by its class's name), one in a
+    # configuration the paper did not run (``paper: null``)
+    summary = tables.summarize(metrics, reference, model_order=["DiffRec", "TV-Diff", "TV-Diff (final conf.)", "TV-Diff (AR-GSP)"],
+                               table_metrics=("recall@20", "ndcg@20"),
+                               paper_names={"TV-Diff (final conf.)": "TV-Diff", "TV-Diff (AR-GSP)": None})
     marks = {(r["setting"], r["model"], r["metric"]): r["mark"] for r in data}
     summary = summary.with_columns(pl.Series("mark", [marks[r] for r in summary.select("setting", "model", "metric").rows()]))
     runs = pl.DataFrame({"split_name": ["lastfm_authors", "lastfm_carved"], "setting": ["authors", "carved"],
                          "dataset": ["lastfm"] * 2, "model": ["TV-Diff"] * 2, "seed": [1, 1]})
-    table = tables.own_split_table(summary, runs, "recall@20", {"DiffRec": "diffusion", "TV-Diff": "diffusion"})
+    table = tables.own_split_table(summary, runs, "recall@20",
+                                   dict.fromkeys(["DiffRec", "TV-Diff", "TV-Diff (final conf.)", "TV-Diff (AR-GSP)"], "diffusion"))
     md = tables.to_markdown(table)
     rows = _md_rows(md)
     ours = "our protocol (validation carved from train, validation-selected)"
@@ -553,6 +560,9 @@ def test_own_split_table_puts_the_paper_beside_the_authors_protocol_and_ours_bes
                        "1", "**0.2500**", "**0.2400**"]
     assert rows[2] == ["", "TV-Diff", "1", "**0.2700**\\*", "<ins>0.2500</ins>", "0.3000", "0.2500",
                        "-10.0%", "+0.0%", "1", "<ins>0.2400</ins>", "<ins>0.2300</ins>\\*\\*"]
+    assert rows[3] == ["", "TV-Diff (final conf.)", "1", "0.2100", "0.2000", "0.3000", "0.2500", "-30.0%", "-20.0%",
+                       "–", "–", "–"]
+    assert rows[4] == ["", "TV-Diff (AR-GSP)", "1", "0.2000", "0.2000", "–", "–", "–", "–", "–", "–", "–"]
     assert "best test recall@20 (test-selected, the authors' protocol" in md
 
 

@@ -549,3 +549,21 @@ def test_e2e_params_resolve_and_the_resolved_file_loads_alike(tmp_path):
     assert {k: v for k, v in written.items() if k != "_path"} == {k: v for k, v in resolved.items() if k != "_path"}
     assert sorted(resolved["splits"]) == ["ml-100k_clean", "ml-100k_noisy", "ml-100k_temporal"]
     assert "synthetic" not in resolved and resolved["more_sources"] == {}
+
+
+def test_a_variant_names_its_row_and_its_published_numbers(base):
+    """``display`` names the row, ``paper`` the published numbers it stands beside: the class's
+    name by default, none for a configuration the paper did not run (``paper: null``)."""
+    from pipeline.config import display_names
+
+    params = copy.deepcopy(base)
+    params["models"]["mf"] = {"display": "MF (lr 0.01)"}
+    params["models"]["multivae"] = {"paper": None}
+    assert display_names(params, "mf") == ("MF (lr 0.01)", "MF")
+    assert display_names(params, "multivae") == ("MultiVAE", None)
+    assert display_names(params, "diffrec") == ("DiffRec", "DiffRec")
+
+
+def test_paper_is_a_name_or_null(tmp_path, base):
+    err = error_for(tmp_path, base, lambda p: p["models"]["mf"].update(paper=3))
+    assert err.key == "models.mf.paper"

@@ -71,8 +71,9 @@ def display_name(model: str, params: dict[str, Any] | None = None) -> str:
     return cls.display_name if cls else model
 
 
-def paper_name(model: str, params: dict[str, Any]) -> str:
-    """The name the reference CSV uses for a variant (its class's display name)."""
+def paper_name(model: str, params: dict[str, Any]) -> str | None:
+    """The name the reference CSV uses for a variant (its class's display name, or its ``paper``;
+    None: no published number applies to it)."""
     from pipeline.config import display_names
 
     if model in params.get("models", {}):

@@ -167,7 +167,7 @@ def summarize(
     reference: pl.DataFrame,
     model_order: Sequence[str] = (),
     table_metrics: Sequence[str] = TABLE_METRICS,
-    paper_names: dict[str, str] | None = None,
+    paper_names: dict[str, str | None] | None = None,
     significance: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Test-split mean, sample std and n over seeds, next to the reference numbers.
@@ -180,7 +180,8 @@ def summarize(
     where the cell was not tested (the reference model itself, metrics not tested).
     Sorted by setting, dataset, model (``model_order`` first, then alphabetically) and metric
     (``table_metrics`` order). ``paper_names`` maps a row name to the model name the reference
-    uses (e.g. "L-DiffRec (released emb.)" -> "L-DiffRec"); by default they are the same.
+    uses (e.g. "L-DiffRec (released emb.)" -> "L-DiffRec"; None: a configuration no reference ran,
+    left without reference numbers); by default they are the same.
     """
     key = ["setting", "dataset", "model", "metric"]
     ours = (
