@@ -215,14 +215,17 @@ def table_jobs(params: dict, dataset: str) -> list[Job]:
     """Every train, tune (grid point) and embed job of the plan on ``dataset``'s splits, each with
     the committed run whose epochs and evaluations cost it: a train job its own run; a grid point
     the run its variant trains with that seed (the grid changes settings, not the schedule's
-    length: an estimate); an embed job (an export) its source run, for the record."""
+    length: an estimate); an embed job (an export) its source run, for the record. A grid point
+    that another variant's run is (:func:`pipeline.plan.shared_points`) is a copy, not a job."""
     on = lambda split: params["splits"][split]["dataset"] == dataset  # noqa: E731
     jobs = [Job("train", r.split, r.model, r.seed, Path(plan.RUN_DIR.format(split=r.split, model=r.model, seed=r.seed)))
             for r in plan.trained_runs(params) if on(r.split)]
     for r in plan.tune_runs(params):
         if on(r.split):
             folder = Path(plan.RUN_DIR.format(split=r.split, model=r.model, seed=r.seed))
-            jobs += [Job("tune", r.split, r.model, r.seed, folder) for _ in plan.grid_points(params, r.model, r.split)]
+            shared = plan.shared_points(params, r.split, r.model)
+            jobs += [Job("tune", r.split, r.model, r.seed, folder)
+                     for i, _ in enumerate(plan.grid_points(params, r.model, r.split)) if i not in shared]
     for split, model in plan.embed_jobs(params):
         if on(split):  # an export of a train run's vectors: costed as one start-up
             source = plan.embed_source(params, split, model)

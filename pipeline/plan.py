@@ -16,7 +16,8 @@ What follows from what:
     tuning           a variant with a grid on a split (``models.<v>.grid``, or that split's own
                      ``models.<v>.per_split.<split>.grid``, which replaces it there) runs the tune
                      stage first on that split, with the first seed planned for it there
-                     (:func:`tune_runs`)
+                     (:func:`tune_runs`); a grid point that another variant's run already is (same
+                     split, seed and setting: :func:`shared_points`) is that run, copied
     clusters         a variant whose class ``requires`` "clusters" reads k-means clusters of
                      ``models.<v>.embeddings``: an embedding model's vectors (the embed stage) or
                      "released" (the import-embeddings stage) (:func:`cluster_jobs`)
@@ -33,6 +34,7 @@ from __future__ import annotations
 import ast
 import functools
 import itertools
+import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -189,6 +191,36 @@ def tune_runs(params: dict) -> list[Run]:
         if is_tuned(params, variant, split):
             first.setdefault((split, variant), seed)
     return [Run(split, variant, seed) for (split, variant), seed in first.items()]
+
+
+def run_setting(params: dict, split: str, variant: str, point: dict[str, Any] | None = None) -> tuple:
+    """What a run of ``variant`` on ``split`` computes with, besides the split's data and training
+    schedule, the evaluation and the seed (the same for any variant there): its class, the
+    hyperparameters params.yaml sets (the variant's defaults, the split's overrides, then the grid
+    ``point``; the class's code defaults fill the rest alike), its thread count and the clusters
+    and stage-1 points it reads. Runs of two variants with equal settings on one split and seed
+    compute the same bits."""
+    block = params["models"][variant]
+    overrides = {k: v for k, v in split_entry(params, variant, split).items() if k != "grid"}
+    hyper = {**(block.get("defaults") or {}), **overrides, **(point or {})}
+    return (declared(params, variant).key, json.dumps(hyper, sort_keys=True), run_threads(params, variant),
+            clusters_of(params, split, variant), stage1_of(params, split, variant))
+
+
+def shared_points(params: dict, split: str, variant: str) -> dict[int, Run]:
+    """The grid points of ``variant``'s tune stage on ``split`` that another variant's train run
+    computes anyway: point index -> that run (same split and seed, an equal :func:`run_setting`;
+    a variant untuned on the split, whose setting is known before any tune stage runs). The tune
+    stage copies these runs instead of training them a second time, and reads them as inputs."""
+    seeds = [run.seed for run in tune_runs(params) if (run.split, run.model) == (split, variant)]
+    if not seeds:
+        return {}
+    settings: dict[tuple, Run] = {}
+    for run in trained_runs(params):
+        if run.split == split and run.seed == seeds[0] and run.model != variant and not is_tuned(params, run.model, split):
+            settings.setdefault(run_setting(params, split, run.model), run)
+    points = enumerate(grid_points(params, variant, split))
+    return {i: settings[key] for i, point in points if (key := run_setting(params, split, variant, point)) in settings}
 
 
 def model_jobs(params: dict) -> list[tuple[str, str, dict[str, Any] | None]]:
@@ -363,8 +395,13 @@ def train_inputs(params: dict, run: Run) -> list[str]:
 
 
 def tune_inputs(params: dict, run: Run) -> list[str]:
+    """Files a tune job reads besides code: the prepared split, the clusters, and the runs of
+    other variants that stand for some of its grid points (:func:`shared_points`)."""
     clusters = clusters_of(params, run.split, run.model)
-    return [p.format(split=run.split) for p in PREPARED] + ([f"{clusters[0]}/{clusters[1]}/clusters.parquet"] if clusters else [])
+    shared = [f"{RUN_DIR.format(**source._asdict())}/{name}" for source in shared_points(params, run.split, run.model).values()
+              for name in RUN_FILES]
+    return ([p.format(split=run.split) for p in PREPARED] + ([f"{clusters[0]}/{clusters[1]}/clusters.parquet"] if clusters else [])
+            + shared)
 
 
 def _type_checking_block(node: ast.AST) -> bool:

@@ -240,3 +240,57 @@ def test_a_grid_made_with_other_params_code_or_inputs_starts_over(data_dir, tmp_
     assert kept(other, data=str(copied)) == (0, True)
     record.unlink()
     assert kept(other, data=str(copied)) == (0, True)
+
+
+def test_a_grid_point_that_another_variants_run_already_is_copied_not_trained(data_dir, tmp_path, capsys, monkeypatch):
+    """A grid point with the setting and seed of another variant's planned run on the split (that
+    variant untuned there) is that run: the plan makes the run an input of the tune job, and the
+    stage copies it (metrics.json naming the tuned variant) instead of training it; the copy has
+    the bytes a training of the point gives."""
+    from pipeline.stages import tune as stage
+    from pipeline.stages.dvc_yaml import render
+
+    monkeypatch.chdir(tmp_path)
+    params = params_with_grid({"lr": [1e-7, 0.02]})
+    params["models"]["diffrec-fixed"] = {"class": "diffrec", "threads": params["models"]["diffrec"].get("threads", 1),
+                                         "defaults": {**params["models"]["diffrec"]["defaults"], "lr": 0.02}}
+    params["models"]["diffrec"]["threads"] = params["models"]["diffrec-fixed"]["threads"]
+    params["experiments"] = [{"splits": [SPLIT], "models": ["diffrec", "diffrec-fixed"], "seeds": [3, 1]}]
+    check_semantics(params)
+    source = plan.Run(SPLIT, "diffrec-fixed", 3)
+    assert plan.shared_points(params, SPLIT, "diffrec") == {1: source}
+    folder = plan.RUN_DIR.format(**source._asdict())
+    assert all(f"{folder}/{name}" in plan.tune_inputs(params, plan.Run(SPLIT, "diffrec", 3)) for name in RUN_FILES)
+    assert f"{folder}/metrics.json" in render(params)  # a dependency of the tune stage in dvc.yaml too
+    # the grid's seed is the one shared; another seed, thread count or setting is not the same run
+    other = copy.deepcopy(params)
+    other["experiments"][0]["seeds"] = [1, 3]
+    assert plan.shared_points(other, SPLIT, "diffrec") == {1: plan.Run(SPLIT, "diffrec-fixed", 1)}
+    other["experiments"] = [{"splits": [SPLIT], "models": ["diffrec"], "seeds": [3]},
+                            {"splits": [SPLIT], "models": ["diffrec-fixed"], "seeds": [1]}]
+    assert plan.shared_points(other, SPLIT, "diffrec") == {}
+    other = copy.deepcopy(params)
+    other["models"]["diffrec-fixed"]["threads"] = 2
+    assert plan.shared_points(other, SPLIT, "diffrec") == {}
+    other = copy.deepcopy(params)
+    other["models"]["diffrec-fixed"]["defaults"]["lr"] = 0.03
+    assert plan.shared_points(other, SPLIT, "diffrec") == {}
+
+    # the stage fails clearly while the run is missing
+    with pytest.raises(FileNotFoundError, match="train diffrec-fixed seed 3"):
+        tune(params, SPLIT, "diffrec", 3, str(data_dir), str(tmp_path / "tuning"))
+    train(params, SPLIT, "diffrec-fixed", 3, str(data_dir), folder)
+    trained = []
+    real_fit = stage.fit
+    monkeypatch.setattr(stage, "fit", lambda *a, **k: trained.append(k["tuned"]) or real_fit(*a, **k))
+    capsys.readouterr()
+    out = tmp_path / "tuning"
+    selected = tune(params, SPLIT, "diffrec", 3, str(data_dir), str(out))
+    assert trained == [{"lr": 1e-7}] and selected["point"] == 1
+    assert "the same run as diffrec-fixed seed 3" in capsys.readouterr().out
+    retrained = tmp_path / "retrained"
+    fit(params, SPLIT, "diffrec", 3, load_interactions(data_dir), retrained, "t", tmp_path / "t.json", tuned={"lr": 0.02})
+    for name in RUN_FILES:
+        assert (out / "point1" / name).read_bytes() == (retrained / name).read_bytes(), name
+    assert json.loads((out / "point1" / "metrics.json").read_text())["model"] == "diffrec"
+    assert (tmp_path / "logs" / "timing" / f"{SPLIT}_diffrec_tune_point1.json").exists()
