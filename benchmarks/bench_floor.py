@@ -216,7 +216,9 @@ def table_jobs(params: dict, dataset: str) -> list[Job]:
     the committed run whose epochs and evaluations cost it: a train job its own run; a grid point
     the run its variant trains with that seed (the grid changes settings, not the schedule's
     length: an estimate); an embed job (an export) its source run, for the record. A grid point
-    that another variant's run is (:func:`pipeline.plan.shared_points`) is a copy, not a job."""
+    that another variant's run is (:func:`pipeline.plan.shared_points`) is a copy, not a job; a
+    later seed's train run that turns out to be one once the tune stage has selected
+    (:func:`pipeline.plan.twin_runs`) is costed as a job: the selection is not known in advance."""
     on = lambda split: params["splits"][split]["dataset"] == dataset  # noqa: E731
     jobs = [Job("train", r.split, r.model, r.seed, Path(plan.RUN_DIR.format(split=r.split, model=r.model, seed=r.seed)))
             for r in plan.trained_runs(params) if on(r.split)]

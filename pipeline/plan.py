@@ -17,7 +17,9 @@ What follows from what:
                      ``models.<v>.per_split.<split>.grid``, which replaces it there) runs the tune
                      stage first on that split, with the first seed planned for it there
                      (:func:`tune_runs`); a grid point that another variant's run already is (same
-                     split, seed and setting: :func:`shared_points`) is that run, copied
+                     split, seed and setting: :func:`shared_points`) is that run, copied, and so is
+                     a later seed's run of the selected setting when that setting is another
+                     variant's run of that seed (:func:`twin_runs`)
     clusters         a variant whose class ``requires`` "clusters" reads k-means clusters of
                      ``models.<v>.embeddings``: an embedding model's vectors (the embed stage) or
                      "released" (the import-embeddings stage) (:func:`cluster_jobs`)
@@ -207,20 +209,33 @@ def run_setting(params: dict, split: str, variant: str, point: dict[str, Any] | 
             clusters_of(params, split, variant), stage1_of(params, split, variant))
 
 
-def shared_points(params: dict, split: str, variant: str) -> dict[int, Run]:
-    """The grid points of ``variant``'s tune stage on ``split`` that another variant's train run
-    computes anyway: point index -> that run (same split and seed, an equal :func:`run_setting`;
-    a variant untuned on the split, whose setting is known before any tune stage runs). The tune
-    stage copies these runs instead of training them a second time, and reads them as inputs."""
-    seeds = [run.seed for run in tune_runs(params) if (run.split, run.model) == (split, variant)]
-    if not seeds:
-        return {}
+def tune_seed(params: dict, split: str, variant: str) -> int | None:
+    """The seed a tuned variant's grid is trained with on ``split`` (:func:`tune_runs`); None for
+    a variant that runs no tune stage there."""
+    return next((run.seed for run in tune_runs(params) if (run.split, run.model) == (split, variant)), None)
+
+
+def twin_runs(params: dict, split: str, variant: str, seed: int) -> dict[int, Run]:
+    """The points of ``variant``'s grid on ``split`` whose run with ``seed`` another variant's
+    planned train run already is: point index -> that run (same split and seed, an equal
+    :func:`run_setting`; a variant untuned on the split, whose setting is known before any tune
+    stage runs). Such a run is copied, not trained a second time: as a grid point by the tune
+    stage (:func:`shared_points`), and as the train run of a later seed when the tune stage
+    selects that point (``pipeline.training.reuse``)."""
     settings: dict[tuple, Run] = {}
     for run in trained_runs(params):
-        if run.split == split and run.seed == seeds[0] and run.model != variant and not is_tuned(params, run.model, split):
+        if run.split == split and run.seed == seed and run.model != variant and not is_tuned(params, run.model, split):
             settings.setdefault(run_setting(params, split, run.model), run)
     points = enumerate(grid_points(params, variant, split))
     return {i: settings[key] for i, point in points if (key := run_setting(params, split, variant, point)) in settings}
+
+
+def shared_points(params: dict, split: str, variant: str) -> dict[int, Run]:
+    """The grid points of ``variant``'s tune stage on ``split`` that another variant's train run
+    computes anyway (:func:`twin_runs` at the grid's seed). The tune stage copies these runs
+    instead of training them a second time, and reads them as inputs."""
+    seed = tune_seed(params, split, variant)
+    return {} if seed is None else twin_runs(params, split, variant, seed)
 
 
 def model_jobs(params: dict) -> list[tuple[str, str, dict[str, Any] | None]]:
@@ -381,14 +396,18 @@ def embed_inputs(params: dict, split: str, model: str) -> list[str]:
 
 def train_inputs(params: dict, run: Run) -> list[str]:
     """Files and folders a train job reads besides code: the prepared split, the clusters, the
-    tune stage's folder, the stage-1 points."""
-    split, model, _ = run
+    tune stage's folder, the runs of other variants its selected setting may be
+    (:func:`twin_runs`; for a seed other than the grid's, whose run is the tune stage's), the
+    stage-1 points."""
+    split, model, seed = run
     out = [p.format(split=split) for p in PREPARED]
     clusters, stage1 = clusters_of(params, split, model), stage1_of(params, split, model)
     if clusters:
         out.append(f"{clusters[0]}/{clusters[1]}/clusters.parquet")
     if is_tuned(params, model, split):
         out.append(TUNE_DIR.format(split=split, model=model))
+        if seed != tune_seed(params, split, model):
+            out += _run_files(twin_runs(params, split, model, seed).values())
     if stage1:
         out += [f"{stage1}/{f}" for f in EMBED_FILES]
     return out
@@ -398,10 +417,12 @@ def tune_inputs(params: dict, run: Run) -> list[str]:
     """Files a tune job reads besides code: the prepared split, the clusters, and the runs of
     other variants that stand for some of its grid points (:func:`shared_points`)."""
     clusters = clusters_of(params, run.split, run.model)
-    shared = [f"{RUN_DIR.format(**source._asdict())}/{name}" for source in shared_points(params, run.split, run.model).values()
-              for name in RUN_FILES]
     return ([p.format(split=run.split) for p in PREPARED] + ([f"{clusters[0]}/{clusters[1]}/clusters.parquet"] if clusters else [])
-            + shared)
+            + _run_files(shared_points(params, run.split, run.model).values()))
+
+
+def _run_files(runs) -> list[str]:
+    return [f"{RUN_DIR.format(**run._asdict())}/{name}" for run in runs for name in RUN_FILES]
 
 
 def _type_checking_block(node: ast.AST) -> bool:

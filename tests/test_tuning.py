@@ -10,10 +10,10 @@ import pytest
 
 from pipeline.config import ConfigError, check_schema, check_semantics, hyperparameters, load_params
 from pipeline import plan
-from pipeline.plan import grid_points, tune_runs
+from pipeline.plan import RUN_FILES, grid_points, tune_runs
 from pipeline.data.dataset import load_interactions
 from pipeline.stages.tune import main as tune
-from pipeline.training.selection import RUN_FILES, SELECTED_FILE, read_selected, select
+from pipeline.training.selection import SELECTED_FILE, read_selected, select
 from pipeline.training.fitting import fit
 from pipeline.training.trainer import format_duration
 from pipeline.stages.train import main as train
@@ -117,7 +117,7 @@ def test_a_splits_own_grid_replaces_the_variants_there(data_dir):
     from pipeline.stages.tune import grid_identity
 
     def identity(p):
-        return grid_identity(p, SPLIT, "diffrec", 2, str(data_dir), None)
+        return grid_identity(p, SPLIT, "diffrec", 2, str(data_dir), None, {})
 
     wider, other_steps = copy.deepcopy(params), copy.deepcopy(params)
     wider["models"]["diffrec"]["per_split"][SPLIT]["grid"]["noise_scale"].append(0.4)
@@ -217,7 +217,7 @@ def test_a_grid_made_with_other_params_code_or_inputs_starts_over(data_dir, tmp_
     out = tmp_path / "tuning"
     tune(params, SPLIT, "diffrec", 3, str(data_dir), str(out))
     record = tmp_path / "logs" / "tune" / SPLIT / "diffrec.grid-identity"
-    assert record.read_text() == stage.grid_identity(params, SPLIT, "diffrec", 3, str(data_dir), None)
+    assert record.read_text() == stage.grid_identity(params, SPLIT, "diffrec", 3, str(data_dir), None, {})
 
     def kept(p, data=str(data_dir), seed=3):
         capsys.readouterr()
@@ -294,3 +294,57 @@ def test_a_grid_point_that_another_variants_run_already_is_copied_not_trained(da
         assert (out / "point1" / name).read_bytes() == (retrained / name).read_bytes(), name
     assert json.loads((out / "point1" / "metrics.json").read_text())["model"] == "diffrec"
     assert (tmp_path / "logs" / "timing" / f"{SPLIT}_diffrec_tune_point1.json").exists()
+
+
+def test_a_later_seed_whose_selected_setting_is_another_variants_run_is_copied(data_dir, tmp_path, capsys, monkeypatch):
+    """When the tune stage selects a point that another variant's planned runs already are (same
+    split and setting), the tuned variant's run of another seed is that variant's run of the seed:
+    the plan makes it an input of the train job, and the stage copies it instead of training it;
+    the copy has the bytes a training gives. With another point selected, the seed is trained."""
+    from pipeline.stages import train as stage
+    from pipeline.stages.dvc_yaml import render
+
+    monkeypatch.chdir(tmp_path)
+    params = params_with_grid({"lr": [1e-7, 0.02]})
+    params["models"]["diffrec-fixed"] = {"class": "diffrec", "threads": params["models"]["diffrec"].get("threads", 1),
+                                         "defaults": {**params["models"]["diffrec"]["defaults"], "lr": 0.02}}
+    params["models"]["diffrec"]["threads"] = params["models"]["diffrec-fixed"]["threads"]
+    params["experiments"] = [{"splits": [SPLIT], "models": ["diffrec", "diffrec-fixed"], "seeds": [3, 1]}]
+    check_semantics(params)
+    source = plan.Run(SPLIT, "diffrec-fixed", 1)
+    assert plan.tune_seed(params, SPLIT, "diffrec") == 3
+    assert plan.twin_runs(params, SPLIT, "diffrec", 1) == {1: source}
+    folder = plan.RUN_DIR.format(**source._asdict())
+    assert all(f"{folder}/{name}" in plan.train_inputs(params, plan.Run(SPLIT, "diffrec", 1)) for name in RUN_FILES)
+    assert not any("diffrec-fixed" in p for p in plan.train_inputs(params, plan.Run(SPLIT, "diffrec", 3)))  # the grid's seed: the tuning folder
+    assert f"{folder}/metrics.json" in render(params).split(f"train-{SPLIT}-diffrec-1:")[1].split("\n\n")[0]  # dvc.yaml too
+
+    for seed in (3, 1):
+        train(params, SPLIT, "diffrec-fixed", seed, str(data_dir), plan.RUN_DIR.format(split=SPLIT, model="diffrec-fixed", seed=seed))
+    tuning = tmp_path / "tuning"
+    assert tune(params, SPLIT, "diffrec", 3, str(data_dir), str(tuning))["point"] == 1
+    selected = str(tuning / SELECTED_FILE)
+    trained = []
+    real_fit = stage.fit
+    monkeypatch.setattr(stage, "fit", lambda *a, **k: trained.append(a[3]) or real_fit(*a, **k))
+    capsys.readouterr()
+    out = tmp_path / "seed1"
+    train(params, SPLIT, "diffrec", 1, str(data_dir), str(out), tuned_path=selected)
+    assert trained == [] and "is diffrec-fixed's on" in capsys.readouterr().out
+    retrained = tmp_path / "retrained"
+    train(params, SPLIT, "diffrec", 1, str(data_dir), str(retrained), tuned_path=selected, reuse_tuned_run=False,
+          timing_path=tmp_path / "t.json")
+    assert trained == [1]
+    for name in RUN_FILES:
+        assert (out / name).read_bytes() == (retrained / name).read_bytes(), name
+    assert (tmp_path / "logs" / "timing" / f"{SPLIT}_diffrec_seed1.json").exists()
+
+    # the source missing: a clear error; another point selected: trained
+    (tmp_path / folder / "metrics.json").unlink()
+    with pytest.raises(FileNotFoundError, match="train diffrec-fixed seed 1 .* first \\(diffrec seed 1 is that run\\)"):
+        train(params, SPLIT, "diffrec", 1, str(data_dir), str(tmp_path / "again"), tuned_path=selected)
+    other = json.loads((tuning / SELECTED_FILE).read_text())
+    other.update(point=0, hyper={"lr": 1e-7})
+    (tuning / SELECTED_FILE).write_text(json.dumps(other))
+    train(params, SPLIT, "diffrec", 1, str(data_dir), str(tmp_path / "lr7"), tuned_path=selected)
+    assert trained == [1, 1]

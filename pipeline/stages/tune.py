@@ -24,7 +24,7 @@ A grid point whose run another variant of the plan trains anyway (the same split
 setting, that variant untuned there: :func:`pipeline.plan.shared_points`; e.g. TV-Diff's grid
 holds the release's final configuration, which ``tvdiff-final`` runs as given) is not trained a
 second time: the stage reads that run (an input of the job in both engines) and copies it into
-``point<i>/``, its ``metrics.json`` naming this variant (:func:`copy_shared_run`).
+``point<i>/``, its ``metrics.json`` naming this variant (``pipeline.training.reuse.copy_run_as``).
 
 A killed tune stage loses nothing: finished points (metrics.json present and hyper.json equal
 to the point) are kept, and the interrupted one resumes from its own checkpoint. That holds only
@@ -43,7 +43,6 @@ left; an estimate: each point stops early or at its epoch cap on its own).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import shutil
@@ -52,13 +51,13 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.config import ConfigError, evaluation_config, split_overrides, training_config
-from pipeline.plan import (PACKAGE_DIR, PREPARED, RUN_DIR, RUN_FILES, Run, grid_key, grid_keys, grid_points, job_code,
-                           model_params, param_value, run_threads, shared_points)
+from pipeline.config import ConfigError, split_overrides
+from pipeline.plan import (PACKAGE_DIR, PREPARED, RUN_DIR, Run, grid_key, grid_keys, grid_points, job_code, model_params,
+                           param_value, shared_points)
 from pipeline.data.dataset import load_interactions
 from pipeline.io import atomic_path, read_json, write_json
-from pipeline.training.checkpoint import fingerprint, load_checkpoint, save_checkpoint
 from pipeline.training.fitting import fit, load_clusters
+from pipeline.training.reuse import copy_run_as
 from pipeline.training.selection import SELECTED_FILE, select
 from pipeline.training.trainer import format_duration
 
@@ -75,11 +74,13 @@ def recorded_seconds(timing: Path) -> list[float]:
         return []
 
 
-def grid_identity(params: dict, split: str, variant: str, seed: int, data_dir: str, clusters_dir: str | None) -> str:
+def grid_identity(params: dict, split: str, variant: str, seed: int, data_dir: str, clusters_dir: str | None,
+                  shared: dict[int, Run]) -> str:
     """sha256 of what the grid's points depend on besides their own setting: the code the tune job
     runs (:func:`pipeline.plan.job_code`), the params keys it reads (:func:`pipeline.plan.model_params`)
     but the grid (:func:`pipeline.plan.grid_key`), the bytes of its input files (the prepared split,
-    the clusters) and the seed."""
+    the clusters), the runs copied as points (``shared``: :func:`pipeline.plan.shared_points`) and
+    the seed."""
     h = hashlib.sha256()
     files = [(name, PACKAGE_DIR.parent / name) for name in job_code(params, "tune", variant)]
     files += [(Path(p).name, Path(data_dir) / Path(p).name) for p in PREPARED]
@@ -93,54 +94,11 @@ def grid_identity(params: dict, split: str, variant: str, seed: int, data_dir: s
             continue  # each point is matched to its own setting (hyper.json)
         value = split_overrides(params, variant, split) if key == f"models.{variant}.per_split.{split}" else param_value(params, key)
         h.update(f"{key}\0{json.dumps(value, sort_keys=True, default=str)}\0".encode())
-    for i, source in sorted(shared_points(params, split, variant).items()):  # the runs copied as points
+    for i, source in sorted(shared.items()):
         metrics = Path(RUN_DIR.format(**source._asdict())) / "metrics.json"
         h.update(f"point{i}\0{hashlib.sha256(metrics.read_bytes()).hexdigest() if metrics.exists() else ''}\0".encode())
     h.update(f"seed\0{int(seed)}".encode())
     return h.hexdigest()
-
-
-def renamed_state(state: dict, params: dict, source: Run, variant: str) -> dict:
-    """The model.pt state of ``source``'s run as the training of ``variant`` (same split, seed
-    and setting) writes it: the same weights, optimizer, config and epoch; the identity and the
-    fingerprint of ``variant`` (the trainer's recipe, ``pipeline.training.trainer.train`` and
-    ``pipeline.training.fitting.fit``: the identity with the seed as a number, the split's
-    training settings at the variant's threads, ``fast`` left out when on, the evaluation)."""
-    identity = {"model": variant, "split": source.split, "seed": source.seed, "config": state["config"]}
-    if "hyperbolic" in state["identity"]:
-        identity["hyperbolic"] = state["identity"]["hyperbolic"]
-    training = dataclasses.asdict(dataclasses.replace(training_config(params, source.split), threads=run_threads(params, variant)))
-    if training["fast"]:
-        del training["fast"]
-    fp = fingerprint({**identity, "training": training, "evaluation": dataclasses.asdict(evaluation_config(params))})
-    return {**state, "fingerprint": fp, "identity": {k: str(v) for k, v in identity.items() if k != "config"}}
-
-
-def copy_shared_run(params: dict, source: Run, variant: str, run_dir: Path, timing: Path) -> dict:
-    """Copy ``source`` (another variant's run with this grid point's setting and seed:
-    :func:`pipeline.plan.shared_points`) into ``run_dir`` as the point's run, file by file and
-    atomically: metrics.json and model.pt name ``variant`` as the point trained here would
-    (:func:`renamed_state`), and the run's timing record becomes the point's. Returns the point's
-    metrics."""
-    folder = Path(RUN_DIR.format(**source._asdict()))
-    missing = [name for name in RUN_FILES if not (folder / name).exists()]
-    if missing:
-        raise FileNotFoundError(f"{folder}: {', '.join(missing)} missing; train {source.model} seed {source.seed} on "
-                                f"{source.split} first (this grid point is that run)")
-    for name in RUN_FILES:
-        if name not in ("metrics.json", "model.pt"):
-            with atomic_path(run_dir / name) as tmp:
-                shutil.copyfile(folder / name, tmp)
-    state = load_checkpoint(folder / "model.pt", made_by="train")
-    save_checkpoint(run_dir / "model.pt", renamed_state(state, params, source, variant))
-    source_timing = Path("logs") / "timing" / f"{source.split}_{source.model}_seed{source.seed}.json"
-    if source_timing.exists():
-        timing.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(timing) as tmp:
-            shutil.copyfile(source_timing, tmp)
-    metrics = {**read_json(folder / "metrics.json"), "model": variant}
-    write_json(run_dir / "metrics.json", metrics)  # last: the point counts as finished once it is there
-    return metrics
 
 
 def main(params: dict, split: str, variant: str, seed: int, data_dir: str, out_dir: str, clusters_dir: str | None = None) -> dict:
@@ -152,7 +110,8 @@ def main(params: dict, split: str, variant: str, seed: int, data_dir: str, out_d
     data = load_interactions(data_dir)
     clusters = load_clusters(params, variant, clusters_dir, data.n_items)
     seed = int(seed)
-    identity = grid_identity(params, split, variant, seed, data_dir, clusters_dir)
+    shared = shared_points(params, split, variant)
+    identity = grid_identity(params, split, variant, seed, data_dir, clusters_dir, shared)
     record = IDENTITY_DIR / split / f"{variant}.grid-identity"
     if out.is_dir() and any(out.iterdir()) and (not record.is_file() or record.read_text() != identity):
         print(f"[{split} {variant}] {out} holds a grid made with other code, params or inputs, or by an"
@@ -161,7 +120,6 @@ def main(params: dict, split: str, variant: str, seed: int, data_dir: str, out_d
     with atomic_path(record) as tmp:
         Path(tmp).write_text(identity)
     metric = params["training"]["select_metric"]
-    shared = shared_points(params, split, variant)
     results = []
     # wall time of each point trained by this process, or for a kept point the train and
     # evaluation seconds its timing record holds (a resumed grid's ETA)
@@ -180,19 +138,19 @@ def main(params: dict, split: str, variant: str, seed: int, data_dir: str, out_d
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "metrics.json").unlink(missing_ok=True)  # a stale result of another setting
         write_json(hyper_path, point)
+        if i in shared:
+            source = shared[i]
+            metrics = copy_run_as(params, source, variant, run_dir, timing, needed_by="this grid point")
+            print(f"[{tag}] the same run as {source.model} seed {source.seed} on {split} (same setting): copied, not"
+                  f" trained; valid {metric} {metrics['valid'][metric]:.4f}", flush=True)
+            results.append(metrics)
+            continue
         left = len(points) - i
         if point_seconds:
             mean = sum(point_seconds) / len(point_seconds)
             eta = f"eta ~{format_duration(mean * left)} for the {left} point(s) still to train (mean {format_duration(mean)} per point)"
         else:
             eta = "eta: known once the first point is trained"
-        if i in shared:
-            source = shared[i]
-            metrics = copy_shared_run(params, source, variant, run_dir, timing)
-            print(f"[{tag}] the same run as {source.model} seed {source.seed} on {split} (same setting): copied, not"
-                  f" trained; valid {metric} {metrics['valid'][metric]:.4f}", flush=True)
-            results.append(metrics)
-            continue
         print(f"[{split} {variant}] grid point {i + 1}/{len(points)} {point}: {eta}", flush=True)
         start = time.perf_counter()
         _, metrics = fit(params, split, variant, seed, data, run_dir, tag, timing, clusters, tuned=point)
