@@ -77,7 +77,7 @@ import time
 started = time.perf_counter()
 import hashlib, json, resource, sys
 import numpy as np, torch
-from benchmarks.products import Products, dense_rate
+from benchmarks.products import WARMUP_STEPS, Products, dense_rate
 from pipeline.allocator import keep_freed_memory_if_asked
 from pipeline.config import evaluation_config, load_params, training_config
 from pipeline.data.dataset import dense_rows, load_interactions
@@ -115,7 +115,6 @@ evaluation = evaluation_config(params)
 evaluator = Evaluator(data, evaluation.topk, evaluation.batch_size)
 startup_s = time.perf_counter() - started - rate_s  # imports, data, model (EASE: its closed form)
 
-WARMUP_STEPS = 3  # optimizer steps before timing (over epoch ends where an epoch is shorter)
 TIMED_STEPS = 3  # whole epochs are timed until they add up to this many steps; their median is reported
 
 def epoch(limit=None):

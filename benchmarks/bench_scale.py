@@ -21,11 +21,14 @@ at synthetic scale there are no item embeddings, so items are dealt to the 2 clu
 alternately by popularity rank (the cost depends on the cluster sizes only).
 
 Measured. Without ``--steps``: the whole epoch and pass, timed by the trainer. With ``--steps N``
-(an Amazon-book DiffRec epoch takes tens of minutes on 2 cores): N training steps after a warm-up
-one, scaled to the epoch's batches, and the evaluation pass over the first N chunks of users,
-scaled to all users. The optimizer state is allocated by the warm-up step, but the trainer's copy
-of the best state and its checkpoints are not made, so this mode's peak RSS is below a run's (the
-whole-epoch mode's is the figure of record).
+(an Amazon-book DiffRec epoch takes minutes on 2 cores): N training steps after
+``products.WARMUP_STEPS`` warm-up ones, scaled to the epoch's batches; and the evaluation pass:
+its first chunk of users timed on its own (it also makes what the model keeps for a whole pass,
+e.g. DiffRec's folded operands, and first touches the score buffers), then the next N chunks;
+the pass is the first chunk plus the mean of the N times the chunks left. The warm-up steps
+allocate the optimizer's state, but the trainer's copy of the best state and its checkpoints are
+not made, so this mode's peak RSS is below a run's (the whole-epoch mode's is the figure of
+record).
 
 Floor (``benchmarks/products.py``): the products of the loss and backward pass of one full batch
 and of the scores of one evaluation chunk, counted and scaled to all users (every product of
@@ -183,7 +186,7 @@ def measure(scale: str, model_name: str, folder: Path, device: str, steps: int) 
     from pipeline.models import fast
     from pipeline.training.fitting import build_model
     from pipeline.training.trainer import resolve_device, set_determinism, train_run
-    from products import dense_rate
+    from products import WARMUP_STEPS, dense_rate
 
     params = load_params()
     mats = {n: sp.load_npz(folder / f"{n}.npz").tocsr() for n in ("train", "valid", "test", "rank")}
@@ -221,25 +224,44 @@ def measure(scale: str, model_name: str, folder: Path, device: str, steps: int) 
             optimizer.step()
 
         model.train()
-        step()  # warm-up: the optimizer's state, first-call set-up
-        timed = min(steps, n_steps - 1)  # the epoch's batches after the warm-up one
+        warmup = WARMUP_STEPS
+        timed = min(steps, n_steps - warmup)  # the epoch's batches after the warm-up ones
         if timed < 1:
-            raise SystemExit(f"{scale} {model_name}: an epoch of {n_steps} batch has nothing to time after the warm-up; run without --steps")
+            raise SystemExit(f"{scale} {model_name}: an epoch of {n_steps} batches has nothing to time after {warmup} warm-up "
+                             "steps; run without --steps")
+        for _ in range(warmup):  # the optimizer's state, first-call set-up, the heap's working size
+            step()
         start = time.perf_counter()
         for _ in range(timed):
             step()
         epoch_s = (time.perf_counter() - start) / timed * n_steps
-        # the evaluation pass on the first users, scaled to all of them
+        # the evaluation pass: its first chunk (which also makes what a model keeps for a whole
+        # pass, e.g. DiffRec's folded operands, and first touches the score buffers) timed on its
+        # own, then the next chunks; the pass = the first chunk + the steady chunks' mean x the rest
         model.eval()
-        n_sub = min(n_users, steps * evaluation.batch_size)
-        sub = InteractionData(n_sub, n_items, *(m[:n_sub] for m in (mats["train"], mats["valid"], mats["test"], mats["rank"])))
-        evaluator = Evaluator(sub, evaluation.topk, evaluation.batch_size)
+        chunk = evaluation.batch_size
+        n_chunks = -(-n_users // chunk)
+        timed_chunks = min(steps, n_chunks - 1)
+
+        def users_from(first: int, count: int) -> InteractionData:
+            end = min(n_users, first + count)
+            return InteractionData(end - first, n_items, *(m[first:end] for m in (mats["train"], mats["valid"], mats["test"], mats["rank"])))
+
         with torch.no_grad():
             score = lambda users: model.scores(dense_rows(matrix, users).to(dev), users).cpu()  # noqa: E731
+            first = Evaluator(users_from(0, chunk), evaluation.topk, chunk)
             start = time.perf_counter()
-            evaluator.evaluate(score)
-            eval_s = (time.perf_counter() - start) * n_users / n_sub
-        measured = f"{timed} steps, {n_sub:,} users"
+            first.evaluate(score)
+            first_chunk_s = time.perf_counter() - start
+            if timed_chunks:
+                rest = Evaluator(users_from(chunk, timed_chunks * chunk), evaluation.topk, chunk)
+                start = time.perf_counter()
+                rest.evaluate(score)
+                chunk_s = (time.perf_counter() - start) / timed_chunks
+            else:
+                chunk_s = 0.0
+        eval_s = first_chunk_s + chunk_s * (n_chunks - 1)
+        measured = f"{timed} steps; evaluation: first chunk {first_chunk_s:.2f} s, then {timed_chunks} x {chunk_s:.2f} s"
     else:
         identity = {"model": model_name, "split": split, "seed": 1, "config": dataclasses.asdict(model.config)}
         with tempfile.TemporaryDirectory() as tmp:

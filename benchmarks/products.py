@@ -28,6 +28,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from pipeline.models import layers
 
 RATE_SIZE = 2048  # the square float32 product that measures the machine's rate
+# Optimizer steps a measurement runs before it times any: the first steps allocate the optimizer's
+# state and grow the heap to its working size (page faults that later steps do not pay; one warm-up
+# step left Amazon-book DiffRec's second step at 2.3 s against 0.3 s for its first layer's weight
+# gradient alone afterwards: docs/benchmarks.md, docs/scaling.md)
+WARMUP_STEPS = 3
 
 
 def dense_rate(size: int = RATE_SIZE, repeats: int = 5) -> float:
