@@ -1,7 +1,8 @@
 """Each model's epoch and evaluation pass against its arithmetic floor, measured in one run.
 
-For every model variant asked for (``--models``; on ``--split``, with the settings of params.yaml
-and its side inputs as the DAG makes them: clusters, stage-1 points), in its own subprocess (so
+For every model variant asked for (``--models``; on ``--split``, with the settings of params.yaml,
+a tuned variant at the grid point nearest its untuned setting, and its side inputs as the DAG
+makes them: clusters, stage-1 points), in its own subprocess (so
 peak memory is its own) and with ``--threads`` torch threads:
 
 * **products counted** (``benchmarks/products.py``): one whole training epoch (the trainer's
@@ -18,6 +19,10 @@ peak memory is its own) and with ``--threads`` torch threads:
   of the products) timed on the model's own matrix and width with the faster of scipy's and
   torch's CSR kernel on this machine (best of 3): the yardstick for the graph models, whose
   products are sparse and memory-bound;
+* **ranking**: the evaluation pass on the model's own scores computed beforehand (the evaluator's
+  masking, top-k and metrics, and its copy of each chunk of scores): what a pass costs whatever
+  the model, and which no product floor counts; **ratio†** = the pass / (floor* + ranking), the
+  model's scoring against its products with the ranking taken as it is;
 * **measured**: seconds of an epoch, the median of the epochs timed after three warm-up steps
   (one epoch, or as many as make three optimizer steps: a process's first steps fault its heap
   in and would count set-up as work on a split whose epoch is one or a few steps), the median of
@@ -75,11 +80,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import time
 started = time.perf_counter()
-import hashlib, json, resource, sys
+import dataclasses, hashlib, json, resource, sys
 import numpy as np, torch
 from benchmarks.products import WARMUP_STEPS, Products, dense_rate
 from pipeline.allocator import keep_freed_memory_if_asked
-from pipeline.config import evaluation_config, load_params, training_config
+from pipeline.config import evaluation_config, load_params, model_config, training_config
 from pipeline.data.dataset import dense_rows, load_interactions
 from pipeline.evaluation.evaluator import Evaluator
 from pipeline import plan
@@ -107,7 +112,15 @@ if clusters is not None:
 hyperbolic = load_hyperbolic(params, model_name, plan.stage1_of(params, split, model_name), data.n_users, data.n_items)
 if hyperbolic is not None:
     side["hyperbolic"] = hyperbolic
-model = build_model(params, model_name, split, 1, data.n_users, data.n_items, **side)
+# a tuned variant at the grid point nearest its untuned setting (most hyperparameters equal, the
+# first on ties): a setting the DAG trains on the split, where the untuned one may be another
+# dataset's (TV-Diff's code defaults: bpr on pair batches, which no ML-1M job runs)
+point = None
+if plan.is_tuned(params, model_name, split):
+    untuned = dataclasses.asdict(model_config(params, model_name, split))
+    points = plan.grid_points(params, model_name, split)
+    point = max(points, key=lambda p: (sum(untuned.get(k) == v for k, v in p.items()), -points.index(p)))
+model = build_model(params, model_name, split, 1, data.n_users, data.n_items, tuned=point, **side)
 torch.set_num_threads(threads)  # build_model set the variant's own threads (params.yaml)
 optimizer = model.optimizer()
 matrix = model.input_matrix(data)
@@ -170,10 +183,21 @@ products.sparse.clear()
 with products.counting():
     evaluate()
 eval_sparse_s, eval_sparse_flops = products.sparse_floor()
+# the pass's ranking alone: the evaluator on the same scores, computed once and looked up (each
+# chunk a view: the evaluator makes the same copy of it it makes of a model's scores)
+model.eval()
+with torch.no_grad():
+    every = torch.cat([model.scores(dense_rows(matrix, users), users).to(torch.float32)
+                       for users in (np.arange(start, min(start + evaluation.batch_size, data.n_users))
+                                     for start in range(0, data.n_users, evaluation.batch_size))])
+ranks = []
+for _ in range(passes):
+    t = time.perf_counter(); evaluator.evaluate(lambda users: every[int(users[0]):int(users[-1]) + 1]); ranks.append(time.perf_counter() - t)
+del every
 print(json.dumps({"rate": rate, "epoch_flops": epoch_flops, "steps": steps, "epoch_s": epoch_s,
                   "epoch_sparse_s": epoch_sparse_s, "epoch_sparse_flops": epoch_sparse_flops,
                   "eval_sparse_s": eval_sparse_s, "eval_sparse_flops": eval_sparse_flops,
-                  "eval_flops": products.flops, "eval_s": float(np.median(evals)),
+                  "eval_flops": products.flops, "eval_s": float(np.median(evals)), "rank_s": float(np.median(ranks)),
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "n_parameters": sum(p.numel() for p in model.parameters()), "startup_s": startup_s,
                   "state_sha256": state.hexdigest(), "eval_sha256": scores.hexdigest()}))
@@ -242,7 +266,7 @@ def measured_split(jobs: list[Job], model: str, preferred: str) -> str:
 
 def inputs(params: dict, split: str, model: str) -> list[str]:
     """The DAG's outputs the measurement of ``model`` on ``split`` reads (not the tune folder:
-    the benchmark builds a tuned variant with its defaults)."""
+    the benchmark builds a tuned variant at a grid point)."""
     tune = plan.TUNE_DIR.format(split=split, model=model)
     return [p for p in plan.train_inputs(params, plan.Run(split, model, 1)) if p != tune]
 
@@ -407,8 +431,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"# {platform.processor() or platform.machine()}, split {args.split} (models without a job there: "
           f"their first split), each variant with {'%d torch threads' % args.threads if args.threads else 'its own threads'}")
     print("| model | split | threads | steps | GFLOP / epoch | sparse | rate GFLOP/s | floor s / epoch | floor* | s / epoch "
-          "| ratio | ratio* | GFLOP / pass | floor s / pass | floor* | s / pass | ratio | ratio* | start-up s | peak RSS MB | whole run |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+          "| ratio | ratio* | GFLOP / pass | floor s / pass | floor* | s / pass | ratio | ratio* | ranking s | ratio† "
+          "| start-up s | peak RSS MB | whole run |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     measured: dict[str, dict] = {}
     for model in models:
         split = measured_split(jobs, model, args.split)
@@ -440,7 +465,8 @@ def main(argv: list[str] | None = None) -> None:
               f"| {_s(None if not star_epoch else m['epoch_s'] / star_epoch)} "
               f"| {m['eval_flops'] / 1e9:.2f} | {floor_eval:.3f} | {star_eval:.3f} | {m['eval_s']:.2f} "
               f"| {m['eval_s'] / floor_eval if floor_eval else float('nan'):.1f} "
-              f"| {m['eval_s'] / star_eval if star_eval else float('nan'):.1f} | {m['startup_s']:.1f} "
+              f"| {m['eval_s'] / star_eval if star_eval else float('nan'):.1f} | {m['rank_s']:.2f} "
+              f"| {m['eval_s'] / (star_eval + m['rank_s']):.1f} | {m['startup_s']:.1f} "
               f"| {m['peak_rss_mb']:.0f} | {whole} |", flush=True)
     if args.models:
         return
