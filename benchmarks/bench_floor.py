@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import platform
 import subprocess
@@ -80,11 +81,12 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import time
 started = time.perf_counter()
-import dataclasses, hashlib, json, resource, sys
+import hashlib, json, resource, sys
 import numpy as np, torch
+from benchmarks.bench_floor import measured_point
 from benchmarks.products import WARMUP_STEPS, Products, dense_rate
 from pipeline.allocator import keep_freed_memory_if_asked
-from pipeline.config import evaluation_config, load_params, model_config, training_config
+from pipeline.config import evaluation_config, load_params, training_config
 from pipeline.data.dataset import dense_rows, load_interactions
 from pipeline.evaluation.evaluator import Evaluator
 from pipeline import plan
@@ -112,14 +114,7 @@ if clusters is not None:
 hyperbolic = load_hyperbolic(params, model_name, plan.stage1_of(params, split, model_name), data.n_users, data.n_items)
 if hyperbolic is not None:
     side["hyperbolic"] = hyperbolic
-# a tuned variant at the grid point nearest its untuned setting (most hyperparameters equal, the
-# first on ties): a setting the DAG trains on the split, where the untuned one may be another
-# dataset's (TV-Diff's code defaults: bpr on pair batches, which no ML-1M job runs)
-point = None
-if plan.is_tuned(params, model_name, split):
-    untuned = dataclasses.asdict(model_config(params, model_name, split))
-    points = plan.grid_points(params, model_name, split)
-    point = max(points, key=lambda p: (sum(untuned.get(k) == v for k, v in p.items()), -points.index(p)))
+point = measured_point(params, model_name, split)
 model = build_model(params, model_name, split, 1, data.n_users, data.n_items, tuned=point, **side)
 torch.set_num_threads(threads)  # build_model set the variant's own threads (params.yaml)
 optimizer = model.optimizer()
@@ -202,6 +197,20 @@ print(json.dumps({"rate": rate, "epoch_flops": epoch_flops, "steps": steps, "epo
                   "n_parameters": sum(p.numel() for p in model.parameters()), "startup_s": startup_s,
                   "state_sha256": state.hexdigest(), "eval_sha256": scores.hexdigest()}))
 """
+
+
+def measured_point(params: dict, model: str, split: str) -> dict | None:
+    """The grid point a tuned variant is measured at: the one nearest its untuned setting (most
+    hyperparameters equal, the first on ties), a setting the DAG trains on the split, where the
+    untuned one may be another dataset's (TV-Diff's code defaults: bpr on pair batches, which no
+    ML-1M job runs); None for a variant untuned there."""
+    if not plan.is_tuned(params, model, split):
+        return None
+    from pipeline.config import model_config  # imports the model's file (torch)
+
+    untuned = dataclasses.asdict(model_config(params, model, split))
+    points = plan.grid_points(params, model, split)
+    return max(points, key=lambda p: (sum(untuned.get(k) == v for k, v in p.items()), -points.index(p)))
 
 
 def measure(model: str, split: str, threads: int, passes: int) -> dict:

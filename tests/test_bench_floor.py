@@ -94,3 +94,17 @@ def test_a_model_whose_bits_depend_on_threads_keeps_its_count(tmp_path, monkeypa
     assert choice["long"] == 1  # params.yaml's, although 2 would pack shorter
     measured["long"][2]["state_sha256"] = "a"
     assert bench_floor.choose_threads(params, jobs, measured, 2)["long"] == 2
+
+
+def test_a_tuned_variant_is_measured_at_a_grid_point_nearest_its_untuned_setting():
+    """The benchmark measures a setting the DAG trains: a tuned variant at the grid point sharing
+    most hyperparameters with its untuned setting (TV-Diff's untuned setting on ML-1M is the
+    authors' lastfm one, bpr on pair batches, which no ML-1M job runs)."""
+    params = load_params(ROOT / "params.yaml")
+    point = bench_floor.measured_point(params, "tvdiff", "ml-1m_clean")
+    assert point in plan.grid_points(params, "tvdiff", "ml-1m_clean") and point["loss_type"] in ("bce", "nll")
+    grid = plan.grid_points(params, "hgcf-512", "ml-1m_clean")
+    defaults = params["models"]["hgcf-512"]["defaults"]
+    assert bench_floor.measured_point(params, "hgcf-512", "ml-1m_clean") == next(
+        p for p in grid if all(defaults.get(k) == v for k, v in p.items()))  # its untuned setting is a grid point
+    assert bench_floor.measured_point(params, "diffrec", "ml-1m_clean") is None
