@@ -58,6 +58,11 @@ def load_hyperbolic(params: dict, variant: str, hyperbolic_dir: str | None, n_us
     return load_hyperbolic_embeddings(hyperbolic_dir, n_users, n_items)
 
 
+def run_training(params: dict, split: str, variant: str):
+    """The training settings of ``variant``'s runs on ``split``: the split's, at the variant's threads."""
+    return dataclasses.replace(training_config(params, split), threads=run_threads(params, variant))
+
+
 def fit(params: dict, split: str, model_name: str, seed: int, data, out_dir, tag: str, timing_path, clusters=None, tuned=None,
         hyperbolic=None):
     """Build the seeded model (given ``data``, for latent models ``clusters``, for HDRM the
@@ -81,9 +86,8 @@ def fit(params: dict, split: str, model_name: str, seed: int, data, out_dir, tag
     identity = {"model": model_name, "split": split, "seed": seed, "config": dataclasses.asdict(model.config)}
     if hyperbolic is not None:  # a checkpoint made on other stage-1 embeddings is not resumed
         identity["hyperbolic"] = hashlib.sha256(hyperbolic.users.tobytes() + hyperbolic.items.tobytes()).hexdigest()
-    training = dataclasses.replace(training_config(params, split), threads=run_threads(params, model_name))
     metrics = train_run(
-        model, data, training, evaluation_config(params), out_dir, identity, seed, tag=tag,
+        model, data, run_training(params, split, model_name), evaluation_config(params), out_dir, identity, seed, tag=tag,
         timing_path=timing_path,
     )
     return model, metrics

@@ -17,14 +17,15 @@ there), and the copied run's timing record becomes the copy's.
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from pathlib import Path
 
-from pipeline.config import evaluation_config, training_config
+from pipeline.config import evaluation_config
 from pipeline.io import atomic_path, read_json, write_json
-from pipeline.plan import RUN_DIR, RUN_FILES, Run, run_threads
-from pipeline.training.checkpoint import fingerprint, load_checkpoint, save_checkpoint
+from pipeline.plan import RUN_DIR, RUN_FILES, Run
+from pipeline.training.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.training.fitting import run_training
+from pipeline.training.trainer import run_fingerprint, stored_identity
 
 TIMING_DIR = Path("logs") / "timing"
 
@@ -57,17 +58,13 @@ def reuse_selected_run(selected_path: str | Path, split: str, variant: str, seed
 def renamed_state(state: dict, params: dict, source: Run, variant: str) -> dict:
     """The model.pt state of ``source``'s run as the training of ``variant`` (same split, seed
     and setting) writes it: the same weights, optimizer, config and epoch; the identity and the
-    fingerprint of ``variant`` (the trainer's recipe, ``pipeline.training.trainer.train`` and
-    ``pipeline.training.fitting.fit``: the identity with the seed as a number, the split's
-    training settings at the variant's threads, ``fast`` left out when on, the evaluation)."""
+    fingerprint of ``variant`` (as :func:`pipeline.training.fitting.fit` makes them: the identity
+    with the seed as a number, the variant's training settings, the evaluation)."""
     identity = {"model": variant, "split": source.split, "seed": source.seed, "config": state["config"]}
     if "hyperbolic" in state["identity"]:
         identity["hyperbolic"] = state["identity"]["hyperbolic"]
-    training = dataclasses.asdict(dataclasses.replace(training_config(params, source.split), threads=run_threads(params, variant)))
-    if training["fast"]:
-        del training["fast"]
-    fp = fingerprint({**identity, "training": training, "evaluation": dataclasses.asdict(evaluation_config(params))})
-    return {**state, "fingerprint": fp, "identity": {k: str(v) for k, v in identity.items() if k != "config"}}
+    fp = run_fingerprint(identity, run_training(params, source.split, variant), evaluation_config(params))
+    return {**state, "fingerprint": fp, "identity": stored_identity(identity)}
 
 
 def copy_run_as(params: dict, source: Run, variant: str, run_dir: str | Path, timing_path: Path, needed_by: str) -> dict:

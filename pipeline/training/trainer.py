@@ -133,6 +133,22 @@ def _eta(epoch: int, epochs: int, best_epoch: int, training: TrainingConfig, tra
     return text
 
 
+def run_fingerprint(identity: dict[str, Any], training: TrainingConfig, evaluation: EvaluationConfig) -> str:
+    """The fingerprint of a run's checkpoints: its identity (model, split, seed, config, and the
+    stage-1 points' digest for HDRM), training settings and evaluation; the default speed-ups
+    (``fast`` on) are left out, so a run is fingerprinted as before that switch existed (the
+    committed model.pt files)."""
+    settings = dataclasses.asdict(training)
+    if settings["fast"]:
+        del settings["fast"]
+    return fingerprint({**identity, "training": settings, "evaluation": dataclasses.asdict(evaluation)})
+
+
+def stored_identity(identity: dict[str, Any]) -> dict[str, str]:
+    """The identity as model.pt stores it: every entry but the config (stored apart), as text."""
+    return {k: str(v) for k, v in identity.items() if k != "config"}
+
+
 def train_run(
     model: torch.nn.Module,
     data: InteractionData,
@@ -167,10 +183,7 @@ def train_run(
     matrix = model.input_matrix(data)
     evaluator = Evaluator(data, evaluation.topk, evaluation.batch_size)
     select = training.select_metric
-    settings = dataclasses.asdict(training)
-    if settings["fast"]:  # the default speed-ups: fingerprinted as before the switch existed (the committed model.pt files)
-        del settings["fast"]
-    fp = fingerprint({**identity, "training": settings, "evaluation": dataclasses.asdict(evaluation)})
+    fp = run_fingerprint(identity, training, evaluation)
     state = RunState()
     resume_path = run_dir / RESUME_FILE
     if resume_path.exists():
@@ -314,7 +327,7 @@ def _write_outputs(run_dir, state, identity, fp, model, data, train_seconds, eva
             "epoch": state.best_epoch,
             "n_users": data.n_users,
             "n_items": data.n_items,
-            "identity": {k: str(v) for k, v in identity.items() if k != "config"},
+            "identity": stored_identity(identity),
         },
     )
     columns = sorted({k for r in state.history for k in r}, key=lambda k: (k not in ("epoch", "loss"), k))
