@@ -242,6 +242,18 @@ def test_a_grid_made_with_other_params_code_or_inputs_starts_over(data_dir, tmp_
     assert kept(other, data=str(copied)) == (0, True)
 
 
+def params_with_a_fixed_twin() -> dict:
+    """diffrec tuned on lr {1e-7, 0.02} and diffrec-fixed, untuned at lr 0.02 (grid point 1), both
+    planned with seeds 3 and 1 on SPLIT: the grid runs with seed 3."""
+    params = params_with_grid({"lr": [1e-7, 0.02]})
+    params["models"]["diffrec-fixed"] = {"class": "diffrec", "threads": params["models"]["diffrec"].get("threads", 1),
+                                         "defaults": {**params["models"]["diffrec"]["defaults"], "lr": 0.02}}
+    params["models"]["diffrec"]["threads"] = params["models"]["diffrec-fixed"]["threads"]
+    params["experiments"] = [{"splits": [SPLIT], "models": ["diffrec", "diffrec-fixed"], "seeds": [3, 1]}]
+    check_semantics(params)
+    return params
+
+
 def test_a_grid_point_that_another_variants_run_already_is_copied_not_trained(data_dir, tmp_path, capsys, monkeypatch):
     """A grid point with the setting and seed of another variant's planned run on the split (that
     variant untuned there) is that run: the plan makes the run an input of the tune job, and the
@@ -251,12 +263,7 @@ def test_a_grid_point_that_another_variants_run_already_is_copied_not_trained(da
     from pipeline.stages.dvc_yaml import render
 
     monkeypatch.chdir(tmp_path)
-    params = params_with_grid({"lr": [1e-7, 0.02]})
-    params["models"]["diffrec-fixed"] = {"class": "diffrec", "threads": params["models"]["diffrec"].get("threads", 1),
-                                         "defaults": {**params["models"]["diffrec"]["defaults"], "lr": 0.02}}
-    params["models"]["diffrec"]["threads"] = params["models"]["diffrec-fixed"]["threads"]
-    params["experiments"] = [{"splits": [SPLIT], "models": ["diffrec", "diffrec-fixed"], "seeds": [3, 1]}]
-    check_semantics(params)
+    params = params_with_a_fixed_twin()
     source = plan.Run(SPLIT, "diffrec-fixed", 3)
     assert plan.shared_points(params, SPLIT, "diffrec") == {1: source}
     folder = plan.RUN_DIR.format(**source._asdict())
@@ -305,12 +312,7 @@ def test_a_later_seed_whose_selected_setting_is_another_variants_run_is_copied(d
     from pipeline.stages.dvc_yaml import render
 
     monkeypatch.chdir(tmp_path)
-    params = params_with_grid({"lr": [1e-7, 0.02]})
-    params["models"]["diffrec-fixed"] = {"class": "diffrec", "threads": params["models"]["diffrec"].get("threads", 1),
-                                         "defaults": {**params["models"]["diffrec"]["defaults"], "lr": 0.02}}
-    params["models"]["diffrec"]["threads"] = params["models"]["diffrec-fixed"]["threads"]
-    params["experiments"] = [{"splits": [SPLIT], "models": ["diffrec", "diffrec-fixed"], "seeds": [3, 1]}]
-    check_semantics(params)
+    params = params_with_a_fixed_twin()
     source = plan.Run(SPLIT, "diffrec-fixed", 1)
     assert plan.tune_seed(params, SPLIT, "diffrec") == 3
     assert plan.twin_runs(params, SPLIT, "diffrec", 1) == {1: source}
