@@ -224,12 +224,11 @@ def measure(scale: str, model_name: str, folder: Path, device: str, steps: int) 
             optimizer.step()
 
         model.train()
-        warmup = WARMUP_STEPS
-        timed = min(steps, n_steps - warmup)  # the epoch's batches after the warm-up ones
+        timed = min(steps, n_steps - WARMUP_STEPS)  # the epoch's batches after the warm-up ones
         if timed < 1:
-            raise SystemExit(f"{scale} {model_name}: an epoch of {n_steps} batches has nothing to time after {warmup} warm-up "
-                             "steps; run without --steps")
-        for _ in range(warmup):  # the optimizer's state, first-call set-up, the heap's working size
+            raise SystemExit(f"{scale} {model_name}: an epoch of {n_steps} batches has nothing to time after {WARMUP_STEPS} "
+                             "warm-up steps; run without --steps")
+        for _ in range(WARMUP_STEPS):  # the optimizer's state, first-call set-up, the heap's working size
             step()
         start = time.perf_counter()
         for _ in range(timed):

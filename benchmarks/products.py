@@ -29,9 +29,8 @@ from pipeline.models import layers
 
 RATE_SIZE = 2048  # the square float32 product that measures the machine's rate
 # Optimizer steps a measurement runs before it times any: the first steps allocate the optimizer's
-# state and grow the heap to its working size (page faults that later steps do not pay; one warm-up
-# step left Amazon-book DiffRec's second step at 2.3 s against 0.3 s for its first layer's weight
-# gradient alone afterwards: docs/benchmarks.md, docs/scaling.md)
+# state and grow the heap to its working size, page faults that later steps do not pay (measured in
+# docs/benchmarks.md, "The heap's top", and docs/scaling.md)
 WARMUP_STEPS = 3
 
 
