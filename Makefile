@@ -31,8 +31,11 @@ install: $(VENV)/.installed
 
 ## Main job: the default DAG of params.yaml -> results/. Incremental: finished runs are kept;
 ## after Ctrl-C or a killed snakemake the same command resumes each run from its checkpoint.
+## TARGETS="..." makes only those outputs and what they need, e.g. one part of the ML-1M table:
+## make reproduce TARGETS="$(python benchmarks/bench_floor.py --targets first)"
+TARGETS ?=
 reproduce: install
-	$(LOCKED) sh -c '$(SNAKEMAKE) --unlock >/dev/null 2>&1; $(SNAKEMAKE)'
+	$(LOCKED) sh -c '$(SNAKEMAKE) --unlock >/dev/null 2>&1; $(SNAKEMAKE) $(strip $(TARGETS))'
 
 ## Retrain every run and grid point from scratch (the committed runs/*/metrics.json are
 ## recomputed; on the machine and kernels that made them they come out byte-identical).

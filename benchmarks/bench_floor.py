@@ -56,7 +56,9 @@ and pass times times the epochs and evaluations of its committed run (a grid poi
 variant trains with that seed; an embed job, and a tuned variant's train job for the seed its grid
 ran with, which copies the selected point's run: one start-up), summed into job-seconds and
 core-seconds, with the wall time on ``--cores`` cores (jobs longest first, each as soon as its
-threads are free; the order the stages impose is not modelled) and the products' floor. The
+threads are free; the order the stages impose is not modelled) and the products' floor, for
+the whole and for each of its parts (``table_part``: the first table; HDRM at the released size;
+TV-Diff at the released budget with its grids), each part as if it ran alone. The
 measurement is on one split; the same model's runs on the other splits of the dataset are costed
 with it.
 """
@@ -267,6 +269,23 @@ def table_jobs(params: dict, dataset: str) -> list[Job]:
     return jobs
 
 
+RELEASED_STAGE1 = "hgcf-512"  # HDRM's stage 1 at the released size (params.yaml); the hgcf class's default is 64-d
+PARTS = {"first": "the first table", "hdrm": "HDRM at the released size", "tvdiff": "TV-Diff at the released budget"}
+
+
+def table_part(params: dict, model: str) -> str:
+    """The part of the whole table (a key of ``PARTS``) a variant's jobs belong to: HDRM at the released size
+    (its 512-d stage 1 and every stage 2 that reads it), TV-Diff with the released budget and its
+    chosen settings (every variant of the tvdiff class, grids included), or the first table: every
+    other model, at the sizes and settings the speed target of docs/benchmarks.md was set for."""
+    if model == RELEASED_STAGE1 or ("hyperbolic" in plan.requires(params, model)
+                                    and plan.stage1_model(params, model) == RELEASED_STAGE1):
+        return "hdrm"
+    if plan.declared(params, model).key == "tvdiff":
+        return "tvdiff"
+    return "first"
+
+
 def measured_split(jobs: list[Job], model: str, preferred: str) -> str:
     """``preferred`` where the model has a job there, else the first split it has one on."""
     splits = [j.split for j in jobs if j.model == model]
@@ -423,6 +442,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--passes", type=int, default=3)
     parser.add_argument("--cores", type=int, default=2, help="cores of the whole-table wall-time estimate")
     parser.add_argument("--inputs", action="store_true", help="print the DAG outputs the measurements read, one per line (Snakemake targets), and stop")
+    parser.add_argument("--targets", choices=list(PARTS),
+                        help="print the Snakemake targets of one part of the whole table (its train runs on the split's "
+                             "dataset; what they need follows), one per line, and stop: `make reproduce TARGETS=...` times it")
     parser.add_argument("--choose-threads", action="store_true",
                         help="measure every variant with 1 and with --cores threads and print the threads per model that pack the whole table shortest")
     args = parser.parse_args(argv)
@@ -430,6 +452,10 @@ def main(argv: list[str] | None = None) -> None:
     dataset = params["splits"][args.split]["dataset"]
     jobs = table_jobs(params, dataset)
     models = args.models or list(dict.fromkeys(j.model for j in jobs))
+    if args.targets:
+        print("\n".join(dict.fromkeys(f"{j.folder}/metrics.json" for j in jobs
+                                       if j.kind == "train" and table_part(params, j.model) == args.targets)))
+        return
     if args.inputs:
         needed = [p for m in models for p in inputs(params, measured_split(jobs, m, args.split), m)]
         print("\n".join(dict.fromkeys(needed)))
@@ -495,6 +521,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"- arithmetic floor (products at the dense rate): {floor_total:,.0f} s of products, {floor_core:,.0f} "
           f"core-seconds at the jobs' threads: no packing runs the table in under {floor_core / args.cores / 60:.1f} min "
           f"on {args.cores} cores")
+    for part, label in PARTS.items():  # each part alone on the cores, as if the others were not planned
+        mine = [(j, s, t) for j, s, t in costed if table_part(params, j.model) == part]
+        core = sum(f * threads[model] for model, f in floors.items() if table_part(params, model) == part)
+        print(f"- {label} (--targets {part}): {len(mine)} jobs, {sum(s for _, s, _ in mine):,.0f} job-seconds, "
+              f"{sum(s * t for _, s, t in mine):,.0f} core-seconds, wall {wall_time([(s, t) for _, s, t in mine], args.cores) / 60:.1f} min "
+              f"on {args.cores} cores, floor {core:,.0f} core-seconds ({core / args.cores / 60:.1f} min)")
     heaviest = sorted(((sum(s for j, s, _ in costed if j.model == model), model) for model in measured), reverse=True)
     print("- by model, job-seconds (floor): "
           + ", ".join(f"{model} {s:,.0f} s ({floors.get(model, 0.0):,.0f})" for s, model in heaviest if s))

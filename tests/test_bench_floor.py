@@ -108,3 +108,13 @@ def test_a_tuned_variant_is_measured_at_a_grid_point_nearest_its_untuned_setting
     assert bench_floor.measured_point(params, "hgcf-512", "ml-1m_clean") == next(
         p for p in grid if all(defaults.get(k) == v for k, v in p.items()))  # its untuned setting is a grid point
     assert bench_floor.measured_point(params, "diffrec", "ml-1m_clean") is None
+
+
+def test_the_table_parts_put_released_hdrm_and_every_tvdiff_variant_apart():
+    params = load_params(ROOT / "params.yaml")
+    part = lambda model: bench_floor.table_part(params, model)  # noqa: E731
+    first, hdrm, tvdiff = "first", "hdrm", "tvdiff"
+    assert set(bench_floor.PARTS) == {first, hdrm, tvdiff}
+    assert [part(m) for m in ("hgcf-512", "hdrm-512", "hdrm-512-val")] == [hdrm] * 3
+    assert [part(m) for m in ("tvdiff", "tvdiff-argsp", "tvdiff-final", "tvdiff-tuned")] == [tvdiff] * 4
+    assert [part(m) for m in ("diffrec", "hgcf", "hdrm", "lightgcn", "ease")] == [first] * 5
