@@ -28,8 +28,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.bench_floor import schedule  # noqa: E402
 from pipeline.config import display_names, load_params  # noqa: E402
-from pipeline.plan import embed_jobs, grid_keys, is_tuned, run_threads, trained_runs, tune_runs  # noqa: E402
+from pipeline.plan import RUN_DIR, embed_jobs, embed_source, grid_keys, is_tuned, run_threads, trained_runs, tune_runs  # noqa: E402
+
+
+HEADER = ("split", "model", "parameters", "threads", "s / epoch", "s / evaluation", "epochs to best", "epochs trained",
+          "seeds", "min / run")
 
 
 def collect(params: dict) -> list[dict]:
@@ -84,6 +89,21 @@ def _median(values: list[float], fmt: str) -> str:
     return format(statistics.median(values), fmt) if values else "–"
 
 
+def with_run_minutes(line: str, folders: dict[tuple[str, str], list[Path]]) -> str:
+    """A table line with its *min / run* cell added: each of its (split, model)'s runs' epochs and
+    evaluations (the ``history.csv`` in ``folders[(split, model)]``) times the line's seconds per
+    epoch and per evaluation, the median over runs; a line that has the cell already is returned
+    as it is (a row kept from an earlier file)."""
+    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+    if len(cells) == len(HEADER):
+        return line
+    number = lambda cell: 0.0 if cell == "–" else float(cell)  # noqa: E731
+    per_epoch, per_eval = number(cells[4]), number(cells[5])
+    runs = [schedule(folder) for folder in folders.get((cells[0], cells[1]), [])]
+    minutes = [(epochs * per_epoch + evaluations * per_eval) / 60 for epochs, evaluations in filter(None, runs)]
+    return line + f" {_median(minutes, '.1f')} |"
+
+
 def kept_rows(path: Path, present: set[tuple[str, str]]) -> dict[tuple[str, str], list[str]]:
     """The table lines of ``path`` (an earlier output) by (split, model name), for the pairs not in
     ``present``: rows of runs this machine does not hold, kept as they were."""
@@ -116,11 +136,12 @@ def render(params: dict, rows: list[dict], previous: Path | None = None) -> str:
         "(seconds: the median over seeds, so one run slowed or paused by its host does not move a row; epochs: the "
         "mean). Wall-clock seconds on the 2-core machine as the runs happened, two or more jobs sharing "
         "the cores (see results/README.md), so they overstate a run alone (`efficiency.md`); *threads* = torch threads of the runs (as recorded in their timing files; `models.<variant>.threads`, else `training.threads`, when the runs were made). "
-        "Epochs to best = the validation-selected epoch (evaluation every "
+        "*min / run* = each run's epochs and evaluations (its `history.csv`) times the row's s / epoch and s / "
+        "evaluation, the median over seeds (start-up left out). Epochs to best = the validation-selected epoch (evaluation every "
         f"{params['training']['eval_every']} epochs, stop after {params['training']['patience']} without a new best).",
         "",
-        "| split | model | parameters | threads | s / epoch | s / evaluation | epochs to best | epochs trained | seeds |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| " + " | ".join(HEADER) + " |",
+        "|---|---|" + "---:|" * (len(HEADER) - 2),
     ]
     new: dict[tuple[str, str], list[str]] = {}
     for r in rows:
@@ -132,8 +153,15 @@ def render(params: dict, rows: list[dict], previous: Path | None = None) -> str:
         ]
     order = [(s, display_names(params, v)[0]) for s, v, _ in trained_runs(params)]
     order += [(s, f"{display_names(params, v)[0]} (embedding stage)") for s, v in embed_jobs(params)]
+    folders: dict[tuple[str, str], list[Path]] = {}
+    for split, variant, seed in trained_runs(params):
+        folders.setdefault((split, display_names(params, variant)[0]), []).append(ROOT / RUN_DIR.format(split=split, model=variant, seed=seed))
+    for split, variant in embed_jobs(params):
+        source = embed_source(params, split, variant)
+        folders[(split, f"{display_names(params, variant)[0]} (embedding stage)")] = [ROOT / RUN_DIR.format(**source._asdict())]
     kept = kept_rows(previous, set(new)) if previous else {}
-    return "\n".join(lines + _merged(order, new, kept)) + "\n"
+    rows = [with_run_minutes(line, folders) for line in _merged(order, new, kept)]
+    return "\n".join(lines + rows) + "\n"
 
 
 def render_tuning(params: dict, previous: Path | None = None) -> str:

@@ -46,3 +46,16 @@ def test_the_threads_column_is_what_the_runs_used():
     assert training_time.run_thread_count({}, params, "m") == 1
     assert training_time.threads_cell([2, 2, 2]) == "2"
     assert training_time.threads_cell([1, 2, 1]) == "1/2"
+
+
+def test_minutes_per_run_are_each_runs_epochs_and_evaluations_at_the_rows_rates(tmp_path):
+    for seed, history in ((1, "epoch,loss,valid_recall@20\n1,0.5,\n2,0.4,0.1\n"),  # 2 epochs, 1 evaluation
+                          (2, "epoch,loss,valid_recall@20\n1,0.5,0.1\n2,0.4,0.2\n3,0.3,\n4,0.2,0.2\n")):  # 4, 3
+        (tmp_path / f"seed{seed}").mkdir()
+        (tmp_path / f"seed{seed}" / "history.csv").write_text(history)
+    folders = {("a", "M"): [tmp_path / "seed1", tmp_path / "seed2", tmp_path / "seed3"]}  # seed 3: no history
+    line = "| a | M | 10 | 1 | 30.00 | 60.00 | 1 | 3 | 2 |"
+    # seed 1: 2 x 30 + 1 x 60 = 120 s; seed 2: 4 x 30 + 3 x 60 = 300 s; median 210 s = 3.5 min
+    assert training_time.with_run_minutes(line, folders) == line + " 3.5 |"
+    assert training_time.with_run_minutes(line + " 3.5 |", folders) == line + " 3.5 |"  # already there
+    assert training_time.with_run_minutes("| b | M | 10 | 1 | – | 6.00 | 0 | 0 | 1 |", folders) == "| b | M | 10 | 1 | – | 6.00 | 0 | 0 | 1 | – |"
