@@ -35,7 +35,7 @@ install: $(VENV)/.installed
 ## make reproduce TARGETS="$(python benchmarks/bench_floor.py --targets first)"
 TARGETS ?=
 reproduce: install
-	$(LOCKED) sh -c '$(SNAKEMAKE) --unlock >/dev/null 2>&1; $(SNAKEMAKE) $(strip $(TARGETS))'
+	$(LOCKED) sh -c '$(SNAKEMAKE) --unlock >/dev/null 2>&1; $(SNAKEMAKE)$(if $(strip $(TARGETS)), $(strip $(TARGETS)))'
 
 ## Retrain every run and grid point from scratch (the committed runs/*/metrics.json are
 ## recomputed; on the machine and kernels that made them they come out byte-identical).

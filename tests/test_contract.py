@@ -9,6 +9,7 @@ editing this file.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import re
@@ -22,7 +23,8 @@ from pipeline.config import load_params, model_config
 from pipeline.data.dataset import dense_rows, load_interactions
 from pipeline.models import MODELS
 from pipeline.models.base import FAMILIES, SIDE_INPUTS, Recommender
-from pipeline.training.trainer import set_determinism
+from pipeline.training.checkpoint import canonical
+from pipeline.training.trainer import for_saving, set_determinism
 from planted import write_planted
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,6 +145,43 @@ def test_state_dict_round_trip(key, data):
     torch.manual_seed(3)
     assert torch.equal(other.scores(rows, users), expected)
     assert other.n_parameters() == model.n_parameters() == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("key", sorted(MODELS))
+def test_the_best_state_file_has_the_bytes_of_a_copy(key, data):
+    """The trainer writes the best state from the live weights and optimizer state
+    (``for_saving``: no copy of a tensor that fills its own storage); the file is the one a copy of
+    every tensor and a deep copy of the optimizer state give, byte for byte (as model.pt was
+    written before), after an optimizer step so that the optimizer has state."""
+    model = build(key, data)
+    optimizer = model.optimizer() if model.trainable else None
+    if optimizer is not None:
+        rows, users = batch(model, data)
+        torch.manual_seed(0)
+        model.train()
+        optimizer.zero_grad()
+        model.loss(rows, users).backward()
+        optimizer.step()
+
+    def saved(state: dict) -> bytes:
+        buffer = io.BytesIO()
+        torch.save(canonical(state), buffer)
+        return buffer.getvalue()
+
+    live = {"model": for_saving(model.state_dict()), "optimizer": optimizer.state_dict() if optimizer else {}}
+    copied = {"model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+              "optimizer": copy.deepcopy(optimizer.state_dict()) if optimizer else {}}
+    assert saved(live) == saved(copied)
+
+
+def test_for_saving_copies_views_and_shared_storage():
+    base = torch.arange(12.0)
+    state = {"whole": base, "again": base, "view": base[2:6], "strided": torch.zeros(3, 4).t()}
+    out = for_saving(state)
+    assert out["whole"] is not None and out["whole"].untyped_storage().data_ptr() == base.untyped_storage().data_ptr()
+    for name in ("again", "view", "strided"):  # each now fills a storage of its own
+        assert out[name].untyped_storage().data_ptr() != base.untyped_storage().data_ptr()
+        assert out[name].untyped_storage().nbytes() == out[name].numel() * 4 and torch.equal(out[name], state[name])
 
 
 def in_group_share(scores: torch.Tensor, k: int = 5) -> float:

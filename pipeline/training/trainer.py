@@ -9,8 +9,12 @@
   of an epoch, as the reference does), but not before the end of epoch ``min_epochs`` where the
   model's config has one (HGCF's released rule; 0 otherwise); report the test metrics of the
   best validation epoch;
-* a resumable checkpoint every ``checkpoint_every`` epochs (model, optimizer, RNG, best-so-far,
-  history), and after any epoch that ends ``CHECKPOINT_SECONDS`` or more after the last one (slow
+* the best state so far (weights and optimizer) is written to the run folder when it is found
+  (``best-epoch<N>.pt``, the future ``model.pt`` byte for byte) instead of being kept in memory,
+  so a run holds one copy of its weights and optimizer state, not two;
+* a resumable checkpoint every ``checkpoint_every`` epochs (model, optimizer, RNG, best-so-far
+  metrics, history; the best state's file is kept until a later checkpoint has recorded a newer
+  best), and after any epoch that ends ``CHECKPOINT_SECONDS`` or more after the last one (slow
   epochs: a kill loses at most that much finished training), so a killed run restarted with the
   same configuration ends with the same metrics; a
   resume checkpoint that cannot be loaded is moved aside (``resume.pt.corrupt``) with a warning
@@ -30,10 +34,10 @@ valid/test metrics at the best epoch, of the users each split's means are over) 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -53,6 +57,7 @@ from pipeline.models import fast
 from pipeline.training.checkpoint import CheckpointMismatch, CorruptCheckpoint, fingerprint, load_checkpoint, save_checkpoint
 
 RESUME_FILE = "resume.pt"
+BEST_FILE = "best-epoch{epoch}.pt"  # the best state so far, renamed to model.pt when the run ends
 CORRUPT_SUFFIX = ".corrupt"  # a resume checkpoint that cannot be loaded is renamed to resume.pt.corrupt
 # Wall-clock bound between checkpoints besides ``checkpoint_every``: a checkpoint is taken at an
 # epoch's end, whatever its number, so when checkpoints happen never changes the results.
@@ -70,9 +75,45 @@ class RunState:
     best_value: float = -math.inf
     best_means: dict = field(default_factory=dict)
     best_per_user: dict = field(default_factory=dict)
-    best_model: dict = field(default_factory=dict)
-    best_optimizer: dict = field(default_factory=dict)
     history: list = field(default_factory=list)
+
+
+def for_saving(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict's tensors detached and on the CPU, as a plain dict, without copying what need
+    not be: a tensor that fills its own storage is saved as it is (the same bytes as a copy); a
+    view, or a tensor whose storage another entry already holds, is copied, so that the file has
+    the layout a copy of every tensor would give."""
+    out, seen = {}, set()
+    for name, tensor in state.items():
+        tensor = tensor.detach().cpu()
+        storage = tensor.untyped_storage()
+        whole = (tensor.storage_offset() == 0 and tensor.is_contiguous()
+                 and storage.nbytes() == tensor.numel() * tensor.element_size())
+        out[name] = tensor if whole and storage.data_ptr() not in seen else tensor.clone()
+        seen.add(storage.data_ptr())
+    return out
+
+
+def _model_file(fp: str, weights: dict, optimizer_state: dict, config, epoch: int, data: InteractionData,
+                identity: dict[str, Any]) -> dict[str, Any]:
+    """What ``model.pt`` holds: the weights and optimizer state of the best epoch, and its identity."""
+    return {
+        "fingerprint": fp,
+        "model": weights,
+        "optimizer": optimizer_state,
+        "config": dataclasses.asdict(config),
+        "epoch": epoch,
+        "n_users": data.n_users,
+        "n_items": data.n_items,
+        "identity": stored_identity(identity),
+    }
+
+
+def _drop_best_files(run_dir: Path, keep: int | None = None) -> None:
+    """Delete the best-state files of ``run_dir`` but the one of epoch ``keep``."""
+    for path in run_dir.glob(BEST_FILE.format(epoch="*")):
+        if path.name != BEST_FILE.format(epoch=keep):
+            path.unlink()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -200,8 +241,18 @@ def train_run(
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
             torch.set_rng_state(saved["rng"])
-            state = RunState(**saved["run"])
+            run = dict(saved["run"])
+            legacy = {k: run.pop(k) for k in ("best_model", "best_optimizer") if k in run}  # a checkpoint of before best files
+            state = RunState(**run)
+            best_file = run_dir / BEST_FILE.format(epoch=state.best_epoch)
+            if legacy.get("best_model") and not best_file.exists():
+                save_checkpoint(best_file, _model_file(fp, legacy["best_model"], legacy["best_optimizer"], model.config,
+                                                       state.best_epoch, data, identity))
             _log(tag, f"resumed from {resume_path} after epoch {state.epoch}")
+            if state.best_epoch and not best_file.exists():
+                raise FileNotFoundError(f"{tag}: {resume_path} records its best state in {best_file}, which is missing; "
+                                        f"delete {resume_path} to train the run afresh")
+    _drop_best_files(run_dir, keep=state.best_epoch or None)  # a later epoch's, written after the checkpoint, is made again
 
     def score(users: np.ndarray) -> torch.Tensor:
         return model.scores(dense_rows(matrix, users).to(device), users).cpu()
@@ -249,8 +300,8 @@ def train_run(
                 state.best_epoch, state.best_value = epoch, value
                 state.best_means = result.means
                 state.best_per_user = {s: {m: torch.from_numpy(v) for m, v in d.items()} for s, d in result.per_user.items()}
-                state.best_model = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                state.best_optimizer = copy.deepcopy(optimizer.state_dict())
+                save_checkpoint(run_dir / BEST_FILE.format(epoch=epoch),
+                                _model_file(fp, for_saving(model.state_dict()), optimizer.state_dict(), cfg, epoch, data, identity))
                 message += "  *best*"
         message += "  " + _eta(epoch, cfg.epochs, state.best_epoch, training, train_seconds, eval_seconds, min_epochs)
         state.history.append(row)
@@ -271,9 +322,10 @@ def train_run(
                 },
             )
             last_checkpoint = time.perf_counter()
+            _drop_best_files(run_dir, keep=state.best_epoch)  # the checkpoint now records this best
             if stop_after_epoch is not None and epoch >= stop_after_epoch:
                 return {}
-    if not state.best_model:
+    if not state.best_epoch:
         raise RuntimeError(f"{tag}: no evaluation happened (epochs={cfg.epochs} < eval_every={training.eval_every})")
     timing_path = Path(timing_path) if timing_path else run_dir / "timing.json"
     return _write_outputs(run_dir, state, identity, fp, model, data, train_seconds, eval_seconds, resume_path, timing_path)
@@ -295,10 +347,9 @@ def _evaluate_untrained(model, data, evaluator, score, select, run_dir, identity
         best_value=result.means["valid"][select],
         best_means=result.means,
         best_per_user={s: {m: torch.from_numpy(v) for m, v in d.items()} for s, d in result.per_user.items()},
-        best_model={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        best_optimizer={},
         history=[row],
     )
+    save_checkpoint(run_dir / BEST_FILE.format(epoch=0), _model_file(fp, for_saving(model.state_dict()), {}, model.config, 0, data, identity))
     _log(
         tag,
         f"nothing to train: evaluated once  valid {select} {state.best_value:.4f}  "
@@ -317,19 +368,13 @@ def _write_outputs(run_dir, state, identity, fp, model, data, train_seconds, eva
         "valid": state.best_means["valid"],
         "test": state.best_means["test"],
     }
-    save_checkpoint(
-        run_dir / "model.pt",
-        {
-            "fingerprint": fp,
-            "model": state.best_model,
-            "optimizer": state.best_optimizer,
-            "config": dataclasses.asdict(model.config),
-            "epoch": state.best_epoch,
-            "n_users": data.n_users,
-            "n_items": data.n_items,
-            "identity": stored_identity(identity),
-        },
-    )
+    best_file = run_dir / BEST_FILE.format(epoch=state.best_epoch)
+    with atomic_path(run_dir / "model.pt") as tmp:  # the best state's file, linked (or copied) in place
+        tmp.unlink()
+        try:
+            os.link(best_file, tmp)
+        except OSError:  # a file system without hard links
+            shutil.copyfile(best_file, tmp)
     columns = sorted({k for r in state.history for k in r}, key=lambda k: (k not in ("epoch", "loss"), k))
     history = pl.DataFrame([{k: r.get(k) for k in columns} for r in state.history], schema_overrides={"epoch": pl.Int32})
     with atomic_path(run_dir / "history.csv") as tmp:
@@ -354,4 +399,5 @@ def _write_outputs(run_dir, state, identity, fp, model, data, train_seconds, eva
     write_json(timing_path, timing)
     if resume_path.exists():
         resume_path.unlink()
+    _drop_best_files(run_dir)
     return metrics
