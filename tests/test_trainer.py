@@ -17,9 +17,9 @@ from pipeline.data.dataset import dense_rows, load_interactions
 from planted import write_planted
 from pipeline.evaluation.evaluator import Evaluator
 from pipeline.models.diffrec import DiffRecConfig
-from pipeline.training.checkpoint import CheckpointMismatch, CorruptCheckpoint, fingerprint, load_checkpoint
+from pipeline.training.checkpoint import CheckpointMismatch, CorruptCheckpoint, fingerprint, load_checkpoint, save_checkpoint
 from pipeline.training.fitting import build_model
-from pipeline.training.trainer import CORRUPT_SUFFIX, RESUME_FILE, TrainingDiverged, format_duration, set_determinism, train_run
+from pipeline.training.trainer import BEST_FILE, CORRUPT_SUFFIX, RESUME_FILE, TrainingDiverged, format_duration, set_determinism, train_run
 from pipeline.training import trainer as trainer_module
 
 N_USERS, N_ITEMS, GROUPS = 60, 40, 3
@@ -180,7 +180,36 @@ def test_resume_after_kill_matches_uninterrupted(data, reference_run, tmp_path, 
     assert "epoch    1 " not in log and "epoch    5 " in log  # epochs 1-4 were not trained again
     assert resumed == metrics
     assert outputs(killed) == outputs(run_dir)
-    assert not (killed / RESUME_FILE).exists()
+    assert sorted(p.name for p in killed.iterdir()) == sorted([*OUTPUTS, "timing.json"])  # no resume.pt, no best file
+
+
+def killed_at_epoch_4(data, folder: Path) -> Path:
+    """A run killed after epoch 4's checkpoint; the best state it records is in its best file."""
+    assert run(data, folder, stop_after_epoch=4) == {}
+    best = load_checkpoint(folder / RESUME_FILE)["run"]["best_epoch"]
+    assert [p.name for p in folder.glob("best-epoch*.pt")] == [BEST_FILE.format(epoch=best)]
+    return folder / BEST_FILE.format(epoch=best)
+
+
+def test_a_resume_checkpoint_that_holds_the_best_state_is_migrated(data, reference_run, tmp_path):
+    """A resume.pt written before best files (the best weights and optimizer state inside its run
+    state) resumes to the same outputs: its best state becomes the best file."""
+    target = tmp_path / "legacy"
+    best = killed_at_epoch_4(data, target)
+    saved, kept = load_checkpoint(target / RESUME_FILE), load_checkpoint(best)
+    saved["run"].update(best_model=kept["model"], best_optimizer=kept["optimizer"])
+    save_checkpoint(target / RESUME_FILE, saved)
+    best.unlink()
+    run_dir, metrics = reference_run
+    assert run(data, target) == metrics
+    assert outputs(target) == outputs(run_dir)
+
+
+def test_a_missing_best_file_stops_the_resume_with_what_to_do(data, tmp_path):
+    target = tmp_path / "lost"
+    killed_at_epoch_4(data, target).unlink()
+    with pytest.raises(FileNotFoundError, match=f"records its best state in .*best-epoch.*, which is missing; delete .*{RESUME_FILE} to train the run afresh"):
+        run(data, target)
 
 
 def test_a_slow_run_checkpoints_between_checkpoint_every(data, reference_run, tmp_path, monkeypatch):
