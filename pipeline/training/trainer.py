@@ -110,9 +110,10 @@ def _model_file(fp: str, weights: dict, optimizer_state: dict, config, epoch: in
 
 
 def _drop_best_files(run_dir: Path, keep: int | None = None) -> None:
-    """Delete the best-state files of ``run_dir`` but the one of epoch ``keep``."""
+    """Delete the best-state files of ``run_dir`` but the one of epoch ``keep`` (None: all)."""
+    kept = None if keep is None else BEST_FILE.format(epoch=keep)
     for path in run_dir.glob(BEST_FILE.format(epoch="*")):
-        if path.name != BEST_FILE.format(epoch=keep):
+        if path.name != kept:
             path.unlink()
 
 
@@ -252,7 +253,8 @@ def train_run(
             if state.best_epoch and not best_file.exists():
                 raise FileNotFoundError(f"{tag}: {resume_path} records its best state in {best_file}, which is missing; "
                                         f"delete {resume_path} to train the run afresh")
-    _drop_best_files(run_dir, keep=state.best_epoch or None)  # a later epoch's, written after the checkpoint, is made again
+    # a resumed run keeps the best file its checkpoint records (a later epoch's is made again); a fresh one keeps none
+    _drop_best_files(run_dir, keep=state.best_epoch if state.best_epoch else None)
 
     def score(users: np.ndarray) -> torch.Tensor:
         return model.scores(dense_rows(matrix, users).to(device), users).cpu()
