@@ -57,7 +57,7 @@ from pipeline.models import fast
 from pipeline.training.checkpoint import CheckpointMismatch, CorruptCheckpoint, fingerprint, load_checkpoint, save_checkpoint
 
 RESUME_FILE = "resume.pt"
-BEST_FILE = "best-epoch{epoch}.pt"  # the best state so far, renamed to model.pt when the run ends
+BEST_FILE = "best-epoch{epoch}.pt"  # the best state so far; at the run's end linked (or copied) to model.pt, then deleted
 CORRUPT_SUFFIX = ".corrupt"  # a resume checkpoint that cannot be loaded is renamed to resume.pt.corrupt
 # Wall-clock bound between checkpoints besides ``checkpoint_every``: a checkpoint is taken at an
 # epoch's end, whatever its number, so when checkpoints happen never changes the results.
