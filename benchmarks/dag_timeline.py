@@ -1,0 +1,208 @@
+"""Where a DAG run's wall time went: its jobs' start and finish times read from Snakemake's log.
+
+    python benchmarks/dag_timeline.py [.snakemake/log/<run>.snakemake.log] [--cores 2]
+
+Reads the log Snakemake writes of every run (the newest one under ``.snakemake/log/`` when no path
+is given): each job's start (the time stamp before its ``rule``/``localrule`` block), its rule,
+wildcards and threads (``threads:``, 1 where the block names none), and its finish (``Finished
+jobid``). Prints, for a `make reproduce` that happened:
+
+* **the run**: wall seconds from the first start to the last finish, the jobs, their job-seconds
+  and core-seconds (seconds x threads), and the **packing**: core-seconds / (cores x wall), the
+  share of the cores the jobs kept busy. Below 100 %: cores idle while the stages' order let
+  fewer jobs run than cores (a grid that must end before its seeds start, the run's tail);
+* **by model** (train and tune jobs by their ``model`` wildcard, other rules by name): jobs,
+  job-seconds and their share, and the seconds of a training epoch in the run (the median of the
+  ``seconds_per_epoch`` the train stage wrote to ``logs/timing/`` for the run's jobs), to set
+  beside the same model's epoch measured alone: with ``--alone``, ``benchmarks/bench_floor.py``'s
+  measurement of each model (on the split of its first job, with its own threads, nothing else
+  of the DAG running; about 10 minutes for the first table), and the ratio of the two: what
+  sharing the machine with the other jobs cost that model.
+
+It reads and prints; it writes nothing. A job still running when the log ends (an interrupted run)
+is counted up to the log's last time stamp and flagged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import NamedTuple
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+LOG_DIR = ROOT / ".snakemake" / "log"
+TIMING_DIR = ROOT / "logs" / "timing"
+
+STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")  # [Sun Dec  6 14:34:45 2026]
+RULE = re.compile(r"^(?:local)?rule (\w+):$")
+FIELD = re.compile(r"^\s+(jobid|wildcards|threads): (.*)$")
+FINISHED = re.compile(r"^Finished jobid: (\d+)")
+PER_MODEL_RULES = {"train", "tune"}  # rules whose jobs are grouped by their model wildcard
+
+
+class Job(NamedTuple):
+    rule: str
+    wildcards: dict[str, str]
+    threads: int
+    start: datetime
+    finish: datetime
+    finished: bool  # False: still running when the log ends
+
+    @property
+    def seconds(self) -> float:
+        return (self.finish - self.start).total_seconds()
+
+    @property
+    def group(self) -> str:
+        return self.wildcards.get("model", self.rule) if self.rule in PER_MODEL_RULES else self.rule
+
+    def timing_files(self, folder: Path) -> list[Path]:
+        """The ``logs/timing`` files the job wrote (train: its run's; tune: its grid points'),
+        those written while it ran (a file of an earlier run is not this job's)."""
+        w = self.wildcards
+        if self.rule == "train":
+            paths = [folder / f"{w['split']}_{w['model']}_seed{w['seed']}.json"]
+        elif self.rule == "tune":
+            paths = sorted(folder.glob(f"{w['split']}_{w['model']}_tune_point*.json"))
+        else:
+            return []
+        # the log's stamps are whole local seconds
+        written = lambda p: self.start <= datetime.fromtimestamp(int(p.stat().st_mtime)) <= self.finish  # noqa: E731
+        return [p for p in paths if p.exists() and written(p)]
+
+
+def parse(lines: list[str]) -> list[Job]:
+    """The jobs of a Snakemake log (see the module docstring)."""
+    stamp = last = None
+    opened: dict[int, dict] = {}
+    jobs: list[Job] = []
+    block: dict | None = None
+    for line in lines:
+        line = line.rstrip("\n")
+        if m := STAMP.match(line):
+            stamp = last = datetime.strptime(m.group(1), "%a %b %d %H:%M:%S %Y")
+            block = None
+        elif m := RULE.match(line):
+            block = {"rule": m.group(1), "start": stamp, "wildcards": {}, "threads": 1}
+        elif block is not None and (m := FIELD.match(line)):
+            key, value = m.groups()
+            if key == "jobid":
+                opened[int(value)] = block
+            elif key == "wildcards":
+                block["wildcards"] = dict(part.split("=", 1) for part in value.split(", "))
+            else:
+                block["threads"] = int(value)
+        elif m := FINISHED.match(line):
+            job = opened.pop(int(m.group(1)), None)
+            if job is not None:
+                jobs.append(Job(job["rule"], job["wildcards"], job["threads"], job["start"], stamp, True))
+    jobs += [Job(j["rule"], j["wildcards"], j["threads"], j["start"], last, False) for j in opened.values()]
+    return sorted(jobs, key=lambda j: j.start)
+
+
+def dag_epochs(jobs: list[Job], folder: Path) -> dict[str, list[float]]:
+    """Each model's ``seconds_per_epoch`` of the run's train and tune jobs (``logs/timing``)."""
+    out: dict[str, list[float]] = {}
+    for job in jobs:
+        for path in job.timing_files(folder):
+            seconds = json.loads(path.read_text()).get("seconds_per_epoch")
+            if seconds:
+                out.setdefault(job.group, []).append(seconds)
+    return out
+
+
+def alone_epochs(jobs: list[Job]) -> dict[str, float]:
+    """Each trained model's epoch measured alone (``bench_floor.measure``, one pass)."""
+    from benchmarks.bench_floor import measure, not_measured
+    from pipeline import plan
+    from pipeline.config import load_params
+
+    params = load_params()
+    out: dict[str, float] = {}
+    for job in jobs:
+        model, split = job.wildcards.get("model"), job.wildcards.get("split")
+        if job.rule not in PER_MODEL_RULES or model in out or model not in params["models"]:
+            continue
+        if not_measured(params, split, model) is None:
+            seconds = measure(model, split, plan.run_threads(params, model), 1)["epoch_s"]
+            if seconds:
+                out[model] = seconds
+    return out
+
+
+def report(jobs: list[Job], cores: int, timing: Path = TIMING_DIR, alone: dict[str, float] | None = None) -> str:
+    if not jobs:
+        return "no job in the log"
+    start, end = min(j.start for j in jobs), max(j.finish for j in jobs)
+    wall = (end - start).total_seconds()
+    job_s = sum(j.seconds for j in jobs)
+    core_s = sum(j.seconds * min(j.threads, cores) for j in jobs)
+    lines = [f"# {start:%Y-%m-%d %H:%M:%S} to {end:%H:%M:%S}: {len(jobs)} jobs on {cores} cores",
+             f"- wall {wall:,.0f} s ({wall / 60:.1f} min); {job_s:,.0f} job-seconds, {core_s:,.0f} core-seconds",
+             f"- packing: {core_s:,.0f} / ({cores} x {wall:,.0f}) = {100 * core_s / (cores * wall):.1f} % of the cores busy; "
+             f"{cores * wall - core_s:,.0f} core-seconds idle"]
+    running = [j for j in jobs if not j.finished]
+    if running:
+        lines.append(f"- {len(running)} job(s) still running when the log ends (counted up to its last time stamp): "
+                     + ", ".join(f"{j.rule} {j.wildcards}" for j in running))
+    groups: dict[str, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(job.group, []).append(job)
+    epochs = dag_epochs(jobs, timing)
+    alone = alone or {}
+    lines += ["", "| model (or rule) | jobs | job-seconds | share | s / epoch in the run (median) | runs timed "
+                  "| s / epoch alone | in the run / alone |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for group, members in sorted(groups.items(), key=lambda kv: -sum(j.seconds for j in kv[1])):
+        seconds = sum(j.seconds for j in members)
+        e = epochs.get(group, [])
+        in_run = statistics.median(e) if e else None
+        solo = alone.get(group)
+        lines.append(f"| {group} | {len(members)} | {seconds:,.0f} | {100 * seconds / job_s:.1f} % | "
+                     f"{_s(in_run)} | {len(e)} | {_s(solo)} | {_s(in_run / solo if in_run and solo else None)} |")
+    if alone:
+        weights = [(sum(j.seconds for j in groups[g]), epochs[g], alone[g]) for g in alone if g in epochs]
+        total = sum(w for w, _, _ in weights)
+        lines.append(f"\n- job-seconds-weighted mean of in the run / alone: "
+                     f"{sum(w * statistics.median(e) / a for w, e, a in weights) / total:.2f} over {len(weights)} models")
+    return "\n".join(lines)
+
+
+def _s(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f}"
+
+
+def newest_log(folder: Path = LOG_DIR) -> Path:
+    logs = sorted(folder.glob("*.snakemake.log"), key=lambda p: p.stat().st_mtime)
+    if not logs:
+        raise SystemExit(f"no Snakemake log under {folder}: run the DAG first, or give a log's path")
+    return logs[-1]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("log", nargs="?", type=Path, help="a Snakemake log (default: the newest in .snakemake/log)")
+    parser.add_argument("--cores", type=int, default=2, help="the cores the run had (make reproduce CORES=...)")
+    parser.add_argument("--alone", action="store_true",
+                        help="also measure each trained model's epoch alone (bench_floor) and print the ratio")
+    args = parser.parse_args(argv)
+    if args.cores < 1:
+        parser.error("--cores must be at least 1")
+    path = args.log or newest_log()
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such log")
+    # the timing files of the checkout the log belongs to (<checkout>/.snakemake/log/<run>.log)
+    checkout = path.resolve().parents[2] if path.resolve().parent.parent.name == ".snakemake" else ROOT
+    jobs = parse(path.read_text().splitlines())
+    print(f"# {path}")
+    print(report(jobs, args.cores, checkout / "logs" / "timing", alone_epochs(jobs) if args.alone else None))
+
+
+if __name__ == "__main__":
+    main()
