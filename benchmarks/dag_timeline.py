@@ -1,9 +1,9 @@
 """Where a DAG run's wall time went: its jobs' start and finish times read from Snakemake's log.
 
-    python benchmarks/dag_timeline.py [.snakemake/log/<run>.snakemake.log] [--cores 2]
+    python benchmarks/dag_timeline.py [.snakemake/log/<run>.snakemake.log ...] [--cores 2] [--alone]
 
 Reads the log Snakemake writes of every run (the newest one under ``.snakemake/log/`` when no path
-is given): each job's start (the time stamp before its ``rule``/``localrule`` block), its rule,
+is given; several: the segments of one run resumed after interruptions, their walls added up): each job's start (the time stamp before its ``rule``/``localrule`` block), its rule,
 wildcards and threads (``threads:``, 1 where the block names none), and its finish (``Finished
 jobid``). Prints, for a `make reproduce` that happened:
 
@@ -136,15 +136,19 @@ def alone_epochs(jobs: list[Job]) -> dict[str, float]:
     return out
 
 
-def report(jobs: list[Job], cores: int, timing: Path = TIMING_DIR, alone: dict[str, float] | None = None) -> str:
-    if not jobs:
+def report(segments: list[list[Job]], cores: int, timing: Path = TIMING_DIR, alone: dict[str, float] | None = None) -> str:
+    """The printout for the jobs of one run's logs (``segments``: one list of jobs per log)."""
+    segments = [jobs for jobs in segments if jobs]
+    if not segments:
         return "no job in the log"
-    start, end = min(j.start for j in jobs), max(j.finish for j in jobs)
-    wall = (end - start).total_seconds()
+    jobs = [job for segment in segments for job in segment]
+    spans = [(min(j.start for j in s), max(j.finish for j in s)) for s in segments]
+    wall = sum((end - start).total_seconds() for start, end in spans)
     job_s = sum(j.seconds for j in jobs)
     core_s = sum(j.seconds * min(j.threads, cores) for j in jobs)
-    lines = [f"# {start:%Y-%m-%d %H:%M:%S} to {end:%H:%M:%S}: {len(jobs)} jobs on {cores} cores",
-             f"- wall {wall:,.0f} s ({wall / 60:.1f} min); {job_s:,.0f} job-seconds, {core_s:,.0f} core-seconds",
+    lines = [f"# {start:%Y-%m-%d %H:%M:%S} to {end:%H:%M:%S}" for start, end in spans]
+    lines += [f"- {len(jobs)} jobs on {cores} cores" + (f" in {len(spans)} segments" if len(spans) > 1 else ""),
+              f"- wall {wall:,.0f} s ({wall / 60:.1f} min); {job_s:,.0f} job-seconds, {core_s:,.0f} core-seconds",
              f"- packing: {core_s:,.0f} / ({cores} x {wall:,.0f}) = {100 * core_s / (cores * wall):.1f} % of the cores busy; "
              f"{cores * wall - core_s:,.0f} core-seconds idle"]
     running = [j for j in jobs if not j.finished]
@@ -187,21 +191,25 @@ def newest_log(folder: Path = LOG_DIR) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("log", nargs="?", type=Path, help="a Snakemake log (default: the newest in .snakemake/log)")
+    parser.add_argument("logs", nargs="*", type=Path,
+                        help="Snakemake logs of one run, one per segment (default: the newest in .snakemake/log)")
     parser.add_argument("--cores", type=int, default=2, help="the cores the run had (make reproduce CORES=...)")
     parser.add_argument("--alone", action="store_true",
                         help="also measure each trained model's epoch alone (bench_floor) and print the ratio")
     args = parser.parse_args(argv)
     if args.cores < 1:
         parser.error("--cores must be at least 1")
-    path = args.log or newest_log()
-    if not path.is_file():
-        raise SystemExit(f"{path}: no such log")
-    # the timing files of the checkout the log belongs to (<checkout>/.snakemake/log/<run>.log)
-    checkout = path.resolve().parents[2] if path.resolve().parent.parent.name == ".snakemake" else ROOT
-    jobs = parse(path.read_text().splitlines())
-    print(f"# {path}")
-    print(report(jobs, args.cores, checkout / "logs" / "timing", alone_epochs(jobs) if args.alone else None))
+    paths = args.logs or [newest_log()]
+    for path in paths:
+        if not path.is_file():
+            raise SystemExit(f"{path}: no such log")
+    # the timing files of the checkout the first log belongs to (<checkout>/.snakemake/log/<run>.log)
+    first = paths[0].resolve()
+    checkout = first.parents[2] if first.parent.parent.name == ".snakemake" else ROOT
+    segments = [parse(path.read_text().splitlines()) for path in paths]
+    print("\n".join(f"# {path}" for path in paths))
+    alone = alone_epochs([job for segment in segments for job in segment]) if args.alone else None
+    print(report(segments, args.cores, checkout / "logs" / "timing", alone))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 import json
 import os
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -65,7 +66,7 @@ def test_report_prints_packing_and_job_seconds_by_model(tmp_path):
     stale.write_text(json.dumps({"seconds_per_epoch": 9.0}))
     os.utime(train, (t := datetime(2026, 12, 6, 14, 1, 0).timestamp(), t))
     os.utime(stale, (t := datetime(2026, 12, 6, 13, 0, 0).timestamp(), t))
-    out = dag_timeline.report(jobs, cores=2, timing=tmp_path, alone={"mf": 0.25})
+    out = dag_timeline.report([jobs], cores=2, timing=tmp_path, alone={"mf": 0.25})
     # wall 14:00:00-14:02:40 = 160 s; job-seconds 10 + 100 + 20 + 30 = 160; core-seconds 10 + 100 + 2 x 20 + 30 = 180
     assert "- wall 160 s (2.7 min); 160 job-seconds, 180 core-seconds" in out
     assert "- packing: 180 / (2 x 160) = 56.2 % of the cores busy; 140 core-seconds idle" in out
@@ -73,6 +74,15 @@ def test_report_prints_packing_and_job_seconds_by_model(tmp_path):
     assert "| hdrm | 1 | 30 | 18.8 % | – | 0 | – | – |" in out
     assert "1 job(s) still running when the log ends" in out
     assert "job-seconds-weighted mean of in the run / alone: 2.00 over 1 models" in out
+
+
+def test_a_resumed_run_adds_up_its_segments_walls():
+    jobs = dag_timeline.parse(LOG.splitlines())
+    later = [job._replace(start=job.start.replace(hour=16), finish=job.finish.replace(hour=16)) for job in jobs[:2]]
+    out = dag_timeline.report([jobs, later], cores=2, timing=Path("/nonexistent"))
+    # 160 s, then 16:00:00-16:01:50 = 110 s; job-seconds 160 + 110
+    assert "- 6 jobs on 2 cores in 2 segments" in out
+    assert "- wall 270 s (4.5 min); 270 job-seconds, 290 core-seconds" in out
 
 
 def test_main_refuses_a_missing_log_and_bad_cores(tmp_path, capsys):
