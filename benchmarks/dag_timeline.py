@@ -36,6 +36,8 @@ from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.bench_floor import _s  # noqa: E402  (the same two-decimal figure or a dash)
 LOG_DIR = ROOT / ".snakemake" / "log"
 TIMING_DIR = ROOT / "logs" / "timing"
 
@@ -149,8 +151,8 @@ def report(segments: list[list[Job]], cores: int, timing: Path = TIMING_DIR, alo
     lines = [f"# {start:%Y-%m-%d %H:%M:%S} to {end:%H:%M:%S}" for start, end in spans]
     lines += [f"- {len(jobs)} jobs on {cores} cores" + (f" in {len(spans)} segments" if len(spans) > 1 else ""),
               f"- wall {wall:,.0f} s ({wall / 60:.1f} min); {job_s:,.0f} job-seconds, {core_s:,.0f} core-seconds",
-             f"- packing: {core_s:,.0f} / ({cores} x {wall:,.0f}) = {100 * core_s / (cores * wall):.1f} % of the cores busy; "
-             f"{cores * wall - core_s:,.0f} core-seconds idle"]
+              f"- packing: {core_s:,.0f} / ({cores} x {wall:,.0f}) = {100 * core_s / (cores * wall):.1f} % of the cores busy; "
+              f"{cores * wall - core_s:,.0f} core-seconds idle"]
     running = [j for j in jobs if not j.finished]
     if running:
         lines.append(f"- {len(running)} job(s) still running when the log ends (counted up to its last time stamp): "
@@ -158,28 +160,24 @@ def report(segments: list[list[Job]], cores: int, timing: Path = TIMING_DIR, alo
     groups: dict[str, list[Job]] = {}
     for job in jobs:
         groups.setdefault(job.group, []).append(job)
+    group_seconds = {group: sum(j.seconds for j in members) for group, members in groups.items()}
     epochs = dag_epochs(jobs, timing)
     alone = alone or {}
     lines += ["", "| model (or rule) | jobs | job-seconds | share | s / epoch in the run (median) | runs timed "
                   "| s / epoch alone | in the run / alone |",
               "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for group, members in sorted(groups.items(), key=lambda kv: -sum(j.seconds for j in kv[1])):
-        seconds = sum(j.seconds for j in members)
+    for group, seconds in sorted(group_seconds.items(), key=lambda kv: -kv[1]):
         e = epochs.get(group, [])
         in_run = statistics.median(e) if e else None
         solo = alone.get(group)
-        lines.append(f"| {group} | {len(members)} | {seconds:,.0f} | {100 * seconds / job_s:.1f} % | "
+        lines.append(f"| {group} | {len(groups[group])} | {seconds:,.0f} | {100 * seconds / job_s:.1f} % | "
                      f"{_s(in_run)} | {len(e)} | {_s(solo)} | {_s(in_run / solo if in_run and solo else None)} |")
     if alone:
-        weights = [(sum(j.seconds for j in groups[g]), epochs[g], alone[g]) for g in alone if g in epochs]
+        weights = [(group_seconds[g], epochs[g], alone[g]) for g in alone if g in epochs]
         total = sum(w for w, _, _ in weights)
         lines.append(f"\n- job-seconds-weighted mean of in the run / alone: "
                      f"{sum(w * statistics.median(e) / a for w, e, a in weights) / total:.2f} over {len(weights)} models")
     return "\n".join(lines)
-
-
-def _s(x: float | None) -> str:
-    return "–" if x is None else f"{x:.2f}"
 
 
 def newest_log(folder: Path = LOG_DIR) -> Path:
