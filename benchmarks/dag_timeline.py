@@ -81,14 +81,14 @@ class Job(NamedTuple):
 
 def parse(lines: list[str]) -> list[Job]:
     """The jobs of a Snakemake log (see the module docstring)."""
-    stamp = last = None
+    stamp = None  # the latest time stamp read: a job's start, a finish, the log's end
     opened: dict[int, dict] = {}
     jobs: list[Job] = []
     block: dict | None = None
     for line in lines:
         line = line.rstrip("\n")
         if m := STAMP.match(line):
-            stamp = last = datetime.strptime(m.group(1), "%a %b %d %H:%M:%S %Y")
+            stamp = datetime.strptime(m.group(1), "%a %b %d %H:%M:%S %Y")
             block = None
         elif m := RULE.match(line):
             block = {"rule": m.group(1), "start": stamp, "wildcards": {}, "threads": 1}
@@ -104,7 +104,7 @@ def parse(lines: list[str]) -> list[Job]:
             job = opened.pop(int(m.group(1)), None)
             if job is not None:
                 jobs.append(Job(job["rule"], job["wildcards"], job["threads"], job["start"], stamp, True))
-    jobs += [Job(j["rule"], j["wildcards"], j["threads"], j["start"], last, False) for j in opened.values()]
+    jobs += [Job(j["rule"], j["wildcards"], j["threads"], j["start"], stamp, False) for j in opened.values()]
     return sorted(jobs, key=lambda j: j.start)
 
 
