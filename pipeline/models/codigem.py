@@ -29,6 +29,10 @@ Initialisation as released: the first Linear layer of every reverse network gets
 biases N(0, P_INIT_STD^2); all other layers (the whole decoder included: the release's init loop
 never matches the decoder's layers) keep PyTorch's default initialisation.
 
+With the speed switch on (``training.fast``, ``pipeline/models/fast/codigem.py``) only the decoder
+is trained: its weights, scores and metrics are the readable path's bit for bit, the reverse
+networks stay at their initialisation and the loss reported is the decoder's term of the -ELBO.
+
 Differences from the released code, on purpose:
   * inference uses the mean of q(z_1 | x), sqrt(1 - beta) x, instead of a fresh noise sample, so
     scores are a deterministic function of the train row (beta = 1e-4: noise std 0.01);
@@ -51,7 +55,9 @@ import torch
 from torch import nn
 
 from pipeline.models import checks as c
+from pipeline.models import fast
 from pipeline.models.base import Recommender
+from pipeline.models.fast import codigem as fast_codigem
 
 P_INIT_STD = 1e-4  # released init of the reverse networks' first layer (weights and biases)
 LOG_2PI = math.log(2.0 * math.pi)
@@ -123,6 +129,8 @@ class CODIGEM(Recommender, key="codigem"):
 
     def loss(self, rows: torch.Tensor, users: np.ndarray | None = None) -> torch.Tensor:
         steps, n = self.config.steps, rows.shape[1]
+        if fast.enabled():  # the decoder's term alone, the same decoder bit for bit (pipeline/models/fast/codigem.py)
+            return fast_codigem.decoder_loss(self.decoder, rows, steps, self.keep, self.spread)
         noise = []  # eps_1 .. eps_T
         zs = [rows]  # z_0 = x, then z_1 .. z_T
         for _ in range(steps):

@@ -2,7 +2,7 @@
 
 The model files (``pipeline/models/diffrec.py`` and the models built on its denoiser: T-DiffRec,
 L-DiffRec, LT-DiffRec; ``tvdiff.py``; ``hdrm.py``; ``hgcf.py``; ``lightgcn.py`` and MF-BPR;
-``cdae.py``, ``multidae.py``, ``multidaepp.py``, ``multivae.py``) are written with plain torch
+``codigem.py``; ``cdae.py``, ``multidae.py``, ``multidaepp.py``, ``multivae.py``) are written with plain torch
 operations, in the order of the paper and the released code. This package holds faster ways to
 compute the same quantities:
 
@@ -23,6 +23,8 @@ compute the same quantities:
 * ``sparse_input``: the first layer of CDAE, MultiDAE, MultiVAE and L-DiffRec's cluster encoders
   on the kept nonzero entries of their sparse input rows (a CSR product), with Adam / AdamW
   fused (:func:`fused_optimizer`).
+* ``codigem``: CODIGEM's decoder trained alone (the network that ranks; its weights bit for bit
+  those the whole -ELBO trains), its reverse networks left untrained.
 * ``graph``: the CSR product with its gradient through the stored transpose, and the CSR
   matrices the paths above build.
 
