@@ -39,6 +39,8 @@ On: the committed results were made this way (bit for bit). Off: every product i
 (``nn.Linear``), tanh is ``torch.tanh`` and ``scores`` runs the T reverse steps one denoiser call
 each. Both compute the same function; they differ by float32 rounding only
 (``tests/test_fast_paths.py`` checks the loss, gradients and scores of both against each other).
+One exception, CODIGEM: its fast path trains only the network that ranks, the same weights bit
+for bit, and returns that network's term of the loss (``codigem``'s docstring).
 The state dict is the same either way: a model trained with one is loaded and scored with the
 other.
 """
