@@ -18,9 +18,8 @@ import torch.nn.functional as F
 
 from pipeline.config import ConfigError, EvaluationConfig, TrainingConfig, model_config
 from pipeline.data.dataset import InteractionData, dense_rows, load_interactions
-from pipeline.models import MODELS
+from pipeline.models import MODELS, fast
 from pipeline.models.cdae import CDAE
-from pipeline.models import fast
 from pipeline.models.codigem import CODIGEM
 from pipeline.models.lightgcn import LightGCN, LightGCNConfig
 from pipeline.models.mf import MF

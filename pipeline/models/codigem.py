@@ -58,9 +58,9 @@ from pipeline.models import checks as c
 from pipeline.models import fast
 from pipeline.models.base import Recommender
 from pipeline.models.fast import codigem as fast_codigem
+from pipeline.models.layers import LOG_2PI, log_unit_normal
 
 P_INIT_STD = 1e-4  # released init of the reverse networks' first layer (weights and biases)
-LOG_2PI = math.log(2.0 * math.pi)
 
 
 
@@ -139,8 +139,7 @@ class CODIGEM(Recommender, key="codigem"):
         # every log-density is summed over the n items; z_t - sqrt(1 - beta) z_{t-1} = sqrt(beta) eps_t, so
         # log q(z_t | z_{t-1}) = -n/2 (log 2 pi + log beta) - |eps_t|^2 / 2 exactly (no parameters involved)
         log_q = [-0.5 * n * (LOG_2PI + self.log_beta) - 0.5 * _squared_norm(e) for e in noise]
-        diff = rows - self.decoder(zs[1])
-        reconstruction = -0.5 * n * LOG_2PI - 0.5 * (diff * diff).sum(1)  # log N(x; mu_x, I)
+        reconstruction = log_unit_normal(rows, self.decoder(zs[1]))  # log N(x; mu_x, I)
         kl = log_q[steps - 1] - (-0.5 * n * LOG_2PI - 0.5 * _squared_norm(zs[steps]))  # q(z_T | z_T-1) vs N(0, I)
         for t in range(1, steps):
             mu, log_var = self.reverse_nets[t - 1](zs[t + 1]).chunk(2, dim=1)

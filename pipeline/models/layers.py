@@ -1,5 +1,5 @@
-"""Neural pieces shared by the models: dropout, initialisation, timestep embeddings, a sparse
-graph operator, graph normalisation and a negative sampler.
+"""Neural pieces shared by the models: dropout, initialisation, timestep embeddings, a Gaussian
+log-likelihood, a sparse graph operator, graph normalisation and a negative sampler.
 
 Each is written once here and imported by the model files (``pipeline/models/<model>.py``).
 """
@@ -15,9 +15,16 @@ import torch
 from torch import nn
 
 MAX_RESAMPLE_ROUNDS = 20  # negative sampling: rejection rounds, then a draw from the complement
+LOG_2PI = math.log(2.0 * math.pi)
 
 
 # ------------------------------------------------------------------------------ layers
+def log_unit_normal(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """log N(x; mean, I) of each row: -n/2 log 2 pi - |x - mean|^2 / 2 (n columns)."""
+    diff = x - mean
+    return -0.5 * x.shape[1] * LOG_2PI - 0.5 * (diff * diff).sum(1)
+
+
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Inverted dropout (keep with prob. 1-p, scale by 1/(1-p)), only in training mode.
 

@@ -18,19 +18,17 @@ its scores and every metric are the readable path's bit for bit
 
 What is not the same: the reverse networks stay at their initialisation (they never influence a
 score), and the loss returned (history.csv's ``loss``) is the decoder's term of the -ELBO,
--mean log N(x; mu_x, I), not the whole -ELBO. Their forward and backward passes were about two
-thirds of an epoch's products at the released T = 3 (two networks of output width 2|I| beside a
+-mean log N(x; mu_x, I), not the whole -ELBO. Their forward and backward passes are about three
+quarters of an epoch's products at the released T = 3 (two networks of output width 2|I| beside a
 decoder of width |I|), and most of its Adamax and elementwise work.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-LOG_2PI = math.log(2.0 * math.pi)
+from pipeline.models.layers import log_unit_normal
 
 
 def decoder_loss(decoder: nn.Module, rows: torch.Tensor, steps: int, keep: float, spread: float) -> torch.Tensor:
@@ -40,6 +38,4 @@ def decoder_loss(decoder: nn.Module, rows: torch.Tensor, steps: int, keep: float
     z1 = torch.add(rows * keep, torch.randn_like(rows), alpha=spread)
     for _ in range(steps - 1):
         torch.randn_like(rows)  # the readable loss's eps_2 .. eps_T: the same stream afterwards
-    diff = rows - decoder(z1)
-    reconstruction = -0.5 * rows.shape[1] * LOG_2PI - 0.5 * (diff * diff).sum(1)
-    return -reconstruction.mean()
+    return -log_unit_normal(rows, decoder(z1)).mean()
