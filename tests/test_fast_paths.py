@@ -270,6 +270,46 @@ def test_ldiffrec_loss_and_gradients_of_both_paths_agree():
     assert (scores - readable(model.scores, rows)).abs().max().item() <= 2 * bound(n, scores.abs().max().item())
 
 
+LDIFFREC_SCORE_CASES = {
+    "ml1m-clean-like": dict(steps=40, noise_scale=0.005, noise_min=0.005, noise_max=0.02),
+    "ml1m-noisy-like": dict(steps=100, noise_scale=0.005, noise_min=0.005, noise_max=0.02),
+    "noise-scale-0": dict(steps=5, noise_scale=0.0, reweight=False),
+}
+
+
+@pytest.mark.parametrize("overrides", LDIFFREC_SCORE_CASES.values(), ids=LDIFFREC_SCORE_CASES.keys())
+def test_ldiffrec_folded_scores_agree_with_the_readable_loop(overrides, monkeypatch):
+    """L-DiffRec scores through DiffRec's folded reverse loop (on the encoders' dense latent
+    rows); a trained model, the released step counts. Both paths against float64, with the
+    longest dot product of the model (the decoder's, over the latent, or the encoders' over a
+    cluster's items)."""
+    torch.manual_seed(0)
+    n_users, n_items = 48, 90
+    model = LDiffRec(ldiffrec_config(**overrides), n_users, n_items, clusters=np.arange(n_items) % 2)
+    rows = (torch.rand(n_users, n_items) < 0.2).float()
+    optimizer = model.optimizer()
+    for _ in range(5):
+        optimizer.zero_grad()
+        model.loss(rows).backward()
+        optimizer.step()
+    model.eval()
+    folded = []
+    real = F.folded_scores
+    monkeypatch.setattr(F, "folded_scores", lambda *a, **k: folded.append(k) or real(*a, **k))
+    quick = model.scores(rows)
+    assert folded == [{"sparse_rows": False}]
+    plain = readable(model.scores, rows)
+    assert len(folded) == 1  # switched off: the authors' loop
+    twin = copy.deepcopy(model).double()
+    exact = readable(twin.scores, rows.double())
+    assert exact.std() > 0.05
+    n = max(n_items, model.config.latent_size + model.config.emb_size, *model.config.dims)
+    tol = bound(n, exact.abs().max().item())
+    assert (quick.double() - exact).abs().max().item() <= tol
+    assert (plain.double() - exact).abs().max().item() <= tol
+    assert torch.equal(model.scores(rows), quick)
+
+
 # --------------------------------------------------------------------------------------------
 # each trick against the plain computation it replaces
 

@@ -21,7 +21,9 @@ Model (the project's reference description, ``../shared/reference/README.md``):
   row from the denoiser's predicted latent x0; AE loss = multinomial NLL + kl_weight * KL;
   total = lamda_t * diffusion loss + AE loss;
 * inference: latent = mu; all T reverse steps (posterior mean with the predicted x0, no noise);
-  decode; rank.
+  decode; rank. With the speed switch on, the T steps run folded (DiffRec's
+  ``pipeline/models/fast/diffrec.py``: the same posterior means, the products reassociated, so
+  the scores move by float rounding).
 
 Schedules, as in the released ``main.py`` (``update_count`` counts finished epochs,
 ``update_count_vae`` finished batches)::
@@ -92,6 +94,7 @@ from pipeline.data.dataset import InteractionData, temporal_weights
 from pipeline.models import checks as c
 from pipeline.models import fast
 from pipeline.models.diffrec import MLPDenoiser
+from pipeline.models.fast import diffrec as fast_diffrec
 from pipeline.models.fast import linear as fast_linear
 from pipeline.models.fast import sparse_input
 from pipeline.models.layers import dropout, xavier_normal_
@@ -301,7 +304,11 @@ class LDiffRec(Recommender, key="ldiffrec"):
     @torch.no_grad()
     def scores(self, rows: torch.Tensor, users: np.ndarray | None = None) -> torch.Tensor:
         mu, _ = self.encode(rows)
-        latent = self.diffusion.reverse(self.denoiser, mu, self.config.sampling_steps)
+        latent = None
+        if fast.enabled():  # the same T steps, folded (pipeline/models/fast/diffrec.py)
+            latent = fast_diffrec.folded_scores(self.denoiser, self.diffusion, mu, self.config.sampling_steps, sparse_rows=False)
+        if latent is None:
+            latent = self.diffusion.reverse(self.denoiser, mu, self.config.sampling_steps)  # the authors' loop
         return self.decode(latent)  # decoder units are in original item order
 
 

@@ -20,7 +20,10 @@ each trick does:
   we keep z_t = W_in x_t (first-layer width), and a step's update c2 z + c1 W_in W_out h is one
   (h0 x h0) product added to z. The last step (t = 0) has posterior coefficient c2 = 0, so the
   result is that step's prediction, projected to items once. About one sixth of the reference
-  loop's arithmetic at ML-1M's size.
+  loop's arithmetic at ML-1M's size. L-DiffRec and LT-DiffRec fold their reverse loop the same
+  way on the encoders' latent rows (``LDiffRec.scores``): there the first layer's input is the
+  latent (300 wide at ML-1M's setting), so folding saves the step's output product, half the
+  loop's arithmetic.
 * **Operands made once per set of weights** (:func:`inference_plan`): the folded weights, packed
   into oneDNN's layout (``linear.pack``), are kept while the denoiser's weights stay bit for bit
   the same (an evaluation scores users in chunks) and remade after any change.
@@ -30,7 +33,7 @@ each trick does:
   rate and as accurate (within 1 ulp); inside the folded loop the hidden layers' tanh runs in
   oneDNN's product (``linear.linear_tanh``).
 
-Not here: the folded inference applies to DiffRec and T-DiffRec without row normalisation
+Not here: the folded inference applies to the DiffRec family without row normalisation
 (``norm``) and with a DDPM posterior; otherwise ``folded_scores`` returns None and the model runs
 its reference loop (with the fast denoiser).
 """
@@ -148,16 +151,19 @@ def _same_values(saved: list[torch.Tensor], current: list[torch.Tensor]) -> bool
 
 
 @torch.no_grad()
-def folded_scores(denoiser: nn.Module, diffusion: GaussianDiffusion, rows: torch.Tensor, sampling_steps: int) -> torch.Tensor | None:
+def folded_scores(denoiser: nn.Module, diffusion: GaussianDiffusion, rows: torch.Tensor, sampling_steps: int,
+                  sparse_rows: bool = True) -> torch.Tensor | None:
     """``diffusion.reverse(denoiser, rows, sampling_steps)`` folded (see the module docstring);
-    None where it does not apply (training mode, row normalisation, not a DDPM posterior)."""
+    None where it does not apply (training mode, row normalisation, not a DDPM posterior).
+    ``sparse_rows``: the rows are mostly zeros (DiffRec's interaction rows; L-DiffRec's latent
+    rows are dense), so the unnoised start's first projection sums only their nonzero entries."""
     if denoiser.norm or denoiser.training:
         return None
     plan = inference_plan(denoiser, diffusion, rows.shape[0])
     if plan is None:  # not a DDPM posterior (there alpha-bar before t = 0 is 1, so c2 = 0)
         return None
     x0 = diffusion.start_point(rows, sampling_steps)
-    y = sparse_rows_matmul(x0, plan.w_in_t) if sampling_steps == 0 else x0 @ plan.w_in_t
+    y = sparse_rows_matmul(x0, plan.w_in_t) if sampling_steps == 0 and sparse_rows else x0 @ plan.w_in_t
     for step in plan.steps:
         h = _hidden(torch.add(step.pre_bias, y, alpha=step.scale), plan.hidden)
         y = linear_add(h, step.weight, y) if step.accumulate else linear(h, step.weight)
