@@ -1010,6 +1010,13 @@ def test_lightgcn_fast_path_runs_only_with_the_switch_on_and_mf_takes_only_its_l
     lightgcn_loss_and_grads(model, users)
     model.scores(None, users)
     assert calls == ["bpr_loss"]
+    # MF: its gradient into the two tables and fused Adam on the fast path; LightGCN keeps its optimizer
+    assert model.optimizer().defaults["fused"] and readable(model.optimizer).defaults["fused"] is None
+    assert lightgcn_setup()[0].optimizer().defaults["fused"] is None
+    table_calls = []
+    monkeypatch.setattr(L.TableBPRLoss, "apply", lambda *a, _real=L.TableBPRLoss.apply: table_calls.append(1) or _real(*a))
+    lightgcn_loss_and_grads(model, users)
+    assert table_calls == [1]
     calls.clear()
     model, users, _ = lightgcn_setup()
     lightgcn_loss_and_grads(model, users)

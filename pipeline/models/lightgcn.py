@@ -26,7 +26,8 @@ too: scipy's CSR kernel on the CPU (deterministic), torch's sparse CSR product e
 backward pass multiplies by A~^T, which for this symmetric matrix is A~ itself, bit for bit.
 With the speed switch on (``training.fast``) the products run through torch's CSR kernel on both
 threads and the loss's gradient is one sparse product (``pipeline/models/fast/lightgcn.py``): the
-same function, rounded differently. MF (no layers) takes the loss's fast path too.
+same function, rounded differently. MF (no layers) takes the loss's fast path for no layers (the
+gradient added straight into the two tables) and torch's fused Adam.
 """
 
 from __future__ import annotations
@@ -115,14 +116,18 @@ class LightGCN(Recommender, key="lightgcn"):
     # ------------------------------------------------------------------ contract
 
     def optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
+        # without layers (MF) torch's fused Adam on the fast path (pipeline/models/fast); LightGCN keeps
+        # the per-tensor one its committed runs, and the L-DiffRec clusters made from them, were trained with
+        fused = fast.fused_optimizer() if self.config.n_layers == 0 else None
+        return torch.optim.Adam(self.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay, fused=fused)
 
     def loss(self, rows: torch.Tensor, users: np.ndarray) -> torch.Tensor:
         pair_users, pos, neg = self.sample_pairs(users)
         device = self.user_embedding.weight.device
         pair_users, pos, neg = pair_users.to(device), pos.to(device), neg.to(device)
         if fast.enabled() and len(pair_users) > 0:
-            return fast_lightgcn.bpr_loss(self._fast_final(), self.user_embedding.weight, self.item_embedding.weight,
+            final = self._fast_final() if self.config.n_layers else None  # None: the ego tables (MF)
+            return fast_lightgcn.bpr_loss(final, self.user_embedding.weight, self.item_embedding.weight,
                                           pair_users, pos, neg, self.config.reg_weight)
         user_final, item_final = self.propagate()
         if len(pair_users) == 0:  # no train interaction in this batch: a zero that still backpropagates

@@ -16,7 +16,9 @@ and negative sampler (every train interaction of the batch's users is one pair, 
 drawn uniformly among the user's non-train items, vectorised, torch's global generator), its
 loss, scoring and parameter layout; the only override is :meth:`propagate`, which returns the
 embedding tables directly (no concatenation, no graph product). With ``training.fast`` the loss
-takes LightGCN's fast path (its gradient as one sparse product, ``pipeline/models/fast/lightgcn.py``). The Config has no ``n_layers``
+takes LightGCN's fast path for no layers (each pair's gradient added straight into the two tables'
+rows, ``TableBPRLoss`` in ``pipeline/models/fast/lightgcn.py``) and Adam is torch's fused kernel
+(LightGCN keeps the per-tensor one). The Config has no ``n_layers``
 (a class constant 0). The parent still builds the (unused) normalised graph at construction.
 
 Differences from the BPR paper / RecBole's BPR: Adam instead of SGD (LightGCN's and RecBole's

@@ -19,6 +19,10 @@ and agree in float32 within a rounding bound. What each trick does:
   (negative) for an item: the product of the stacked final embeddings with one symmetric sparse
   matrix of the pairs' g's (users x items entries and their mirror), instead of autograd's
   three P x d gathers, their scatters and the zero-filled slices of the stacked table.
+* **MF's gradient straight into its tables** (:class:`TableBPRLoss`): without layers the final
+  embeddings are the two ego tables, so each pair's terms are added into the rows of the user and
+  item tables in pair order (``index_add_``), with no stacked table, no sparse matrix to sort and
+  coalesce and no product (another summation order than :class:`BPRLoss`'s).
 * **The L2 term from counts** (:func:`bpr_loss`): 1/2 sum over pairs of |e_u|^2 + |e_p|^2 +
   |e_n|^2 is 1/2 (sum_u c_u |e_u|^2 + sum_i c_i |e_i|^2) with c the number of times each row is
   gathered (``bincount``), so its gradient c e is one scaled copy of each table.
@@ -65,13 +69,41 @@ class BPRLoss(torch.autograd.Function):
         return m @ final, None, None, None
 
 
-def bpr_loss(final: torch.Tensor, ego_users: torch.Tensor, ego_items: torch.Tensor, users: torch.Tensor,
+class TableBPRLoss(torch.autograd.Function):
+    """:class:`BPRLoss` where the final embeddings are the ego tables themselves (MF: no layers):
+    the rows gathered from the user and the item table, and each table's gradient its rows'
+    terms added in pair order (``index_add_``) instead of the stacked table's sparse product."""
+
+    @staticmethod
+    def forward(ctx, user_table: torch.Tensor, item_table: torch.Tensor, users: torch.Tensor, pos: torch.Tensor,
+                neg: torch.Tensor) -> torch.Tensor:
+        u = user_table.index_select(0, users)  # the rows of table[ids], gathered by the row kernel
+        d = item_table.index_select(0, neg) - item_table.index_select(0, pos)
+        x = (u * d).sum(1)  # <u, n> - <u, p>
+        ctx.save_for_backward(u, d, users, pos, neg, x)
+        ctx.tables = (user_table.shape, item_table.shape)
+        return torch.nn.functional.softplus(x).mean()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        u, d, users, pos, neg, x = ctx.saved_tensors
+        g = (torch.sigmoid(x) * (grad / len(x))).unsqueeze(1)
+        grad_users = u.new_zeros(ctx.tables[0]).index_add_(0, users, d * g)
+        gu = u * g
+        grad_items = u.new_zeros(ctx.tables[1]).index_add_(0, neg, gu).index_add_(0, pos, gu, alpha=-1)
+        return grad_users, grad_items, None, None, None
+
+
+def bpr_loss(final: torch.Tensor | None, ego_users: torch.Tensor, ego_items: torch.Tensor, users: torch.Tensor,
              pos: torch.Tensor, neg: torch.Tensor, reg_weight: float) -> torch.Tensor:
     """``LightGCN.loss`` for the sampled pairs (``users``, ``pos``, ``neg``: user and item ids) on
-    the stacked final embeddings ``final`` and the ego tables: mean BPR + reg_weight * the pairs'
-    mean L2 of their ego rows."""
+    the stacked final embeddings ``final`` (None: the ego tables, MF) and the ego tables: mean BPR
+    + reg_weight * the pairs' mean L2 of their ego rows."""
     n_users, n_items = ego_users.shape[0], ego_items.shape[0]
-    bpr = BPRLoss.apply(final, users, pos + n_users, neg + n_users)
+    if final is None:
+        bpr = TableBPRLoss.apply(ego_users, ego_items, users, pos, neg)
+    else:
+        bpr = BPRLoss.apply(final, users, pos + n_users, neg + n_users)
     user_count = torch.bincount(users, minlength=n_users).to(ego_users.dtype)
     item_count = (torch.bincount(pos, minlength=n_items) + torch.bincount(neg, minlength=n_items)).to(ego_items.dtype)
     reg = 0.5 * ((user_count * ego_users.pow(2).sum(1)).sum() + (item_count * ego_items.pow(2).sum(1)).sum()) / len(users)
