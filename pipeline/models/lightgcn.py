@@ -179,10 +179,9 @@ class LightGCN(Recommender, key="lightgcn"):
         return fast.enabled() and self.config.n_layers > 0
 
     def _fast_final(self) -> torch.Tensor:
-        """``propagate()`` on the fast path, users and items stacked (no layers: the ego tables)."""
+        """``propagate()`` on the fast path, users and items stacked (with graph layers; MF's loss
+        reads its tables directly)."""
         ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight], dim=0)
-        if self.config.n_layers == 0:
-            return ego
         if self._csr is None or self._csr.device != ego.device or self._csr.dtype != ego.dtype:
             self._csr = to_torch_csr(self.adjacency.cpu).to(device=ego.device, dtype=ego.dtype)
         return fast_lightgcn.layer_mean(ego, self._csr, self.config.n_layers)
