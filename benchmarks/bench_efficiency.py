@@ -76,7 +76,10 @@ for _ in range({epochs}):
 m.eval(); ev = Evaluator(data, evaluation_config(params).topk, evaluation_config(params).batch_size)
 evals = []
 for _ in range({max(1, passes)}):
-    t = time.perf_counter(); ev.evaluate(lambda u: m.scores(dense_rows(matrix, u), u)); evals.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    with m.scoring_pass():
+        ev.evaluate(lambda u: m.scores(dense_rows(matrix, u), u))
+    evals.append(time.perf_counter() - t)
 eval_s = float(np.median(evals))
 print(json.dumps({{"n_parameters": sum(p.numel() for p in m.parameters()), "seconds_per_epoch": float(np.median(times)),
                   "seconds_per_eval": eval_s, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))

@@ -141,7 +141,7 @@ def epoch(limit=None):
 
 def evaluate():
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), model.scoring_pass():
         return evaluator.evaluate(lambda users: model.scores(dense_rows(matrix, users), users))
 
 trainable = any(p.requires_grad for p in model.parameters())

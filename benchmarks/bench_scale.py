@@ -150,8 +150,9 @@ def hyper(params: dict, model: str, scale: str) -> dict:
 
 def count_products(model, data, batch: int, chunk: int, device) -> tuple[float, float]:
     """FLOPs of the products of one training epoch and one evaluation pass: those of the loss and
-    backward pass of one full batch, and of the scores of one evaluation chunk, each scaled to all
-    users (every product of DiffRec and L-DiffRec is linear in the batch's rows)."""
+    backward pass of one full batch, scaled to all users, and those of a pass's first chunk beyond
+    a chunk (the operands a pass makes once) plus one chunk's scaled to all users (every product of
+    DiffRec and L-DiffRec is linear in the batch's rows)."""
     import torch
 
     from pipeline.data.dataset import dense_rows
@@ -166,10 +167,15 @@ def count_products(model, data, batch: int, chunk: int, device) -> tuple[float, 
     model.zero_grad(set_to_none=True)
     epoch_flops = products.flops * data.n_users / len(users)
     users = np.arange(min(data.n_users, chunk))
+    rows = dense_rows(matrix, users).to(device)
     model.eval()
-    with torch.no_grad(), products.counting():
-        model.scores(dense_rows(matrix, users).to(device), users)
-    return epoch_flops, products.flops * data.n_users / len(users)
+    with torch.no_grad(), model.scoring_pass():  # a pass: what it makes once (DiffRec's folded
+        with products.counting():              # operands) at its first chunk, then each chunk
+            model.scores(rows, users)
+        first = products.flops
+        with products.counting():
+            model.scores(rows, users)
+    return epoch_flops, first - products.flops + products.flops * data.n_users / len(users)
 
 
 def measure(scale: str, model_name: str, folder: Path, device: str, steps: int) -> dict:
@@ -182,7 +188,7 @@ def measure(scale: str, model_name: str, folder: Path, device: str, steps: int) 
 
     from pipeline.config import evaluation_config, training_config
     from pipeline.data.dataset import InteractionData, dense_rows
-    from pipeline.evaluation.evaluator import Evaluator
+    from pipeline.evaluation.evaluator import Evaluator, chunk_users
     from pipeline.models import fast
     from pipeline.training.fitting import build_model
     from pipeline.training.trainer import resolve_device, set_determinism, train_run
@@ -205,6 +211,7 @@ def measure(scale: str, model_name: str, folder: Path, device: str, steps: int) 
     model = build_model(run_params, model_name, split, 1, n_users, n_items, **side)
     training = dataclasses.replace(training_config(params), device=device, eval_every=1, checkpoint_every=10**9)
     evaluation = evaluation_config(params)
+    chunk = chunk_users(evaluation.batch_size, n_items)  # users per evaluation chunk, as the evaluator takes them
     batch = model.config.batch_size
     n_steps = -(-n_users // batch)  # the epoch's batches of users
     set_determinism(1, training.threads)  # the run's threads, for the rate too
@@ -238,7 +245,6 @@ def measure(scale: str, model_name: str, folder: Path, device: str, steps: int) 
         # pass, e.g. DiffRec's folded operands, and first touches the score buffers) timed on its
         # own, then the next chunks; the pass = the first chunk + the steady chunks' mean x the rest
         model.eval()
-        chunk = evaluation.batch_size
         n_chunks = -(-n_users // chunk)
         timed_chunks = min(steps, n_chunks - 1)
 
@@ -246,7 +252,7 @@ def measure(scale: str, model_name: str, folder: Path, device: str, steps: int) 
             end = min(n_users, first + count)
             return InteractionData(end - first, n_items, *(m[first:end] for m in (mats["train"], mats["valid"], mats["test"], mats["rank"])))
 
-        with torch.no_grad():
+        with torch.no_grad(), model.scoring_pass():  # the chunks below are one pass, as the trainer's
             score = lambda users: model.scores(dense_rows(matrix, users).to(dev), users).cpu()  # noqa: E731
             first = Evaluator(users_from(0, chunk), evaluation.topk, chunk)
             start = time.perf_counter()
@@ -270,7 +276,7 @@ def measure(scale: str, model_name: str, folder: Path, device: str, steps: int) 
             timing = json.loads((tmp / "timing.json").read_text())
         epoch_s, eval_s = timing["seconds_per_epoch"], timing["seconds_per_eval"]
         measured = "whole epoch and pass"
-    epoch_flops, eval_flops = count_products(model, data, batch, evaluation.batch_size, resolve_device(device))
+    epoch_flops, eval_flops = count_products(model, data, batch, chunk, resolve_device(device))
     out = {"scale": scale, "model": model_name, "parameters": sum(p.numel() for p in model.parameters()),
            "device": str(resolve_device(device)), "epoch_s": epoch_s, "eval_s": eval_s, "steps": n_steps,
            "epoch_flops": epoch_flops, "eval_flops": eval_flops, "rate": rate, "measured": measured,

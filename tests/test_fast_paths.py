@@ -423,6 +423,39 @@ def test_inference_plan_is_reused_until_any_weight_changes():
     assert torch.equal(model.scores(rows), before)
 
 
+def test_a_scoring_pass_makes_the_plan_once_and_frees_it(monkeypatch):
+    """Within ``scoring_pass`` the operands are made at the first chunk, used for every chunk
+    without comparing weights, and dropped at its end, with no copy of the weights; the scores are
+    bit for bit those outside a pass, and a pass after a fused AdamW step uses the new weights."""
+    model = small_model().eval()
+    rows = (torch.rand(20, 30) < 0.3).float()
+    outside = model.scores(rows)
+    assert model.denoiser in F._PLANS
+    made, compared = [], []
+    real_make, real_same = F._make_plan, F._same_values
+    monkeypatch.setattr(F, "_make_plan", lambda *a: made.append(1) or real_make(*a))
+    monkeypatch.setattr(F, "_same_values", lambda *a: compared.append(1) or real_same(*a))
+    with model.scoring_pass():
+        assert model.denoiser not in F._PLANS  # what was kept before the pass is dropped
+        chunks = [model.scores(rows[:7]), model.scores(rows[7:])]
+    assert (len(made), len(compared)) == (1, 0)
+    assert torch.equal(torch.cat(chunks), outside)
+    assert model.denoiser not in F._PLANS and model.denoiser not in F._PASSES
+    opt = model.optimizer()  # fused AdamW: the version counters stay
+    model.train()
+    opt.zero_grad()
+    model.loss(rows).backward()
+    opt.step()
+    model.eval()
+    with model.scoring_pass():
+        after = model.scores(rows)
+    assert len(made) == 2 and not torch.equal(after, outside)
+    assert torch.equal(after, model.scores(rows))  # outside a pass: the same operands made again
+    with fast.switched(False), model.scoring_pass():  # switched off: nothing to prepare
+        model.scores(rows)
+    assert len(made) == 3
+
+
 def test_a_model_that_has_scored_can_be_copied_and_pickled():
     """The cached inference operands (oneDNN-packed, not copyable) stay out of copies."""
     model = small_model().eval()

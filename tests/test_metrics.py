@@ -15,7 +15,8 @@ import scipy.sparse as sp
 import torch
 
 from pipeline.data.dataset import InteractionData, dense_rows, mask_rows
-from pipeline.evaluation.evaluator import Evaluator
+import pipeline.evaluation.evaluator as evaluator_module
+from pipeline.evaluation.evaluator import Evaluator, chunk_users
 from pipeline.evaluation.metrics import evaluated_users, mean_metrics, per_user_metrics, rank_topk_, rank_topk_nested_
 
 
@@ -232,6 +233,30 @@ def test_evaluator_by_hand(batch_size):
             assert result.means[split][name] == pytest.approx(want, abs=1e-12), (split, name)
         for name, want in per_user.items():
             np.testing.assert_allclose(result.per_user[split][name], want, rtol=0, atol=1e-12, err_msg=f"{split} {name}")
+
+
+def test_chunk_users_caps_the_score_block(monkeypatch):
+    """A chunk's float32 scores stay within CHUNK_SCORE_BYTES: Amazon-book's 94,949 items take 353
+    users a chunk, ML-1M's 2,810 the configured 1024; never fewer than one user."""
+    assert chunk_users(1024, 2_810) == 1024
+    assert chunk_users(1024, 94_949) == 353 == (128 << 20) // (4 * 94_949)
+    assert chunk_users(1024, 10**9) == 1
+    # the evaluator scores in the capped chunks, with the same metrics as the configured ones
+    data = make_data(TRAIN, VALID, TEST, 6)
+    full = Evaluator(data, (3, 1), 100).evaluate(lambda u: SCORES[torch.from_numpy(u)])
+    monkeypatch.setattr(evaluator_module, "CHUNK_SCORE_BYTES", 2 * 4 * 6)  # two users of 6 items
+    calls = []
+
+    def score_fn(users: np.ndarray) -> torch.Tensor:
+        calls.append(users.tolist())
+        return SCORES[torch.from_numpy(users)]
+
+    capped = Evaluator(data, (3, 1), 100).evaluate(score_fn)
+    assert calls == [[0, 1], [2]]
+    for split in ("valid", "test"):
+        assert capped.means[split] == full.means[split]
+        for name, values in full.per_user[split].items():
+            np.testing.assert_array_equal(capped.per_user[split][name], values)
 
 
 def test_evaluator_single_split():

@@ -4,7 +4,10 @@ Valid and test both take the train row as the model input (the reference protoco
 scoring pass over all users serves both; only the masks and the ground truth differ. Their
 top-k lists come from one wider top-k call where that gives exactly ``torch.topk``'s lists
 (``rank_topk_nested_``). Memory: one chunk of dense scores at a time, never the whole user x
-item matrix.
+item matrix, and at most ``CHUNK_SCORE_BYTES`` of float32 scores in that chunk: at Amazon-book's
+94,949 items a chunk of ``evaluation.batch_size`` (1024) users would be 389 MB a score tensor, and
+a model's scoring makes several of them; blocks that large no longer fit in the holes a training
+epoch leaves in the heap, so every chunk grew the process anew (docs/scaling.md, "Memory").
 """
 
 from __future__ import annotations
@@ -21,12 +24,25 @@ from pipeline.evaluation.metrics import (
 
 ScoreFn = Callable[[np.ndarray], torch.Tensor]  # user ids -> (B, n_items) scores
 
+# The largest (chunk users x items) float32 score block an evaluation makes: 128 MiB. Every split
+# of the experiments stays under it at 1024 users (ML-1M 11.5 MB, lastfm 72 MB, amazon-beauty
+# 50 MB), so their chunks are the configured ones; Yelp's 34,395 items give 975 users a chunk,
+# Amazon-book's 94,949 give 353.
+CHUNK_SCORE_BYTES = 128 << 20
+FLOAT32_BYTES = 4
+
+
+def chunk_users(batch_size: int, n_items: int) -> int:
+    """Users per scoring chunk: ``batch_size``, fewer where their scores would pass
+    ``CHUNK_SCORE_BYTES``; never below one user."""
+    return max(1, min(batch_size, CHUNK_SCORE_BYTES // (FLOAT32_BYTES * n_items)))
+
 
 class Evaluator:
     def __init__(self, data: InteractionData, topk: tuple[int, ...], batch_size: int):
         self.data = data
         self.topk = tuple(sorted(topk))
-        self.batch_size = batch_size
+        self.batch_size = chunk_users(batch_size, data.n_items)
         # test ranks out train and the valid positives that are not test positives too: a split
         # whose valid part is its test part (TV-Diff's authors' protocol, test-selected) still has
         # something to rank; with disjoint valid and test (every other split) this is train + valid

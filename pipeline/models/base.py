@@ -38,13 +38,18 @@ Built as ``Model(config, n_users, n_items, *, data=None, clusters=None, hyperbol
     ``scores(rows, users)``  (required) full-ranking scores (batch, n_items), higher ranks first; called in
                              ``eval()`` mode, where dropout is off and, unless the class says
                              ``samples_when_scoring``, nothing is drawn from the RNG
+    ``scoring_pass()``       a context for one evaluation pass (``scores`` over every chunk of
+                             users) during which the weights do not change; a model that makes
+                             operands for a whole pass (DiffRec's folded loop) makes them once in
+                             it and frees them at its end. Default: nothing to do
     ``optimizer()``          the optimizer over its trainable parameters (trainable models)
     ``n_parameters()``       the parameter count the tables report (default: every parameter)
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Iterator
+import contextlib
+from typing import ClassVar, ContextManager, Iterator
 
 import numpy as np
 import scipy.sparse as sp
@@ -119,6 +124,11 @@ class Recommender(nn.Module):
     def loss(self, rows: torch.Tensor, users: np.ndarray | None = None) -> torch.Tensor:
         """Only trainable models have one (registration refuses a trainable model without it)."""
         raise RuntimeError(f"{type(self).__name__} is not trainable: it has no training loss")
+
+    def scoring_pass(self) -> ContextManager[None]:
+        """One evaluation pass over unchanging weights (see the module docstring): nothing to
+        prepare by default."""
+        return contextlib.nullcontext()
 
     def optimizer(self) -> torch.optim.Optimizer | None:
         """None: nothing to optimise (a trainable model defines its own; registration checks)."""

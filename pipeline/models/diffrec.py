@@ -148,6 +148,10 @@ class DiffRec(Recommender, key="diffrec"):
     def loss(self, rows: torch.Tensor, users: np.ndarray | None = None) -> torch.Tensor:
         return self.diffusion.training_loss(self.denoiser, rows, self.config.reweight)
 
+    def scoring_pass(self):
+        """The folded loop's operands made once for the pass (pipeline/models/fast/diffrec.py)."""
+        return fast_diffrec.scoring_pass(self.denoiser) if fast.enabled() else super().scoring_pass()
+
     @torch.no_grad()
     def scores(self, rows: torch.Tensor, users: np.ndarray | None = None) -> torch.Tensor:
         if fast.enabled():  # the same T steps, folded (pipeline/models/fast/diffrec.py)

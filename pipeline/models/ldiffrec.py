@@ -301,6 +301,10 @@ class LDiffRec(Recommender, key="ldiffrec"):
                 self.batches_seen += 1
         return lamda * diffusion_loss + nll + kl_weight * kl
 
+    def scoring_pass(self):
+        """The folded loop's operands made once for the pass (pipeline/models/fast/diffrec.py)."""
+        return fast_diffrec.scoring_pass(self.denoiser) if fast.enabled() else super().scoring_pass()
+
     @torch.no_grad()
     def scores(self, rows: torch.Tensor, users: np.ndarray | None = None) -> torch.Tensor:
         mu, _ = self.encode(rows)

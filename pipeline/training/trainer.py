@@ -294,7 +294,8 @@ def train_run(
         if epoch % training.eval_every == 0:
             model.eval()
             t1 = time.perf_counter()
-            result = evaluator.evaluate(score)
+            with model.scoring_pass():
+                result = evaluator.evaluate(score)
             eval_seconds.append(time.perf_counter() - t1)
             for split, means in result.means.items():
                 row.update({f"{split}_{k}": v for k, v in means.items()})
@@ -341,7 +342,8 @@ def _evaluate_untrained(model, data, evaluator, score, select, run_dir, identity
     (best_epoch = epochs_trained = 0, one history row without a loss), and the usual outputs."""
     model.eval()
     t0 = time.perf_counter()
-    result = evaluator.evaluate(score)
+    with model.scoring_pass():
+        result = evaluator.evaluate(score)
     eval_seconds = [time.perf_counter() - t0]
     row: dict[str, Any] = {"epoch": 0, "loss": None}
     for split, means in result.means.items():
