@@ -1315,6 +1315,63 @@ def test_sparse_first_layer_gives_the_same_bits_with_1_or_2_threads():
     assert all(torch.equal(a, b) for r in results[1:] for a, b in zip(r, results[0]))
 
 
+COLUMN_MAJOR = {"multidae": "layers.0.weight", "multivae": "encoder.0.weight"}
+
+
+@pytest.mark.parametrize("name", AUTOENCODERS)
+def test_first_layer_weight_is_column_major_only_where_it_feeds_csr_products(name):
+    """Built with the switch on, MultiDAE's and MultiVAE's first-layer weights are column-major
+    (their CSR products read W^T without a copy); MultiDAE++ (dense noised rows) and CDAE keep
+    row-major; built with the switch off, every weight is row-major."""
+    model, _, _ = autoencoder(name)
+    with fast.switched(False):
+        plain, _, _ = autoencoder(name)
+    for key, weight in model.named_parameters():
+        assert (weight.t().is_contiguous() and not weight.is_contiguous()) == (key == COLUMN_MAJOR.get(name)), key
+    assert all(w.is_contiguous() for w in plain.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), plain.state_dict().values()))
+
+
+@pytest.mark.parametrize("name", sorted(COLUMN_MAJOR))
+def test_column_major_first_layer_trains_the_same_bits_and_resumes(tmp_path, name):
+    """Three fused-Adam steps of the fast path with the column-major weight give the bits of the
+    same steps with it row-major; a checkpoint of the column-major state holds the row-major bytes;
+    resumed from it (the trainer's moment layouts restored), two more steps equal two
+    uninterrupted ones: fused Adam walks a weight and its moments in memory order."""
+    from pipeline.training.checkpoint import load_checkpoint, save_checkpoint
+    from pipeline.training.trainer import _moments_in_parameter_layout, for_saving
+
+    def steps(model, optimizer, rows, users, seeds):
+        for seed in seeds:
+            optimizer.zero_grad()
+            ae_loss_and_grads(model, rows, users, seed=seed)
+            optimizer.step()
+
+    model, rows, users = autoencoder(name)
+    row_major, _, _ = autoencoder(name)
+    layer = row_major.get_submodule(COLUMN_MAJOR[name].rsplit(".", 1)[0])
+    layer.weight = torch.nn.Parameter(layer.weight.detach().contiguous())
+    assert model.get_parameter(COLUMN_MAJOR[name]).t().is_contiguous() and layer.weight.is_contiguous()
+    opt_a, opt_b = model.optimizer(), row_major.optimizer()
+    steps(model, opt_a, rows, users, [1, 2, 3])
+    steps(row_major, opt_b, rows, users, [1, 2, 3])
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), row_major.state_dict().values()))
+
+    for tag, m, o in (("col", model, opt_a), ("row", row_major, opt_b)):
+        save_checkpoint(tmp_path / f"{tag}.pt", {"model": for_saving(m.state_dict()), "optimizer": o.state_dict()})
+    assert (tmp_path / "col.pt").read_bytes() == (tmp_path / "row.pt").read_bytes()
+
+    resumed, _, _ = autoencoder(name)
+    opt_r = resumed.optimizer()
+    saved = load_checkpoint(tmp_path / "col.pt")
+    resumed.load_state_dict(saved["model"])
+    opt_r.load_state_dict(saved["optimizer"])
+    _moments_in_parameter_layout(opt_r)
+    steps(model, opt_a, rows, users, [4, 5])
+    steps(resumed, opt_r, rows, users, [4, 5])
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), resumed.state_dict().values()))
+
+
 def test_multidaepp_trains_on_the_noised_rows_with_the_readable_products():
     """MultiDAE++'s training input is dense (DiffRec-noised rows): its loss and gradients are the
     same bits with the switch on or off."""

@@ -108,6 +108,9 @@ class MultiDAE(Recommender, key="multidae"):
     Config = MultiDAEConfig
     display_name = "MultiDAE"
     family = "generative"  # the tables' row group: classic, generative or diffusion
+    # the first layer's weight column-major on the fast path, for its CSR products on the sparse rows
+    # (pipeline/models/fast/sparse_input.py)
+    column_major_input = True
 
     def __init__(self, config: MultiDAEConfig, n_users: int, n_items: int, **side):
         super().__init__()  # side inputs (data, clusters) are not used
@@ -116,6 +119,8 @@ class MultiDAE(Recommender, key="multidae"):
         dims = [int(d) for d in config.dims]
         widths = [n_items, *dims[::-1], *dims[1:], n_items]  # items -> encoder -> latent -> decoder -> items
         self.layers = dense_stack(widths)
+        if fast.enabled() and self.column_major_input:
+            sparse_input.store_column_major(self.layers[0])
 
     # ---- the model contract ------------------------------------------------------------
 

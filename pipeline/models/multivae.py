@@ -36,6 +36,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pipeline.models import fast
+from pipeline.models.fast import sparse_input
 from pipeline.models.multidae import MultiDAE, MultiDAEConfig, dense_stack, input_stack, multinomial_nll, run_stack
 
 
@@ -68,6 +70,8 @@ class MultiVAE(MultiDAE, key="multivae"):
         self.latent = dims[0]
         self.encoder = dense_stack([n_items, *dims[::-1][:-1], 2 * dims[0]])
         self.decoder = dense_stack([*dims, n_items])
+        if fast.enabled():  # the first layer's weight column-major for its CSR products (fast/sparse_input.py)
+            sparse_input.store_column_major(self.encoder[0])
         # training batches so far: drives the KL annealing (part of the state, so of a resume)
         self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
 

@@ -40,8 +40,13 @@ def canonical(obj: Any) -> Any:
     same object and twice when they are not. A state rebuilt from a resumed checkpoint holds
     equal but distinct string objects where a fresh run shares them, so without this the same
     state could be written as different bytes. With every string interned, equal strings are
-    always the same object, and the bytes depend on the content only. Tensors are not copied.
+    always the same object, and the bytes depend on the content only. A tensor is written
+    row-major: one stored otherwise (the column-major first-layer weights of the fast path,
+    ``pipeline/models/fast/sparse_input.py``, and their optimizer moments) is copied, so that the
+    file holds the values in the layout they would have had; other tensors are not copied.
     """
+    if isinstance(obj, torch.Tensor):
+        return obj if obj.is_contiguous() else obj.contiguous()
     if isinstance(obj, str):
         return sys.intern(obj)
     if isinstance(obj, OrderedDict):

@@ -81,15 +81,16 @@ class RunState:
 def for_saving(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A state dict's tensors detached and on the CPU, as a plain dict, without copying what need
     not be: a tensor that fills its own storage is saved as it is (the same bytes as a copy); a
-    view, or a tensor whose storage another entry already holds, is copied, so that the file has
-    the layout a copy of every tensor would give."""
+    view, a tensor stored column-major (the fast path's first layers), or a tensor whose storage
+    another entry already holds, is copied row-major, so that the file has the layout a copy of
+    every tensor would give."""
     out, seen = {}, set()
     for name, tensor in state.items():
         tensor = tensor.detach().cpu()
         storage = tensor.untyped_storage()
         whole = (tensor.storage_offset() == 0 and tensor.is_contiguous()
                  and storage.nbytes() == tensor.numel() * tensor.element_size())
-        out[name] = tensor if whole and storage.data_ptr() not in seen else tensor.clone()
+        out[name] = tensor if whole and storage.data_ptr() not in seen else tensor.clone(memory_format=torch.contiguous_format)
         seen.add(storage.data_ptr())
     return out
 
@@ -107,6 +108,22 @@ def _model_file(fp: str, weights: dict, optimizer_state: dict, config, epoch: in
         "n_items": data.n_items,
         "identity": stored_identity(identity),
     }
+
+
+def _moments_in_parameter_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give each optimizer state tensor of a parameter's shape that parameter's memory layout.
+
+    A checkpoint holds its tensors row-major (``checkpoint.canonical``), while the fast path keeps
+    some first-layer weights column-major (``pipeline/models/fast/sparse_input.py``). torch's fused
+    Adam / AdamW walk a parameter, its gradient and its moments in memory order, so moments of
+    another layout than their parameter would be paired with the wrong entries (a resumed run
+    would not be the uninterrupted one)."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor) and value.shape == param.shape and value.stride() != param.stride():
+                    state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def _drop_best_files(run_dir: Path, keep: int | None = None) -> None:
@@ -244,6 +261,7 @@ def train_run(
         else:
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
+            _moments_in_parameter_layout(optimizer)
             torch.set_rng_state(saved["rng"])
             run = dict(saved["run"])
             legacy = {k: run.pop(k) for k in ("best_model", "best_optimizer") if k in run}  # a checkpoint of before best files

@@ -18,6 +18,15 @@ W^T and, backwards, the layer's output gradient by those dense rows: two dense
 order, on every call and thread count), and the dropout draws one uniform number per nonzero
 entry instead of one per entry of the dense rows.
 
+The first layer's weight is stored column-major on the fast path (:func:`store_column_major`,
+called by the models at construction while the switch is on): the CSR products read W^T, which
+is then contiguous, so neither the forward product nor the weight's gradient (which autograd can
+then keep as it comes, in the weight's own layout) makes a transposed copy of the weight: two copies
+of an items x width matrix a step. The layout changes no value: the same kernels read the same
+numbers in the same order (the weights after an ML-1M epoch are the same bits either way); the
+state dict has the same keys, shapes and values, and checkpoints are written row-major
+(``pipeline/training/checkpoint.py``), so the files are those of a row-major weight.
+
 Differences from the readable path: the same function, rounded differently (the products' sums
 run in another order), and another random stream for the dropout (a draw per nonzero entry): a
 run on one path is not the other's run bit for bit. The normalised entries are the readable
@@ -32,6 +41,15 @@ from torch import nn
 from pipeline.models.fast.graph import CSRProduct, coalesced_csr, csr
 
 NORMALIZE_EPS = 1e-12  # torch.nn.functional.normalize's default eps
+
+
+def store_column_major(layer: nn.Linear) -> None:
+    """Store ``layer.weight`` (out x in) column-major, its transpose contiguous: the operand of the
+    CSR products of :func:`entries_layer` (see the module docstring). A new parameter with the same
+    values; call it before an optimizer holds the old one."""
+    weight = layer.weight
+    if not weight.t().is_contiguous():
+        layer.weight = nn.Parameter(weight.detach().t().contiguous().t(), requires_grad=weight.requires_grad)
 
 
 def kept_entries(rows: torch.Tensor, drop: float, normalize: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
