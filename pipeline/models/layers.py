@@ -69,12 +69,16 @@ def row_normalized_adjacency(train: sp.spmatrix) -> sp.csr_matrix:
 
 
 def to_torch_csr(m: sp.csr_matrix) -> torch.Tensor:
-    """A scipy CSR matrix as a float32 torch sparse CSR tensor (its invariants checked)."""
+    """A scipy CSR matrix as a float32 torch sparse CSR tensor (its invariants checked), with
+    32-bit indices where they fit: torch's CPU product hands a CSR matrix to MKL's sparse kernel
+    with 32-bit indices and converts 64-bit ones at every call (a copy of the indices a product;
+    the same kernel, the same result)."""
+    index = np.int32 if max(m.nnz, *m.shape) < np.iinfo(np.int32).max else np.int64
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         return torch.sparse_csr_tensor(
-            torch.from_numpy(m.indptr.astype(np.int64)),
-            torch.from_numpy(m.indices.astype(np.int64)),
+            torch.from_numpy(m.indptr.astype(index)),
+            torch.from_numpy(m.indices.astype(index)),
             torch.from_numpy(m.data.astype(np.float32)),
             size=m.shape,
             check_invariants=True,

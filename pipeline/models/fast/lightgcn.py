@@ -51,7 +51,8 @@ class BPRLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, final: torch.Tensor, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-        u, p, n = final[users], final[pos], final[neg]
+        # the rows gathered by the row kernel (index_select), the values final[ids] gives
+        u, p, n = final.index_select(0, users), final.index_select(0, pos), final.index_select(0, neg)
         x = (u * n).sum(1) - (u * p).sum(1)
         ctx.save_for_backward(final, users, pos, neg, x)
         return torch.nn.functional.softplus(x).mean()
