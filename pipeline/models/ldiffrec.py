@@ -240,8 +240,11 @@ class LDiffRec(Recommender, key="ldiffrec"):
         self.denoiser = MLPDenoiser(config.latent_size, list(config.dims), config.emb_size, config.denoiser_dropout, norm=False)
         for layer in [*self.encoders, self.decoder]:
             _xavier_zero_bias(layer)
-            if fast.enabled():  # column-major weights: the encoders' CSR products and the decoder's
-                sparse_input.store_column_major(layer)  # oneDNN products read W^T without a copy
+        if fast.enabled():
+            # the encoders' CSR products read W^T without a copy (fast/sparse_input.py); the decoder
+            # stays row-major: oneDNN's products with it column-major are slower (docs/scaling.md)
+            for layer in self.encoders:
+                sparse_input.store_column_major(layer)
         for layer in self.denoiser.modules():
             if isinstance(layer, nn.Linear):
                 nn.init.zeros_(layer.bias)  # weights already Xavier-normal (MLPDenoiser)

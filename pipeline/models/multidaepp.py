@@ -59,7 +59,7 @@ class MultiDAEPP(MultiDAE, key="multidaepp"):
     display_name = "MultiDAE++"
     family = "generative"  # the tables' row group: classic, generative or diffusion
     # it trains on dense noised rows through the readable product, which MKL runs slower with a
-    # column-major weight (1.12 s an ML-1M epoch against 1.05): the first layer stays row-major
+    # column-major weight (docs/benchmarks.md): the first layer stays row-major
     column_major_input = False
 
     def __init__(self, config: MultiDAEPPConfig, n_users: int, n_items: int, **side):

@@ -22,8 +22,8 @@ compute the same quantities:
   sparse product (the loss for MF, LightGCN without layers, too).
 * ``sparse_input``: the first layer of CDAE, MultiDAE, MultiVAE and L-DiffRec's cluster encoders
   on the kept nonzero entries of their sparse input rows (a CSR product), with Adam / AdamW
-  fused (:func:`fused_optimizer`); MultiDAE's, MultiVAE's and L-DiffRec's weights there (and
-  L-DiffRec's decoder's) stored column-major, so that no product copies their transpose.
+  fused (:func:`fused_optimizer`); MultiDAE's, MultiVAE's and L-DiffRec's weights there stored
+  column-major, so that no product copies their transpose.
 * ``codigem``: CODIGEM's decoder trained alone (the network that ranks; its weights bit for bit
   those the whole -ELBO trains), its reverse networks left untrained.
 * ``graph``: the CSR product with its gradient through the stored transpose, and the CSR
