@@ -1337,7 +1337,10 @@ def test_column_major_first_layer_trains_the_same_bits_and_resumes(tmp_path, nam
     """Three fused-Adam steps of the fast path with the column-major weight give the bits of the
     same steps with it row-major; a checkpoint of the column-major state holds the row-major bytes;
     resumed from it (the trainer's moment layouts restored), two more steps equal two
-    uninterrupted ones: fused Adam walks a weight and its moments in memory order."""
+    uninterrupted ones: fused Adam walks a weight and its moments in memory order. (The weights
+    here, 16 x 50, are a multiple of every vector width in size; a weight that is not leaves its
+    last elements in memory order to the fused kernel's scalar loop, which can round them otherwise:
+    see pipeline/models/fast/sparse_input.py.)"""
     from pipeline.training.checkpoint import load_checkpoint, save_checkpoint
     from pipeline.training.trainer import _moments_in_parameter_layout, for_saving
 

@@ -22,9 +22,14 @@ The first layer's weight is stored column-major on the fast path (:func:`store_c
 called by the models at construction while the switch is on): the CSR products read W^T, which
 is then contiguous, so neither the forward product nor the weight's gradient (which autograd can
 then keep as it comes, in the weight's own layout) makes a transposed copy of the weight: two copies
-of an items x width matrix a step. The layout changes no value: the same kernels read the same
-numbers in the same order (the weights after an ML-1M epoch are the same bits either way); the
-state dict has the same keys, shapes and values, and checkpoints are written row-major
+of an items x width matrix a step. The products read the same numbers in the same order, so the
+gradients are the same bits; the optimizer's update is too, except where the weight's size is not
+a multiple of the CPU's vector width: torch's fused Adam walks a tensor in memory order, its vector
+loop then leaves a few last elements to a scalar loop that can round differently, and which
+elements those are depends on the layout (ML-1M noisy L-DiffRec's first encoder, 292 x 1,695:
+one element of 494,940 differed after an epoch, and the run's metrics moved by up to 3e-5
+relative; MultiDAE's and MultiVAE's 600 x 3,706 and 600 x 3,494 weights leave no such tail).
+The state dict has the same keys, shapes and values, and checkpoints are written row-major
 (``pipeline/training/checkpoint.py``), so the files are those of a row-major weight.
 
 Differences from the readable path: the same function, rounded differently (the products' sums
