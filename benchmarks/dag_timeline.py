@@ -19,7 +19,8 @@ jobid``). Prints, for a `make reproduce` that happened:
   of the DAG running; about 10 minutes for the first table), and the ratio of the two: what
   sharing the machine with the other jobs cost that model.
 
-It reads and prints; it writes nothing. A job still running when the log ends (an interrupted run)
+It reads and prints; with ``--job-seconds FILE`` it also writes each finished job's seconds to
+FILE (``workflow/job_seconds.json`` orders the DAG's jobs: ``pipeline.plan.job_priorities``). A job still running when the log ends (an interrupted run)
 is counted up to the log's last time stamp and flagged.
 """
 
@@ -38,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_floor import _s  # noqa: E402  (the same two-decimal figure or a dash)
+from pipeline.plan import JOB_SECONDS, job_key  # noqa: E402
 LOG_DIR = ROOT / ".snakemake" / "log"
 TIMING_DIR = ROOT / "logs" / "timing"
 
@@ -46,6 +48,7 @@ RULE = re.compile(r"^(?:local)?rule (\w+):$")
 FIELD = re.compile(r"^\s+(jobid|wildcards|threads): (.*)$")
 FINISHED = re.compile(r"^Finished jobid: (\d+)")
 PER_MODEL_RULES = {"train", "tune"}  # rules whose jobs are grouped by their model wildcard
+PRIORITY_RULES = {"train", "tune", "embed", "cluster", "import_embeddings"}  # their jobs' seconds order the DAG
 
 
 class Job(NamedTuple):
@@ -192,6 +195,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("logs", nargs="*", type=Path,
                         help="Snakemake logs of one run, one per segment (default: the newest in .snakemake/log)")
     parser.add_argument("--cores", type=int, default=2, help="the cores the run had (make reproduce CORES=...)")
+    parser.add_argument("--job-seconds", type=Path, metavar="JSON",
+                        help=f"also write each finished job's seconds there, by pipeline.plan.job_key (the scheduling "
+                             f"priorities read {JOB_SECONDS}); jobs in an existing file that the logs lack are kept")
     parser.add_argument("--alone", action="store_true",
                         help="also measure each trained model's epoch alone (bench_floor) and print the ratio")
     args = parser.parse_args(argv)
@@ -208,6 +214,25 @@ def main(argv: list[str] | None = None) -> None:
     print("\n".join(f"# {path}" for path in paths))
     alone = alone_epochs([job for segment in segments for job in segment]) if args.alone else None
     print(report(segments, args.cores, checkout / "logs" / "timing", alone))
+    if args.job_seconds:
+        write_job_seconds(args.job_seconds, [job for segment in segments for job in segment])
+
+
+def job_seconds(jobs: list[Job]) -> dict[str, float]:
+    """{pipeline.plan.job_key: seconds} of the finished jobs of the rules that have a priority."""
+    out = {}
+    for job in jobs:
+        w = job.wildcards
+        if job.finished and job.rule in PRIORITY_RULES and "split" in w:
+            out[job_key(job.rule, w["split"], w.get("model") or w.get("source"), w.get("seed"))] = round(job.seconds)
+    return out
+
+
+def write_job_seconds(path: Path, jobs: list[Job]) -> None:
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    merged = {**old, **job_seconds(jobs)}
+    path.write_text(json.dumps(dict(sorted(merged.items())), indent=1) + "\n")
+    print(f"wrote {path}: {len(merged)} jobs ({len(merged) - len(old)} new)")
 
 
 if __name__ == "__main__":

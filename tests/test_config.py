@@ -567,3 +567,22 @@ def test_a_variant_names_its_row_and_its_published_numbers(base):
 def test_paper_is_a_name_or_null(tmp_path, base):
     err = error_for(tmp_path, base, lambda p: p["models"]["mf"].update(paper=3))
     assert err.key == "models.mf.paper"
+
+
+def test_priorities_put_the_longest_chain_of_measured_work_first(base):
+    """pipeline.plan.job_priorities on the real plan: every job 10 s but HDRM-64's runs (400 s):
+    HGCF's seed-1 run, whose embed job they wait on, comes first (10 + 10 + 400), then that embed
+    job, then the runs; a tune job ranks its own seconds plus its variant's train runs'; a job
+    missing from the measurements counts as its rule's longest measured one."""
+    jobs = plan.job_priorities(base, {})
+    assert set(jobs.values()) == {0.0} and "train/ml-1m_clean/hgcf/1" in jobs and "embed/ml-1m_noisy/hgcf" in jobs
+    seconds = {job: (400.0 if job.startswith("train/ml-1m_clean/hdrm/") else 10.0) for job in jobs}
+    seconds.pop("train/ml-1m_clean/mf/3")
+    ranks = plan.job_priorities(base, seconds)
+    assert ranks["train/ml-1m_clean/hdrm/2"] == 400.0
+    assert ranks["embed/ml-1m_clean/hgcf"] == 410.0
+    assert ranks["train/ml-1m_clean/hgcf/1"] == 420.0 == max(ranks.values())
+    assert ranks["train/ml-1m_noisy/hgcf/1"] == 30.0  # HDRM-64's noisy runs measured 10 s here
+    assert ranks["train/ml-1m_clean/mf/3"] == 400.0  # unmeasured: the longest measured train job
+    assert ranks["tune/ml-1m_clean/multidae"] == 20.0
+    assert ranks["train/ml-1m_clean/lightgcn/1"] == 40.0  # its run, the embed and cluster jobs, L-DiffRec's runs

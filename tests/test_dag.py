@@ -33,6 +33,8 @@ def snakemake_jobs(env: dict | None = None) -> dict[str, dict]:
             current = {"rule": m.group(1), "input": [], "output": []}
         elif m := re.match(r"^\s+(input|output): (.*)$", line):
             current[m.group(1)] = [p.strip() for p in m.group(2).split(",")]
+        elif m := re.match(r"^\s+priority: (.*)$", line):
+            current["priority"] = float(m.group(1))
         elif line.startswith("Shell command: "):
             cmd = line[len("Shell command: ") :].strip()
             if cmd != "None":  # target-only rules such as `all`
@@ -88,3 +90,17 @@ def test_every_stage_is_a_pipeline_command(both):
     _, dvc = both
     for cmd in dvc:
         assert cmd.startswith("python -m pipeline "), cmd
+
+
+def test_snakemake_orders_the_jobs_by_the_plans_priorities(both):
+    """Every train, tune, embed, cluster and import job carries pipeline.plan.job_priorities's value
+    for the measured seconds in workflow/job_seconds.json (0 printed as none)."""
+    from pipeline import plan
+    from pipeline.config import load_params
+
+    priorities = plan.job_priorities(load_params(), plan.read_job_seconds())
+    jobs = both[0]
+    hgcf = next(job for cmd, job in jobs.items() if "--split ml-1m_noisy --model hgcf --seed 1 " in cmd and job["rule"] == "train")
+    assert hgcf.get("priority", 0.0) == priorities["train/ml-1m_noisy/hgcf/1"] > 0
+    shown = [job.get("priority", 0.0) for job in jobs.values() if job["rule"] in ("train", "tune", "embed", "cluster", "import_embeddings")]
+    assert sorted(shown) == sorted(priorities.values())

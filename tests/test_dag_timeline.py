@@ -91,3 +91,16 @@ def test_main_refuses_a_missing_log_and_bad_cores(tmp_path, capsys):
     with pytest.raises(SystemExit):
         dag_timeline.main([str(tmp_path / "none.log"), "--cores", "0"])
     assert "--cores must be at least 1" in capsys.readouterr().err
+
+
+def test_job_seconds_names_each_finished_job_as_the_plan_does(tmp_path):
+    """--job-seconds: the finished train / tune jobs by pipeline.plan.job_key (no download, no
+    job still running); a file already there keeps the jobs these logs lack."""
+    from pipeline.plan import job_key, read_job_seconds
+
+    jobs = dag_timeline.parse(LOG.splitlines())
+    assert dag_timeline.job_seconds(jobs) == {job_key("train", "ml-1m_clean", "mf", 2): 100, job_key("tune", "ml-1m_clean", "mf"): 20}
+    out = tmp_path / "job_seconds.json"
+    out.write_text(json.dumps({"train/ml-1m_clean/mf/2": 7, "embed/ml-1m_clean/hgcf": 3}))
+    dag_timeline.write_job_seconds(out, jobs)
+    assert read_job_seconds(out) == {"train/ml-1m_clean/mf/2": 100.0, "tune/ml-1m_clean/mf": 20.0, "embed/ml-1m_clean/hgcf": 3.0}

@@ -684,6 +684,28 @@ def test_hdrm_triple_batches_of_both_paths_agree(shape):
     assert torch.equal(hdrm_scores(model, train), readable(hdrm_scores, model, train))
 
 
+@pytest.mark.parametrize("inputs", [140, 200, 256, 600])
+def test_hdrm_bias_after_the_product_is_linear_bit_for_bit(inputs):
+    """fast/hdrm.linear: for at most ONE_BLOCK_INPUTS inputs (HDRM-64's first layer, 140, and its
+    200 -> 600 layer) the product then the bias in place; the output and the gradients of the
+    weight, the bias and the input are nn.Linear's bit for bit (one inner block of BLAS's kernel:
+    the bias is added once, after the sums); wider layers are nn.Linear itself."""
+    from pipeline.models.fast import hdrm as H
+
+    torch.manual_seed(0)
+    layer = nn.Linear(inputs, 600)
+    x = torch.randn(300, inputs, requires_grad=True)
+    grad = torch.randn(300, 600)
+    outs = []
+    for f in (H.linear, lambda lay, t: lay(t)):
+        layer.zero_grad()
+        x.grad = None
+        out = f(layer, x)
+        out.backward(grad)
+        outs.append([out.detach(), layer.weight.grad.clone(), layer.bias.grad.clone(), x.grad.clone()])
+    assert all(torch.equal(a, b) for a, b in zip(*outs))
+
+
 @pytest.mark.parametrize("cond_grad", [False, True], ids=["frozen-inputs", "every-input"])
 def test_hdrm_first_layer_equals_linear(cond_grad):
     """nn.Linear over [x, emb, cond]: the same output; the gradients of what needs one up to

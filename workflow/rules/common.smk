@@ -42,3 +42,17 @@ def run_of(w):
 def dotted(keys):
     """{dotted params key: its value}: a job's params, so Snakemake reruns it when one changes."""
     return {key: plan.param_value(config, key) for key in keys}
+
+
+# The order of the jobs: each one's measured seconds plus the longest chain of measured jobs that
+# waits on it (pipeline.plan.job_priorities, from workflow/job_seconds.json, which
+# benchmarks/dag_timeline.py --job-seconds writes from a timed run's log); unmeasured jobs 0.
+PRIORITY = plan.job_priorities(config, plan.read_job_seconds())
+
+
+def job_priority(rule):
+    """The priority of ``rule``'s job for wildcards w (higher runs first; the order changes no result)."""
+    def of(w):
+        name = getattr(w, "model", None) or getattr(w, "source", None)
+        return PRIORITY.get(plan.job_key(rule, w.split, name, getattr(w, "seed", None)), 0)
+    return of

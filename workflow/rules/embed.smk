@@ -13,6 +13,7 @@ rule embed:
         "logs/embed/{split}/{model}.log",
     wildcard_constraints:
         model="|".join(plan.embed_models(config)),
+    priority: job_priority("embed")
     threads: 1
     resources:
         mem_mb=MEM_MB["train"],
@@ -32,6 +33,7 @@ rule import_embeddings:
         source=lambda w: config["splits"][w.split]["source"],
     log:
         "logs/import_embeddings/{split}.log",
+    priority: job_priority("import_embeddings")
     threads: 1
     resources:
         mem_mb=1000,
@@ -52,6 +54,7 @@ rule cluster:
         clustering=config["clustering"],
     log:
         "logs/cluster/{split}_{source}.log",
+    priority: job_priority("cluster")
     threads: 1
     resources:
         mem_mb=2000,

@@ -14,6 +14,7 @@ rule tune:
         cmd=lambda w: plan.tune_command(config, run_of(w)),
     log:
         "logs/tune/{split}/{model}.log",
+    priority: job_priority("tune")
     threads: lambda w: plan.run_threads(config, w.model)
     resources:
         mem_mb=MEM_MB["train"],
@@ -37,6 +38,7 @@ rule train:
         cmd=lambda w: plan.train_command(config, run_of(w)),
     log:
         "logs/train/{split}/{model}/seed{seed}.log",
+    priority: job_priority("train")
     threads: lambda w: plan.run_threads(config, w.model)
     resources:
         mem_mb=MEM_MB["train"],

@@ -1,5 +1,6 @@
-"""HDRM's fast path: its denoisers (``ConditionalDenoiser``) with the activations in place and,
-for the triple batches, a first layer that skips the input gradient nobody needs.
+"""HDRM's fast path: its denoisers (``ConditionalDenoiser``) with the activations in place, the
+bias added after the narrow layers' products and, for the triple batches, a first layer that
+skips the input gradient nobody needs.
 
 Used by ``pipeline/models/hdrm.py`` (``HDRM._denoise``, in training and scoring) only while the
 switch of ``pipeline/models/fast`` is on; ``ConditionalDenoiser.forward`` in the model file is the
@@ -28,6 +29,17 @@ the arithmetic the result is bit for bit the readable one. What each trick does:
   batches (``sampling: users``), so there the first layer stays autograd's and the runs
   reproduce bit for bit; the triple batches (``sampling: triples``, the released recipe, no
   committed run) take this layer.
+* **The bias added after the product** (:func:`linear`, the layers with at most
+  :data:`ONE_BLOCK_INPUTS` inputs: at the committed size the first layer, 140 -> 600, and the
+  200 -> 600 one): ``nn.Linear`` calls ``addmm(bias, x, W^T)``, which first writes the bias into
+  every row of the batch x width output and then has BLAS add the product to it, a second pass
+  over the output; here the product, then the bias added in place, where the activation's pass
+  follows. BLAS sums each output's products in registers and adds the existing output once at
+  the end when the whole inner dimension fits one of its blocks, so the two orders give the same
+  bits there (MKL: up to 256 inputs with its SSE4.2, AVX2 and AVX-512 kernels, measured; 300 and
+  more differ with the first two), and it is kept to those layers. The autograd graph's products
+  and bias gradient are the same calls (mm's and add's backward); the gain is measured in
+  docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -39,6 +51,17 @@ from torch import nn
 from pipeline.models.layers import timestep_embedding
 
 IN_PLACE = {"relu": torch.relu_, "tanh": torch.tanh_, "sigmoid": torch.sigmoid_}
+# The widest input for which ``linear`` adds the bias after the product: BLAS's inner-dimension
+# block (MKL's smallest, that of its SSE4.2 and AVX2 kernels), within which the order is the same
+ONE_BLOCK_INPUTS = 256
+
+
+def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)`` for a 2-D ``x``; for at most :data:`ONE_BLOCK_INPUTS` inputs the product, then
+    the bias added in place (the same bits, one pass fewer over the output: module docstring)."""
+    if layer.in_features <= ONE_BLOCK_INPUTS and layer.bias is not None and x.dim() == 2:
+        return torch.mm(x, layer.weight.t()).add_(layer.bias)
+    return layer(x)
 
 
 class FirstLayer(torch.autograd.Function):
@@ -80,13 +103,13 @@ def denoise(den: nn.Module, z_t: torch.Tensor, cond: torch.Tensor, t: torch.Tens
     if narrow_first_layer and torch.is_grad_enabled() and not x.requires_grad and not cond.requires_grad:
         h = FirstLayer.apply(x, emb, cond, first.weight, first.bias)
     else:
-        h = first(torch.cat([x, emb, cond], dim=-1))
+        h = linear(first, torch.cat([x, emb, cond], dim=-1))
     h = act_(h)
     for layer in den.in_layers[1:]:
-        h = act_(layer(h))
+        h = act_(linear(layer, h))
     last = len(den.out_layers) - 1
     for i, layer in enumerate(den.out_layers):
-        h = layer(h)
+        h = linear(layer, h)
         if i != last:
             h = act_(h)
     return h
