@@ -20,8 +20,9 @@ jobid``). Prints, for a `make reproduce` that happened:
   sharing the machine with the other jobs cost that model.
 
 It reads and prints; with ``--job-seconds FILE`` it also writes each finished job's seconds to
-FILE (``workflow/job_seconds.json`` orders the DAG's jobs: ``pipeline.plan.job_priorities``). A job still running when the log ends (an interrupted run)
-is counted up to the log's last time stamp and flagged.
+FILE (``workflow/job_seconds.json`` orders the DAG's jobs: ``pipeline.plan.job_priorities``). A
+job still running when the log ends (an interrupted run) is counted up to the log's last time
+stamp and flagged.
 """
 
 from __future__ import annotations

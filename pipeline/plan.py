@@ -327,6 +327,23 @@ def read_job_seconds(path: str | Path = JOB_SECONDS) -> dict[str, float]:
     return {str(k): float(v) for k, v in json.loads(path.read_text()).items()} if path.is_file() else {}
 
 
+def _ordered_jobs(params: dict) -> dict[str, tuple[list[str], list[str]]]:
+    """{job key: (the files it reads, the files it writes)} of every train, tune, embed, cluster
+    and import job, from the same functions the engines take the jobs' inputs from."""
+    jobs = {job_key("train", *run): (train_inputs(params, run), _run_files([run])) for run in trained_runs(params)}
+    for run in tune_runs(params):
+        jobs[job_key("tune", run.split, run.model)] = (tune_inputs(params, run), [TUNE_DIR.format(split=run.split, model=run.model)])
+    for split, model in embed_jobs(params):
+        folder = EMBED_DIR.format(split=split, model=model)
+        jobs[job_key("embed", split, model)] = (embed_inputs(params, split, model), [f"{folder}/{name}" for name in EMBED_FILES])
+    for split, source in cluster_jobs(params):
+        jobs[job_key("cluster", split, source)] = ([f"{EMBED_DIR.format(split=split, model=source)}/item_emb.npy"],
+                                                   [f"{CLUSTER_DIR.format(split=split)}/{source}/clusters.parquet"])
+    for split in import_jobs(params):
+        jobs[job_key("import_embeddings", split)] = ([], [f"{EMBED_DIR.format(split=split, model=RELEASED)}/item_emb.npy"])
+    return jobs
+
+
 def job_priorities(params: dict, seconds: dict[str, float]) -> dict[str, float]:
     """Each train, tune, embed, cluster and import job's scheduling priority: its own measured
     seconds plus the longest chain of measured jobs that waits on it (its critical path), so the
@@ -334,38 +351,13 @@ def job_priorities(params: dict, seconds: dict[str, float]) -> dict[str, float]:
     embed job HDRM's runs wait on. A job absent from ``seconds`` counts as the longest measured
     job of its rule (an unknown job is started early rather than left to end the run alone; 0
     where its rule has none measured). The order changes no result. Keys: :func:`job_key`."""
-    after: dict[str, list[str]] = {}  # job -> the jobs that read its output
-
-    def edge(job: str, reader: str) -> None:
-        after.setdefault(job, []).append(reader)
-
-    runs = trained_runs(params)
-    tuned = {(run.split, run.model) for run in tune_runs(params)}
-    readers_of_embed: dict[str, list[str]] = {}
-    readers_of_clusters: dict[tuple[str, str], list[str]] = {}
-    for run in runs:
-        key = job_key("train", run.split, run.model, run.seed)
-        readers = [key] + ([job_key("tune", run.split, run.model)] if (run.split, run.model) in tuned else [])
-        if (run.split, run.model) in tuned:
-            edge(job_key("tune", run.split, run.model), key)
-        folder = stage1_of(params, run.split, run.model)
-        if folder:
-            readers_of_embed.setdefault(folder, []).extend(readers)
-        found = clusters_of(params, run.split, run.model)
-        if found:
-            readers_of_clusters.setdefault((found[0].split("/")[-1], found[1]), []).extend(readers)
-    for split, model in embed_jobs(params):
-        embed = job_key("embed", split, model)
-        source = embed_source(params, split, model)
-        edge(job_key("train", source.split, source.model, source.seed), embed)
-        for reader in readers_of_embed.get(EMBED_DIR.format(split=split, model=model), []):
-            edge(embed, reader)
-    for split, source in cluster_jobs(params):
-        cluster = job_key("cluster", split, source)
-        edge(job_key("import_embeddings", split) if source == RELEASED else job_key("embed", split, source), cluster)
-        for reader in readers_of_clusters.get((split, source), []):
-            edge(cluster, reader)
-
+    jobs = _ordered_jobs(params)
+    maker = {path: job for job, (_, writes) in jobs.items() for path in writes}
+    readers: dict[str, set[str]] = {}
+    for job, (reads, _) in jobs.items():
+        for path in reads:
+            if path in maker:
+                readers.setdefault(maker[path], set()).add(job)
     longest: dict[str, float] = {}
     for job, value in seconds.items():
         rule = job.split("/")[0]
@@ -373,11 +365,9 @@ def job_priorities(params: dict, seconds: dict[str, float]) -> dict[str, float]:
 
     @functools.cache
     def rank(job: str) -> float:
-        return seconds.get(job, longest.get(job.split("/")[0], 0.0)) + max((rank(reader) for reader in dict.fromkeys(after.get(job, []))), default=0.0)
+        own = seconds.get(job, longest.get(job.split("/")[0], 0.0))
+        return own + max((rank(reader) for reader in readers.get(job, ())), default=0.0)
 
-    jobs = [job_key("train", r.split, r.model, r.seed) for r in runs] + [job_key("tune", r.split, r.model) for r in tune_runs(params)]
-    jobs += [job_key("embed", s, m) for s, m in embed_jobs(params)] + [job_key("cluster", s, c) for s, c in cluster_jobs(params)]
-    jobs += [job_key("import_embeddings", s) for s in import_jobs(params)]
     return {job: round(rank(job), 1) for job in jobs}
 
 
