@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_floor import _s  # noqa: E402  (the same two-decimal figure or a dash)
-from pipeline.plan import JOB_SECONDS, job_key  # noqa: E402
+from pipeline.plan import JOB_SECONDS, ORDERED_RULES, wildcards_job_key  # noqa: E402
 LOG_DIR = ROOT / ".snakemake" / "log"
 TIMING_DIR = ROOT / "logs" / "timing"
 
@@ -49,7 +49,6 @@ RULE = re.compile(r"^(?:local)?rule (\w+):$")
 FIELD = re.compile(r"^\s+(jobid|wildcards|threads): (.*)$")
 FINISHED = re.compile(r"^Finished jobid: (\d+)")
 PER_MODEL_RULES = {"train", "tune"}  # rules whose jobs are grouped by their model wildcard
-PRIORITY_RULES = {"train", "tune", "embed", "cluster", "import_embeddings"}  # their jobs' seconds order the DAG
 
 
 class Job(NamedTuple):
@@ -221,12 +220,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def job_seconds(jobs: list[Job]) -> dict[str, float]:
     """{pipeline.plan.job_key: seconds} of the finished jobs of the rules that have a priority."""
-    out = {}
-    for job in jobs:
-        w = job.wildcards
-        if job.finished and job.rule in PRIORITY_RULES and "split" in w:
-            out[job_key(job.rule, w["split"], w.get("model") or w.get("source"), w.get("seed"))] = round(job.seconds)
-    return out
+    return {wildcards_job_key(job.rule, job.wildcards): round(job.seconds)
+            for job in jobs if job.finished and job.rule in ORDERED_RULES}
 
 
 def write_job_seconds(path: Path, jobs: list[Job]) -> None:

@@ -321,6 +321,15 @@ def job_key(rule: str, split: str, name: str | None = None, seed: int | str | No
     return "/".join(str(part) for part in (rule, split, name, seed) if part is not None)
 
 
+ORDERED_RULES = ("train", "tune", "embed", "cluster", "import_embeddings")  # the rules whose jobs have a priority
+
+
+def wildcards_job_key(rule: str, wildcards) -> str:
+    """:func:`job_key` of a Snakemake job of ``rule`` from its wildcards (a mapping: split, and
+    model or source, and seed where the rule has them)."""
+    return job_key(rule, wildcards["split"], wildcards.get("model") or wildcards.get("source"), wildcards.get("seed"))
+
+
 def read_job_seconds(path: str | Path = JOB_SECONDS) -> dict[str, float]:
     """{job key: seconds} measured in a timed run (:data:`JOB_SECONDS`); empty where there is none."""
     path = Path(path)

@@ -46,13 +46,11 @@ def dotted(keys):
 
 # The order of the jobs: each one's measured seconds plus the longest chain of measured jobs that
 # waits on it (pipeline.plan.job_priorities, from workflow/job_seconds.json, which
-# benchmarks/dag_timeline.py --job-seconds writes from a timed run's log); unmeasured jobs 0.
+# benchmarks/dag_timeline.py --job-seconds writes from a timed run's log; an unmeasured job counts
+# as its rule's longest measured one).
 PRIORITY = plan.job_priorities(config, plan.read_job_seconds())
 
 
 def job_priority(rule):
     """The priority of ``rule``'s job for wildcards w (higher runs first; the order changes no result)."""
-    def of(w):
-        name = getattr(w, "model", None) or getattr(w, "source", None)
-        return PRIORITY.get(plan.job_key(rule, w.split, name, getattr(w, "seed", None)), 0)
-    return of
+    return lambda w: PRIORITY.get(plan.wildcards_job_key(rule, dict(w.items())), 0)
