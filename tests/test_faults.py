@@ -1,5 +1,7 @@
 """Fault injection with real processes: ``python -m pipeline train`` SIGKILLed after its first
-checkpoint and restarted ends with the same bytes as an uninterrupted run.
+checkpoint and restarted ends with the same bytes as an uninterrupted run; so does a
+``python -m pipeline tune`` grid killed in its second point, its declared output deleted as the
+engines do before they rerun a job.
 
 The long version (real ML-100K split, several kills at random points) is
 ``benchmarks/fault_injection.py``; this one uses a small planted dataset and a tiny DiffRec so the
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,8 +48,9 @@ def make_data(folder: Path) -> Path:
     return folder
 
 
-def make_params(path: Path) -> Path:
-    """tests/e2e/params.yaml with a tiny DiffRec, a checkpoint every epoch and no early stop."""
+def make_params(path: Path, grid: dict | None = None) -> Path:
+    """tests/e2e/params.yaml with a tiny DiffRec, a checkpoint every epoch and no early stop (and
+    ``grid`` as its hyperparameter grid)."""
     params = read_params(E2E_PARAMS)  # the overlay resolved onto params.yaml
     params["paths"]["mirror"] = None  # nothing is downloaded here
     params["paper_results"] = str(ROOT / params["paper_results"])
@@ -56,6 +60,8 @@ def make_params(path: Path) -> Path:
     params["models"][MODEL].setdefault("defaults", {}).update(
         epochs=EPOCHS, dims=[16], emb_size=4, batch_size=8, lr=0.01, steps=5, noise_scale=0.1, noise_min=0.01, noise_max=0.1
     )
+    if grid is not None:
+        params["models"][MODEL]["grid"] = grid
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     try:
         load_params(path)  # fail here, with the reason, rather than in every child
@@ -75,8 +81,17 @@ class Train:
     def start(self, run_dir: Path, log: Path) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "pipeline", "train", "--split", SPLIT, "--model", MODEL, "--seed", str(SEED),
                "--data", str(self.data), "--out", str(run_dir)]  # fmt: skip
+        return self.spawn(cmd, self.work, log)
+
+    def tune(self, cwd: Path, out: Path, log: Path) -> subprocess.Popen:
+        """``python -m pipeline tune`` of the grid into ``out``, run in ``cwd`` (its logs/ there)."""
+        cmd = [sys.executable, "-m", "pipeline", "tune", "--split", SPLIT, "--model", MODEL, "--seed", str(SEED),
+               "--data", str(self.data), "--out", str(out)]  # fmt: skip
+        return self.spawn(cmd, cwd, log)
+
+    def spawn(self, cmd: list[str], cwd: Path, log: Path) -> subprocess.Popen:
         with open(log, "w") as fh:  # the child keeps its own copy of the descriptor
-            return subprocess.Popen(cmd, cwd=self.work, env=self.env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+            return subprocess.Popen(cmd, cwd=cwd, env=self.env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def finish(proc: subprocess.Popen, log: Path) -> str:
@@ -211,3 +226,66 @@ def test_train_stage_writes_only_its_outputs_and_logs(faults):
     # temporaries of interrupted writes (planted, or left by the kill) are removed on restart
     assert not {k for k in killed if k.startswith(".") and k.endswith(".tmp")}
     assert killed == set(OUTPUTS)
+
+
+GRID = {"lr": [0.01, 0.02]}
+TUNE_OUT = Path("runs") / SPLIT / MODEL / "tuning"  # relative to each grid's working directory
+
+
+@pytest.fixture(scope="module")
+def tune_faults(tmp_path_factory):
+    """A reference grid and, side by side, the same grid SIGKILLed once its second point has a
+    checkpoint; then, as Snakemake and ``dvc repro`` do before they run the job again, its
+    declared output deleted (if any) and the same command run again."""
+    from pipeline.stages.tune import work_folder
+
+    work = tmp_path_factory.mktemp("tune-faults")
+    stage = Train(work, make_params(work / "params.yaml", GRID), make_data(work / "data"))
+    ref_cwd, cwd = work / "reference", work / "killed"
+    ref_cwd.mkdir(), cwd.mkdir()
+    partial = cwd / work_folder(TUNE_OUT)
+    procs: list[subprocess.Popen] = []
+    try:
+        reference = stage.tune(ref_cwd, TUNE_OUT, work / "reference.log")
+        victim = stage.tune(cwd, TUNE_OUT, work / "killed.log")
+        procs += [reference, victim]
+        deadline = time.monotonic() + 2 * TIMEOUT
+        while not (partial / "point1" / RESUME_FILE).exists():
+            assert victim.poll() is None, f"the grid ended before its second point's checkpoint:\n{(work / 'killed.log').read_text()}"
+            assert time.monotonic() < deadline, "no checkpoint of the second point appeared"
+            time.sleep(0.002)
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait()
+        after_kill = {"returncode": victim.returncode, "output": (cwd / TUNE_OUT).exists(),
+                      "partial": sorted(files_under(partial))}
+        shutil.rmtree(cwd / TUNE_OUT, ignore_errors=True)  # the engines delete a job's declared output
+        resumed = stage.tune(cwd, TUNE_OUT, work / "resumed.log")
+        procs.append(resumed)
+        resumed_log = finish(resumed, work / "resumed.log")
+        finish(reference, work / "reference.log")
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    return dict(ref=ref_cwd / TUNE_OUT, out=cwd / TUNE_OUT, partial=partial, after_kill=after_kill, resumed_log=resumed_log)
+
+
+def test_a_killed_grid_has_no_output_and_keeps_its_work(tune_faults):
+    """Killed in its second point, the grid has written none of its declared output, and its work
+    folder holds the finished first point and the second one's checkpoint."""
+    after = tune_faults["after_kill"]
+    assert after["returncode"] == -signal.SIGKILL and not after["output"]
+    assert {"point0/metrics.json", "point0/hyper.json", f"point1/{RESUME_FILE}"} <= set(after["partial"]), after["partial"]
+    assert "point1/metrics.json" not in after["partial"]
+
+
+def test_a_resumed_grid_keeps_its_finished_point_and_matches_an_uninterrupted_one(tune_faults):
+    log = tune_faults["resumed_log"]
+    assert log.count("already finished: kept") == 1 and "starting it over" not in log
+    assert re.search(r"resumed from \S+ after epoch \d+", log), log
+    ref, out = tune_faults["ref"], tune_faults["out"]
+    assert files_under(out) == files_under(ref) and "selected.json" in files_under(out)
+    for name in sorted(files_under(ref)):
+        assert (out / name).read_bytes() == (ref / name).read_bytes(), name
+    assert not tune_faults["partial"].exists()  # renamed into the declared output

@@ -26,15 +26,20 @@ holds the release's final configuration, which ``tvdiff-final`` runs as given) i
 second time: the stage reads that run (an input of the job in both engines) and copies it into
 ``point<i>/``, its ``metrics.json`` naming this variant (``pipeline.training.reuse.copy_run_as``).
 
-A killed tune stage loses nothing: finished points (metrics.json present and hyper.json equal
-to the point) are kept, and the interrupted one resumes from its own checkpoint. That holds only
-for a folder made by the same job: the stage records what its points depend on (its code files,
-the params keys it reads other than the grid, its input files, the runs it copies, the seed:
-:func:`grid_identity`)
-in ``logs/tune/<split>/<variant>.grid-identity`` and starts the grid over when the folder was
-made under another record, or under none, so resuming by hand after a change of code, params or
-data still trains every point anew. (Snakemake and DVC delete the folder, a declared output,
-before they rerun the job: there a killed grid starts over; docs/pipeline.md.)
+A killed tune stage loses nothing. The grid is trained in a work folder beside the output,
+``runs/<split>/<variant>/tuning.partial/`` (:func:`work_folder`), which neither engine declares,
+and renamed to ``tuning/`` once ``grid.csv`` and ``selected.json`` are written: Snakemake and DVC
+delete a job's declared output before they run it again, and the work folder survives that, as a
+training run's ``resume.pt`` beside its declared files does. Run again (``make reproduce``, ``dvc
+repro`` or the stage's own command), the stage keeps the finished points (metrics.json present and
+hyper.json equal to the point) and resumes the interrupted one from its own checkpoint; a
+finished ``tuning/`` that the stage's own command is given again is moved back to the work
+folder first, so its points are kept the same way. That holds only for points made by the same
+job: the stage records what its points depend on (its code files, the params keys it reads other
+than the grid, its input files, the runs it copies, the seed: :func:`grid_identity`) in
+``logs/tune/<split>/<variant>.grid-identity`` and starts the grid over when the work folder was
+made under another record, or under none, so a rerun after a change of code, params or data
+trains every point anew.
 
 Before each point it trains, the stage prints ``grid point i/n`` and, once a point has been
 trained, the projected time for the points left (mean time of the points trained so far x points
@@ -101,22 +106,31 @@ def grid_identity(params: dict, split: str, variant: str, seed: int, data_dir: s
     return h.hexdigest()
 
 
+def work_folder(out: Path) -> Path:
+    """The folder the grid is trained in: ``<out>.partial`` beside the declared output ``out``,
+    renamed to ``out`` when the grid is complete (the module docstring)."""
+    return out.with_name(out.name + ".partial")
+
+
 def main(params: dict, split: str, variant: str, seed: int, data_dir: str, out_dir: str, clusters_dir: str | None = None) -> dict:
     points = grid_points(params, variant, split)
     if not points:
         raise ConfigError(grid_key(params, variant, split), f"{variant} has no grid to tune on {split} (add "
                           f"models.{variant}.grid, or models.{variant}.per_split.{split}.grid)")
     out = Path(out_dir)
+    work = work_folder(out)
     data = load_interactions(data_dir)
     clusters = load_clusters(params, variant, clusters_dir, data.n_items)
     seed = int(seed)
     shared = shared_points(params, split, variant)
     identity = grid_identity(params, split, variant, seed, data_dir, clusters_dir, shared)
     record = IDENTITY_DIR / split / f"{variant}.grid-identity"
-    if out.is_dir() and any(out.iterdir()) and (not record.is_file() or record.read_text() != identity):
-        print(f"[{split} {variant}] {out} holds a grid made with other code, params or inputs, or by an"
+    if out.is_dir() and not work.exists():  # a finished grid given again: its points are kept as a killed grid's
+        out.rename(work)
+    if work.is_dir() and any(work.iterdir()) and (not record.is_file() or record.read_text() != identity):
+        print(f"[{split} {variant}] {work} holds a grid made with other code, params or inputs, or by an"
               " unknown run: starting it over", flush=True)
-        shutil.rmtree(out)
+        shutil.rmtree(work)
     with atomic_path(record) as tmp:
         Path(tmp).write_text(identity)
     metric = params["training"]["select_metric"]
@@ -125,7 +139,7 @@ def main(params: dict, split: str, variant: str, seed: int, data_dir: str, out_d
     # evaluation seconds its timing record holds (a resumed grid's ETA)
     point_seconds = []
     for i, point in enumerate(points):
-        run_dir = out / f"point{i}"
+        run_dir = work / f"point{i}"
         tag = f"{split} {variant} grid {i + 1}/{len(points)} {point}"
         hyper_path = run_dir / "hyper.json"
         timing = Path("logs") / "timing" / f"{split}_{variant}_tune_point{i}.json"
@@ -161,17 +175,20 @@ def main(params: dict, split: str, variant: str, seed: int, data_dir: str, out_d
     best = select(points, results, metric)
     for i in range(len(points)):
         if i != best:  # the selected point's run is the first seed's run (pipeline.stages.train.main)
-            (out / f"point{i}" / "model.pt").unlink(missing_ok=True)
+            (work / f"point{i}" / "model.pt").unlink(missing_ok=True)
     keys = grid_keys(params, variant, split)  # a column per hyperparameter, empty where a sub-grid leaves it
     rows = [
         {"point": i, **{k: str(point[k]) if k in point else None for k in keys}, "best_epoch": r["best_epoch"],
          f"valid_{metric}": r["valid"][metric], f"test_{metric}": r["test"][metric], "selected": i == best}
         for i, (point, r) in enumerate(zip(points, results))
     ]
-    with atomic_path(out / "grid.csv") as tmp:
+    with atomic_path(work / "grid.csv") as tmp:
         pl.DataFrame(rows).write_csv(tmp)
     selected = {"variant": variant, "split": split, "seed": seed, "select_metric": metric, "point": best,
                 "hyper": points[best], "valid": results[best]["valid"][metric], "n_points": len(points)}
-    write_json(out / SELECTED_FILE, selected)
+    write_json(work / SELECTED_FILE, selected)
+    if out.exists():  # an older output the engines did not delete (the stage run by hand)
+        shutil.rmtree(out)
+    work.rename(out)  # the declared output appears whole, or not at all
     print(f"[{split} {variant}] selected grid point {best}: {points[best]} (valid {metric} {selected['valid']:.4f})", flush=True)
     return selected
