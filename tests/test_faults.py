@@ -70,8 +70,9 @@ def make_params(path: Path, grid: dict | None = None) -> Path:
     return path
 
 
-class Train:
-    """``python -m pipeline train`` for one run folder, in its own process group."""
+class Stage:
+    """``python -m pipeline train`` (one run folder) and ``tune`` (one grid), each in its own
+    process group."""
 
     def __init__(self, work: Path, params: Path, data: Path):
         self.work, self.data = work, data
@@ -105,6 +106,18 @@ def finish(proc: subprocess.Popen, log: Path) -> str:
     return text
 
 
+def kill_once_written(proc: subprocess.Popen, path: Path, log: Path, timeout: float) -> None:
+    """SIGKILL ``proc``'s process group as soon as ``path`` exists (failing if it ends or
+    ``timeout`` seconds pass first)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"it ended before {path.name} was written:\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"no {path} appeared"
+        time.sleep(0.002)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def files_under(folder: Path) -> set[str]:
     return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
 
@@ -114,7 +127,7 @@ def faults(tmp_path_factory):
     """Run a reference and, side by side, a run SIGKILLed right after its first checkpoint;
     then plant leftovers of interrupted atomic writes and restart the killed run."""
     work = tmp_path_factory.mktemp("faults")
-    train = Train(work, make_params(work / "params.yaml"), make_data(work / "data"))
+    train = Stage(work, make_params(work / "params.yaml"), make_data(work / "data"))
     ref_dir, run_dir = work / "runs" / "reference", work / "runs" / "killed"
     stdout = work / "stdout"  # the children's console output (ours, not the stage's)
     stdout.mkdir()
@@ -125,13 +138,7 @@ def faults(tmp_path_factory):
         reference = train.start(ref_dir, stdout / "reference.log")
         victim = train.start(run_dir, stdout / "killed.log")
         procs += [reference, victim]
-        deadline = time.monotonic() + TIMEOUT
-        while not (run_dir / RESUME_FILE).exists():  # the first checkpoint is complete once renamed in place
-            assert victim.poll() is None, f"the run ended before its first checkpoint:\n{(stdout / 'killed.log').read_text()}"
-            assert time.monotonic() < deadline, "no checkpoint appeared"
-            time.sleep(0.002)
-        os.killpg(victim.pid, signal.SIGKILL)
-        victim.wait()
+        kill_once_written(victim, run_dir / RESUME_FILE, stdout / "killed.log", TIMEOUT)  # complete once renamed in place
         after_kill = {
             "returncode": victim.returncode,
             "files": sorted(p.name for p in run_dir.iterdir()),
@@ -240,7 +247,7 @@ def tune_faults(tmp_path_factory):
     from pipeline.stages.tune import work_folder
 
     work = tmp_path_factory.mktemp("tune-faults")
-    stage = Train(work, make_params(work / "params.yaml", GRID), make_data(work / "data"))
+    stage = Stage(work, make_params(work / "params.yaml", GRID), make_data(work / "data"))
     ref_cwd, cwd = work / "reference", work / "killed"
     ref_cwd.mkdir(), cwd.mkdir()
     partial = cwd / work_folder(TUNE_OUT)
@@ -249,13 +256,7 @@ def tune_faults(tmp_path_factory):
         reference = stage.tune(ref_cwd, TUNE_OUT, work / "reference.log")
         victim = stage.tune(cwd, TUNE_OUT, work / "killed.log")
         procs += [reference, victim]
-        deadline = time.monotonic() + 2 * TIMEOUT
-        while not (partial / "point1" / RESUME_FILE).exists():
-            assert victim.poll() is None, f"the grid ended before its second point's checkpoint:\n{(work / 'killed.log').read_text()}"
-            assert time.monotonic() < deadline, "no checkpoint of the second point appeared"
-            time.sleep(0.002)
-        os.killpg(victim.pid, signal.SIGKILL)
-        victim.wait()
+        kill_once_written(victim, partial / "point1" / RESUME_FILE, work / "killed.log", 2 * TIMEOUT)
         after_kill = {"returncode": victim.returncode, "output": (cwd / TUNE_OUT).exists(),
                       "partial": sorted(files_under(partial))}
         shutil.rmtree(cwd / TUNE_OUT, ignore_errors=True)  # the engines delete a job's declared output
