@@ -804,10 +804,10 @@ def hgcf_loss_and_grads(model, batch) -> tuple[torch.Tensor, dict[str, torch.Ten
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
-def test_hgcf_fast_path_runs_only_on_triples_with_the_switch_on(monkeypatch):
-    """The pair batches of the committed 64-d runs and every run with the switch off take the
-    readable path (nothing of the fast module runs); the released triples with the switch on take
-    the fast one."""
+@pytest.mark.parametrize("sampling", ["pairs", "users"])
+def test_hgcf_fast_path_runs_only_with_the_switch_on(monkeypatch, sampling):
+    """With the switch off, nothing of the fast module runs (loss, scores, optimiser); with it on,
+    both the pair batches (HGCF-64) and the released triples (HGCF-512) take the fast path."""
     from pipeline.models.fast import hgcf as H
 
     def refuse(*args, **kwargs):
@@ -817,17 +817,16 @@ def test_hgcf_fast_path_runs_only_on_triples_with_the_switch_on(monkeypatch):
 
     monkeypatch.setattr(H, "triple_loss", refuse)
     monkeypatch.setattr(H, "propagate", refuse)
-    model, batch, train = hgcf_setup("pairs")
-    hgcf_loss_and_grads(model, batch)
-    model.scores(None, np.arange(train.shape[0]))
-    assert type(model.optimizer()) is geoopt.optim.RiemannianSGD
-    model, batch, train = hgcf_setup("users")
+    model, batch, train = hgcf_setup(sampling)
     with fast.switched(False):
         hgcf_loss_and_grads(model, batch)
         model.scores(None, np.arange(train.shape[0]))
         assert type(model.optimizer()) is geoopt.optim.RiemannianSGD
     with pytest.raises(AssertionError, match="fast path called"):
         hgcf_loss_and_grads(model, batch)
+    with pytest.raises(AssertionError, match="fast path called"):
+        model._cache = None
+        model.scores(None, np.arange(train.shape[0]))
     assert type(model.optimizer()) is H.RiemannianSGD
 
 
@@ -990,14 +989,16 @@ def test_hgcf_csr_product_is_the_dense_product_and_repeats_bit_for_bit():
         torch.set_num_threads(previous)
 
 
-def test_hgcf_triples_of_both_paths_agree_in_float32():
-    """The whole model: loss, gradients and scores of the fast path and of the readable one (scipy
-    products, autograd through geoopt) agree up to float32 rounding. The bound is the module's:
-    n the longest sum (the batch's triples, a row's nonzeros times the layers)."""
-    model, batch, train = hgcf_setup("users", size=32)
+@pytest.mark.parametrize("sampling", ["pairs", "users"])
+def test_hgcf_both_paths_agree_in_float32(sampling):
+    """The whole model, on pair batches and on the released triples: loss, gradients and scores of
+    the fast path and of the readable one (scipy products, autograd through geoopt) agree up to
+    float32 rounding (the same negatives: both draw them from the same seed). The bound is the
+    module's: n the longest sum (the batch's triples, a row's nonzeros times the layers)."""
+    model, batch, train = hgcf_setup(sampling, size=32)
     quick_loss, quick = hgcf_loss_and_grads(model, batch)
     plain_loss, plain = readable(hgcf_loss_and_grads, model, batch)
-    n = len(batch[1])
+    n = len(batch[1]) if sampling == "users" else int((batch[0] > 0).sum())
     assert (quick_loss - plain_loss).abs().item() <= 2 * bound(n, plain_loss.abs().item())
     for name in plain:
         assert (quick[name] - plain[name]).abs().max().item() <= 2 * bound(n, plain[name].abs().max().item()), name
@@ -1188,7 +1189,7 @@ def test_autoencoder_fast_path_runs_only_with_the_switch_on(monkeypatch, name):
 
     calls = []
     real = S.first_layer
-    monkeypatch.setattr(S, "first_layer", lambda rows, layer, drop, normalize: calls.append((drop, normalize)) or real(rows, layer, drop, normalize))
+    monkeypatch.setattr(S, "first_layer", lambda rows, layer, drop, normalize, **kw: calls.append((drop, normalize)) or real(rows, layer, drop, normalize, **kw))
     model, rows, users = autoencoder(name, drop=0.25)
     readable(ae_loss_and_grads, model, rows, users)
     readable(model.eval().scores, rows, users)
@@ -1246,6 +1247,24 @@ def test_sparse_first_layer_is_the_linear_layer_in_float64(normalize):
     for a_, b_ in ((layer.weight, plain.weight), (layer.bias, plain.bias)):
         assert b_.grad.abs().max() > 0
         assert (a_.grad - b_.grad).abs().max().item() <= 1e-12 * b_.grad.abs().max().item()
+
+
+def test_sparse_target_logistic_loss_is_torchs_in_float64():
+    """sum softplus(x) - sum_nz v x and its gradient sigmoid(x) - y (corrected at the nonzeros only)
+    equal torch's summed BCE-with-logits on the dense target, for targets in [0, 1] and logits of
+    both signs up to |x| = 15, to 1e-12 of the largest entry; the dense target is never needed."""
+    from pipeline.models.fast.sparse_input import logistic_loss_sum, nonzero_entries
+
+    g = torch.Generator().manual_seed(6)
+    target = (torch.rand(30, 50, generator=g, dtype=torch.float64) < 0.2) * torch.rand(30, 50, generator=g, dtype=torch.float64)
+    target[3] = 0.0
+    logits = (30 * torch.rand(30, 50, generator=g, dtype=torch.float64) - 15).requires_grad_()
+    plain = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="sum")
+    (plain_grad,) = torch.autograd.grad(plain * 0.7, logits)
+    quick = logistic_loss_sum(logits, nonzero_entries(target))
+    (quick_grad,) = torch.autograd.grad(quick * 0.7, logits)
+    assert abs(quick.item() - plain.item()) <= 1e-12 * abs(plain.item())
+    assert (quick_grad - plain_grad).abs().max().item() <= 1e-12 * plain_grad.abs().max().item()
 
 
 def test_cdae_fast_loss_is_the_model_in_float64():
@@ -1479,7 +1498,7 @@ def test_ldiffrec_fast_path_runs_only_with_the_switch_on(monkeypatch):
 
     calls = []
     real = S.kept_entries
-    monkeypatch.setattr(S, "kept_entries", lambda rows, drop, normalize: calls.append(drop) or real(rows, drop, normalize))
+    monkeypatch.setattr(S, "kept_entries", lambda rows, drop, normalize, **kw: calls.append(drop) or real(rows, drop, normalize, **kw))
     torch.manual_seed(0)
     model = LDiffRec(ldiffrec_config(ae_dropout=0.1), 40, 60, clusters=np.arange(60) % 2)
     rows = (torch.rand(40, 60) < 0.2).float()

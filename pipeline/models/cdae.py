@@ -19,8 +19,9 @@ so that over an epoch it is the paper's objective divided by the number of users
 Scores: the output pre-activation W'^T z_u + b' on the uncorrupted row (sigmoid is monotone).
 
 With the speed switch on (``training.fast``) the encoder multiplies W^T by the kept entries of
-the sparse input rows only (``pipeline/models/fast/sparse_input.py``): the same function, rounded
-differently, with the corruption drawn per nonzero entry.
+the sparse input rows only, and the logistic loss is summed as softplus over the logits less the
+logits at the row's nonzeros (``pipeline/models/fast/sparse_input.py``): the same function,
+rounded differently, with the corruption drawn per nonzero entry.
 
 Initialisation as RecBole's CDAE: Xavier-normal weights for the two dense layers and the user
 embedding table (nn.init.xavier_normal_), zero biases.
@@ -96,30 +97,39 @@ class CDAE(Recommender, key="cdae"):
         return torch.optim.Adam(self.parameters(), lr=self.config.lr, fused=fast.fused_optimizer())
 
     def loss(self, rows: torch.Tensor, users: np.ndarray) -> torch.Tensor:
-        idx = self._user_index(users)
-        out = self.forward(rows, idx)
-        if self.config.loss == "bce":
-            per_user = F.binary_cross_entropy_with_logits(out, rows, reduction="none").sum(1)
+        nodes = self.user_embedding(self._user_index(users))  # V_u, looked up once for the output and the L2 term
+        if fast.enabled() and self.config.loss == "bce":  # the rows' nonzeros serve the encoder and the loss
+            entries = sparse_input.nonzero_entries(rows)
+            out = self.forward(rows, nodes, entries)
+            per_user_mean = sparse_input.logistic_loss_sum(out, entries) / rows.shape[0]
         else:
-            per_user = (out - rows).pow(2).sum(1)
+            out = self.forward(rows, nodes)
+            if self.config.loss == "bce":
+                per_user = F.binary_cross_entropy_with_logits(out, rows, reduction="none").sum(1)
+            else:
+                per_user = (out - rows).pow(2).sum(1)
+            per_user_mean = per_user.mean()
         shared = sum(p.pow(2).sum() for p in (self.encoder.weight, self.encoder.bias, self.decoder.weight, self.decoder.bias))
-        user_nodes = self.user_embedding(idx).pow(2).sum(1).mean()
+        user_nodes = nodes.pow(2).sum(1).mean()
         reg = 0.5 * self.config.reg_weight * (shared / self.n_users + user_nodes)
-        return per_user.mean() + reg
+        return per_user_mean + reg
 
     @torch.no_grad()
     def scores(self, rows: torch.Tensor, users: np.ndarray) -> torch.Tensor:
-        return self.forward(rows, self._user_index(users))
+        return self.forward(rows, self.user_embedding(self._user_index(users)))
 
 
     # ---- pieces ------------------------------------------------------------------------
-    def forward(self, rows: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """Output pre-activations (batch, n_items); input corruption only in training mode."""
+    def forward(self, rows: torch.Tensor, nodes: torch.Tensor, entries: sparse_input.Entries | None = None) -> torch.Tensor:
+        """Output pre-activations (batch, n_items) of the rows and their users' input nodes V_u
+        (batch, hidden_size); input corruption only in training mode.
+        ``entries``: the fast path's nonzero entries of ``rows``, if the caller has them."""
         if fast.enabled():  # the encoder's product over the kept entries only (pipeline/models/fast/sparse_input.py)
-            encoded = sparse_input.first_layer(rows, self.encoder, self.config.corruption if self.training else 0.0, normalize=False)
+            encoded = sparse_input.first_layer(rows, self.encoder, self.config.corruption if self.training else 0.0,
+                                               normalize=False, entries=entries)
         else:
             encoded = self.encoder(dropout(rows, self.config.corruption, self.training))
-        hidden = self._activation(encoded + self.user_embedding(idx))
+        hidden = self._activation(encoded + nodes)
         return self.decoder(hidden)
 
     def _user_index(self, users: np.ndarray) -> torch.Tensor:

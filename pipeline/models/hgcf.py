@@ -80,11 +80,12 @@ Differences from the released code, on purpose:
 
 The propagation is the same matrix product on the whole graph at every batch; on the CPU it runs
 through scipy (:class:`pipeline.models.layers.SparseOperator`); G is not symmetric, so the backward
-pass multiplies by G^T. With the speed switch on (``training.fast``) and the released triples
-(``sampling: users``), the loss, the propagation and the optimiser step run through
+pass multiplies by G^T. With the speed switch on (``training.fast``), for pair batches and
+triples alike, the loss, the propagation and the optimiser step run through
 ``pipeline/models/fast/hgcf.py`` (torch's CSR products on both threads, the maps, the margin loss
-and Riemannian SGD with their arithmetic written out): the same function up to float32 rounding.
-The pair batches keep this file's computation, so the committed 64-d runs reproduce bit for bit.
+and Riemannian SGD with their arithmetic written out): the same function up to float32 rounding,
+except the momentum's transport, which geoopt computes with float32 cancellation and the fast
+optimiser in closed form (its docstring).
 """
 
 from __future__ import annotations
@@ -195,21 +196,20 @@ class HGCF(Recommender, key="hgcf"):
         (``positives`` None), or of the given triples (users[k], positives[k], negatives[k])."""
         if positives is None:
             b, pos, neg = sample_pairs(rows)
-            user_points, item_points = self.propagate()
-            if len(b) == 0:  # no train interaction in this batch: a zero that still backpropagates
-                return (user_points.sum() + item_points.sum()) * 0.0
             uid = torch.as_tensor(np.asarray(users), dtype=torch.long, device=b.device)[b]
         else:
-            if self._fast() and len(positives) > 0:
-                points = self._fast_points()
-                uid = torch.as_tensor(np.asarray(users), dtype=torch.long, device=points.device)
-                return fast_hgcf.triple_loss(points, uid, positives.to(points.device), negatives.to(points.device),
-                                             self.n_users, self.config.margin)
-            user_points, item_points = self.propagate()
-            if len(positives) == 0:
-                return (user_points.sum() + item_points.sum()) * 0.0
-            uid = torch.as_tensor(np.asarray(users), dtype=torch.long, device=user_points.device)
-            pos, neg = positives.to(user_points.device), negatives.to(user_points.device)
+            uid = torch.as_tensor(np.asarray(users), dtype=torch.long, device=positives.device)
+            pos, neg = positives, negatives
+        if self._fast() and len(uid) > 0:
+            points = self._fast_points()
+            device = points.device
+            return fast_hgcf.triple_loss(points, uid.to(device), pos.to(device), neg.to(device),
+                                         self.n_users, self.config.margin)
+        user_points, item_points = self.propagate()
+        if len(uid) == 0:  # no train interaction in this batch: a zero that still backpropagates
+            return (user_points.sum() + item_points.sum()) * 0.0
+        device = user_points.device
+        uid, pos, neg = uid.to(device), pos.to(device), neg.to(device)
         u = user_points[uid]
         d_pos = sqdist(u, item_points[pos]).clamp(max=SQDIST_CLAMP)
         d_neg = sqdist(u, item_points[neg]).clamp(max=SQDIST_CLAMP)
@@ -254,9 +254,8 @@ class HGCF(Recommender, key="hgcf"):
         return self._cache[1]
 
     def _fast(self) -> bool:
-        """Whether this model takes ``pipeline/models/fast/hgcf.py``: the speed switch on and the
-        released triples (the pair batches of the committed runs keep the readable path)."""
-        return fast.enabled() and self.config.sampling == "users"
+        """Whether this model takes ``pipeline/models/fast/hgcf.py``: the speed switch on."""
+        return fast.enabled()
 
     def _fast_points(self) -> torch.Tensor:
         """``propagate()`` through the fast path's CSR products, users and items stacked."""

@@ -15,9 +15,9 @@ compute the same quantities:
 * ``hdrm``: HDRM's denoisers with their activations in place and, for its triple batches, a
   first layer that skips a gradient nobody needs (torch's own products: bit for bit the readable
   path with the user batches of the committed runs).
-* ``hgcf``: HDRM's stage 1 on the released triples (``sampling: users``): the graph products
-  through torch's CSR kernel (both threads) and the margin loss with its gradient written out
-  (the pair batches of the committed 64-d runs keep the readable path).
+* ``hgcf``: HDRM's stage 1 (pair batches and the released triples): the graph products
+  through torch's CSR kernel (both threads), the margin loss with its gradient written out and
+  Riemannian SGD in place.
 * ``lightgcn``: LightGCN's graph products through torch's CSR kernel and its BPR gradient as one
   sparse product (the loss for MF, LightGCN without layers, too).
 * ``sparse_input``: the first layer of CDAE, MultiDAE, MultiVAE and L-DiffRec's cluster encoders

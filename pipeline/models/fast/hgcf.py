@@ -1,14 +1,12 @@
-"""HGCF's fast path, for the released triple batches (``sampling: users``): the graph products
+"""HGCF's fast path, for pair batches and the released triples alike: the graph products
 through torch's sparse CSR kernel, the maps to and from the origin's tangent space and the margin
 loss with their gradients written out, and Riemannian SGD in place.
 
-Used by ``pipeline/models/hgcf.py`` (``HGCF.loss`` with triples, the propagation behind
-``scores`` and ``HGCF.optimizer``) only while the switch of ``pipeline/models/fast`` is on and the
-model samples the released user-uniform triples; ``HGCF.propagate``, the loss in the model file and
+Used by ``pipeline/models/hgcf.py`` (``HGCF.loss``, the propagation behind ``scores`` and
+``HGCF.optimizer``) while the switch of ``pipeline/models/fast`` is on: a pair batch is the triples
+of its pairs (user, positive, drawn negative); ``HGCF.propagate``, the loss in the model file and
 geoopt's ``RiemannianSGD`` are the readable computation, and ``tests/test_fast_paths.py`` checks
-that both agree (float64: to 1e-12; float32: within a rounding bound). The pair batches of the
-committed 64-d runs (``sampling: pairs``) keep the readable path, so those runs reproduce bit for
-bit. What each trick does:
+that both agree (float64: to 1e-12; float32: within a rounding bound). What each trick does:
 
 * **Graph products through torch's CSR kernel** (:class:`CSRProduct` of
   ``pipeline/models/fast/graph.py``): G @ X and, for the backward pass, G^T @ X, with both

@@ -57,13 +57,21 @@ def store_column_major(layer: nn.Linear) -> None:
         layer.weight = nn.Parameter(weight.detach().t().contiguous().t(), requires_grad=weight.requires_grad)
 
 
-def kept_entries(rows: torch.Tensor, drop: float, normalize: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+Entries = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (row, column, value) of a matrix's nonzeros
+
+
+def nonzero_entries(rows: torch.Tensor) -> Entries:
+    """(row, column, value) of the nonzero entries of ``rows``, row-major."""
+    r, c = torch.nonzero(rows, as_tuple=True)
+    return r, c, rows[r, c]
+
+
+def kept_entries(rows: torch.Tensor, drop: float, normalize: bool, entries: Entries | None = None) -> Entries:
     """(row, column, value) of the nonzero entries of ``rows`` after ``F.normalize(rows, dim=1)``
     (if ``normalize``) and inverted dropout with probability ``drop`` (one ``torch.rand`` draw per
     nonzero entry, survivors scaled by 1 / (1 - drop); ``drop`` 0: every entry, unscaled),
-    row-major."""
-    r, c = torch.nonzero(rows, as_tuple=True)
-    v = rows[r, c]
+    row-major. ``entries``: the rows' :func:`nonzero_entries`, if the caller has them already."""
+    r, c, v = nonzero_entries(rows) if entries is None else entries
     if normalize:
         v = v / rows.norm(2, dim=1).clamp_min(NORMALIZE_EPS)[r]
     if drop > 0.0:
@@ -99,8 +107,41 @@ def entries_layer(r: torch.Tensor, c: torch.Tensor, v: torch.Tensor, shape: tupl
     return out + layer.bias if layer.bias is not None else out
 
 
-def first_layer(rows: torch.Tensor, layer: nn.Linear, drop: float, normalize: bool) -> torch.Tensor:
+def first_layer(rows: torch.Tensor, layer: nn.Linear, drop: float, normalize: bool,
+                entries: Entries | None = None) -> torch.Tensor:
     """``layer(dropout(F.normalize(rows) if normalize else rows, drop))`` for (batch x items)
-    sparse ``rows``, the product over the kept entries only; no gradient to ``rows``."""
-    r, c, v = kept_entries(rows, drop, normalize)
+    sparse ``rows``, the product over the kept entries only; no gradient to ``rows``.
+    ``entries``: the rows' :func:`nonzero_entries`, if the caller has them already."""
+    r, c, v = kept_entries(rows, drop, normalize, entries)
     return entries_layer(r, c, v, tuple(rows.shape), layer)
+
+
+class SparseTargetLogisticLoss(torch.autograd.Function):
+    """The sum over every entry of ``F.binary_cross_entropy_with_logits(logits, y)`` for a target y
+    given by its nonzero entries (r, c, v): with BCE(x, y) = softplus(x) - y x, the sum is
+    sum softplus(x) - sum_k v_k x[r_k, c_k], and its gradient sigmoid(x) - y is one dense pass
+    and a correction at the target's nonzeros. torch's loss forms (1 - y), (1 - y) x and
+    log_sigmoid(x) over the dense target and, backwards, sigmoid(x) - y and its product with the
+    incoming gradient: passes over the batch x items logits that this one does not make, and it
+    never reads the dense target. The same function, rounded otherwise (softplus(x) - y x against
+    (1 - y) x - log_sigmoid(x), one sum over the batch instead of per row)."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, r: torch.Tensor, c: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(logits, r, c, v)
+        v = v.to(logits.dtype)
+        return torch.nn.functional.softplus(logits).sum() - torch.dot(logits[r, c], v)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        logits, r, c, v = ctx.saved_tensors
+        out = torch.sigmoid(logits)
+        out.index_put_((r, c), v.to(logits.dtype).neg(), accumulate=True)
+        return out.mul_(grad), None, None, None
+
+
+def logistic_loss_sum(logits: torch.Tensor, entries: Entries) -> torch.Tensor:
+    """sum over every entry of BCE-with-logits(logits, y), y the (batch x items) target given by its
+    :func:`nonzero_entries` (:class:`SparseTargetLogisticLoss`)."""
+    return SparseTargetLogisticLoss.apply(logits, *entries)
+
