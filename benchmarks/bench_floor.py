@@ -24,8 +24,9 @@ peak memory is its own) and with ``--threads`` torch threads:
   the model, and which no product floor counts; **ratio†** = the pass / (floor* + ranking), the
   model's scoring against its products with the ranking taken as it is;
 * **measured**: seconds of an epoch, the median of the epochs timed after three warm-up steps
-  (one epoch, or as many as make three optimizer steps: a process's first steps fault its heap
-  in and would count set-up as work on a split whose epoch is one or a few steps), the median of
+  (a process's first steps fault its heap in and would count set-up as work on a split whose
+  epoch is one or a few steps): three epochs, or as many as make three optimizer steps if that is
+  more (one timed epoch moved a ratio by 0.1-0.3 between runs of the script), the median of
   ``--passes`` evaluation passes, and the peak RSS of the process;
 * **whole run**: the measured epoch and pass times times the epochs and evaluations of the
   committed run ``runs/<split>/<model>/seed1/history.csv``, where one exists.
@@ -125,7 +126,8 @@ evaluation = evaluation_config(params)
 evaluator = Evaluator(data, evaluation.topk, evaluation.batch_size)
 startup_s = time.perf_counter() - started - rate_s  # imports, data, model (EASE: its closed form)
 
-TIMED_STEPS = 3  # whole epochs are timed until they add up to this many steps; their median is reported
+TIMED_EPOCHS, TIMED_STEPS = 3, 3  # whole epochs are timed until there are this many and they add up to
+# this many steps; their median is reported
 
 def epoch(limit=None):
     model.train()
@@ -154,7 +156,7 @@ if trainable:
     while done < WARMUP_STEPS:
         done += epoch(limit=WARMUP_STEPS - done)
     timed, timed_steps = [], 0
-    while timed_steps < TIMED_STEPS:
+    while len(timed) < TIMED_EPOCHS or timed_steps < TIMED_STEPS:
         t = time.perf_counter(); steps = epoch(); timed.append(time.perf_counter() - t)
         timed_steps += steps
     epoch_s = float(np.median(timed))
