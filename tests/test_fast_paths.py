@@ -1252,7 +1252,8 @@ def test_sparse_first_layer_is_the_linear_layer_in_float64(normalize):
 def test_sparse_target_logistic_loss_is_torchs_in_float64():
     """sum softplus(x) - sum_nz v x and its gradient sigmoid(x) - y (corrected at the nonzeros only)
     equal torch's summed BCE-with-logits on the dense target, for targets in [0, 1] and logits of
-    both signs up to |x| = 15, to 1e-12 of the largest entry; the dense target is never needed."""
+    both signs up to |x| = 15, to 1e-12 of the largest entry; the dense target is never needed. In
+    float32 the gradient of the batch mean (CDAE's per-row sums, averaged) is torch's bit for bit."""
     from pipeline.models.fast.sparse_input import logistic_loss_sum, nonzero_entries
 
     g = torch.Generator().manual_seed(6)
@@ -1265,6 +1266,12 @@ def test_sparse_target_logistic_loss_is_torchs_in_float64():
     (quick_grad,) = torch.autograd.grad(quick * 0.7, logits)
     assert abs(quick.item() - plain.item()) <= 1e-12 * abs(plain.item())
     assert (quick_grad - plain_grad).abs().max().item() <= 1e-12 * plain_grad.abs().max().item()
+    # float32: the gradient is torch's bit for bit (the same sigmoid, subtraction and product)
+    logits32, target32 = logits.detach().float().requires_grad_(), target.float()
+    plain32 = torch.nn.functional.binary_cross_entropy_with_logits(logits32, target32, reduction="none").sum(1).mean()
+    (plain_grad32,) = torch.autograd.grad(plain32, logits32)
+    (quick_grad32,) = torch.autograd.grad(logistic_loss_sum(logits32, nonzero_entries(target32)) / 30, logits32)
+    assert torch.equal(quick_grad32, plain_grad32)
 
 
 def test_cdae_fast_loss_is_the_model_in_float64():

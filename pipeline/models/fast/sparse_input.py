@@ -123,8 +123,10 @@ class SparseTargetLogisticLoss(torch.autograd.Function):
     and a correction at the target's nonzeros. torch's loss forms (1 - y), (1 - y) x and
     log_sigmoid(x) over the dense target and, backwards, sigmoid(x) - y and its product with the
     incoming gradient: passes over the batch x items logits that this one does not make, and it
-    never reads the dense target. The same function, rounded otherwise (softplus(x) - y x against
-    (1 - y) x - log_sigmoid(x), one sum over the batch instead of per row)."""
+    never reads the dense target. The gradient is torch's bit for bit (sigmoid(x) where y is 0,
+    sigmoid(x) - y at the nonzeros, times the incoming gradient: the same operations on the same
+    floats); the loss's value rounds otherwise (softplus(x) - y x against (1 - y) x -
+    log_sigmoid(x), one sum over the batch instead of per row)."""
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, r: torch.Tensor, c: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
