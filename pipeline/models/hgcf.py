@@ -178,7 +178,7 @@ class HGCF(Recommender, key="hgcf"):
     # ------------------------------------------------------------------ contract
 
     def optimizer(self) -> torch.optim.Optimizer:
-        cls = fast_hgcf.RiemannianSGD if self._fast() and self.config.momentum > 0 else geoopt.optim.RiemannianSGD
+        cls = fast_hgcf.RiemannianSGD if fast.enabled() and self.config.momentum > 0 else geoopt.optim.RiemannianSGD
         return cls(self.parameters(), lr=self.config.lr, momentum=self.config.momentum, weight_decay=self.config.weight_decay)
 
     def batches(self, matrix: sp.csr_matrix, generator: torch.Generator | None = None) -> Iterator[tuple]:
@@ -200,7 +200,7 @@ class HGCF(Recommender, key="hgcf"):
         else:
             uid = torch.as_tensor(np.asarray(users), dtype=torch.long, device=positives.device)
             pos, neg = positives, negatives
-        if self._fast() and len(uid) > 0:
+        if fast.enabled() and len(uid) > 0:
             points = self._fast_points()
             device = points.device
             return fast_hgcf.triple_loss(points, uid.to(device), pos.to(device), neg.to(device),
@@ -253,10 +253,6 @@ class HGCF(Recommender, key="hgcf"):
                 self._cache = (key, self._propagate_as_trained())
         return self._cache[1]
 
-    def _fast(self) -> bool:
-        """Whether this model takes ``pipeline/models/fast/hgcf.py``: the speed switch on."""
-        return fast.enabled()
-
     def _fast_points(self) -> torch.Tensor:
         """``propagate()`` through the fast path's CSR products, users and items stacked."""
         ego = self._ego()
@@ -267,7 +263,7 @@ class HGCF(Recommender, key="hgcf"):
 
     def _propagate_as_trained(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The final points computed by the path the model trains with."""
-        if self._fast():
+        if fast.enabled():
             points = self._fast_points()
             return points[: self.n_users], points[self.n_users :]
         return self.propagate()
