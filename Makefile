@@ -57,7 +57,7 @@ test: install
 
 ## The tests again under another instruction set's kernels (AVX2 instead of AVX-512), as CI does
 test-isa: install
-	ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python -m pytest -q
+	MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python -m pytest -q
 
 ## Retrain VERIFY_RUNS (their inputs built first) and compare them with the committed runs
 verify: install

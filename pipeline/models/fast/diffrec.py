@@ -185,7 +185,10 @@ def folded_scores(denoiser: nn.Module, diffusion: GaussianDiffusion, rows: torch
     if plan is None:  # not a DDPM posterior (there alpha-bar before t = 0 is 1, so c2 = 0)
         return None
     x0 = diffusion.start_point(rows, sampling_steps)
-    y = sparse_rows_matmul(x0, plan.w_in_t) if sampling_steps == 0 and sparse_rows else x0 @ plan.w_in_t
+    if sampling_steps == 0 and sparse_rows:
+        y = sparse_rows_matmul(x0, plan.w_in_t)
+    else:  # through oneDNN: with MKL's AVX2 kernels this product's bits depended on the thread count
+        y = linear(x0, plan.w_in_t.T)
     for step in plan.steps:
         h = _hidden(torch.add(step.pre_bias, y, alpha=step.scale), plan.hidden)
         y = linear_add(h, step.weight, y) if step.accumulate else linear(h, step.weight)
