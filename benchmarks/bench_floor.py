@@ -10,8 +10,9 @@ peak memory is its own) and with ``--threads`` torch threads:
   all users): every dense matrix product (2 m n k; oneDNN's fused linear layers of
   ``pipeline/models/fast/linear.py`` too), every sparse CSR product and every product through
   scipy (``SparseOperator``'s CPU path; 2 nnz n each);
-* **the machine's product rate**: float32 ``torch.mm`` of 2,048 x 2,048 matrices with the same
-  thread count, best of 5;
+* **the machine's product rate**: a float32 product of 2,048 x 2,048 matrices with the same
+  thread count, best of 5, through MKL (``torch.mm``) and through oneDNN (the DiffRec family's
+  products): the faster;
 * **floor** = products / rate, the time the epoch (or pass) would take if it were nothing but its
   matrix products at the machine's dense rate; elementwise work, gathers and sparse products
   (memory-bound, far below the dense rate) are what a ratio over 1 is made of;

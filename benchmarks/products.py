@@ -2,8 +2,12 @@
 yardsticks of ``bench_floor.py`` (ML-1M, every model) and ``bench_scale.py`` (Yelp and Amazon-book
 size, DiffRec and L-DiffRec).
 
-* :func:`dense_rate`: float32 ``torch.mm`` of two ``size`` x ``size`` matrices with the current
-  thread count, best of ``repeats``, in FLOP/s;
+* :func:`dense_rate`: a float32 product of two ``size`` x ``size`` matrices with the current
+  thread count through each of the two CPU product libraries torch ships, MKL (``torch.mm``) and
+  oneDNN (``pipeline/models/fast/linear.py``, which the DiffRec family's products take), best of
+  ``repeats`` each; the faster one, in FLOP/s. They differ by CPU: on an AMD core MKL runs its AVX2
+  kernels where oneDNN may run AVX-512 ones, so ``torch.mm`` alone can price a floor at half the
+  rate the models' own products reach (docs/benchmarks.md);
 * :class:`Products`: ``with counter.counting(): ...`` counts every dense product the code runs
   (2 m n k; torch's ``FlopCounterMode``, with oneDNN's fused linear layers of
   ``pipeline/models/fast/linear.py`` mapped too), every torch sparse CSR product (2 nnz n) and
@@ -26,6 +30,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline.models import layers
+from pipeline.models.fast.linear import linear
 
 RATE_SIZE = 2048  # the square float32 product that measures the machine's rate
 # Optimizer steps a measurement runs before it times any: the first steps allocate the optimizer's
@@ -35,13 +40,17 @@ WARMUP_STEPS = 3
 
 
 def dense_rate(size: int = RATE_SIZE, repeats: int = 5) -> float:
-    """FLOP/s of a float32 ``size`` x ``size`` product with torch's current threads (best of ``repeats``)."""
+    """FLOP/s of a float32 ``size`` x ``size`` product with torch's current threads: the faster of
+    MKL's (``torch.mm``) and oneDNN's (``fast.linear``), best of ``repeats`` each."""
     a, b = torch.randn(size, size), torch.randn(size, size)
+    b_t = b.T.contiguous()  # linear takes the weight as (out, in)
     best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - start)
+    for product in (lambda: torch.mm(a, b), lambda: linear(a, b_t)):
+        product()  # first call: the library's set-up
+        for _ in range(repeats):
+            start = time.perf_counter()
+            product()
+            best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best
 
 
