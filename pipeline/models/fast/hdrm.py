@@ -29,17 +29,20 @@ the arithmetic the result is bit for bit the readable one. What each trick does:
   batches (``sampling: users``), so there the first layer stays autograd's and the runs
   reproduce bit for bit; the triple batches (``sampling: triples``, the released recipe, no
   committed run) take this layer.
-* **The bias added after the product** (:func:`linear`, the layers with at most
-  :data:`ONE_BLOCK_INPUTS` inputs: at the committed size the first layer, 140 -> 600, and the
-  200 -> 600 one): ``nn.Linear`` calls ``addmm(bias, x, W^T)``, which first writes the bias into
-  every row of the batch x width output and then has BLAS add the product to it, a second pass
-  over the output; here the product, then the bias added in place, where the activation's pass
-  follows. BLAS sums each output's products in registers and adds the existing output once at
-  the end when the whole inner dimension fits one of its blocks, so the two orders give the same
-  bits there (MKL: up to 256 inputs with its SSE4.2, AVX2 and AVX-512 kernels, measured; 300 and
-  more differ with the first two), and it is kept to those layers. The autograd graph's products
-  and bias gradient are the same calls (mm's and add's backward); the gain is measured in
-  docs/benchmarks.md.
+* **The bias added after the product** (:func:`linear`, where it gives the same bits): ``nn.Linear``
+  calls ``addmm(bias, x, W^T)``, which first writes the bias into every row of the batch x width
+  output and then has BLAS add the product to it, a second pass over the output; here the
+  product, then the bias added in place, where the activation's pass follows. BLAS sums each
+  output's products in registers and adds the existing output once at the end when the whole
+  inner dimension fits one of its blocks, so the two orders give the same bits there; the block
+  is the CPU's: MKL's holds 256 inputs with its SSE4.2, AVX2 and AVX-512 kernels on the Intel
+  machines measured, 192 on an AMD EPYC (Zen 3), where HDRM-64's 200 -> 600 layer splits it.
+  So :func:`same_bits_with_the_bias_after` compares the two orders once per shape, thread count
+  and device, on random values of that shape (where the order differs, nearly every output
+  rounds differently), and :func:`linear` takes the bias after the product only where they are
+  equal: a layer gives ``nn.Linear``'s bits on every machine, and where they are not equal it
+  is ``nn.Linear`` itself. The autograd graph's products and bias gradient are the same calls
+  (mm's and add's backward); the gain is measured in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -51,15 +54,28 @@ from torch import nn
 from pipeline.models.layers import timestep_embedding
 
 IN_PLACE = {"relu": torch.relu_, "tanh": torch.tanh_, "sigmoid": torch.sigmoid_}
-# The widest input for which ``linear`` adds the bias after the product: BLAS's inner-dimension
-# block (MKL's smallest, that of its SSE4.2 and AVX2 kernels), within which the order is the same
-ONE_BLOCK_INPUTS = 256
+# (rows, inputs, outputs, threads, dtype, device) -> whether the bias after the product gives addmm's bits
+_SAME_BITS: dict[tuple, bool] = {}
+
+
+def same_bits_with_the_bias_after(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether ``mm(x, W^T) + bias`` is ``addmm(bias, x, W^T)`` bit for bit on this machine for a
+    contiguous ``x`` of this shape, ``weight``'s shape, the thread count, dtype and device: both
+    orders computed once on random values of those shapes (seeded, without touching torch's
+    global random state), then remembered."""
+    key = (*x.shape, weight.shape[0], torch.get_num_threads(), x.dtype, x.device)
+    if key not in _SAME_BITS:
+        generator = torch.Generator().manual_seed(0)
+        a, w, b = (torch.randn(*shape, generator=generator, dtype=x.dtype).to(x.device)
+                   for shape in (tuple(x.shape), tuple(weight.shape), (weight.shape[0],)))
+        _SAME_BITS[key] = torch.equal(torch.addmm(b, a, w.t()), torch.mm(a, w.t()).add_(b))
+    return _SAME_BITS[key]
 
 
 def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """``layer(x)`` for a 2-D ``x``; for at most :data:`ONE_BLOCK_INPUTS` inputs the product, then
-    the bias added in place (the same bits, one pass fewer over the output: module docstring)."""
-    if layer.in_features <= ONE_BLOCK_INPUTS and layer.bias is not None and x.dim() == 2:
+    """``layer(x)`` for a 2-D ``x``; the product, then the bias added in place, where that gives
+    ``layer(x)``'s bits on this machine (one pass fewer over the output: module docstring)."""
+    if layer.bias is not None and x.dim() == 2 and x.is_contiguous() and same_bits_with_the_bias_after(x, layer.weight):
         return torch.mm(x, layer.weight.t()).add_(layer.bias)
     return layer(x)
 
