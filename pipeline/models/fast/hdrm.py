@@ -37,10 +37,11 @@ the arithmetic the result is bit for bit the readable one. What each trick does:
   inner dimension fits one of its blocks, so the two orders give the same bits there; the block
   is the CPU's: MKL's holds 256 inputs with its SSE4.2, AVX2 and AVX-512 kernels on the Intel
   machines measured, 192 on an AMD EPYC (Zen 3), where HDRM-64's 200 -> 600 layer splits it.
-  So :func:`same_bits_with_the_bias_after` compares the two orders once per shape, thread count
-  and device, on random values of that shape (where the order differs, nearly every output
-  rounds differently), and :func:`linear` takes the bias after the product only where they are
-  equal: a layer gives ``nn.Linear``'s bits on every machine, and where they are not equal it
+  So :func:`same_bits_with_the_bias_after` compares the two orders once per layer shape, power
+  of two of the rows, thread count and device, on random values (where the order differs,
+  nearly every output rounds differently), and :func:`linear` takes the bias after the product
+  only where they are equal (layers of at most :data:`PROBED_INPUTS` inputs; wider ones are not
+  probed): a layer gives ``nn.Linear``'s bits on every machine, and where the orders differ it
   is ``nn.Linear`` itself. The autograd graph's products and bias gradient are the same calls
   (mm's and add's backward); the gain is measured in docs/benchmarks.md.
 """
@@ -54,16 +55,22 @@ from torch import nn
 from pipeline.models.layers import timestep_embedding
 
 IN_PLACE = {"relu": torch.relu_, "tanh": torch.tanh_, "sigmoid": torch.sigmoid_}
-# (rows, inputs, outputs, threads, dtype, device) -> whether the bias after the product gives addmm's bits
+# The widest layer probed, MKL's block on the Intel machines measured; a probe costs two products,
+# so wider layers are nn.Linear without one
+PROBED_INPUTS = 256
+# (rows' power of two, inputs, outputs, threads, dtype, device) -> whether the bias after the
+# product gives addmm's bits
 _SAME_BITS: dict[tuple, bool] = {}
 
 
 def same_bits_with_the_bias_after(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether ``mm(x, W^T) + bias`` is ``addmm(bias, x, W^T)`` bit for bit on this machine for a
-    contiguous ``x`` of this shape, ``weight``'s shape, the thread count, dtype and device: both
-    orders computed once on random values of those shapes (seeded, without touching torch's
-    global random state), then remembered."""
-    key = (*x.shape, weight.shape[0], torch.get_num_threads(), x.dtype, x.device)
+    contiguous ``x`` like this one and ``weight``'s shape, the thread count, dtype and device: both
+    orders computed on random values of these shapes (seeded, without touching torch's global
+    random state) the first time such a product comes, then remembered. Rows are taken by their
+    power of two (the user batches' rows vary from batch to batch, and a probe costs two
+    products): BLAS splits the inner dimension by its block whatever the rows."""
+    key = (x.shape[0].bit_length(), x.shape[1], weight.shape[0], torch.get_num_threads(), x.dtype, x.device)
     if key not in _SAME_BITS:
         generator = torch.Generator().manual_seed(0)
         a, w, b = (torch.randn(*shape, generator=generator, dtype=x.dtype).to(x.device)
@@ -75,7 +82,8 @@ def same_bits_with_the_bias_after(x: torch.Tensor, weight: torch.Tensor) -> bool
 def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """``layer(x)`` for a 2-D ``x``; the product, then the bias added in place, where that gives
     ``layer(x)``'s bits on this machine (one pass fewer over the output: module docstring)."""
-    if layer.bias is not None and x.dim() == 2 and x.is_contiguous() and same_bits_with_the_bias_after(x, layer.weight):
+    if (layer.bias is not None and x.dim() == 2 and x.is_contiguous() and layer.in_features <= PROBED_INPUTS
+            and same_bits_with_the_bias_after(x, layer.weight)):
         return torch.mm(x, layer.weight.t()).add_(layer.bias)
     return layer(x)
 
